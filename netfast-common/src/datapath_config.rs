@@ -1,0 +1,29 @@
+//! The single entry of the `CONFIG` array: what the datapath needs to know about the host.
+
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DatapathConfig {
+    /// The uplink's address: the masquerade source and the "any" of published ports.
+    /// Network byte order.
+    pub uplink_addr: u32,
+    /// The masqueraded subnet, network byte order: a packet's source is in it when
+    /// `src & subnet_mask == subnet_addr`.
+    pub subnet_addr: u32,
+    pub subnet_mask: u32,
+    /// Inclusive SNAT source-port range, host byte order.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    /// 0 until userspace has written the entry; the datapath passes everything until then.
+    pub enabled: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: `#[repr(C)]`, explicitly padded, and checked by bytemuck's `Pod` derive.
+    unsafe impl aya::Pod for super::DatapathConfig {}
+}
+
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);

@@ -1,0 +1,23 @@
+//! Names the loader and the CLI look things up by. They must match `netfast-ebpf`.
+
+/// bpffs directory that holds one directory per instance.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/netfast";
+
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_FORWARDS: &str = "FORWARDS";
+pub const MAP_CONNTRACK: &str = "CONNTRACK";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+
+pub const PROG_UPLINK_INGRESS_TC: &str = "uplink_ingress_tc";
+pub const PROG_UPLINK_INGRESS_XDP: &str = "uplink_ingress_xdp";
+pub const PROG_UPLINK_EGRESS_TC: &str = "uplink_egress_tc";
+
+/// Pinned link names inside the instance directory.
+pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
+pub const LINK_UPLINK_EGRESS: &str = "link_uplink_egress";
+
+pub const CONNTRACK_CAPACITY: u32 = 65_536;
+pub const FORWARDS_CAPACITY: u32 = 16_384;
+
+/// How many random SNAT ports are tried before a new flow is refused.
+pub const SNAT_MAX_TRIES: u32 = 8;
