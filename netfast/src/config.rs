@@ -1,14 +1,35 @@
 //! The operator's TOML configuration, parsed into checked types.
 //!
-//! TODO(config helper): parsing (`Config::from_file`, `Config::from_toml_str`), defaults,
-//! static validation and its unit tests. The types below are the contract the rest of
-//! the crate codes against; extend them, don't rename them.
+//! Parsing goes through private `Raw*` structs of plain strings, so every bad value
+//! gets our own message (value, key, fix) rather than serde's. Then [`Config::validate`]
+//! runs the cross-field checks; it is public so code that builds a `Config` by hand
+//! (the lab) gets the same checks.
 
-use std::{net::Ipv4Addr, ops::RangeInclusive, path::PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::Ipv4Addr,
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+};
 
 use ipnet::Ipv4Net;
+use netfast_common::{
+    Backend, ForwardKey,
+    names::{FORWARDS_CAPACITY, PIN_ROOT},
+};
+use serde::Deserialize;
 
 use crate::publish::PublishSpec;
+
+/// Linux's IFNAMSIZ is 16, including the NUL.
+pub const IFNAME_MAX: usize = 15;
+/// The instance name prefixes namespaces and names a bpffs directory; keep it short.
+pub const INSTANCE_MAX: usize = 32;
+/// Default SNAT source ports: above Linux's default ip_local_port_range (32768-60999).
+pub const DEFAULT_SNAT_PORTS: RangeInclusive<u16> = 61000..=65535;
+/// Name of the container end of a veth when the config gives none.
+pub const DEFAULT_PEER: &str = "eth0";
 
 /// Everything `netfast up` builds and attaches for one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +56,35 @@ pub enum IngressMode {
     Xdp,
 }
 
+impl IngressMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressMode::Tc => "tc",
+            IngressMode::Xdp => "xdp",
+        }
+    }
+}
+
+impl fmt::Display for IngressMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IngressMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tc" => Ok(IngressMode::Tc),
+            "xdp" => Ok(IngressMode::Xdp),
+            _ => Err(format!(
+                "ingress mode \"{s}\" is unknown; use \"tc\" or \"xdp\""
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
     pub name: String,
@@ -57,10 +107,819 @@ pub struct ContainerConfig {
     pub host_address: Option<Ipv4Addr>,
 }
 
+impl ContainerConfig {
+    /// True when the host end of the veth is plugged into the bridge.
+    pub fn is_bridged(&self) -> bool {
+        self.host_address.is_none()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MasqueradeConfig {
     /// Sources in this subnet leaving through the uplink take the uplink's address.
     pub subnet: Ipv4Net,
     /// SNAT source ports; must not overlap the host's `net.ipv4.ip_local_port_range`.
     pub ports: RangeInclusive<u16>,
+}
+
+impl MasqueradeConfig {
+    /// Refuses a SNAT range that overlaps the host's ephemeral ports (`local`, as read
+    /// by [`read_local_port_range`]): the host's own connections would collide with
+    /// translated ones.
+    pub fn check_local_port_range(&self, local: &RangeInclusive<u16>) -> Result<(), ConfigError> {
+        let p = &self.ports;
+        if p.start() <= local.end() && local.start() <= p.end() {
+            return Err(ConfigError::Invalid(format!(
+                "masquerade ports \"{}-{}\" (masquerade.ports): overlap the host's \
+                 ip_local_port_range {}-{}; pick a range outside it, such as \"61000-65535\", \
+                 or narrow net.ipv4.ip_local_port_range",
+                p.start(),
+                p.end(),
+                local.start(),
+                local.end()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads `net.ipv4.ip_local_port_range` of the calling thread's network namespace.
+pub fn read_local_port_range() -> std::io::Result<RangeInclusive<u16>> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(PATH)?;
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => Ok(lo..=hi),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{PATH} holds {text:?}, not two ports"),
+        )),
+    }
+}
+
+/// Why a configuration was refused. Every message is one sentence that names the
+/// value, where it is, and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, a missing key or a wrong type.
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// A value that parsed but makes no sense; the message carries the details.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+// Raw TOML shapes. Strings, not parsed types, so the messages are ours.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    instance: String,
+    uplink: String,
+    ingress: Option<String>,
+    bridge: RawBridge,
+    #[serde(default)]
+    container: Vec<RawContainer>,
+    masquerade: Option<RawMasquerade>,
+    #[serde(default)]
+    publish: Vec<RawPublish>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    name: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    netns: String,
+    address: String,
+    veth: Option<String>,
+    peer: Option<String>,
+    host_address: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasquerade {
+    subnet: String,
+    ports: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    spec: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses and validates a config held in memory.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, None)
+    }
+
+    fn parse(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+        let origin = origin(source);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            message: toml_message(text, &e),
+            origin: origin.clone(),
+        })?;
+        let in_file = |msg: String| ConfigError::Invalid(format!("{origin}: {msg}"));
+
+        let ingress = match raw.ingress.as_deref() {
+            None => IngressMode::default(),
+            Some(s) => s.parse().map_err(|_| {
+                in_file(format!(
+                    "ingress mode \"{s}\" (ingress) is unknown; use \"tc\" or \"xdp\""
+                ))
+            })?,
+        };
+        let bridge = BridgeConfig {
+            address: parse_net(&raw.bridge.address, "bridge address", "bridge.address")
+                .map_err(in_file)?,
+            name: raw.bridge.name,
+        };
+        let mut containers = Vec::with_capacity(raw.container.len());
+        for (i, c) in raw.container.into_iter().enumerate() {
+            let address = parse_net(
+                &c.address,
+                "container address",
+                &format!("container[{i}].address"),
+            )
+            .map_err(in_file)?;
+            let host_address = c
+                .host_address
+                .as_deref()
+                .map(|a| parse_addr(a, "host address", &format!("container[{i}].host_address")))
+                .transpose()
+                .map_err(in_file)?;
+            containers.push(ContainerConfig {
+                veth: c.veth.unwrap_or_else(|| default_veth(&c.netns)),
+                peer: c.peer.unwrap_or_else(|| DEFAULT_PEER.to_owned()),
+                netns: c.netns,
+                address,
+                host_address,
+            });
+        }
+        let masquerade = match raw.masquerade {
+            None => None,
+            Some(m) => Some(MasqueradeConfig {
+                // Host bits in a subnet ("172.16.0.5/24") are unambiguous: drop them.
+                subnet: parse_net(&m.subnet, "masquerade subnet", "masquerade.subnet")
+                    .map_err(in_file)?
+                    .trunc(),
+                ports: match m.ports.as_deref() {
+                    None => DEFAULT_SNAT_PORTS,
+                    Some(p) => parse_port_range(p).map_err(in_file)?,
+                },
+            }),
+        };
+        let mut publish = Vec::with_capacity(raw.publish.len());
+        for (i, p) in raw.publish.iter().enumerate() {
+            let spec: PublishSpec =
+                p.spec
+                    .parse()
+                    .map_err(|e: crate::publish::PublishSpecError| {
+                        in_file(format!(
+                            "publish spec \"{}\" (publish[{i}]): {}",
+                            p.spec, e.reason
+                        ))
+                    })?;
+            publish.push(spec);
+        }
+
+        let config = Config {
+            instance: raw.instance,
+            uplink: raw.uplink,
+            ingress,
+            bridge,
+            containers,
+            masquerade,
+            publish,
+            source: source.map(Path::to_owned),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The cross-field checks. Returns the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|msg| {
+            ConfigError::Invalid(format!("{}: {msg}", origin(self.source.as_deref())))
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_instance(&self.instance)?;
+
+        // Host-namespace interface names: each must be valid and unique.
+        let mut ifnames: HashMap<String, String> = HashMap::new();
+        let mut claim = |name: &str, key: String| -> Result<(), String> {
+            check_ifname(name, &key)?;
+            if let Some(prev) = ifnames.insert(name.to_owned(), key.clone()) {
+                return Err(format!(
+                    "interface name \"{name}\" ({key}) is already used by {prev}; \
+                     give each interface of the host namespace its own name"
+                ));
+            }
+            Ok(())
+        };
+        claim(&self.uplink, "uplink".into())?;
+        claim(&self.bridge.name, "bridge.name".into())?;
+        for (i, c) in self.containers.iter().enumerate() {
+            claim(&c.veth, format!("container[{i}].veth"))?;
+        }
+
+        let bridge_net = self.bridge.address.trunc();
+        check_host_in_net(&self.bridge.address, "bridge address", "bridge.address")?;
+
+        let mut netns: HashMap<&str, usize> = HashMap::new();
+        // Every address a host or container owns; none may repeat.
+        let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
+        owners.insert(self.bridge.address.addr(), "bridge.address".into());
+        let mut own = |addr: Ipv4Addr, key: String| -> Result<(), String> {
+            if let Some(prev) = owners.insert(addr, key.clone()) {
+                return Err(format!(
+                    "address {addr} ({key}) is already used by {prev}; give each one its own address"
+                ));
+            }
+            Ok(())
+        };
+        for (i, c) in self.containers.iter().enumerate() {
+            check_netns(&c.netns, &format!("container[{i}].netns"))?;
+            if let Some(prev) = netns.insert(&c.netns, i) {
+                return Err(format!(
+                    "network namespace \"{}\" (container[{i}].netns) is already used by container[{prev}]; \
+                     give each container its own namespace",
+                    c.netns
+                ));
+            }
+            check_ifname(&c.peer, &format!("container[{i}].peer"))?;
+            let key = format!("container[{i}].address");
+            match c.host_address {
+                None => {
+                    if bridge_net.contains(&c.address.addr())
+                        && c.address.prefix_len() != bridge_net.prefix_len()
+                    {
+                        return Err(format!(
+                            "container address \"{}\" ({key}) has prefix /{} but the bridge's network {bridge_net} is /{}; \
+                             write \"{}/{}\"",
+                            c.address,
+                            c.address.prefix_len(),
+                            bridge_net.prefix_len(),
+                            c.address.addr(),
+                            bridge_net.prefix_len()
+                        ));
+                    }
+                    if !bridge_net.contains(&c.address.addr()) {
+                        return Err(format!(
+                            "container address \"{}\" ({key}) is outside the bridge's network {bridge_net}; \
+                             use an address in {bridge_net}, or set host_address for a point-to-point link",
+                            c.address
+                        ));
+                    }
+                    check_host_in_net(&c.address, "container address", &key)?;
+                }
+                Some(host) => {
+                    if host == c.address.addr() {
+                        return Err(format!(
+                            "host address {host} (container[{i}].host_address) equals the container's own address; \
+                             give the host end a different address"
+                        ));
+                    }
+                    check_unicast(
+                        host,
+                        "host address",
+                        &format!("container[{i}].host_address"),
+                    )?;
+                    check_unicast(c.address.addr(), "container address", &key)?;
+                    own(host, format!("container[{i}].host_address"))?;
+                }
+            }
+            own(c.address.addr(), key)?;
+        }
+
+        if let Some(m) = &self.masquerade {
+            let (lo, hi) = (*m.ports.start(), *m.ports.end());
+            if lo == 0 || lo > hi {
+                return Err(format!(
+                    "masquerade ports \"{lo}-{hi}\" (masquerade.ports): {}; use a range like \"61000-65535\"",
+                    if lo == 0 {
+                        "port 0 is not a port"
+                    } else {
+                        "the range is inverted"
+                    }
+                ));
+            }
+        }
+
+        let container_addrs: HashSet<Ipv4Addr> =
+            self.containers.iter().map(|c| c.address.addr()).collect();
+        let mut total = 0usize;
+        for (i, p) in self.publish.iter().enumerate() {
+            let in_subnet = self
+                .masquerade
+                .as_ref()
+                .is_some_and(|m| m.subnet.contains(&p.backend_addr));
+            if !in_subnet && !container_addrs.contains(&p.backend_addr) {
+                let where_ = match &self.masquerade {
+                    Some(m) => format!("outside masquerade subnet {}", m.subnet),
+                    None => "not a container address, and there is no [masquerade] subnet".into(),
+                };
+                return Err(format!(
+                    "publish spec \"{p}\" (publish[{i}]): backend {} is {where_}; use a container address",
+                    p.backend_addr
+                ));
+            }
+            total += p.port_count();
+        }
+        check_publish_overlaps(&self.publish)?;
+        if total > FORWARDS_CAPACITY as usize {
+            return Err(format!(
+                "publish: {total} published ports exceed the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `/sys/fs/bpf/netfast/<instance>`.
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(PIN_ROOT).join(&self.instance)
+    }
+
+    /// Every FORWARDS entry of every publish spec.
+    pub fn forward_entries(&self) -> impl Iterator<Item = (ForwardKey, Backend)> + '_ {
+        self.publish.iter().flat_map(PublishSpec::entries)
+    }
+}
+
+fn origin(source: Option<&Path>) -> String {
+    source.map_or_else(|| "config".to_owned(), |p| p.display().to_string())
+}
+
+/// One line, `line L, column C: message`, instead of toml's multi-line snippet.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim().replace('\n', " ");
+    if msg.starts_with("unknown field") {
+        msg.push_str("; remove the key or fix its spelling");
+    } else if msg.starts_with("missing field") {
+        msg.push_str("; add it");
+    }
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// Short, unique-enough host-side veth name: `vh-<netns>` when it fits, else a
+/// readable prefix plus a hash of the whole name so long prefixes don't collide.
+pub fn default_veth(netns: &str) -> String {
+    let plain = format!("vh-{netns}");
+    if plain.len() <= IFNAME_MAX && check_ifname(&plain, "").is_ok() {
+        return plain;
+    }
+    // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
+    let hash = netns.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let head: String = netns
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(4)
+        .collect();
+    format!("vh{head}-{:08x}", hash)
+        .chars()
+        .take(IFNAME_MAX)
+        .collect()
+}
+
+fn check_instance(name: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "instance name \"{name}\" (instance): {why}; use 1 to {INSTANCE_MAX} letters, digits, '-' or '_', \
+             starting with a letter or digit, like \"demo\""
+        ))
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > INSTANCE_MAX {
+        return bad(&format!("is {} bytes long", name.len()));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return bad("does not start with a letter or digit");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return bad(&format!("contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// The kernel's dev_valid_name(), which rtnetlink enforces.
+fn check_ifname(name: &str, key: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        Some("is empty".to_owned())
+    } else if name.len() > IFNAME_MAX {
+        Some(format!(
+            "is {} bytes long, the kernel allows at most {IFNAME_MAX}",
+            name.len()
+        ))
+    } else if name == "." || name == ".." {
+        Some("is reserved".to_owned())
+    } else {
+        name.chars()
+            .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+            .map(|c| format!("contains {c:?}, which the kernel refuses"))
+    };
+    match why {
+        Some(why) => Err(format!(
+            "interface name \"{name}\" ({key}) {why}; pick a name of 1 to {IFNAME_MAX} characters \
+             without '/', ':' or spaces"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A namespace name becomes a file under /run/netns.
+fn check_netns(name: &str, key: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        Some("is empty".to_owned())
+    } else if name.len() > 64 {
+        Some(format!("is {} bytes long", name.len()))
+    } else if name == "." || name == ".." {
+        Some("is reserved".to_owned())
+    } else {
+        name.chars()
+            .find(|c| *c == '/' || c.is_whitespace() || c.is_control())
+            .map(|c| format!("contains {c:?}"))
+    };
+    match why {
+        Some(why) => Err(format!(
+            "network namespace \"{name}\" ({key}) {why}; use 1 to 64 characters without '/' or spaces, like \"netns2\""
+        )),
+        None => Ok(()),
+    }
+}
+
+fn parse_net(s: &str, what: &str, key: &str) -> Result<Ipv4Net, String> {
+    s.trim().parse().map_err(|_| {
+        let hint = if s.parse::<Ipv4Addr>().is_ok() {
+            format!("add the prefix length, like \"{s}/24\"")
+        } else {
+            "write an IPv4 address with its prefix length, like \"172.16.0.100/24\"".to_owned()
+        };
+        format!("{what} \"{s}\" ({key}) is not an IPv4 address with a prefix length; {hint}")
+    })
+}
+
+fn parse_addr(s: &str, what: &str, key: &str) -> Result<Ipv4Addr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "{what} \"{s}\" ({key}) is not an IPv4 address; write one without a prefix length, like \"172.16.0.1\""
+        )
+    })
+}
+
+fn check_unicast(addr: Ipv4Addr, what: &str, key: &str) -> Result<(), String> {
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
+        return Err(format!(
+            "{what} {addr} ({key}) is not a usable unicast address; pick a private address such as 172.16.0.2"
+        ));
+    }
+    Ok(())
+}
+
+/// An interface address may not be its network's own address or its broadcast.
+fn check_host_in_net(net: &Ipv4Net, what: &str, key: &str) -> Result<(), String> {
+    check_unicast(net.addr(), what, key)?;
+    // /31 and /32 have no network or broadcast address (RFC 3021).
+    if net.prefix_len() < 31 && (net.addr() == net.network() || net.addr() == net.broadcast()) {
+        return Err(format!(
+            "{what} \"{net}\" ({key}) is the network's {} address; pick a host address inside {}",
+            if net.addr() == net.network() {
+                "own"
+            } else {
+                "broadcast"
+            },
+            net.trunc()
+        ));
+    }
+    Ok(())
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = |why: &str| {
+        format!(
+            "masquerade ports \"{s}\" (masquerade.ports): {why}; use a range like \"61000-65535\" \
+             outside the host's ip_local_port_range"
+        )
+    };
+    let port = |p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u32>() {
+            Ok(0) => Err(bad("port 0 is not a port")),
+            Ok(n) => u16::try_from(n).map_err(|_| bad(&format!("{n} is above 65535"))),
+            Err(_) => Err(bad(&format!("\"{}\" is not a port number", p.trim()))),
+        }
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) => (port(lo)?, port(hi)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(bad("the range is inverted, write the lower port first"));
+    }
+    Ok(lo..=hi)
+}
+
+/// Sorted sweep rather than all pairs: the benchmark publishes thousands of ports.
+fn check_publish_overlaps(specs: &[PublishSpec]) -> Result<(), String> {
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by_key(|&i| (specs[i].protocol as u8, *specs[i].host_ports.start(), i));
+    for (n, &i) in order.iter().enumerate() {
+        let a = &specs[i];
+        for &j in &order[n + 1..] {
+            let b = &specs[j];
+            if b.protocol != a.protocol || b.host_ports.start() > a.host_ports.end() {
+                break;
+            }
+            if a.conflicts_with(b) {
+                let (first, second) = if i < j { (i, j) } else { (j, i) };
+                let (p, q) = (&specs[first], &specs[second]);
+                let port = (*p.host_ports.start()).max(*q.host_ports.start());
+                return Err(format!(
+                    "publish spec \"{q}\" (publish[{second}]): host port {port}/{} is already published by \"{p}\" (publish[{first}]); \
+                     pick another host port",
+                    q.protocol
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::Protocol;
+
+    const SEED: &str = r#"
+instance = "demo"
+uplink = "eth0"
+ingress = "tc"
+[bridge]
+name = "br0"
+address = "172.16.0.100/24"
+[[container]]
+netns = "netns1"
+address = "172.16.0.2/24"
+veth = "veth1"
+peer = "veth1-peer"
+host_address = "172.16.0.1"
+[[container]]
+netns = "netns2"
+address = "172.16.0.102/24"
+veth = "veth2"
+[[container]]
+netns = "netns3"
+address = "172.16.0.103/24"
+[masquerade]
+subnet = "172.16.0.0/24"
+[[publish]]
+spec = "8088:172.16.0.102:80/tcp"
+"#;
+
+    #[test]
+    fn parses_the_seed() {
+        let c = Config::from_toml_str(SEED).unwrap();
+        assert_eq!(c.instance, "demo");
+        assert_eq!(c.uplink, "eth0");
+        assert_eq!(c.ingress, IngressMode::Tc);
+        assert_eq!(c.bridge.name, "br0");
+        assert_eq!(c.bridge.address.to_string(), "172.16.0.100/24");
+        assert_eq!(c.containers.len(), 3);
+        assert_eq!(c.containers[0].veth, "veth1");
+        assert_eq!(c.containers[0].peer, "veth1-peer");
+        assert_eq!(
+            c.containers[0].host_address,
+            Some(Ipv4Addr::new(172, 16, 0, 1))
+        );
+        assert!(!c.containers[0].is_bridged());
+        assert_eq!(c.containers[1].veth, "veth2");
+        assert_eq!(c.containers[1].peer, "eth0");
+        assert_eq!(c.containers[2].veth, "vh-netns3");
+        assert!(c.containers[2].is_bridged());
+        let m = c.masquerade.as_ref().unwrap();
+        assert_eq!(m.subnet.to_string(), "172.16.0.0/24");
+        assert_eq!(m.ports, 61000..=65535);
+        assert_eq!(c.publish.len(), 1);
+        assert_eq!(c.publish[0].protocol, Protocol::Tcp);
+        assert_eq!(c.forward_entries().count(), 1);
+        assert_eq!(c.pin_dir(), Path::new("/sys/fs/bpf/netfast/demo"));
+        assert_eq!(c.source, None);
+    }
+
+    #[test]
+    fn parses_minimal_and_optional_keys() {
+        let c = Config::from_toml_str(
+            r#"
+instance = "x_1-a"
+uplink = "up0"
+ingress = "xdp"
+[bridge]
+name = "br-x"
+address = "10.9.0.1/16"
+[masquerade]
+subnet = "10.9.3.4/16"
+ports = "40000-40100"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.ingress, IngressMode::Xdp);
+        assert!(c.containers.is_empty());
+        assert!(c.publish.is_empty());
+        let m = c.masquerade.unwrap();
+        assert_eq!(m.subnet.to_string(), "10.9.0.0/16", "host bits are dropped");
+        assert_eq!(m.ports, 40000..=40100);
+
+        let c = Config::from_toml_str(
+            "instance = \"a\"\nuplink = \"u\"\n[bridge]\nname = \"b\"\naddress = \"10.0.0.1/24\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.ingress, IngressMode::Tc, "tc is the default");
+        assert!(c.masquerade.is_none());
+    }
+
+    #[test]
+    fn backend_may_be_a_container_without_masquerade() {
+        let text = SEED.replace("[masquerade]\nsubnet = \"172.16.0.0/24\"\n", "");
+        let c = Config::from_toml_str(&text).unwrap();
+        assert!(c.masquerade.is_none());
+    }
+
+    #[test]
+    fn default_veth_names_fit_and_differ() {
+        assert_eq!(default_veth("netns2"), "vh-netns2");
+        let a = default_veth("nft-test-12345-netns2");
+        let b = default_veth("nft-test-12345-netns3");
+        assert!(a.len() <= IFNAME_MAX && b.len() <= IFNAME_MAX, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(check_ifname(&a, "").is_ok(), "{a}");
+        assert!(check_ifname(&default_veth("a b/c:d"), "").is_ok());
+    }
+
+    /// Replace `from` by `to` in the seed; the result must be refused with a message
+    /// containing every needle.
+    #[test]
+    fn refuses_bad_values_naming_them() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("instance = \"demo\"", "instance = \"de/mo\"", &["\"de/mo\"", "(instance)", "'/'", "like \"demo\""]),
+            ("instance = \"demo\"", "instance = \"\"", &["(instance)", "is empty"]),
+            ("instance = \"demo\"", "instance = \"-demo\"", &["\"-demo\"", "start with a letter"]),
+            ("instance = \"demo\"", "instance = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", &["33 bytes"]),
+            ("uplink = \"eth0\"", "uplink = \"an-interface-name-too-long\"", &["\"an-interface-name-too-long\"", "(uplink)", "at most 15"]),
+            ("uplink = \"eth0\"", "uplink = \"eth 0\"", &["\"eth 0\"", "(uplink)", "' '"]),
+            ("uplink = \"eth0\"", "uplink = \"br0\"", &["\"br0\"", "(bridge.name)", "already used by uplink"]),
+            ("veth = \"veth2\"", "veth = \"veth1\"", &["\"veth1\"", "(container[1].veth)", "container[0].veth"]),
+            ("veth = \"veth2\"", "veth = \"a/b\"", &["\"a/b\"", "container[1].veth", "'/'"]),
+            ("peer = \"veth1-peer\"", "peer = \"peer-name-is-too-long\"", &["container[0].peer", "at most 15"]),
+            ("ingress = \"tc\"", "ingress = \"ebpf\"", &["\"ebpf\"", "(ingress)", "\"tc\" or \"xdp\""]),
+            ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100\"", &["\"172.16.0.100\"", "bridge.address", "\"172.16.0.100/24\""]),
+            ("address = \"172.16.0.100/24\"", "address = \"br0\"", &["\"br0\"", "bridge.address"]),
+            ("address = \"172.16.0.100/24\"", "address = \"172.16.0.0/24\"", &["bridge.address", "network's own address"]),
+            ("address = \"172.16.0.102/24\"", "address = \"172.16.1.102/24\"", &["\"172.16.1.102/24\"", "container[1].address", "outside the bridge's network 172.16.0.0/24"]),
+            ("address = \"172.16.0.102/24\"", "address = \"172.16.0.102/16\"", &["\"172.16.0.102/16\"", "prefix /16", "write \"172.16.0.102/24\""]),
+            ("address = \"172.16.0.102/24\"", "address = \"172.16.0.255/24\"", &["container[1].address", "broadcast"]),
+            ("address = \"172.16.0.103/24\"", "address = \"172.16.0.102/24\"", &["172.16.0.102", "container[2].address", "already used by container[1].address"]),
+            ("address = \"172.16.0.103/24\"", "address = \"172.16.0.100/24\"", &["172.16.0.100", "already used by bridge.address"]),
+            ("host_address = \"172.16.0.1\"", "host_address = \"172.16.0.2\"", &["172.16.0.2", "container[0].host_address", "equals"]),
+            ("host_address = \"172.16.0.1\"", "host_address = \"172.16.0.1/24\"", &["\"172.16.0.1/24\"", "container[0].host_address", "without a prefix"]),
+            ("host_address = \"172.16.0.1\"", "host_address = \"172.16.0.102\"", &["172.16.0.102", "container[1].address", "already used by container[0].host_address"]),
+            ("netns = \"netns3\"", "netns = \"netns2\"", &["\"netns2\"", "container[2].netns", "container[1]"]),
+            ("netns = \"netns3\"", "netns = \"a/b\"", &["\"a/b\"", "container[2].netns"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0\"", &["masquerade.subnet", "/24"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"0-100\"", &["\"0-100\"", "masquerade.ports", "port 0"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"65000-61000\"", &["\"65000-61000\"", "inverted"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"61000-70000\"", &["70000", "above 65535"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"high\"", &["\"high\"", "not a port"]),
+            ("spec = \"8088:172.16.0.102:80/tcp\"", "spec = \"8088:172.16.9.9:80\"", &["publish spec \"8088:172.16.9.9:80/tcp\" (publish[0]): backend 172.16.9.9 is outside masquerade subnet 172.16.0.0/24; use a container address"]),
+            ("spec = \"8088:172.16.0.102:80/tcp\"", "spec = \"8088:172.16.0.102:0\"", &["publish spec \"8088:172.16.0.102:0\" (publish[0])", "container port 0"]),
+            ("spec = \"8088:172.16.0.102:80/tcp\"", "spec = \"8088:172.16.0.102:80/tcp\"\n[[publish]]\nspec = \"8088:172.16.0.103:81\"", &["\"8088:172.16.0.103:81/tcp\" (publish[1])", "host port 8088/tcp", "publish[0]", "pick another host port"]),
+            ("spec = \"8088:172.16.0.102:80/tcp\"", "spec = \"8080-8090:172.16.0.102:80/tcp\"\n[[publish]]\nspec = \"8090-8095:172.16.0.103:80\"", &["publish[1]", "host port 8090/tcp", "\"8080-8090:172.16.0.102:80/tcp\" (publish[0])"]),
+            ("spec = \"8088:172.16.0.102:80/tcp\"", "spec = \"1-20000:172.16.0.102:80\"", &["20000 published ports", "16384"]),
+            // Unknown keys, wrong types and missing keys come from serde; they must
+            // still name the key and the line.
+            ("uplink = \"eth0\"", "uplink = \"eth0\"\nuplnk = \"eth1\"", &["config: line 4", "uplnk"]),
+            ("veth = \"veth2\"", "veth = \"veth2\"\nmac = \"x\"", &["`mac`", "line"]),
+            ("uplink = \"eth0\"", "uplink = 3", &["config: line 3", "string"]),
+            ("uplink = \"eth0\"", "", &["missing field `uplink`"]),
+            ("[bridge]", "[bridge\n", &["config: line"]),
+        ];
+        for (from, to, needles) in cases {
+            assert!(SEED.contains(from), "{from:?} not in SEED");
+            let text = SEED.replacen(from, to, 1);
+            let err = Config::from_toml_str(&text)
+                .expect_err(&format!("{to:?} should be refused"))
+                .to_string();
+            assert!(!err.contains('\n'), "{to:?}: one line please: {err}");
+            for n in *needles {
+                assert!(err.contains(n), "{to:?}: {err:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn accepts_non_overlapping_publishes() {
+        let text = SEED.replace(
+            "spec = \"8088:172.16.0.102:80/tcp\"",
+            r#"spec = "8088:172.16.0.102:80/tcp"
+[[publish]]
+spec = "8088:172.16.0.102:80/udp"
+[[publish]]
+spec = "8089-8090:172.16.0.103:80"
+[[publish]]
+spec = "10.0.1.48:9000:172.16.0.103:80"
+[[publish]]
+spec = "10.0.1.49:9000:172.16.0.103:80"
+[[publish]]
+spec = "9001:172.16.0.50:80""#,
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.publish.len(), 6);
+        assert_eq!(c.forward_entries().count(), 7);
+    }
+
+    #[test]
+    fn file_errors_name_the_path() {
+        let missing = Path::new("/nonexistent/netfast.toml");
+        let err = Config::from_file(missing).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/netfast.toml"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("netfast-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, SEED.replace("\"tc\"", "\"tcx\"")).unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        std::fs::write(&path, SEED).unwrap();
+        let ok = Config::from_file(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains("\"tcx\""), "{err}");
+        assert_eq!(ok.unwrap().source.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn local_port_range_overlap() {
+        let m = MasqueradeConfig {
+            subnet: "172.16.0.0/24".parse().unwrap(),
+            ports: DEFAULT_SNAT_PORTS,
+        };
+        assert!(m.check_local_port_range(&(32768..=60999)).is_ok());
+        let err = m
+            .check_local_port_range(&(32768..=61000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("61000-65535") && err.contains("32768-61000"),
+            "{err}"
+        );
+        let r = read_local_port_range().unwrap();
+        assert!(r.start() <= r.end());
+    }
+
+    #[test]
+    fn validate_checks_hand_built_configs() {
+        let mut c = Config::from_toml_str(SEED).unwrap();
+        c.containers[1].veth = "x".repeat(16);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("config: interface name"), "{err}");
+    }
 }

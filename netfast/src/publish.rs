@@ -1,13 +1,43 @@
 //! Docker's `-p` syntax: `[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp]`.
 //!
-//! TODO(config helper): `FromStr`, `Display`, expansion to map entries, unit tests.
+//! Unlike Docker, the container is named by its IP address, because netfast has no
+//! container registry to look a name up in.
 
-use std::{net::Ipv4Addr, ops::RangeInclusive};
+use std::{fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
+
+use netfast_common::{Backend, ForwardKey, proto};
+
+/// The syntax, quoted in error messages so the fix is on screen.
+const SYNTAX: &str = "[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp]";
+const EXAMPLE: &str = "8088:172.16.0.102:80/tcp";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Tcp,
     Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number, as the datapath's map keys hold it.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => proto::TCP,
+            Protocol::Udp => proto::UDP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One published port or port range.
@@ -17,6 +47,384 @@ pub struct PublishSpec {
     pub host_addr: Option<Ipv4Addr>,
     pub host_ports: RangeInclusive<u16>,
     pub backend_addr: Ipv4Addr,
+    /// Either as long as `host_ports`, or a single port that every host port maps to.
     pub backend_ports: RangeInclusive<u16>,
     pub protocol: Protocol,
+}
+
+/// A spec that could not be parsed. `reason` says what is wrong and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("publish spec \"{spec}\": {reason}")]
+pub struct PublishSpecError {
+    pub spec: String,
+    pub reason: String,
+}
+
+impl PublishSpec {
+    /// How many host ports (and so FORWARDS entries) this spec publishes.
+    pub fn port_count(&self) -> usize {
+        range_len(&self.host_ports)
+    }
+
+    /// The backend port that `host_port` leads to, if `host_port` is published here.
+    pub fn backend_port_for(&self, host_port: u16) -> Option<u16> {
+        if !self.host_ports.contains(&host_port) {
+            return None;
+        }
+        if range_len(&self.backend_ports) == 1 {
+            return Some(*self.backend_ports.start());
+        }
+        Some(self.backend_ports.start() + (host_port - self.host_ports.start()))
+    }
+
+    /// True when both specs would claim the same (proto, host addr, host port).
+    /// "Any address" claims the port on every address, so it conflicts with a
+    /// specific address too; otherwise the datapath would have to guess which wins.
+    pub fn conflicts_with(&self, other: &PublishSpec) -> bool {
+        let addr_clash = match (self.host_addr, other.host_addr) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.protocol == other.protocol
+            && addr_clash
+            && self.host_ports.start() <= other.host_ports.end()
+            && other.host_ports.start() <= self.host_ports.end()
+    }
+
+    /// One FORWARDS entry per host port, in network byte order as the datapath reads them.
+    pub fn entries(&self) -> impl Iterator<Item = (ForwardKey, Backend)> {
+        let host_addr = self.host_addr.map_or(0, |a| u32::from_ne_bytes(a.octets()));
+        let backend_addr = u32::from_ne_bytes(self.backend_addr.octets());
+        let proto = self.protocol.number();
+        let spec = self.clone();
+        self.host_ports.clone().map(move |host_port| {
+            // backend_port_for is Some for every port of host_ports.
+            let port = spec
+                .backend_port_for(host_port)
+                .unwrap_or(*spec.backend_ports.start());
+            (
+                ForwardKey {
+                    host_addr,
+                    host_port: host_port.to_be(),
+                    proto,
+                    _pad: 0,
+                },
+                Backend {
+                    addr: backend_addr,
+                    port: port.to_be(),
+                    _pad: [0; 2],
+                },
+            )
+        })
+    }
+}
+
+fn range_len(r: &RangeInclusive<u16>) -> usize {
+    usize::from(r.end().saturating_sub(*r.start())) + 1
+}
+
+impl FromStr for PublishSpec {
+    type Err = PublishSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s.trim()).map_err(|reason| PublishSpecError {
+            spec: s.to_owned(),
+            reason,
+        })
+    }
+}
+
+fn parse(s: &str) -> Result<PublishSpec, String> {
+    if s.is_empty() {
+        return Err(format!("it is empty; write {SYNTAX}, like \"{EXAMPLE}\""));
+    }
+    if s.contains('[') || s.matches(':').count() > 3 {
+        return Err(format!(
+            "netfast publishes IPv4 only; write {SYNTAX} with IPv4 addresses, like \"{EXAMPLE}\""
+        ));
+    }
+    let (body, protocol) = match s.rsplit_once('/') {
+        Some((body, p)) => (body, parse_protocol(p)?),
+        None => (s, Protocol::Tcp),
+    };
+    let parts: Vec<&str> = body.split(':').collect();
+    let (host_addr, host_ports, backend_addr, backend_ports) = match parts.as_slice() {
+        [hp, ca, cp] => (None, *hp, *ca, *cp),
+        [ha, hp, ca, cp] => (parse_host_addr(ha)?, *hp, *ca, *cp),
+        [_, _] => {
+            return Err(format!(
+                "the container IP is missing; write {SYNTAX}, like \"{EXAMPLE}\""
+            ));
+        }
+        _ => return Err(format!("write {SYNTAX}, like \"{EXAMPLE}\"")),
+    };
+    let host_ports = parse_range(host_ports, "host")?;
+    let backend_addr = parse_backend_addr(backend_addr)?;
+    let backend_ports = parse_range(backend_ports, "container")?;
+
+    let (hl, bl) = (range_len(&host_ports), range_len(&backend_ports));
+    if bl != 1 && hl != bl {
+        return Err(format!(
+            "host ports {} are {hl} ports but container ports {} are {bl}; \
+             give both ranges the same length, or a single container port",
+            show_range(&host_ports),
+            show_range(&backend_ports),
+        ));
+    }
+    Ok(PublishSpec {
+        host_addr,
+        host_ports,
+        backend_addr,
+        backend_ports,
+        protocol,
+    })
+}
+
+fn parse_protocol(p: &str) -> Result<Protocol, String> {
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "" => Err("the protocol after '/' is empty; end with /tcp or /udp".into()),
+        _ => Err(format!(
+            "protocol \"{p}\" is not supported; end with /tcp or /udp"
+        )),
+    }
+}
+
+fn parse_host_addr(a: &str) -> Result<Option<Ipv4Addr>, String> {
+    let addr: Ipv4Addr = a.parse().map_err(|_| {
+        format!(
+            "host IP \"{a}\" is not an IPv4 address; write one like 10.0.1.48, or leave it out to publish on every address"
+        )
+    })?;
+    if addr.is_multicast() || addr.is_broadcast() {
+        return Err(format!(
+            "host IP {addr} is not a unicast address; use the uplink's address, or leave it out"
+        ));
+    }
+    // Docker reads 0.0.0.0 as "every address"; keep one spelling of that.
+    Ok((!addr.is_unspecified()).then_some(addr))
+}
+
+fn parse_backend_addr(a: &str) -> Result<Ipv4Addr, String> {
+    let addr: Ipv4Addr = a.parse().map_err(|_| {
+        format!("container IP \"{a}\" is not an IPv4 address; write one like 172.16.0.102")
+    })?;
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+        return Err(format!(
+            "container IP {addr} is not a unicast address; use the container's own address"
+        ));
+    }
+    Ok(addr)
+}
+
+fn parse_range(r: &str, side: &str) -> Result<RangeInclusive<u16>, String> {
+    match r.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (parse_port(lo, side)?, parse_port(hi, side)?);
+            if lo > hi {
+                return Err(format!(
+                    "{side} port range {lo}-{hi} is inverted; write the lower port first ({hi}-{lo})"
+                ));
+            }
+            Ok(lo..=hi)
+        }
+        None => {
+            let p = parse_port(r, side)?;
+            Ok(p..=p)
+        }
+    }
+}
+
+fn parse_port(p: &str, side: &str) -> Result<u16, String> {
+    if p.is_empty() {
+        return Err(format!(
+            "the {side} port is missing; write {SYNTAX}, like \"{EXAMPLE}\""
+        ));
+    }
+    // Digits only: u32's parser would also take "+80".
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{side} port \"{p}\" is not a number; use a port from 1 to 65535"
+        ));
+    }
+    match p.parse::<u32>() {
+        Ok(0) => Err(format!(
+            "{side} port 0 is not a port; use a port from 1 to 65535"
+        )),
+        Ok(n) => u16::try_from(n)
+            .map_err(|_| format!("{side} port {n} is above 65535; use a port from 1 to 65535")),
+        Err(_) => Err(format!(
+            "{side} port {p} is above 65535; use a port from 1 to 65535"
+        )),
+    }
+}
+
+fn show_range(r: &RangeInclusive<u16>) -> String {
+    if r.start() == r.end() {
+        r.start().to_string()
+    } else {
+        format!("{}-{}", r.start(), r.end())
+    }
+}
+
+impl fmt::Display for PublishSpec {
+    /// The canonical form: `[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END]/PROTO`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(a) = self.host_addr {
+            write!(f, "{a}:")?;
+        }
+        write!(
+            f,
+            "{}:{}:{}/{}",
+            show_range(&self.host_ports),
+            self.backend_addr,
+            show_range(&self.backend_ports),
+            self.protocol
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_valid_specs() {
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<&str>, RangeInclusive<u16>, &str, RangeInclusive<u16>, Protocol, &str)] = &[
+            ("8088:172.16.0.102:80/tcp", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
+            ("8088:172.16.0.102:80", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
+            ("53:172.16.0.103:53/udp", None, 53..=53, "172.16.0.103", 53..=53, Protocol::Udp, "53:172.16.0.103:53/udp"),
+            ("53:172.16.0.103:53/UDP", None, 53..=53, "172.16.0.103", 53..=53, Protocol::Udp, "53:172.16.0.103:53/udp"),
+            ("10.0.1.48:8088:172.16.0.102:80", Some("10.0.1.48"), 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "10.0.1.48:8088:172.16.0.102:80/tcp"),
+            ("0.0.0.0:8088:172.16.0.102:80", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
+            ("8000-8009:172.16.0.102:9000-9009/udp", None, 8000..=8009, "172.16.0.102", 9000..=9009, Protocol::Udp, "8000-8009:172.16.0.102:9000-9009/udp"),
+            ("8000-8009:172.16.0.102:80", None, 8000..=8009, "172.16.0.102", 80..=80, Protocol::Tcp, "8000-8009:172.16.0.102:80/tcp"),
+            ("1:172.16.0.102:65535", None, 1..=1, "172.16.0.102", 65535..=65535, Protocol::Tcp, "1:172.16.0.102:65535/tcp"),
+            ("80-80:172.16.0.102:80-80", None, 80..=80, "172.16.0.102", 80..=80, Protocol::Tcp, "80:172.16.0.102:80/tcp"),
+            (" 8088:172.16.0.102:80 ", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
+        ];
+        for (input, host, hp, backend, bp, proto, canonical) in cases {
+            let spec: PublishSpec = input
+                .parse()
+                .unwrap_or_else(|e| panic!("{input:?} should parse: {e}"));
+            assert_eq!(spec.host_addr, host.map(ip), "{input}");
+            assert_eq!(&spec.host_ports, hp, "{input}");
+            assert_eq!(spec.backend_addr, ip(backend), "{input}");
+            assert_eq!(&spec.backend_ports, bp, "{input}");
+            assert_eq!(spec.protocol, *proto, "{input}");
+            assert_eq!(spec.to_string(), *canonical, "{input}");
+            // Display is canonical: it parses back to the same spec.
+            assert_eq!(canonical.parse::<PublishSpec>().unwrap(), spec, "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_specs_naming_the_value() {
+        // (input, text the error must contain)
+        #[rustfmt::skip]
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["empty", "8088:172.16.0.102:80/tcp"]),
+            ("8088:80", &["container IP is missing"]),
+            ("8088", &["write [HOST_IP:]HOST_PORT"]),
+            ("a:b:c:d:e", &["IPv4 only"]),
+            ("[::1]:80:172.16.0.102:80", &["IPv4 only"]),
+            ("0:172.16.0.102:80", &["host port 0", "1 to 65535"]),
+            ("8088:172.16.0.102:0", &["container port 0"]),
+            ("70000:172.16.0.102:80", &["host port 70000", "above 65535"]),
+            ("8088:172.16.0.102:99999999999", &["99999999999", "above 65535"]),
+            ("+80:172.16.0.102:80", &["\"+80\"", "not a number"]),
+            ("http:172.16.0.102:80", &["\"http\"", "not a number"]),
+            ("9000-8000:172.16.0.102:80", &["9000-8000", "inverted", "(8000-9000)"]),
+            ("8000-:172.16.0.102:80", &["host port is missing"]),
+            ("8000-8009:172.16.0.102:80-84", &["8000-8009", "10 ports", "80-84", "5", "same length"]),
+            ("8000:172.16.0.102:80-84", &["8000", "80-84", "same length"]),
+            ("8088:172.16.0.102:80/sctp", &["\"sctp\"", "/tcp or /udp"]),
+            ("8088:172.16.0.102:80/", &["empty", "/tcp or /udp"]),
+            ("8088:container2:80", &["\"container2\"", "not an IPv4 address"]),
+            ("8088:0.0.0.0:80", &["0.0.0.0", "not a unicast"]),
+            ("8088:224.0.0.1:80", &["224.0.0.1", "not a unicast"]),
+            ("localhost:8088:172.16.0.102:80", &["\"localhost\"", "host IP"]),
+            ("255.255.255.255:8088:172.16.0.102:80", &["255.255.255.255", "host IP"]),
+        ];
+        for (input, needles) in cases {
+            let err = input
+                .parse::<PublishSpec>()
+                .expect_err(&format!("{input:?} should be refused"));
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("publish spec \"{input}\"")),
+                "{input:?}: {text}"
+            );
+            for n in *needles {
+                assert!(text.contains(n), "{input:?}: {text:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn entries_expand_one_per_port_in_network_order() {
+        let spec: PublishSpec = "10.0.1.48:8000-8002:172.16.0.102:9000-9002/udp"
+            .parse()
+            .unwrap();
+        let got: Vec<_> = spec.entries().collect();
+        assert_eq!(got.len(), 3);
+        for (i, (k, b)) in got.iter().enumerate() {
+            let i = i as u16;
+            assert_eq!(k.host_addr.to_ne_bytes(), [10, 0, 1, 48]);
+            assert_eq!(k.host_port.to_ne_bytes(), (8000 + i).to_be_bytes());
+            assert_eq!(k.proto, proto::UDP);
+            assert_eq!(k._pad, 0);
+            assert_eq!(b.addr.to_ne_bytes(), [172, 16, 0, 102]);
+            assert_eq!(b.port.to_ne_bytes(), (9000 + i).to_be_bytes());
+            assert_eq!(b._pad, [0, 0]);
+        }
+    }
+
+    #[test]
+    fn entries_map_a_host_range_to_a_single_port() {
+        let spec: PublishSpec = "8000-8003:172.16.0.102:80".parse().unwrap();
+        let got: Vec<_> = spec.entries().collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(spec.port_count(), 4);
+        for (k, b) in &got {
+            assert_eq!(k.host_addr, 0, "no host IP means any");
+            assert_eq!(k.proto, proto::TCP);
+            assert_eq!(u16::from_be(b.port), 80);
+        }
+        assert_eq!(u16::from_be(got[3].0.host_port), 8003);
+    }
+
+    #[test]
+    fn entries_cover_the_top_port_without_overflow() {
+        let spec: PublishSpec = "65534-65535:172.16.0.102:65534-65535".parse().unwrap();
+        let ports: Vec<_> = spec
+            .entries()
+            .map(|(k, b)| (u16::from_be(k.host_port), u16::from_be(b.port)))
+            .collect();
+        assert_eq!(ports, [(65534, 65534), (65535, 65535)]);
+    }
+
+    #[test]
+    fn conflicts() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, bool)] = &[
+            ("8088:172.16.0.102:80", "8088:172.16.0.103:80", true),
+            ("8088:172.16.0.102:80/tcp", "8088:172.16.0.102:80/udp", false),
+            ("8000-8010:172.16.0.102:80", "8010-8020:172.16.0.103:80", true),
+            ("8000-8010:172.16.0.102:80", "8011-8020:172.16.0.103:80", false),
+            ("10.0.1.48:8088:172.16.0.102:80", "10.0.1.49:8088:172.16.0.102:80", false),
+            ("10.0.1.48:8088:172.16.0.102:80", "8088:172.16.0.102:80", true),
+        ];
+        for (a, b, want) in cases {
+            let (a, b): (PublishSpec, PublishSpec) = (a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(a.conflicts_with(&b), *want, "{a} vs {b}");
+            assert_eq!(b.conflicts_with(&a), *want, "{b} vs {a}");
+        }
+    }
 }
