@@ -19,6 +19,8 @@ pub enum Counter {
     SnatReply,
     /// No flow, no published port, not from the subnet: passed untouched.
     PassNoMatch,
+    /// userspace has not written `CONFIG` yet: passed untouched.
+    PassNotConfigured,
     /// Not IPv4 (ARP, IPv6, ...): passed untouched.
     PassNotIpv4,
     /// A fragment: no ports to match on, passed untouched.
@@ -54,6 +56,7 @@ impl Counter {
         Counter::SnatEstablished,
         Counter::SnatReply,
         Counter::PassNoMatch,
+        Counter::PassNotConfigured,
         Counter::PassNotIpv4,
         Counter::PassFragment,
         Counter::PassOtherProtocol,
@@ -67,6 +70,19 @@ impl Counter {
         Counter::SnatPortRetries,
     ];
 
+    /// Whether the packet that bumped this counter is dropped.
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Counter::DropTruncated
+                | Counter::DropFragmentFromSubnet
+                | Counter::DropUntranslatableFromSubnet
+                | Counter::DropSnatPortsExhausted
+                | Counter::DropConntrackInsert
+                | Counter::DropRewriteFailed
+        )
+    }
+
     /// The name operators see, in `snake_case`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -77,6 +93,7 @@ impl Counter {
             Counter::SnatEstablished => "snat_established",
             Counter::SnatReply => "snat_reply",
             Counter::PassNoMatch => "pass_no_match",
+            Counter::PassNotConfigured => "pass_not_configured",
             Counter::PassNotIpv4 => "pass_not_ipv4",
             Counter::PassFragment => "pass_fragment",
             Counter::PassOtherProtocol => "pass_other_protocol",

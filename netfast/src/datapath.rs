@@ -1,19 +1,86 @@
 //! Loads, attaches and pins the eBPF datapath, and reads and writes its maps.
 //!
 //! Every function here works in the calling thread's network namespace: interface
-//! names and indexes are looked up there, and tcx/XDP attach there.
-//! TODO(lead): implementation. The signatures are the contract.
+//! names are resolved there, and tcx/XDP attach there. Maps and links are pinned
+//! under `/sys/fs/bpf/netfast/<instance>/`, so the datapath outlives this process.
 
-use std::path::PathBuf;
+use std::{
+    collections::HashSet,
+    fs, io,
+    path::{Path, PathBuf},
+};
 
-use netfast_common::{Backend, Counter, DatapathConfig, ForwardKey, names::PIN_ROOT};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        tc::TcAttachOptions,
+        xdp::XdpLink,
+    },
+};
+use netfast_common::{
+    Backend, Counter, DatapathConfig, ForwardKey,
+    names::{
+        LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+        MAP_FORWARDS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
+        PROG_UPLINK_INGRESS_XDP,
+    },
+};
 
 use crate::config::IngressMode;
 
+/// The datapath object, built by `build.rs` from `netfast-ebpf`.
+static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfast"));
+
+const MAP_NAMES: [&str; 4] = [MAP_CONFIG, MAP_FORWARDS, MAP_CONNTRACK, MAP_COUNTERS];
+/// bpffs's `statfs` magic number.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("the datapath is not implemented yet")]
-    NotImplemented,
+    #[error(
+        "this netfast binary carries no datapath: it was built with AYA_BUILD_SKIP; rebuild without it"
+    )]
+    EmptyObject,
+    #[error("{path} is not on a bpffs; mount one with `mount -t bpf bpf /sys/fs/bpf`")]
+    NoBpffs { path: PathBuf },
+    #[error(
+        "interface {name:?} does not exist in this network namespace; check `uplink` in the config"
+    )]
+    NoSuchInterface { name: String },
+    #[error(
+        "no pinned datapath for instance {instance:?} ({path} is missing); run `netfast up` first"
+    )]
+    NotPinned { instance: String, path: PathBuf },
+    #[error("{action} failed: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("loading the datapath failed (is this root, on a BPF-capable kernel?): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("pinned link {path}: {source}")]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
 }
 
 /// What to attach and what to put in the maps.
@@ -30,8 +97,16 @@ pub struct DatapathSpec {
 #[derive(Clone, Debug)]
 pub struct AttachReport {
     pub pin_dir: PathBuf,
-    /// Human lines such as "uplink_ingress_tc on eth0 (tcx ingress, prog id 42)".
+    /// Human lines such as "uplink_ingress_tc on eth0: tcx ingress, prog id 42".
     pub attachments: Vec<String>,
+}
+
+/// The compiled datapath object, for tests and tools that load it themselves.
+pub fn object() -> Result<&'static [u8], DatapathError> {
+    if DATAPATH_OBJECT.is_empty() {
+        return Err(DatapathError::EmptyObject);
+    }
+    Ok(DATAPATH_OBJECT)
 }
 
 pub fn pin_dir(instance: &str) -> PathBuf {
@@ -39,20 +114,299 @@ pub fn pin_dir(instance: &str) -> PathBuf {
 }
 
 /// Loads the programs (reusing pinned maps when present), fills CONFIG and FORWARDS,
-/// attaches to `spec.uplink` and pins maps and links. Idempotent.
+/// attaches to `spec.uplink` and pins maps and links. Idempotent: over existing pins
+/// the programs are swapped atomically and established flows keep their state.
 pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
-    let _ = spec;
-    Err(DatapathError::NotImplemented)
+    let object = object()?;
+    nix::net::if_::if_nametoindex(spec.uplink.as_str()).map_err(|_| {
+        DatapathError::NoSuchInterface {
+            name: spec.uplink.clone(),
+        }
+    })?;
+    let dir = pin_dir(&spec.instance);
+    ensure_bpffs(Path::new(PIN_ROOT).parent().unwrap_or(Path::new("/")))?;
+    fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
+        action: format!("creating {}", dir.display()),
+        source,
+    })?;
+
+    let map_paths: Vec<PathBuf> = MAP_NAMES.iter().map(|name| dir.join(name)).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in MAP_NAMES.iter().zip(&map_paths) {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(object)?;
+
+    write_config(&mut ebpf, &spec.config)?;
+    sync_forwards(&mut ebpf, &spec.forwards)?;
+
+    let mut attachments = Vec::new();
+    let ingress_link = dir.join(LINK_UPLINK_INGRESS);
+    attachments.push(match spec.ingress {
+        IngressMode::Tc => attach_tc(
+            &mut ebpf,
+            PROG_UPLINK_INGRESS_TC,
+            &spec.uplink,
+            TcAttachType::Ingress,
+            &ingress_link,
+        )?,
+        IngressMode::Xdp => attach_xdp(&mut ebpf, &spec.uplink, &ingress_link)?,
+    });
+    let egress_link = dir.join(LINK_UPLINK_EGRESS);
+    attachments.push(attach_tc(
+        &mut ebpf,
+        PROG_UPLINK_EGRESS_TC,
+        &spec.uplink,
+        TcAttachType::Egress,
+        &egress_link,
+    )?);
+    Ok(AttachReport {
+        pin_dir: dir,
+        attachments,
+    })
 }
 
-/// Removes the instance's pins, which detaches its programs. Missing pins are fine.
+/// Removes the instance's pins, which detaches its programs and frees its maps once
+/// nothing else holds them. Missing pins are fine.
 pub fn detach(instance: &str) -> Result<(), DatapathError> {
-    let _ = instance;
-    Err(DatapathError::NotImplemented)
+    let dir = pin_dir(instance);
+    for link in [LINK_UPLINK_INGRESS, LINK_UPLINK_EGRESS] {
+        remove_pin(&dir.join(link))?;
+    }
+    for map in MAP_NAMES {
+        remove_pin(&dir.join(map))?;
+    }
+    match fs::remove_dir(&dir) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(DatapathError::Io {
+            action: format!("removing {}", dir.display()),
+            source,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Sums every counter over all CPUs.
 pub fn read_counters(instance: &str) -> Result<Vec<(Counter, u64)>, DatapathError> {
-    let _ = instance;
-    Err(DatapathError::NotImplemented)
+    let map = open_pinned_map(instance, MAP_COUNTERS)?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
+            name: MAP_COUNTERS,
+            source,
+        })?;
+    Counter::ALL
+        .iter()
+        .map(|&counter| {
+            let per_cpu =
+                counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| DatapathError::Map {
+                        name: MAP_COUNTERS,
+                        source,
+                    })?;
+            Ok((counter, per_cpu.iter().sum()))
+        })
+        .collect()
+}
+
+/// Opens one of the instance's pinned maps.
+pub fn open_pinned_map(instance: &str, name: &'static str) -> Result<Map, DatapathError> {
+    let path = pin_dir(instance).join(name);
+    if !path.exists() {
+        return Err(DatapathError::NotPinned {
+            instance: instance.to_owned(),
+            path,
+        });
+    }
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::Map { name, source })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
+    let stat = nix::sys::statfs::statfs(path).map_err(|errno| DatapathError::Io {
+        action: format!("statfs {}", path.display()),
+        source: errno.into(),
+    })?;
+    if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        return Err(DatapathError::NoBpffs {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DatapathError> {
+    ebpf.map_mut(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })
+}
+
+fn write_config(ebpf: &mut Ebpf, config: &DatapathConfig) -> Result<(), DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_CONFIG,
+        source,
+    };
+    let mut array: Array<&mut MapData, DatapathConfig> =
+        Array::try_from(map_mut(ebpf, MAP_CONFIG)?).map_err(map_error)?;
+    array.set(0, config, 0).map_err(map_error)
+}
+
+/// Makes FORWARDS hold exactly `forwards`: stale entries go, new ones come.
+fn sync_forwards(ebpf: &mut Ebpf, forwards: &[(ForwardKey, Backend)]) -> Result<(), DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_FORWARDS,
+        source,
+    };
+    let mut map: HashMap<&mut MapData, ForwardKey, Backend> =
+        HashMap::try_from(map_mut(ebpf, MAP_FORWARDS)?).map_err(map_error)?;
+    let wanted: HashSet<ForwardKey> = forwards.iter().map(|(key, _)| *key).collect();
+    let stale: Vec<ForwardKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| !wanted.contains(key))
+        .collect();
+    for key in stale {
+        map.remove(&key).map_err(map_error)?;
+    }
+    for (key, backend) in forwards {
+        map.insert(key, backend, 0).map_err(map_error)?;
+    }
+    Ok(())
+}
+
+/// Takes the pinned link at `path` out of bpffs, if there is one, so that it can be
+/// updated in place or dropped.
+fn take_pinned_link(path: &Path) -> Result<Option<FdLink>, DatapathError> {
+    match PinnedLink::from_pin(path) {
+        Ok(pinned) => pinned
+            .unpin()
+            .map(Some)
+            .map_err(|source| DatapathError::Io {
+                action: format!("unpinning {}", path.display()),
+                source,
+            }),
+        Err(LinkError::SyscallError(err)) if err.io_error.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(source) => Err(DatapathError::Link {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<(), DatapathError> {
+    link.pin(path)
+        .map(drop)
+        .map_err(|source| DatapathError::Io {
+            action: format!("pinning {}", path.display()),
+            source: io::Error::other(source),
+        })
+}
+
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    uplink: &str,
+    attach_type: TcAttachType,
+    link_path: &Path,
+) -> Result<String, DatapathError> {
+    let program_error = |source| DatapathError::Program { name, source };
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    // An existing tcx link is updated in place: no packet sees a gap or two programs.
+    let old = take_pinned_link(link_path)?.and_then(|fd| SchedClassifierLink::try_from(fd).ok());
+    let link_id = match old {
+        Some(old) => program.attach_to_link(old),
+        None => program.attach_with_options(
+            uplink,
+            attach_type,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        ),
+    }
+    .map_err(program_error)?;
+    let link = program.take_link(link_id).map_err(program_error)?;
+    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+        path: link_path.to_path_buf(),
+        source,
+    })?;
+    pin_link(fd_link, link_path)?;
+    let id = program.info().map_err(program_error)?.id();
+    let direction = match attach_type {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    };
+    Ok(format!("{name} on {uplink}: tcx {direction}, prog id {id}"))
+}
+
+fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String, DatapathError> {
+    let name = PROG_UPLINK_INGRESS_XDP;
+    let program_error = |source| DatapathError::Program { name, source };
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    // A previous XDP link is updated in place; a previous tcx ingress link (the
+    // instance switched from tc) is dropped once XDP is attached.
+    let old = take_pinned_link(link_path)?;
+    let (old_xdp, old_other) = match old {
+        Some(fd) => match XdpLink::try_from(fd) {
+            Ok(xdp) => (Some(xdp), None),
+            Err(_) => (None, take_pinned_link(link_path)?),
+        },
+        None => (None, None),
+    };
+    let (link_id, mode) = match old_xdp {
+        Some(old) => (
+            program.attach_to_link(old).map_err(program_error)?,
+            "updated in place",
+        ),
+        None => match program.attach(uplink, XdpMode::Driver) {
+            Ok(id) => (id, "native"),
+            Err(native_error) => {
+                eprintln!(
+                    "netfast: native XDP is not available on {uplink} ({native_error}); falling back to generic (skb) mode, which is slower"
+                );
+                (
+                    program
+                        .attach(uplink, XdpMode::Skb)
+                        .map_err(program_error)?,
+                    "skb",
+                )
+            }
+        },
+    };
+    drop(old_other);
+    let link = program.take_link(link_id).map_err(program_error)?;
+    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+        path: link_path.to_path_buf(),
+        source,
+    })?;
+    pin_link(fd_link, link_path)?;
+    let id = program.info().map_err(program_error)?.id();
+    Ok(format!("{name} on {uplink}: xdp {mode}, prog id {id}"))
+}
+
+fn remove_pin(path: &Path) -> Result<(), DatapathError> {
+    match fs::remove_file(path) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(DatapathError::Io {
+            action: format!("removing {}", path.display()),
+            source,
+        }),
+        _ => Ok(()),
+    }
 }

@@ -1,0 +1,133 @@
+//! Flow creation and bookkeeping. A flow is two `CONNTRACK` entries: the original
+//! direction's and the reply's, each telling how to translate packets that match it.
+
+use core::num::NonZeroU32;
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use netfast_common::{
+    Backend, Counter, DatapathConfig, FlowKey, FlowState,
+    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    names::SNAT_MAX_TRIES,
+};
+
+use crate::{maps::CONNTRACK, maps::count, parse::Packet};
+
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+pub fn lookup(key: &FlowKey) -> Option<*mut FlowState> {
+    CONNTRACK.get_ptr_mut(key)
+}
+
+/// Records a packet on an existing entry.
+#[inline(always)]
+pub fn touch(state: *mut FlowState, pkt: &Packet) {
+    // SAFETY: the pointer comes from a map lookup in this program run. Two CPUs may
+    // race on the same entry; the fields are statistics, so a lost update is harmless.
+    unsafe {
+        (*state).last_seen_ns = bpf_ktime_get_ns();
+        (*state).packets += 1;
+        (*state).bytes += u64::from(pkt.ip_len);
+        (*state).tcp_flags |= pkt.tcp_flags;
+    }
+}
+
+#[inline(always)]
+fn state(pkt: &Packet, nat_addr: u32, nat_port: u16, kind: u8, direction: u8, now: u64) -> FlowState {
+    let seen = direction == DIR_ORIGINAL;
+    FlowState {
+        nat_addr,
+        nat_port,
+        kind,
+        direction,
+        tcp_flags: if seen { pkt.tcp_flags } else { 0 },
+        created_ns: now,
+        last_seen_ns: now,
+        packets: u64::from(seen),
+        bytes: if seen { u64::from(pkt.ip_len) } else { 0 },
+        ..FlowState::default()
+    }
+}
+
+/// A new flow to a published port: the original packets go to the backend, and the
+/// backend's replies come back from the published address and port.
+#[inline(always)]
+pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<FlowState, Counter> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let original = pkt.key;
+    let reply = FlowKey {
+        src_addr: backend.addr,
+        src_port: backend.port,
+        dst_addr: original.src_addr,
+        dst_port: original.src_port,
+        proto: original.proto,
+        _pad: [0; 3],
+    };
+    let reply_state = state(pkt, original.dst_addr, original.dst_port, KIND_DNAT, DIR_REPLY, now);
+    let original_state = state(pkt, backend.addr, backend.port, KIND_DNAT, DIR_ORIGINAL, now);
+    insert(&reply, &reply_state, BPF_ANY)?;
+    insert(&original, &original_state, BPF_ANY)?;
+    Ok(original_state)
+}
+
+/// A new flow out of the masqueraded subnet: the source becomes the uplink address
+/// and a free port from the SNAT range. The reply entry is inserted with
+/// BPF_NOEXIST, which makes the port claim atomic against other CPUs.
+#[inline(always)]
+pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, Counter> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let original = pkt.key;
+    let min = u32::from(config.snat_port_min);
+    let max = u32::from(config.snat_port_max);
+    if min == 0 || max < min {
+        return Err(Counter::DropSnatPortsExhausted);
+    }
+    // NonZero: `%` then has no division-by-zero panic path, which the verifier rejects.
+    let Some(span) = NonZeroU32::new(max - min + 1) else {
+        return Err(Counter::DropSnatPortsExhausted);
+    };
+    // Like MASQUERADE, keep the container's own port when the range allows it.
+    let own = u32::from(u16::from_be(original.src_port));
+    let mut port = if (min..=max).contains(&own) {
+        own
+    } else {
+        min + unsafe { bpf_get_prandom_u32() } % span
+    };
+    let reply_state = state(pkt, original.src_addr, original.src_port, KIND_SNAT, DIR_REPLY, now);
+    for attempt in 0..SNAT_MAX_TRIES {
+        if attempt > 0 {
+            count(Counter::SnatPortRetries);
+            port = min + unsafe { bpf_get_prandom_u32() } % span;
+        }
+        let nat_port = (port as u16).to_be();
+        let reply = FlowKey {
+            src_addr: original.dst_addr,
+            src_port: original.dst_port,
+            dst_addr: config.uplink_addr,
+            dst_port: nat_port,
+            proto: original.proto,
+            _pad: [0; 3],
+        };
+        match CONNTRACK.insert(&reply, &reply_state, BPF_NOEXIST.into()) {
+            Ok(()) => {
+                let original_state =
+                    state(pkt, config.uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
+                insert(&original, &original_state, BPF_ANY)?;
+                return Ok(original_state);
+            }
+            Err(err) if err == -EEXIST => continue,
+            Err(_) => return Err(Counter::DropConntrackInsert),
+        }
+    }
+    Err(Counter::DropSnatPortsExhausted)
+}
+
+#[inline(always)]
+fn insert(key: &FlowKey, value: &FlowState, flags: u32) -> Result<(), Counter> {
+    CONNTRACK
+        .insert(key, value, flags.into())
+        .map_err(|_| Counter::DropConntrackInsert)
+}

@@ -1,0 +1,33 @@
+//! The datapath's state. BTF map definitions, so `bpftool map dump` pretty-prints them.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use netfast_common::{
+    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
+    names::{CONNTRACK_CAPACITY, FORWARDS_CAPACITY},
+};
+
+#[btf_map]
+pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
+
+#[btf_map]
+pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }> =
+    HashMap::new();
+
+/// LRU so that a full table evicts the coldest flow instead of refusing new ones.
+#[btf_map]
+pub static CONNTRACK: LruHashMap<FlowKey, FlowState, { CONNTRACK_CAPACITY as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot is only ever touched by the CPU running this program.
+        unsafe { *slot += 1 };
+    }
+}
