@@ -1,1 +1,791 @@
-//! TODO
+//! `up` and `down` for one instance: validate, build the topology, attach the datapath,
+//! and remember what was made so `down` removes exactly that.
+//!
+//! The calling thread's network namespace is the "host". `up` checks everything against
+//! the system before it changes anything. Every object it creates goes into an undo log;
+//! a failure half-way (or a panic) removes exactly what this run created, in reverse
+//! order. On success the log is merged into `/run/netfast/<instance>/manifest.json`, which
+//! `down` replays backwards.
+
+use std::{
+    future::Future,
+    io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use netfast_common::DatapathConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, ConfigError},
+    datapath::{self, AttachReport, DatapathError, DatapathSpec},
+    netns::{self, NetnsError},
+    topology::{self, Ipv4Address, TopologyError},
+};
+
+/// Per-instance state lives under here: `/run/netfast/<instance>/manifest.json`.
+pub const STATE_ROOT: &str = "/run/netfast";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// The configuration is inconsistent in itself.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration does not fit this system. Nothing was changed.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("attaching the datapath failed: {0}")]
+    Datapath(#[from] DatapathError),
+    #[error("{action} {}: {source}", path.display())]
+    State {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} holds something netfast cannot read ({reason}); remove it by hand once the instance is down", path.display())]
+    BadManifest { path: PathBuf, reason: String },
+    #[error("could not start a tokio runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error("a worker thread panicked: {0}")]
+    Panicked(String),
+    #[error("{error}{}", rollback_note(.rollback_failures))]
+    UpFailed {
+        #[source]
+        error: Box<InstanceError>,
+        /// What could not be undone; empty when the rollback was complete.
+        rollback_failures: Vec<String>,
+    },
+    #[error("down could not remove: {}; run `down` again once the cause is fixed", .0.join("; "))]
+    DownIncomplete(Vec<String>),
+}
+
+fn rollback_note(failures: &[String]) -> String {
+    if failures.is_empty() {
+        " (everything this run created was removed again)".to_string()
+    } else {
+        format!(
+            " (rollback could not remove: {}; remove these by hand)",
+            failures.join("; ")
+        )
+    }
+}
+
+impl InstanceError {
+    /// True when the operator's input was refused before anything was changed.
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            InstanceError::Config(_) | InstanceError::Invalid(_) => true,
+            InstanceError::UpFailed {
+                error,
+                rollback_failures,
+            } => rollback_failures.is_empty() && error.is_invalid_input(),
+            _ => false,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, InstanceError>;
+
+/// One thing `up` made, in the order it made it. This is both the undo log and the
+/// manifest's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Created {
+    /// A named network namespace (removed with everything in it).
+    Namespace { name: String },
+    /// A link of the host namespace; deleting a veth end deletes its peer too.
+    Link { name: String },
+    /// An address added to a link that existed before (links netfast created take their
+    /// addresses with them). `netns` None is the host namespace.
+    Address {
+        netns: Option<String>,
+        link: String,
+        /// `local/prefix`.
+        local: String,
+        peer: Option<Ipv4Addr>,
+    },
+    /// ip_forward of the host namespace was switched on; `down` puts `previous` back.
+    IpForward { previous: bool },
+    /// The pinned datapath of the instance.
+    Datapath { instance: String },
+}
+
+impl std::fmt::Display for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Created::Namespace { name } => write!(f, "network namespace {name}"),
+            Created::Link { name } => write!(f, "interface {name}"),
+            Created::Address {
+                netns,
+                link,
+                local,
+                peer,
+            } => {
+                write!(f, "address {local}")?;
+                if let Some(p) = peer {
+                    write!(f, " peer {p}")?;
+                }
+                write!(f, " on {link}")?;
+                if let Some(ns) = netns {
+                    write!(f, " in {ns}")?;
+                }
+                Ok(())
+            }
+            Created::IpForward { previous } => {
+                write!(f, "net.ipv4.ip_forward=1 (was {})", u8::from(*previous))
+            }
+            Created::Datapath { instance } => {
+                write!(f, "datapath pins {}", datapath::pin_dir(instance).display())
+            }
+        }
+    }
+}
+
+/// What `/run/netfast/<instance>/manifest.json` holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub instance: String,
+    pub created: Vec<Created>,
+}
+
+impl Manifest {
+    /// Appends what is not recorded yet. ip_forward keeps the first recorded value, which
+    /// is the one from before netfast touched it.
+    pub fn merge(&mut self, more: &[Created]) {
+        for c in more {
+            let known = match c {
+                Created::IpForward { .. } => self
+                    .created
+                    .iter()
+                    .any(|x| matches!(x, Created::IpForward { .. })),
+                _ => self.created.contains(c),
+            };
+            if !known {
+                self.created.push(c.clone());
+            }
+        }
+    }
+}
+
+pub fn state_dir(instance: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(instance)
+}
+
+pub fn manifest_path(instance: &str) -> PathBuf {
+    state_dir(instance).join("manifest.json")
+}
+
+/// Reads the manifest; None when there is none.
+pub fn load_manifest(instance: &str) -> Result<Option<Manifest>> {
+    let path = manifest_path(instance);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(InstanceError::State {
+                action: "could not read",
+                path,
+                source,
+            });
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| InstanceError::BadManifest {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+fn store_manifest(m: &Manifest) -> Result<()> {
+    let dir = state_dir(&m.instance);
+    let state = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstanceError::State {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(state("could not create", &dir))?;
+    let path = manifest_path(&m.instance);
+    let tmp = dir.join("manifest.json.tmp");
+    let text = serde_json::to_string_pretty(m).map_err(|e| InstanceError::BadManifest {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text + "\n").map_err(state("could not write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(state("could not replace", &path))
+}
+
+fn remove_state(instance: &str) -> Result<()> {
+    let dir = state_dir(instance);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(InstanceError::State {
+            action: "could not remove",
+            path: dir,
+            source,
+        }),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(InstanceError::Runtime)
+}
+
+/// Runs `f` with an rtnetlink handle of namespace `ns` (None: the calling thread's) on a
+/// fresh thread with its own runtime, so it works from sync code, from `Drop`, and from
+/// inside another runtime alike.
+fn netlink_blocking<F, Fut, T>(ns: Option<&str>, f: F) -> Result<T>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send,
+    Fut: Future<Output = std::result::Result<T, TopologyError>>,
+    T: Send,
+{
+    let work = move || -> Result<T> {
+        let rt = runtime()?;
+        let h = netns::netlink_here(rt.handle())?;
+        Ok(rt.block_on(f(h))?)
+    };
+    match ns {
+        Some(ns) => netns::run_in(ns, work)?,
+        // A new thread inherits the network namespace of the thread that starts it.
+        None => std::thread::scope(|s| s.spawn(work).join())
+            .map_err(|_| InstanceError::Panicked("netlink worker".to_string()))?,
+    }
+}
+
+/// Removes one thing `up` made, acting on the calling thread's namespace as host.
+/// Things already gone count as removed.
+pub fn remove(c: &Created) -> Result<()> {
+    match c {
+        Created::Namespace { name } => {
+            netns::delete(name)?;
+        }
+        Created::Link { name } => {
+            let name = name.clone();
+            netlink_blocking(None, |h| async move {
+                topology::delete_link_by_name(&h, &name).await
+            })?;
+        }
+        Created::Address {
+            netns: ns,
+            link,
+            local,
+            peer,
+        } => {
+            if let Some(ns) = ns
+                && !netns::exists(ns)
+            {
+                return Ok(());
+            }
+            let local: Ipv4Net = local.parse().map_err(|_| InstanceError::BadManifest {
+                path: PathBuf::from("(manifest)"),
+                reason: format!("address {local:?} is not ADDR/LEN"),
+            })?;
+            let address = Ipv4Address { local, peer: *peer };
+            let link = link.clone();
+            netlink_blocking(ns.as_deref(), |h| async move {
+                match topology::link_index(&h, &link).await? {
+                    Some(index) => topology::delete_address(&h, index, &address).await,
+                    None => Ok(false),
+                }
+            })?;
+        }
+        Created::IpForward { previous } => topology::set_ip_forward(*previous)?,
+        Created::Datapath { instance } => {
+            if datapath::pin_dir(instance).exists() {
+                datapath::detach(instance)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything created so far by one `up`. Dropping it without [`UndoLog::commit`]
+/// removes it all, newest first, so a panic also leaves nothing behind.
+#[derive(Debug, Default)]
+pub struct UndoLog {
+    entries: Vec<Created>,
+    done: bool,
+}
+
+impl UndoLog {
+    pub fn push(&mut self, c: Created) {
+        self.entries.push(c);
+    }
+
+    pub fn entries(&self) -> &[Created] {
+        &self.entries
+    }
+
+    /// Keeps everything: the run succeeded.
+    pub fn commit(mut self) -> Vec<Created> {
+        self.done = true;
+        std::mem::take(&mut self.entries)
+    }
+
+    /// Removes everything, newest first. Returns what could not be removed.
+    pub fn rollback(mut self) -> Vec<String> {
+        self.done = true;
+        undo_all(std::mem::take(&mut self.entries))
+    }
+}
+
+fn undo_all(entries: Vec<Created>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for c in entries.iter().rev() {
+        if let Err(e) = remove(c) {
+            failures.push(format!("{c}: {e}"));
+        }
+    }
+    failures
+}
+
+impl Drop for UndoLog {
+    fn drop(&mut self) {
+        if !self.done && !self.entries.is_empty() {
+            for f in undo_all(std::mem::take(&mut self.entries)) {
+                eprintln!("netfast: rollback could not remove {f}");
+            }
+        }
+    }
+}
+
+/// What `up` did.
+#[derive(Clone, Debug)]
+pub struct UpReport {
+    pub instance: String,
+    pub uplink_addr: Ipv4Addr,
+    /// Made by this run.
+    pub created: Vec<Created>,
+    /// Found in place and kept, for the operator ("bridge br0", ...).
+    pub kept: Vec<String>,
+    pub attach: AttachReport,
+    pub manifest: PathBuf,
+}
+
+/// What `down` did.
+#[derive(Clone, Debug, Default)]
+pub struct DownReport {
+    pub removed: Vec<Created>,
+}
+
+/// What validation learned from the system.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub uplink_addr: Ipv4Addr,
+}
+
+/// Checks `cfg` against the system (the calling thread's namespace is the host) without
+/// changing anything. Every problem is reported, each naming the value and the fix.
+pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
+    cfg.validate()?;
+    let mut problems = Vec::new();
+    let links = topology::links(host).await?;
+    let find = |name: &str| links.iter().find(|l| l.name == name);
+
+    let mut uplink_addr = None;
+    match find(&cfg.uplink) {
+        None => {
+            let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+            problems.push(format!(
+                "uplink \"{}\" (uplink): no such interface in this network namespace; \
+                 set uplink to one of: {}",
+                cfg.uplink,
+                names.join(", ")
+            ));
+        }
+        Some(l) => match topology::ipv4_addresses(host, l.index).await?.first() {
+            Some(a) => uplink_addr = Some(a.local.addr()),
+            None => problems.push(format!(
+                "uplink \"{}\" (uplink): has no IPv4 address, so there is nothing to \
+                 masquerade to or publish on; add one (ip addr add ADDR/LEN dev {}) or \
+                 choose another uplink",
+                cfg.uplink, cfg.uplink
+            )),
+        },
+    }
+
+    if let Some(l) = find(&cfg.bridge.name)
+        && l.kind.as_deref() != Some("bridge")
+    {
+        problems.push(format!(
+            "bridge \"{}\" (bridge.name): an interface of that name exists and is a {}, \
+             not a bridge; choose another name",
+            cfg.bridge.name,
+            l.kind.as_deref().unwrap_or("device")
+        ));
+    }
+
+    for (i, c) in cfg.containers.iter().enumerate() {
+        if let Err(e) = netns::validate_name(&c.netns) {
+            problems.push(format!("container[{i}].netns: {e}"));
+        }
+        if let Some(l) = find(&c.veth)
+            && l.kind.as_deref() != Some("veth")
+        {
+            problems.push(format!(
+                "veth \"{}\" (container[{i}].veth): an interface of that name exists and \
+                 is a {}, not a veth; choose another name",
+                c.veth,
+                l.kind.as_deref().unwrap_or("device")
+            ));
+        }
+        if c.is_bridged() && !cfg.bridge.address.contains(&c.address.addr()) {
+            problems.push(format!(
+                "container address \"{}\" (container[{i}].address): outside the bridge \
+                 subnet {}, so its gateway is unreachable; use an address in {} or set \
+                 host_address for a point-to-point link",
+                c.address,
+                cfg.bridge.address.trunc(),
+                cfg.bridge.address.trunc()
+            ));
+        }
+    }
+
+    if let Some(m) = &cfg.masquerade {
+        let local = topology::ip_local_port_range()?;
+        if let Err(e) = m.check_local_port_range(&local) {
+            problems.push(e.to_string());
+        }
+    }
+
+    match (problems.is_empty(), uplink_addr) {
+        (true, Some(uplink_addr)) => Ok(Plan { uplink_addr }),
+        _ => Err(InstanceError::Invalid(problems)),
+    }
+}
+
+/// The CONFIG map entry for `cfg`.
+pub fn datapath_config(cfg: &Config, uplink_addr: Ipv4Addr) -> DatapathConfig {
+    let ne = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
+    let (subnet_addr, subnet_mask, ports) = match &cfg.masquerade {
+        Some(m) => (
+            ne(m.subnet.network()),
+            ne(m.subnet.netmask()),
+            m.ports.clone(),
+        ),
+        // No masquerade: a subnet no real source address falls in (255.255.255.255/32).
+        None => (u32::MAX, u32::MAX, crate::config::DEFAULT_SNAT_PORTS),
+    };
+    DatapathConfig {
+        uplink_addr: ne(uplink_addr),
+        subnet_addr,
+        subnet_mask,
+        snat_port_min: *ports.start(),
+        snat_port_max: *ports.end(),
+        enabled: 1,
+        _pad: 0,
+    }
+}
+
+/// `up` for sync callers: builds a runtime on the calling thread. Do not call it from
+/// inside a tokio runtime; use [`up_async`] there.
+pub fn up(cfg: &Config) -> Result<UpReport> {
+    runtime()?.block_on(up_async(cfg))
+}
+
+/// Validates, builds and attaches; see the module docs. The host namespace is the one of
+/// the thread that first polls this future (it opens the host netlink socket). Blocks
+/// that thread briefly for namespace work and for `datapath::attach`.
+pub async fn up_async(cfg: &Config) -> Result<UpReport> {
+    let rt = tokio::runtime::Handle::current();
+    let host = netns::netlink_here(&rt)?;
+    let plan = validate(cfg, &host).await?;
+
+    let mut undo = UndoLog::default();
+    let mut kept = Vec::new();
+    let built = build(cfg, &plan, &host, &rt, &mut undo, &mut kept).await;
+    let attach = match built {
+        Ok(a) => a,
+        Err(e) => {
+            return Err(InstanceError::UpFailed {
+                error: Box::new(e),
+                rollback_failures: undo.rollback(),
+            });
+        }
+    };
+
+    let mut manifest = match load_manifest(&cfg.instance) {
+        Ok(m) => m.unwrap_or_else(|| Manifest {
+            instance: cfg.instance.clone(),
+            created: Vec::new(),
+        }),
+        Err(e) => {
+            return Err(InstanceError::UpFailed {
+                error: Box::new(e),
+                rollback_failures: undo.rollback(),
+            });
+        }
+    };
+    manifest.merge(undo.entries());
+    manifest.merge(&[Created::Datapath {
+        instance: cfg.instance.clone(),
+    }]);
+    if let Err(e) = store_manifest(&manifest) {
+        return Err(InstanceError::UpFailed {
+            error: Box::new(e),
+            rollback_failures: undo.rollback(),
+        });
+    }
+    Ok(UpReport {
+        instance: cfg.instance.clone(),
+        uplink_addr: plan.uplink_addr,
+        created: undo.commit(),
+        kept,
+        attach,
+        manifest: manifest_path(&cfg.instance),
+    })
+}
+
+async fn build(
+    cfg: &Config,
+    plan: &Plan,
+    host: &rtnetlink::Handle,
+    rt: &tokio::runtime::Handle,
+    undo: &mut UndoLog,
+    kept: &mut Vec<String>,
+) -> Result<AttachReport> {
+    // The bridge.
+    let bridge = &cfg.bridge.name;
+    let (br, br_created) = match topology::link_index(host, bridge).await? {
+        Some(i) => {
+            kept.push(format!("bridge {bridge}"));
+            (i, false)
+        }
+        None => {
+            let i = topology::create_bridge(host, bridge).await?;
+            undo.push(Created::Link {
+                name: bridge.clone(),
+            });
+            (i, true)
+        }
+    };
+    if topology::add_address(host, br, cfg.bridge.address).await? && !br_created {
+        undo.push(Created::Address {
+            netns: None,
+            link: bridge.clone(),
+            local: cfg.bridge.address.to_string(),
+            peer: None,
+        });
+    }
+    topology::set_up(host, br).await?;
+
+    for c in &cfg.containers {
+        let ns_created = netns::create(&c.netns)?;
+        if ns_created {
+            undo.push(Created::Namespace {
+                name: c.netns.clone(),
+            });
+        } else {
+            kept.push(format!("network namespace {}", c.netns));
+        }
+        let ns_file = netns::open(&c.netns)?;
+        let inside = netns::netlink_in(&c.netns, rt)?;
+
+        let (veth, veth_created) = match topology::link_index(host, &c.veth).await? {
+            Some(i) => {
+                if topology::link_index(&inside, &c.peer).await?.is_none() {
+                    return Err(InstanceError::Invalid(vec![format!(
+                        "veth \"{}\" exists but its peer \"{}\" is not in network namespace \
+                         {}; delete it (ip link del {}) and run up again",
+                        c.veth, c.peer, c.netns, c.veth
+                    )]));
+                }
+                kept.push(format!("veth {} <-> {}/{}", c.veth, c.netns, c.peer));
+                (i, false)
+            }
+            None => {
+                let i = topology::create_veth(host, &c.veth, &c.peer, &ns_file).await?;
+                undo.push(Created::Link {
+                    name: c.veth.clone(),
+                });
+                (i, true)
+            }
+        };
+        // Addresses on links this run created go away with them; only record the others.
+        let record_inside = !veth_created && !ns_created;
+
+        let gateway = match c.host_address {
+            None => {
+                let master = topology::link(host, &c.veth).await?.and_then(|l| l.master);
+                if master != Some(br) {
+                    topology::set_master(host, veth, br).await?;
+                }
+                cfg.bridge.address.addr()
+            }
+            Some(host_addr) => {
+                if topology::add_p2p_address(host, veth, host_addr, c.address.addr()).await?
+                    && !veth_created
+                {
+                    undo.push(Created::Address {
+                        netns: None,
+                        link: c.veth.clone(),
+                        local: Ipv4Net::from(host_addr).to_string(),
+                        peer: Some(c.address.addr()),
+                    });
+                }
+                host_addr
+            }
+        };
+        topology::set_up(host, veth).await?;
+
+        // Inside the container namespace: addresses only after the peer is there, since
+        // the kernel drops addresses when a link changes namespace.
+        topology::set_up_by_name(&inside, "lo").await?;
+        let peer = topology::require_link(&inside, &c.peer).await?;
+        let added = match c.host_address {
+            None => topology::add_address(&inside, peer, c.address).await?,
+            Some(host_addr) => {
+                topology::add_p2p_address(&inside, peer, c.address.addr(), host_addr).await?
+            }
+        };
+        if added && record_inside {
+            undo.push(Created::Address {
+                netns: Some(c.netns.clone()),
+                link: c.peer.clone(),
+                local: match c.host_address {
+                    None => c.address.to_string(),
+                    Some(_) => Ipv4Net::from(c.address.addr()).to_string(),
+                },
+                peer: c.host_address,
+            });
+        }
+        topology::set_up(&inside, peer).await?;
+        topology::add_default_route(&inside, gateway, peer).await?;
+    }
+
+    if !topology::ip_forward()? {
+        topology::set_ip_forward(true)?;
+        undo.push(Created::IpForward { previous: false });
+    }
+
+    let spec = DatapathSpec {
+        instance: cfg.instance.clone(),
+        uplink: cfg.uplink.clone(),
+        ingress: cfg.ingress,
+        config: datapath_config(cfg, plan.uplink_addr),
+        forwards: cfg.forward_entries().collect(),
+    };
+    let pins_existed = datapath::pin_dir(&cfg.instance).exists();
+    let attached = datapath::attach(&spec);
+    if !pins_existed && (attached.is_ok() || datapath::pin_dir(&cfg.instance).exists()) {
+        undo.push(Created::Datapath {
+            instance: cfg.instance.clone(),
+        });
+    }
+    Ok(attached?)
+}
+
+/// `down` for sync callers: removes what the manifest records, newest first, acting on
+/// the calling thread's namespace as host. Nothing to remove is a success.
+pub fn down(cfg: &Config) -> Result<DownReport> {
+    let mut entries = match load_manifest(&cfg.instance)? {
+        Some(m) => m.created,
+        None => Vec::new(),
+    };
+    // Pins are named after the instance; remove them even if the manifest was lost.
+    let datapath = Created::Datapath {
+        instance: cfg.instance.clone(),
+    };
+    if !entries.contains(&datapath) && datapath::pin_dir(&cfg.instance).exists() {
+        entries.push(datapath);
+    }
+    let mut report = DownReport::default();
+    let mut failed = Vec::new();
+    let mut failures = Vec::new();
+    for c in entries.into_iter().rev() {
+        match remove(&c) {
+            Ok(()) => report.removed.push(c),
+            Err(e) => {
+                failures.push(format!("{c}: {e}"));
+                failed.push(c);
+            }
+        }
+    }
+    if failed.is_empty() {
+        remove_state(&cfg.instance)?;
+        Ok(report)
+    } else {
+        failed.reverse();
+        store_manifest(&Manifest {
+            instance: cfg.instance.clone(),
+            created: failed,
+        })?;
+        Err(InstanceError::DownIncomplete(failures))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_merge_dedups_and_keeps_first_ip_forward() {
+        let mut m = Manifest {
+            instance: "t".into(),
+            created: vec![
+                Created::Namespace { name: "a".into() },
+                Created::IpForward { previous: false },
+            ],
+        };
+        m.merge(&[
+            Created::Namespace { name: "a".into() },
+            Created::Link { name: "br0".into() },
+            Created::IpForward { previous: true },
+        ]);
+        assert_eq!(
+            m.created,
+            vec![
+                Created::Namespace { name: "a".into() },
+                Created::IpForward { previous: false },
+                Created::Link { name: "br0".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn manifest_json_round_trip() {
+        let m = Manifest {
+            instance: "t".into(),
+            created: vec![
+                Created::Address {
+                    netns: Some("n".into()),
+                    link: "eth0".into(),
+                    local: "10.0.0.1/24".into(),
+                    peer: None,
+                },
+                Created::Datapath {
+                    instance: "t".into(),
+                },
+            ],
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains(r#""kind":"address""#), "{text}");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+    }
+
+    #[test]
+    fn datapath_config_is_network_order() {
+        let cfg = crate::lab::seed_config("t", crate::config::IngressMode::Tc).unwrap();
+        let dc = datapath_config(&cfg, Ipv4Addr::new(10, 0, 1, 48));
+        assert_eq!(dc.uplink_addr.to_ne_bytes(), [10, 0, 1, 48]);
+        assert_eq!(dc.subnet_addr.to_ne_bytes(), [172, 16, 0, 0]);
+        assert_eq!(dc.subnet_mask.to_ne_bytes(), [255, 255, 255, 0]);
+        assert_eq!((dc.snat_port_min, dc.snat_port_max), (61000, 65535));
+        assert_eq!(dc.enabled, 1);
+    }
+}

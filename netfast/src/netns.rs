@@ -1,1 +1,391 @@
-//! TODO
+//! Named network namespaces, compatible with `ip netns`.
+//!
+//! A named namespace is a bind mount of a namespace file on `/run/netns/NAME`, exactly as
+//! iproute2 makes it, so `ip netns list|exec|del` see what netfast creates and the other
+//! way round. `/run/netns` is made a shared mount like iproute2 does, so the names
+//! propagate into other mount namespaces.
+//!
+//! Nothing here changes the network namespace of the process or of the calling thread,
+//! except [`enter_current_thread`], which `main` calls before any other thread starts.
+//! Work inside a namespace runs on a fresh thread that entered it ([`run_in`]); a netlink
+//! socket opened there stays bound to that namespace ([`netlink_in`]).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    errno::Errno,
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+    sys::statfs::{NSFS_MAGIC, statfs},
+};
+
+/// Where iproute2 keeps named network namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error(
+        "network namespace name {name:?} is invalid: {reason}; use letters, digits, '-', '_' or '.'"
+    )]
+    InvalidName { name: String, reason: &'static str },
+    #[error(
+        "network namespace {name:?} does not exist; create it with `ip netns add {name}` or let netfast create it"
+    )]
+    NotFound { name: String },
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not {action} {path}: {source}")]
+    Sys {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("could not enter network namespace {name:?} (setns): {source}")]
+    Enter {
+        name: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("could not open a netlink socket in network namespace {name:?}: {source}")]
+    Netlink {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the worker thread for network namespace {name:?} panicked: {message}")]
+    ThreadPanicked { name: String, message: String },
+    #[error("could not start a worker thread for network namespace {name:?}: {source}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The bind-mount path of a named namespace: `/run/netns/NAME`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Refuses names that would escape `/run/netns` or that `ip netns` cannot handle.
+pub fn validate_name(name: &str) -> Result<(), NetnsError> {
+    let bad = |reason| {
+        Err(NetnsError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("it is a path component");
+    }
+    if name.len() > 200 {
+        return bad("it is longer than 200 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return bad("it contains a character other than letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+fn is_nsfs(p: &Path) -> bool {
+    statfs(p)
+        .map(|s| s.filesystem_type() == NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Whether `/run/netns/NAME` holds a mounted network namespace.
+pub fn exists(name: &str) -> bool {
+    validate_name(name).is_ok() && is_nsfs(&path(name))
+}
+
+/// Names of all namespaces under `/run/netns` (mounted or not).
+pub fn list() -> Result<Vec<String>, NetnsError> {
+    let dir = match fs::read_dir(NETNS_RUN_DIR) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(NetnsError::Io {
+                action: "list",
+                path: NETNS_RUN_DIR.into(),
+                source,
+            });
+        }
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Makes `/run/netns` exist and be a shared mount point, as `ip netns add` does.
+fn prepare_run_dir() -> Result<(), NetnsError> {
+    let dir = Path::new(NETNS_RUN_DIR);
+    if let Err(source) = fs::create_dir_all(dir) {
+        return Err(NetnsError::Io {
+            action: "create directory",
+            path: dir.into(),
+            source,
+        });
+    }
+    let mut bound = false;
+    loop {
+        match mount(
+            None::<&str>,
+            dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
+            Ok(()) => return Ok(()),
+            // Not a mount point yet: bind it onto itself, then make that shared.
+            Err(Errno::EINVAL) if !bound => {
+                mount(
+                    Some(dir),
+                    dir,
+                    Some("none"),
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|source| NetnsError::Sys {
+                    action: "bind-mount onto itself",
+                    path: dir.into(),
+                    source,
+                })?;
+                bound = true;
+            }
+            Err(source) => {
+                return Err(NetnsError::Sys {
+                    action: "make shared",
+                    path: dir.into(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Creates the named namespace. Returns `false` when it already existed (nothing changed).
+pub fn create(name: &str) -> Result<bool, NetnsError> {
+    validate_name(name)?;
+    let target = path(name);
+    if is_nsfs(&target) {
+        return Ok(false);
+    }
+    prepare_run_dir()?;
+    // The mount point: an empty file, as iproute2 makes it. A leftover file from an
+    // interrupted create is reused.
+    if let Err(source) = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o000)
+        .open(&target)
+    {
+        return Err(NetnsError::Io {
+            action: "create",
+            path: target,
+            source,
+        });
+    }
+    // unshare(CLONE_NEWNET) on a throwaway thread: only that thread moves into the new
+    // namespace, and the bind mount keeps the namespace alive after the thread exits.
+    let bind_target = target.clone();
+    let result = std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name(format!("netns-create-{name}"))
+            .spawn_scoped(s, move || -> Result<(), NetnsError> {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Sys {
+                    action: "unshare a network namespace for",
+                    path: bind_target.clone(),
+                    source,
+                })?;
+                mount(
+                    Some("/proc/thread-self/ns/net"),
+                    &bind_target,
+                    Some("none"),
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|source| NetnsError::Sys {
+                    action: "bind-mount the new network namespace on",
+                    path: bind_target.clone(),
+                    source,
+                })
+            })
+            .map_err(|source| NetnsError::Spawn {
+                name: name.to_string(),
+                source,
+            })?;
+        join(name, worker)?
+    });
+    if let Err(e) = result {
+        let _ = fs::remove_file(&target);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Deletes the named namespace (like `ip netns del`). Returns `false` when it did not exist.
+///
+/// The namespace itself goes away once no process and no socket holds it any more.
+pub fn delete(name: &str) -> Result<bool, NetnsError> {
+    validate_name(name)?;
+    let target = path(name);
+    if !target.exists() {
+        return Ok(false);
+    }
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+        Err(source) => {
+            return Err(NetnsError::Sys {
+                action: "unmount",
+                path: target,
+                source,
+            });
+        }
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(source) => Err(NetnsError::Io {
+            action: "remove",
+            path: target,
+            source,
+        }),
+    }
+}
+
+/// Opens the namespace file, for `setns` or for `IFLA_NET_NS_FD`.
+pub fn open(name: &str) -> Result<File, NetnsError> {
+    validate_name(name)?;
+    let target = path(name);
+    if !is_nsfs(&target) {
+        return Err(NetnsError::NotFound {
+            name: name.to_string(),
+        });
+    }
+    File::open(&target).map_err(|source| NetnsError::Io {
+        action: "open",
+        path: target,
+        source,
+    })
+}
+
+/// Moves the calling thread (only its network namespace) into `name`.
+///
+/// Threads started afterwards by this thread inherit the namespace. `main` uses this
+/// for `--netns` before any other thread or runtime exists.
+pub fn enter_current_thread(name: &str) -> Result<(), NetnsError> {
+    let file = open(name)?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+        name: name.to_string(),
+        source,
+    })
+}
+
+fn join<T>(name: &str, handle: std::thread::ScopedJoinHandle<'_, T>) -> Result<T, NetnsError> {
+    handle.join().map_err(|payload| NetnsError::ThreadPanicked {
+        name: name.to_string(),
+        message: panic_message(payload.as_ref()),
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+/// Runs `f` on a fresh thread that entered network namespace `name`, and returns its
+/// result. The calling thread's namespace is untouched. Sockets `f` creates stay in
+/// `name` after it returns, so `f` may hand them back.
+pub fn run_in<F, T>(name: &str, f: F) -> Result<T, NetnsError>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    let file = open(name)?;
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name(format!("netns-{name}"))
+            .spawn_scoped(s, move || -> Result<T, NetnsError> {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+                    name: name.to_string(),
+                    source,
+                })?;
+                Ok(f())
+            })
+            .map_err(|source| NetnsError::Spawn {
+                name: name.to_string(),
+                source,
+            })?;
+        join(name, worker)?
+    })
+}
+
+/// An rtnetlink handle whose socket lives in the calling thread's network namespace.
+/// The connection task is spawned on `rt`; requests complete while `rt` is driven.
+pub fn netlink_here(rt: &tokio::runtime::Handle) -> Result<rtnetlink::Handle, NetnsError> {
+    let _entered = rt.enter();
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
+            name: "(current)".to_string(),
+            source,
+        })?;
+    rt.spawn(connection);
+    Ok(handle)
+}
+
+/// An rtnetlink handle whose socket lives in namespace `name`: the socket is created on a
+/// thread that entered `name`, and a netlink socket stays bound to the namespace it was
+/// created in. The connection task is spawned on `rt`.
+pub fn netlink_in(
+    name: &str,
+    rt: &tokio::runtime::Handle,
+) -> Result<rtnetlink::Handle, NetnsError> {
+    run_in(name, || netlink_here(rt))?.map_err(|e| match e {
+        NetnsError::Netlink { source, .. } => NetnsError::Netlink {
+            name: name.to_string(),
+            source,
+        },
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("nfdev-b-host").is_ok());
+        assert!(validate_name("a.b_c").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "x\n"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(path("x"), PathBuf::from("/run/netns/x"));
+    }
+}
