@@ -1,1 +1,7 @@
+//! Test support for netfast: a packet builder whose checksums are computed from
+//! scratch, and a harness that runs the datapath on those packets through
+//! BPF_PROG_TEST_RUN.
 
+pub mod diff;
+pub mod harness;
+pub mod packet;

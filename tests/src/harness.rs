@@ -1,0 +1,312 @@
+//! Runs the datapath's programs on crafted packets through BPF_PROG_TEST_RUN.
+//!
+//! Every [`Datapath`] loads its own copy of the object without pinning, so each test
+//! has its own maps and tests run in parallel without seeing each other's flows.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use netfast_common::{
+    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
+    names::{
+        MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_FORWARDS, PROG_UPLINK_EGRESS_TC,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+    },
+    proto,
+};
+
+/// The seed's addresses.
+pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 48);
+pub const LAN_PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 26);
+pub const BACKEND: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 102);
+pub const SUBNET_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 0);
+pub const SUBNET_MASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
+pub const SNAT_PORT_MIN: u16 = 61_000;
+pub const SNAT_PORT_MAX: u16 = 65_535;
+/// The published ports `Datapath::configured` writes: host port → backend port.
+pub const TCP_PUBLISHED: u16 = 8088;
+pub const TCP_BACKEND_PORT: u16 = 80;
+pub const UDP_PUBLISHED: u16 = 5353;
+pub const UDP_BACKEND_PORT: u16 = 53;
+
+/// Network byte order, as the maps keep addresses.
+pub fn addr_be(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// Network byte order, as the maps keep ports.
+pub fn port_be(port: u16) -> u16 {
+    port.to_be()
+}
+
+/// The `CONNTRACK` key of a packet from `src` to `dst` (ports in host order).
+pub fn flow_key(proto: u8, src: SocketAddrV4, dst: SocketAddrV4) -> FlowKey {
+    FlowKey {
+        src_addr: addr_be(*src.ip()),
+        dst_addr: addr_be(*dst.ip()),
+        src_port: port_be(src.port()),
+        dst_port: port_be(dst.port()),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The seed's `CONFIG` entry.
+pub fn seed_config() -> DatapathConfig {
+    DatapathConfig {
+        uplink_addr: addr_be(UPLINK_ADDR),
+        subnet_addr: addr_be(SUBNET_ADDR),
+        subnet_mask: addr_be(SUBNET_MASK),
+        snat_port_min: SNAT_PORT_MIN,
+        snat_port_max: SNAT_PORT_MAX,
+        enabled: 1,
+        _pad: 0,
+    }
+}
+
+/// One of the datapath's programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prog {
+    IngressTc,
+    IngressXdp,
+    EgressTc,
+}
+
+impl Prog {
+    /// Both ways the uplink ingress can be attached: every ingress case runs on each.
+    pub const INGRESS: [Prog; 2] = [Prog::IngressTc, Prog::IngressXdp];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Prog::IngressTc => PROG_UPLINK_INGRESS_TC,
+            Prog::IngressXdp => PROG_UPLINK_INGRESS_XDP,
+            Prog::EgressTc => PROG_UPLINK_EGRESS_TC,
+        }
+    }
+
+    /// Decodes the program's return value.
+    fn verdict(self, return_value: u32) -> Verdict {
+        // TC: TC_ACT_OK = 0, TC_ACT_SHOT = 2. XDP: XDP_DROP = 1, XDP_PASS = 2.
+        match (self, return_value) {
+            (Prog::IngressXdp, 2) | (Prog::IngressTc | Prog::EgressTc, 0) => Verdict::Pass,
+            (Prog::IngressXdp, 1) | (Prog::IngressTc | Prog::EgressTc, 2) => Verdict::Drop,
+            (prog, value) => panic!("{}: unexpected return value {value}", prog.name()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+/// What one program run did.
+#[derive(Debug)]
+pub struct Run {
+    pub prog: Prog,
+    pub verdict: Verdict,
+    /// The packet as the program left it.
+    pub out: Vec<u8>,
+    /// Every counter that moved during the run, with how much.
+    pub counted: Vec<(Counter, u64)>,
+}
+
+impl Run {
+    /// Asserts the verdict, the exact output bytes and that `counter`, and only
+    /// `counter`, moved by one.
+    #[track_caller]
+    pub fn assert(&self, verdict: Verdict, counter: Counter, expected: &[u8]) {
+        let prog = self.prog.name();
+        assert_eq!(self.verdict, verdict, "{prog}: verdict (counted {:?})", self.counted);
+        self.assert_counted(counter);
+        crate::diff::assert_bytes_eq(prog, expected, &self.out);
+    }
+
+    /// Asserts that exactly one decision counter, `counter`, moved, by one.
+    #[track_caller]
+    pub fn assert_counted(&self, counter: Counter) {
+        assert_eq!(
+            self.counted,
+            [(counter, 1)],
+            "{}: expected exactly one decision counter, {}",
+            self.prog.name(),
+            counter.name()
+        );
+    }
+}
+
+/// A loaded copy of the datapath with its own maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Loads the object and all three programs; CONFIG and FORWARDS stay empty.
+    ///
+    /// Panics, never skips, when the process cannot load BPF: these tests prove the
+    /// datapath and must not pass where they did not run.
+    pub fn load() -> Self {
+        require_root();
+        let object = netfast::datapath::object()
+            .expect("netfast was built without its eBPF object; rebuild without AYA_BUILD_SKIP");
+        let mut ebpf = EbpfLoader::new().load(object).unwrap_or_else(|err| {
+            panic!("loading the datapath object failed; is this kernel BPF-capable (BTF, CONFIG_BPF_SYSCALL)? {err}")
+        });
+        for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("the object has no program {name}"))
+                .try_into()
+                .unwrap_or_else(|err| panic!("{name} is not a SchedClassifier: {err}"));
+            program
+                .load()
+                .unwrap_or_else(|err| panic!("the verifier rejected {name}: {err:?}"));
+        }
+        let name = PROG_UPLINK_INGRESS_XDP;
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("the object has no program {name}"))
+            .try_into()
+            .unwrap_or_else(|err| panic!("{name} is not an Xdp program: {err}"));
+        program
+            .load()
+            .unwrap_or_else(|err| panic!("the verifier rejected {name}: {err:?}"));
+        Self { ebpf }
+    }
+
+    /// Loads, then writes the seed's CONFIG and published ports.
+    pub fn configured() -> Self {
+        let mut datapath = Self::load();
+        datapath.write_config(&seed_config());
+        datapath.publish(
+            proto::TCP,
+            Ipv4Addr::UNSPECIFIED,
+            TCP_PUBLISHED,
+            SocketAddrV4::new(BACKEND, TCP_BACKEND_PORT),
+        );
+        datapath.publish(
+            proto::UDP,
+            Ipv4Addr::UNSPECIFIED,
+            UDP_PUBLISHED,
+            SocketAddrV4::new(BACKEND, UDP_BACKEND_PORT),
+        );
+        datapath
+    }
+
+    pub fn write_config(&mut self, config: &DatapathConfig) {
+        let map = self.ebpf.map_mut(MAP_CONFIG).expect("the object has a CONFIG map");
+        let mut array: Array<&mut MapData, DatapathConfig> =
+            Array::try_from(map).expect("CONFIG is an array of DatapathConfig");
+        array.set(0, config, 0).expect("writing CONFIG[0]");
+    }
+
+    /// Publishes `host_addr:host_port/proto` (`host_addr` 0.0.0.0: any) to `backend`.
+    pub fn publish(&mut self, proto: u8, host_addr: Ipv4Addr, host_port: u16, backend: SocketAddrV4) {
+        let map = self.ebpf.map_mut(MAP_FORWARDS).expect("the object has a FORWARDS map");
+        let mut forwards: HashMap<&mut MapData, ForwardKey, Backend> =
+            HashMap::try_from(map).expect("FORWARDS is a hash of ForwardKey to Backend");
+        let key = ForwardKey {
+            host_addr: addr_be(host_addr),
+            host_port: port_be(host_port),
+            proto,
+            _pad: 0,
+        };
+        let value = Backend {
+            addr: addr_be(*backend.ip()),
+            port: port_be(backend.port()),
+            _pad: [0; 2],
+        };
+        forwards.insert(key, value, 0).expect("inserting into FORWARDS");
+    }
+
+    /// Runs `prog` once on `frame`.
+    pub fn run(&mut self, prog: Prog, frame: &[u8]) -> Run {
+        let before = self.counters();
+        // Room for anything the program could grow the packet by.
+        let mut out = vec![0u8; frame.len() + 256];
+        let program = self
+            .ebpf
+            .program(prog.name())
+            .unwrap_or_else(|| panic!("the object has no program {}", prog.name()));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let result = match prog {
+            Prog::IngressXdp => <&Xdp>::try_from(program)
+                .expect("uplink_ingress_xdp is Xdp")
+                .test_run(opts),
+            Prog::IngressTc | Prog::EgressTc => <&SchedClassifier>::try_from(program)
+                .expect("the tc programs are SchedClassifier")
+                .test_run(opts),
+        }
+        .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} failed: {err:?}", prog.name()));
+        out.truncate(result.data_size_out as usize);
+        let after = self.counters();
+        let counted = Counter::ALL
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (before, after))| before != after)
+            .map(|(&counter, (before, after))| (counter, after - before))
+            .collect();
+        Run {
+            prog,
+            verdict: prog.verdict(result.return_value),
+            out,
+            counted,
+        }
+    }
+
+    /// Every counter, summed over CPUs, indexed like `Counter::ALL`.
+    pub fn counters(&self) -> Vec<u64> {
+        let map = self.ebpf.map(MAP_COUNTERS).expect("the object has a COUNTERS map");
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).expect("COUNTERS is a per-CPU array of u64");
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                counters
+                    .get(&(counter as u32), 0)
+                    .unwrap_or_else(|err| panic!("reading counter {}: {err}", counter.name()))
+                    .iter()
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Every CONNTRACK entry.
+    pub fn conntrack(&self) -> Vec<(FlowKey, FlowState)> {
+        let map = self.ebpf.map(MAP_CONNTRACK).expect("the object has a CONNTRACK map");
+        let conntrack: HashMap<&MapData, FlowKey, FlowState> =
+            HashMap::try_from(map).expect("CONNTRACK is an LRU hash of FlowKey to FlowState");
+        conntrack
+            .iter()
+            .map(|entry| entry.expect("iterating CONNTRACK"))
+            .collect()
+    }
+
+    /// The CONNTRACK entry for `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.conntrack()
+            .into_iter()
+            .find_map(|(k, state)| (k == *key).then_some(state))
+    }
+}
+
+/// Fails, with the fix, when the process is not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the datapath packet tests load BPF programs and need root (euid 0, got {euid}); \
+         run them as root: `sudo -E cargo test -p netfast-tests --test datapath_packets`"
+    );
+}
