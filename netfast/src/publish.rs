@@ -293,10 +293,21 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// (input, host IP, host ports, container IP, container ports, protocol, canonical form)
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        RangeInclusive<u16>,
+        &'static str,
+        RangeInclusive<u16>,
+        Protocol,
+        &'static str,
+    );
+
     #[test]
     fn parses_valid_specs() {
         #[rustfmt::skip]
-        let cases: &[(&str, Option<&str>, RangeInclusive<u16>, &str, RangeInclusive<u16>, Protocol, &str)] = &[
+        let cases: &[Case] = &[
             ("8088:172.16.0.102:80/tcp", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
             ("8088:172.16.0.102:80", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
             ("53:172.16.0.103:53/udp", None, 53..=53, "172.16.0.103", 53..=53, Protocol::Udp, "53:172.16.0.103:53/udp"),

@@ -36,7 +36,7 @@ enum Commands {
     },
     /// Set up, build the binaries, and run every test of the workspace.
     Test {
-        /// Passed to `cargo test` (e.g. a test name filter, or `-- --nocapture`).
+        /// Passed to `cargo test`, e.g. a test name `FILTER`, or `FILTER -- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -273,5 +273,31 @@ mod tests {
         t.add("test result: FAILED. 2 passed; 1 failed; 4 ignored; 0 measured; 0 filtered out");
         t.add("running 3 tests");
         assert_eq!((t.passed, t.failed, t.ignored, t.binaries), (17, 1, 4, 2));
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    fn test_args(argv: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Commands::Test { args }) => args,
+            _ => panic!("{argv:?} did not parse as test"),
+        }
+    }
+
+    #[test]
+    fn test_args_reach_cargo_test() {
+        assert_eq!(test_args(&["xtask", "test"]), Vec::<String>::new());
+        assert_eq!(test_args(&["xtask", "test", "config"]), ["config"]);
+        assert_eq!(
+            test_args(&["xtask", "test", "config", "--", "--nocapture"]),
+            ["config", "--", "--nocapture"]
+        );
+        assert_eq!(
+            test_args(&["xtask", "test", "-p", "netfast"]),
+            ["-p", "netfast"]
+        );
     }
 }
