@@ -41,29 +41,33 @@ pub enum InstanceError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error("attaching the datapath failed: {0}")]
-    Datapath(#[from] DatapathError),
-    #[error("{action} {}: {source}", path.display())]
+    Datapath(DatapathError),
+    #[error("{action} {}: {error}", path.display())]
     State {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     #[error("{} holds something netfast cannot read ({reason}); remove it by hand once the instance is down", path.display())]
     BadManifest { path: PathBuf, reason: String },
     #[error("could not start a tokio runtime: {0}")]
-    Runtime(#[source] io::Error),
+    Runtime(io::Error),
     #[error("a worker thread panicked: {0}")]
     Panicked(String),
     #[error("{error}{}", rollback_note(.rollback_failures))]
     UpFailed {
-        #[source]
         error: Box<InstanceError>,
         /// What could not be undone; empty when the rollback was complete.
         rollback_failures: Vec<String>,
     },
     #[error("down could not remove: {}; run `down` again once the cause is fixed", .0.join("; "))]
     DownIncomplete(Vec<String>),
+}
+
+impl From<DatapathError> for InstanceError {
+    fn from(e: DatapathError) -> Self {
+        InstanceError::Datapath(e)
+    }
 }
 
 fn rollback_note(failures: &[String]) -> String {
@@ -188,11 +192,11 @@ pub fn load_manifest(instance: &str) -> Result<Option<Manifest>> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(InstanceError::State {
                 action: "could not read",
                 path,
-                source,
+                error,
             });
         }
     };
@@ -208,10 +212,10 @@ fn store_manifest(m: &Manifest) -> Result<()> {
     let dir = state_dir(&m.instance);
     let state = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| InstanceError::State {
+        move |error| InstanceError::State {
             action,
             path,
-            source,
+            error,
         }
     };
     std::fs::create_dir_all(&dir).map_err(state("could not create", &dir))?;
@@ -230,10 +234,10 @@ fn remove_state(instance: &str) -> Result<()> {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(InstanceError::State {
+        Err(error) => Err(InstanceError::State {
             action: "could not remove",
             path: dir,
-            source,
+            error,
         }),
     }
 }
@@ -443,6 +447,19 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
                 c.veth,
                 l.kind.as_deref().unwrap_or("device")
             ));
+        }
+        // A peer name already taken inside an existing namespace would make the veth
+        // creation fail half-way; refuse it now.
+        if find(&c.veth).is_none() && netns::exists(&c.netns) {
+            let inside = netns::netlink_in(&c.netns, &tokio::runtime::Handle::current())?;
+            if topology::link_index(&inside, &c.peer).await?.is_some() {
+                problems.push(format!(
+                    "peer \"{}\" (container[{i}].peer): network namespace {} already has an \
+                     interface of that name; choose another peer name or remove it \
+                     (ip -n {} link del {})",
+                    c.peer, c.netns, c.netns, c.peer
+                ));
+            }
         }
         if c.is_bridged() && !cfg.bridge.address.contains(&c.address.addr()) {
             problems.push(format!(

@@ -50,7 +50,7 @@ pub enum LabError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error("could not start a tokio runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Runtime(std::io::Error),
 }
 
 pub fn host_ns(prefix: &str) -> String {

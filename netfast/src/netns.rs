@@ -37,40 +37,26 @@ pub enum NetnsError {
         "network namespace {name:?} does not exist; create it with `ip netns add {name}` or let netfast create it"
     )]
     NotFound { name: String },
-    #[error("could not {action} {path}: {source}")]
+    #[error("could not {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
-    #[error("could not {action} {path}: {source}")]
+    #[error("could not {action} {path}: {error}")]
     Sys {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: Errno,
+        error: Errno,
     },
-    #[error("could not enter network namespace {name:?} (setns): {source}")]
-    Enter {
-        name: String,
-        #[source]
-        source: Errno,
-    },
-    #[error("could not open a netlink socket in network namespace {name:?}: {source}")]
-    Netlink {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("could not enter network namespace {name:?} (setns): {error}")]
+    Enter { name: String, error: Errno },
+    #[error("could not open a netlink socket in network namespace {name:?}: {error}")]
+    Netlink { name: String, error: io::Error },
     #[error("the worker thread for network namespace {name:?} panicked: {message}")]
     ThreadPanicked { name: String, message: String },
-    #[error("could not start a worker thread for network namespace {name:?}: {source}")]
-    Spawn {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("could not start a worker thread for network namespace {name:?}: {error}")]
+    Spawn { name: String, error: io::Error },
 }
 
 /// The bind-mount path of a named namespace: `/run/netns/NAME`.
@@ -120,11 +106,11 @@ pub fn list() -> Result<Vec<String>, NetnsError> {
     let dir = match fs::read_dir(NETNS_RUN_DIR) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(NetnsError::Io {
                 action: "list",
                 path: NETNS_RUN_DIR.into(),
-                source,
+                error,
             });
         }
     };
@@ -139,11 +125,11 @@ pub fn list() -> Result<Vec<String>, NetnsError> {
 /// Makes `/run/netns` exist and be a shared mount point, as `ip netns add` does.
 fn prepare_run_dir() -> Result<(), NetnsError> {
     let dir = Path::new(NETNS_RUN_DIR);
-    if let Err(source) = fs::create_dir_all(dir) {
+    if let Err(error) = fs::create_dir_all(dir) {
         return Err(NetnsError::Io {
             action: "create directory",
             path: dir.into(),
-            source,
+            error,
         });
     }
     let mut bound = false;
@@ -165,18 +151,18 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .map_err(|source| NetnsError::Sys {
+                .map_err(|error| NetnsError::Sys {
                     action: "bind-mount onto itself",
                     path: dir.into(),
-                    source,
+                    error,
                 })?;
                 bound = true;
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(NetnsError::Sys {
                     action: "make shared",
                     path: dir.into(),
-                    source,
+                    error,
                 });
             }
         }
@@ -193,7 +179,7 @@ pub fn create(name: &str) -> Result<bool, NetnsError> {
     prepare_run_dir()?;
     // The mount point: an empty file, as iproute2 makes it. A leftover file from an
     // interrupted create is reused.
-    if let Err(source) = OpenOptions::new()
+    if let Err(error) = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
@@ -203,7 +189,7 @@ pub fn create(name: &str) -> Result<bool, NetnsError> {
         return Err(NetnsError::Io {
             action: "create",
             path: target,
-            source,
+            error,
         });
     }
     // unshare(CLONE_NEWNET) on a throwaway thread: only that thread moves into the new
@@ -213,10 +199,10 @@ pub fn create(name: &str) -> Result<bool, NetnsError> {
         let worker = std::thread::Builder::new()
             .name(format!("netns-create-{name}"))
             .spawn_scoped(s, move || -> Result<(), NetnsError> {
-                unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Sys {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|error| NetnsError::Sys {
                     action: "unshare a network namespace for",
                     path: bind_target.clone(),
-                    source,
+                    error,
                 })?;
                 mount(
                     Some("/proc/thread-self/ns/net"),
@@ -225,15 +211,15 @@ pub fn create(name: &str) -> Result<bool, NetnsError> {
                     MsFlags::MS_BIND,
                     None::<&str>,
                 )
-                .map_err(|source| NetnsError::Sys {
+                .map_err(|error| NetnsError::Sys {
                     action: "bind-mount the new network namespace on",
                     path: bind_target.clone(),
-                    source,
+                    error,
                 })
             })
-            .map_err(|source| NetnsError::Spawn {
+            .map_err(|error| NetnsError::Spawn {
                 name: name.to_string(),
-                source,
+                error,
             })?;
         join(name, worker)?
     });
@@ -255,21 +241,21 @@ pub fn delete(name: &str) -> Result<bool, NetnsError> {
     }
     match umount2(&target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
-        Err(source) => {
+        Err(error) => {
             return Err(NetnsError::Sys {
                 action: "unmount",
                 path: target,
-                source,
+                error,
             });
         }
     }
     match fs::remove_file(&target) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(source) => Err(NetnsError::Io {
+        Err(error) => Err(NetnsError::Io {
             action: "remove",
             path: target,
-            source,
+            error,
         }),
     }
 }
@@ -283,10 +269,10 @@ pub fn open(name: &str) -> Result<File, NetnsError> {
             name: name.to_string(),
         });
     }
-    File::open(&target).map_err(|source| NetnsError::Io {
+    File::open(&target).map_err(|error| NetnsError::Io {
         action: "open",
         path: target,
-        source,
+        error,
     })
 }
 
@@ -296,9 +282,9 @@ pub fn open(name: &str) -> Result<File, NetnsError> {
 /// for `--netns` before any other thread or runtime exists.
 pub fn enter_current_thread(name: &str) -> Result<(), NetnsError> {
     let file = open(name)?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|error| NetnsError::Enter {
         name: name.to_string(),
-        source,
+        error,
     })
 }
 
@@ -332,15 +318,15 @@ where
         let worker = std::thread::Builder::new()
             .name(format!("netns-{name}"))
             .spawn_scoped(s, move || -> Result<T, NetnsError> {
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|error| NetnsError::Enter {
                     name: name.to_string(),
-                    source,
+                    error,
                 })?;
                 Ok(f())
             })
-            .map_err(|source| NetnsError::Spawn {
+            .map_err(|error| NetnsError::Spawn {
                 name: name.to_string(),
-                source,
+                error,
             })?;
         join(name, worker)?
     })
@@ -351,9 +337,9 @@ where
 pub fn netlink_here(rt: &tokio::runtime::Handle) -> Result<rtnetlink::Handle, NetnsError> {
     let _entered = rt.enter();
     let (connection, handle, _) =
-        rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
+        rtnetlink::new_connection().map_err(|error| NetnsError::Netlink {
             name: "(current)".to_string(),
-            source,
+            error,
         })?;
     rt.spawn(connection);
     Ok(handle)
@@ -367,9 +353,9 @@ pub fn netlink_in(
     rt: &tokio::runtime::Handle,
 ) -> Result<rtnetlink::Handle, NetnsError> {
     run_in(name, || netlink_here(rt))?.map_err(|e| match e {
-        NetnsError::Netlink { source, .. } => NetnsError::Netlink {
+        NetnsError::Netlink { error, .. } => NetnsError::Netlink {
             name: name.to_string(),
-            source,
+            error,
         },
         other => other,
     })

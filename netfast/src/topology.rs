@@ -31,20 +31,18 @@ pub const IFNAMSIZ_MAX: usize = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("could not {action}: {source}")]
+    #[error("could not {action}: {error}")]
     Netlink {
         action: String,
-        #[source]
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
     #[error("interface {name:?} does not exist in this network namespace")]
     NoSuchLink { name: String },
-    #[error("could not {action} {path}: {source}")]
+    #[error("could not {action} {path}: {error}")]
     Proc {
         action: &'static str,
         path: &'static str,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     #[error("{path} holds {content:?}, which is not what the kernel writes there")]
     ProcFormat { path: &'static str, content: String },
@@ -62,7 +60,7 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 
 fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> TopologyError {
     let action = action.into();
-    move |source| TopologyError::Netlink { action, source }
+    move |error| TopologyError::Netlink { action, error }
 }
 
 /// Checks a Linux interface name: 1..=15 bytes, no '/', ':' or whitespace.
@@ -387,10 +385,10 @@ pub async fn default_gateway(h: &Handle) -> Result<Option<Ipv4Addr>> {
 }
 
 fn read_proc(path: &'static str) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| TopologyError::Proc {
+    fs::read_to_string(path).map_err(|error| TopologyError::Proc {
         action: "read",
         path,
-        source,
+        error,
     })
 }
 
@@ -412,16 +410,16 @@ pub fn set_ip_forward(on: bool) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .open(IP_FORWARD)
-        .map_err(|source| TopologyError::Proc {
+        .map_err(|error| TopologyError::Proc {
             action: "open",
             path: IP_FORWARD,
-            source,
+            error,
         })?;
     f.write_all(if on { b"1\n" } else { b"0\n" })
-        .map_err(|source| TopologyError::Proc {
+        .map_err(|error| TopologyError::Proc {
             action: "write",
             path: IP_FORWARD,
-            source,
+            error,
         })
 }
 

@@ -1,0 +1,21 @@
+//! `netfast down --config FILE`.
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::Context;
+use netfast::{config::Config, instance};
+
+pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = Config::from_file(config)?;
+    let report = instance::down(&cfg)
+        .with_context(|| format!("while taking down instance {:?}", cfg.instance))?;
+    if report.removed.is_empty() {
+        println!("netfast: instance {} had nothing to remove", cfg.instance);
+    } else {
+        println!("netfast: instance {} is down", cfg.instance);
+        for c in &report.removed {
+            println!("  removed {c}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,201 @@
+//! `netfast lab`: the seed topology in a sandbox, the seed checks, then live counters.
+//!
+//! The sandbox is a [`Lab`]: namespaces `<prefix>-host` and `<prefix>-lan`. `up` and
+//! `down` run as this very binary re-executed with `--netns <prefix>-host`, so the lab
+//! exercises the same path an operator uses. Teardown (down, then removing the
+//! namespaces and pins) always runs: on success, on failure, and on Ctrl-C or SIGTERM,
+//! which are caught from the start.
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use netfast::{
+    config::IngressMode,
+    datapath,
+    lab::{self, Lab},
+    netns,
+};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    /// Waits up to `d`; true when SIGINT or SIGTERM arrived (also one that arrived earlier).
+    fn wait(&mut self, rt: &tokio::runtime::Runtime, d: Duration) -> bool {
+        rt.block_on(async {
+            tokio::select! {
+                biased;
+                _ = self.int.recv() => true,
+                _ = self.term.recv() => true,
+                _ = tokio::time::sleep(d) => false,
+            }
+        })
+    }
+}
+
+/// Always-run teardown: `down` inside the host namespace, then the lab's namespaces.
+struct Teardown {
+    lab: Option<Lab>,
+    exe: PathBuf,
+    config: PathBuf,
+    up_started: bool,
+}
+
+impl Teardown {
+    fn run(&mut self) {
+        let Some(lab) = self.lab.take() else {
+            return;
+        };
+        if self.up_started {
+            println!("teardown: netfast down in {}", lab.host_ns());
+            match netfast_in(&self.exe, &lab.host_ns(), "down", &self.config) {
+                Ok(()) => {}
+                Err(e) => eprintln!("teardown: {e:#}; removing the namespaces anyway"),
+            }
+        }
+        drop(lab);
+        let _ = std::fs::remove_file(&self.config);
+        println!("teardown: lab namespaces removed");
+    }
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
+/// Runs `netfast --netns NS <cmd> --config FILE` in its own process group, so a Ctrl-C
+/// at the terminal reaches only us and never interrupts it half-way.
+fn netfast_in(exe: &Path, ns: &str, cmd: &str, config: &Path) -> anyhow::Result<()> {
+    let status = Command::new(exe)
+        .arg("--netns")
+        .arg(ns)
+        .arg(cmd)
+        .arg("--config")
+        .arg(config)
+        .process_group(0)
+        .status()
+        .with_context(|| format!("while starting {}", exe.display()))?;
+    if !status.success() {
+        bail!("`netfast --netns {ns} {cmd}` failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the tokio runtime")?;
+    let mut signals = {
+        let _entered = rt.enter();
+        Signals {
+            int: signal(SignalKind::interrupt()).context("while installing the Ctrl-C handler")?,
+            term: signal(SignalKind::terminate())
+                .context("while installing the SIGTERM handler")?,
+        }
+    };
+
+    let text = lab::seed_config_toml(prefix, ingress);
+    // Parse it here too, so a bad --prefix is refused before anything is created.
+    lab::seed_config(prefix, ingress).with_context(|| format!("--prefix {prefix:?}"))?;
+    let exe = std::env::current_exe().context("while locating the netfast binary")?;
+    let config = std::env::temp_dir().join(format!("netfast-lab-{prefix}.toml"));
+    std::fs::write(&config, &text)
+        .with_context(|| format!("while writing the lab config {}", config.display()))?;
+
+    let lab = Lab::create(prefix).context("while creating the lab namespaces")?;
+    let host = lab.host_ns();
+    println!(
+        "lab: {host} (eth0 {}/{}) <-> {} (eth0 {}/{}); config {}",
+        lab::HOST_ADDR,
+        lab::UPLINK_PREFIX,
+        lab.lan_ns(),
+        lab::LAN_ADDR,
+        lab::UPLINK_PREFIX,
+        config.display()
+    );
+    let mut teardown = Teardown {
+        lab: Some(lab),
+        exe,
+        config,
+        up_started: false,
+    };
+    if signals.wait(&rt, Duration::ZERO) {
+        println!("interrupted");
+        return Ok(ExitCode::from(130));
+    }
+
+    teardown.up_started = true;
+    println!(
+        "lab: netfast --netns {host} up ({} ingress)",
+        ingress.as_str()
+    );
+    netfast_in(&teardown.exe, &host, "up", &teardown.config)
+        .context("while bringing up the seed topology")?;
+    if signals.wait(&rt, Duration::ZERO) {
+        println!("interrupted");
+        return Ok(ExitCode::from(130));
+    }
+
+    println!("lab: seed checks");
+    let checks = lab::run_seed_checks(prefix);
+    for c in &checks {
+        println!("  {c}");
+    }
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    println!(
+        "lab: {} of {} checks passed",
+        checks.len() - failed,
+        checks.len()
+    );
+
+    if once {
+        teardown.run();
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    println!("lab: live counters every 2 s; Ctrl-C tears everything down");
+    while !signals.wait(&rt, Duration::from_secs(2)) {
+        let instance = prefix.to_string();
+        match netns::run_in(&host, move || datapath::read_counters(&instance)) {
+            Ok(Ok(counters)) => println!("counters: {}", summary(&counters)),
+            Ok(Err(e)) => println!("counters unavailable: {e}"),
+            Err(e) => println!("counters unavailable: {e}"),
+        }
+    }
+    println!();
+    teardown.run();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One line: the non-zero counters, `name=value`.
+fn summary(counters: &[(netfast_common::Counter, u64)]) -> String {
+    let nonzero: Vec<String> = counters
+        .iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(c, v)| format!("{}={v}", c.name()))
+        .collect();
+    if nonzero.is_empty() {
+        "all zero".to_string()
+    } else {
+        nonzero.join(" ")
+    }
+}

@@ -1,0 +1,122 @@
+//! Command-line parsing and dispatch: one `Commands` enum, one file per subcommand.
+//!
+//! `--netns NAME` is entered here with setns (network namespace only) before any thread
+//! or runtime starts, so everything netfast does afterwards sees NAME as the host while
+//! keeping the machine's mount namespace (bpffs pins, /run/netns).
+
+mod down;
+mod lab;
+mod up;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use netfast::{config::IngressMode, instance::InstanceError};
+
+/// Docker-style bridge networking with the NAT done in eBPF instead of iptables.
+#[derive(Debug, Parser)]
+#[command(name = "netfast", version)]
+pub struct Cli {
+    /// Use this named network namespace (/run/netns/NAME) as the host.
+    /// netfast enters it itself; without it, the current namespace is the host.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Build the topology from a config file and attach the eBPF datapath.
+    /// Idempotent; a failure half-way removes what this run created.
+    Up {
+        /// The instance's TOML config.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Remove exactly what `up` created for the instance in the config file.
+    Down {
+        /// The instance's TOML config.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Build the seed topology in a sandbox of namespaces, run the seed checks, then show
+    /// live counters until Ctrl-C. Everything is torn down on exit.
+    Lab {
+        /// Prefix of every namespace and the instance name, unique per sandbox.
+        #[arg(long, default_value = "nflab")]
+        prefix: String,
+        /// Where the uplink's ingress program attaches.
+        #[arg(long, value_enum, default_value_t = Ingress::Tc)]
+        ingress: Ingress,
+        /// Exit after the checks (non-zero if any failed) instead of showing counters.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ingress {
+    /// tcx on the uplink's ingress.
+    Tc,
+    /// XDP on the uplink (native mode, falling back to skb mode).
+    Xdp,
+}
+
+impl From<Ingress> for IngressMode {
+    fn from(i: Ingress) -> Self {
+        match i {
+            Ingress::Tc => IngressMode::Tc,
+            Ingress::Xdp => IngressMode::Xdp,
+        }
+    }
+}
+
+/// Exit code for refused input (bad config, not root): nothing was changed.
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "netfast must run as root (it creates network namespaces and loads eBPF programs); \
+             run it again with sudo."
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // Before any thread starts: threads inherit the namespace of the thread that starts them.
+    if let Some(ns) = &cli.netns
+        && let Err(e) = netfast::netns::enter_current_thread(ns)
+    {
+        eprintln!("netfast: --netns {ns}: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let result = match cli.command {
+        Commands::Up { config } => up::run(&config),
+        Commands::Down { config } => down::run(&config),
+        Commands::Lab {
+            prefix,
+            ingress,
+            once,
+        } => lab::run(&prefix, ingress.into(), once),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netfast: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 when the input was refused before anything changed, 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let refused = e.chain().any(|cause| {
+        cause.is::<netfast::config::ConfigError>()
+            || cause
+                .downcast_ref::<InstanceError>()
+                .is_some_and(InstanceError::is_invalid_input)
+    });
+    if refused { EXIT_USAGE } else { 1 }
+}
