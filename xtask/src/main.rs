@@ -295,9 +295,6 @@ mod cli_tests {
             test_args(&["xtask", "test", "config", "--", "--nocapture"]),
             ["config", "--", "--nocapture"]
         );
-        assert_eq!(
-            test_args(&["xtask", "test", "-p", "netfast"]),
-            ["-p", "netfast"]
-        );
+        assert_eq!(test_args(&["xtask", "test", "--", "x"]), ["x"]);
     }
 }
