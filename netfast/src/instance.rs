@@ -143,7 +143,11 @@ impl std::fmt::Display for Created {
                 Ok(())
             }
             Created::IpForward { previous } => {
-                write!(f, "net.ipv4.ip_forward=1 (was {})", u8::from(*previous))
+                write!(
+                    f,
+                    "net.ipv4.ip_forward change ({} -> 1)",
+                    u8::from(*previous)
+                )
             }
             Created::Datapath { instance } => {
                 write!(f, "datapath pins {}", datapath::pin_dir(instance).display())
