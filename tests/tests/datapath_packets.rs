@@ -1,0 +1,660 @@
+//! The datapath on crafted packets, through BPF_PROG_TEST_RUN: exact output bytes
+//! (every checksum of the expected packet computed from scratch), the verdict, the one
+//! decision counter that moved, and the conntrack entries a flow leaves behind.
+//!
+//! Needs root and a BPF-capable kernel; without them every test fails, saying so.
+//! Every ingress case runs on both `uplink_ingress_tc` and `uplink_ingress_xdp`.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use netfast_common::{
+    Counter, DatapathConfig, FlowKey, FlowState,
+    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    proto,
+};
+use netfast_tests::{
+    harness::{
+        BACKEND, Datapath, LAN_PEER, Prog, SNAT_PORT_MAX, SNAT_PORT_MIN, TCP_BACKEND_PORT,
+        TCP_PUBLISHED, UDP_BACKEND_PORT, UDP_PUBLISHED, UPLINK_ADDR, Verdict, addr_be, flow_key,
+        port_be, seed_config,
+    },
+    packet::{
+        ETH_LEN, ICMP_DEST_UNREACHABLE, IPV4_LEN, PROTO_GRE, Packet, arp_request, ipv6_udp,
+        tcp_flags::{ACK, PSH, SYN},
+    },
+};
+
+const PASS: Verdict = Verdict::Pass;
+const DROP: Verdict = Verdict::Drop;
+
+fn sock(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+/// The LAN client of the published-port cases.
+fn client() -> SocketAddrV4 {
+    sock(LAN_PEER, 40_000)
+}
+
+fn published_tcp() -> SocketAddrV4 {
+    sock(UPLINK_ADDR, TCP_PUBLISHED)
+}
+
+fn backend_tcp() -> SocketAddrV4 {
+    sock(BACKEND, TCP_BACKEND_PORT)
+}
+
+/// The far end of the masquerade cases.
+fn lan_server() -> SocketAddrV4 {
+    sock(LAN_PEER, 9000)
+}
+
+/// Runs `case` once per ingress program, each time on a freshly loaded datapath.
+fn each_ingress(case: impl Fn(Prog)) {
+    for prog in Prog::INGRESS {
+        case(prog);
+    }
+}
+
+/// Runs `case` on every program, ingress and egress.
+fn each_program(case: impl Fn(Prog)) {
+    for prog in [Prog::IngressTc, Prog::IngressXdp, Prog::EgressTc] {
+        case(prog);
+    }
+}
+
+/// A conntrack entry as the test expects it; timestamps are checked apart.
+fn flow_state(
+    nat: SocketAddrV4,
+    kind: u8,
+    direction: u8,
+    tcp_flags: u8,
+    packets: u64,
+    bytes: u64,
+) -> FlowState {
+    FlowState {
+        nat_addr: addr_be(*nat.ip()),
+        nat_port: port_be(nat.port()),
+        kind,
+        direction,
+        tcp_flags,
+        packets,
+        bytes,
+        ..FlowState::default()
+    }
+}
+
+/// Asserts the entry at `key`, ignoring the timestamps but requiring that they are set.
+#[track_caller]
+fn assert_flow(datapath: &Datapath, key: &FlowKey, expected: FlowState) {
+    let state = datapath
+        .flow(key)
+        .unwrap_or_else(|| panic!("no CONNTRACK entry for {key:?}; have {:?}", datapath.conntrack()));
+    assert!(state.created_ns != 0, "created_ns unset in {state:?}");
+    assert!(state.last_seen_ns >= state.created_ns, "last_seen_ns before created_ns in {state:?}");
+    let untimed = FlowState {
+        created_ns: 0,
+        last_seen_ns: 0,
+        ..state
+    };
+    assert_eq!(untimed, expected, "CONNTRACK entry for {key:?}");
+}
+
+fn ip_len(frame: &[u8]) -> u64 {
+    (frame.len() - ETH_LEN) as u64
+}
+
+// --- loading ---------------------------------------------------------------------
+
+#[test]
+fn all_three_programs_load() {
+    let datapath = Datapath::load();
+    assert!(datapath.conntrack().is_empty());
+    assert!(datapath.counters().iter().all(|&n| n == 0));
+}
+
+// --- DNAT: published ports -------------------------------------------------------
+
+#[test]
+fn dnat_tcp_syn_to_published_port() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(client(), published_tcp(), SYN);
+        let run = datapath.run(prog, &syn.bytes());
+        let expected = syn.clone().with_dst(backend_tcp()).bytes();
+        run.assert(PASS, Counter::DnatNew, &expected);
+
+        assert_eq!(datapath.conntrack().len(), 2, "{prog:?}: one flow is two entries");
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, client(), published_tcp()),
+            flow_state(backend_tcp(), KIND_DNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+        );
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, backend_tcp(), client()),
+            flow_state(published_tcp(), KIND_DNAT, DIR_REPLY, 0, 0, 0),
+        );
+    });
+}
+
+#[test]
+fn reverse_dnat_of_the_backends_syn_ack() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(client(), published_tcp(), SYN);
+        datapath.run(prog, &syn.bytes()).assert_counted(Counter::DnatNew);
+
+        let syn_ack = Packet::tcp(backend_tcp(), client(), SYN | ACK);
+        let run = datapath.run(Prog::EgressTc, &syn_ack.bytes());
+        let expected = syn_ack.with_src(published_tcp()).bytes();
+        run.assert(PASS, Counter::DnatReply, &expected);
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, backend_tcp(), client()),
+            flow_state(published_tcp(), KIND_DNAT, DIR_REPLY, SYN | ACK, 1, ip_len(&expected)),
+        );
+    });
+}
+
+#[test]
+fn established_dnat_hits_conntrack() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(client(), published_tcp(), SYN);
+        let first = datapath.run(prog, &syn.bytes());
+        first.assert_counted(Counter::DnatNew);
+
+        let data = Packet::tcp(client(), published_tcp(), ACK | PSH).payload(b"GET / HTTP/1.0\r\n\r\n");
+        let run = datapath.run(prog, &data.bytes());
+        let expected = data.with_dst(backend_tcp()).bytes();
+        run.assert(PASS, Counter::DnatEstablished, &expected);
+        assert_eq!(datapath.conntrack().len(), 2, "{prog:?}: no new entries");
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, client(), published_tcp()),
+            flow_state(
+                backend_tcp(),
+                KIND_DNAT,
+                DIR_ORIGINAL,
+                SYN | ACK | PSH,
+                2,
+                ip_len(&first.out) + ip_len(&expected),
+            ),
+        );
+    });
+}
+
+#[test]
+fn dnat_udp_and_its_reply() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let client = sock(LAN_PEER, 33_333);
+        let published = sock(UPLINK_ADDR, UDP_PUBLISHED);
+        let backend = sock(BACKEND, UDP_BACKEND_PORT);
+
+        let query = Packet::udp(client, published).payload(b"a dns query, odd length");
+        let run = datapath.run(prog, &query.bytes());
+        run.assert(PASS, Counter::DnatNew, &query.with_dst(backend).bytes());
+        assert_flow(
+            &datapath,
+            &flow_key(proto::UDP, backend, client),
+            flow_state(published, KIND_DNAT, DIR_REPLY, 0, 0, 0),
+        );
+
+        let answer = Packet::udp(backend, client).payload(b"the answer");
+        let run = datapath.run(Prog::EgressTc, &answer.bytes());
+        run.assert(PASS, Counter::DnatReply, &answer.with_src(published).bytes());
+    });
+}
+
+#[test]
+fn dnat_udp_with_checksum_zero_keeps_it_zero() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let client = sock(LAN_PEER, 33_333);
+        let published = sock(UPLINK_ADDR, UDP_PUBLISHED);
+        let backend = sock(BACKEND, UDP_BACKEND_PORT);
+
+        let query = Packet::udp(client, published).zero_udp_checksum().payload(b"no checksum");
+        let run = datapath.run(prog, &query.bytes());
+        let expected = query.with_dst(backend).bytes();
+        run.assert(PASS, Counter::DnatNew, &expected);
+        let udp_check = ETH_LEN + IPV4_LEN + 6;
+        assert_eq!(&run.out[udp_check..udp_check + 2], &[0, 0], "{prog:?}: UDP checksum stays 0");
+
+        let answer = Packet::udp(backend, client).zero_udp_checksum().payload(b"none here either");
+        let run = datapath.run(Prog::EgressTc, &answer.bytes());
+        run.assert(PASS, Counter::DnatReply, &answer.with_src(published).bytes());
+    });
+}
+
+#[test]
+fn dnat_to_an_exact_host_address() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let host = sock(Ipv4Addr::new(10, 0, 1, 49), 7000);
+        let backend = sock(Ipv4Addr::new(172, 16, 0, 103), 7001);
+        datapath.publish(proto::TCP, *host.ip(), host.port(), backend);
+
+        let syn = Packet::tcp(client(), host, SYN);
+        let run = datapath.run(prog, &syn.bytes());
+        run.assert(PASS, Counter::DnatNew, &syn.with_dst(backend).bytes());
+    });
+}
+
+#[test]
+fn published_port_on_another_address_is_a_miss() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        // 8088 is published on "any" address, which means the uplink's only.
+        let syn = Packet::tcp(client(), sock(Ipv4Addr::new(10, 0, 1, 99), TCP_PUBLISHED), SYN);
+        let bytes = syn.bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
+
+#[test]
+fn dnat_with_ip_options() {
+    // NOP, Router Alert (4 bytes), End of Options, padding: IHL 7.
+    let options = [0x01, 0x94, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00];
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let data = Packet::tcp(client(), published_tcp(), SYN)
+            .options(&options)
+            .payload(b"options shift L4 by 8");
+        let bytes = data.bytes();
+        assert_eq!(bytes[ETH_LEN], 0x47, "the packet carries options");
+        let run = datapath.run(prog, &bytes);
+        let expected = data.with_dst(backend_tcp()).bytes();
+        run.assert(PASS, Counter::DnatNew, &expected);
+        assert_eq!(&run.out[ETH_LEN + IPV4_LEN..ETH_LEN + IPV4_LEN + 8], &options, "options kept");
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, client(), published_tcp()),
+            flow_state(backend_tcp(), KIND_DNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+        );
+    });
+}
+
+// --- SNAT: masquerade ------------------------------------------------------------
+
+#[test]
+fn snat_tcp_keeps_a_source_port_inside_the_range() {
+    let mut datapath = Datapath::configured();
+    let container = sock(BACKEND, 61_234);
+    let masqueraded = sock(UPLINK_ADDR, 61_234);
+    let syn = Packet::tcp(container, lan_server(), SYN);
+    let run = datapath.run(Prog::EgressTc, &syn.bytes());
+    let expected = syn.with_src(masqueraded).bytes();
+    run.assert(PASS, Counter::SnatNew, &expected);
+
+    assert_eq!(datapath.conntrack().len(), 2);
+    assert_flow(
+        &datapath,
+        &flow_key(proto::TCP, container, lan_server()),
+        flow_state(masqueraded, KIND_SNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+    );
+    assert_flow(
+        &datapath,
+        &flow_key(proto::TCP, lan_server(), masqueraded),
+        flow_state(container, KIND_SNAT, DIR_REPLY, 0, 0, 0),
+    );
+}
+
+/// SNAT of a container port outside [61000, 65535]; returns the datapath, the
+/// container's address and the chosen masquerade address.
+fn snat_out_of_range_syn() -> (Datapath, SocketAddrV4, SocketAddrV4) {
+    let mut datapath = Datapath::configured();
+    let container = sock(BACKEND, 40_000);
+    let syn = Packet::tcp(container, lan_server(), SYN).payload(b"syn with data");
+    let run = datapath.run(Prog::EgressTc, &syn.bytes());
+
+    let original = flow_key(proto::TCP, container, lan_server());
+    let state = datapath
+        .flow(&original)
+        .unwrap_or_else(|| panic!("no SNAT entry for {original:?}: {:?}", datapath.conntrack()));
+    let port = u16::from_be(state.nat_port);
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&port),
+        "SNAT port {port} outside [{SNAT_PORT_MIN}, {SNAT_PORT_MAX}]"
+    );
+    let masqueraded = sock(UPLINK_ADDR, port);
+    let expected = syn.with_src(masqueraded).bytes();
+    run.assert(PASS, Counter::SnatNew, &expected);
+    assert_flow(
+        &datapath,
+        &original,
+        flow_state(masqueraded, KIND_SNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+    );
+    assert_flow(
+        &datapath,
+        &flow_key(proto::TCP, lan_server(), masqueraded),
+        flow_state(container, KIND_SNAT, DIR_REPLY, 0, 0, 0),
+    );
+    (datapath, container, masqueraded)
+}
+
+#[test]
+fn snat_tcp_picks_a_port_from_the_range() {
+    snat_out_of_range_syn();
+}
+
+#[test]
+fn snat_established_keeps_the_chosen_port() {
+    let (mut datapath, container, masqueraded) = snat_out_of_range_syn();
+    let ack = Packet::tcp(container, lan_server(), ACK).payload(b"more");
+    let run = datapath.run(Prog::EgressTc, &ack.bytes());
+    run.assert(PASS, Counter::SnatEstablished, &ack.with_src(masqueraded).bytes());
+    assert_eq!(datapath.conntrack().len(), 2);
+}
+
+#[test]
+fn reverse_snat_of_the_reply() {
+    each_ingress(|prog| {
+        let (mut datapath, container, masqueraded) = snat_out_of_range_syn();
+        let syn_ack = Packet::tcp(lan_server(), masqueraded, SYN | ACK).payload(b"reply");
+        let run = datapath.run(prog, &syn_ack.bytes());
+        let expected = syn_ack.with_dst(container).bytes();
+        run.assert(PASS, Counter::SnatReply, &expected);
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, lan_server(), masqueraded),
+            flow_state(container, KIND_SNAT, DIR_REPLY, SYN | ACK, 1, ip_len(&expected)),
+        );
+    });
+}
+
+#[test]
+fn snat_udp_with_checksum_zero_keeps_it_zero() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let container = sock(BACKEND, 5000);
+        let dns = sock(LAN_PEER, 53);
+        let query = Packet::udp(container, dns).zero_udp_checksum().payload(b"q");
+        let run = datapath.run(Prog::EgressTc, &query.bytes());
+        let state = datapath
+            .flow(&flow_key(proto::UDP, container, dns))
+            .expect("a SNAT entry for the UDP flow");
+        let masqueraded = sock(UPLINK_ADDR, u16::from_be(state.nat_port));
+        run.assert(PASS, Counter::SnatNew, &query.with_src(masqueraded).bytes());
+
+        let answer = Packet::udp(dns, masqueraded).zero_udp_checksum().payload(b"answer");
+        let run = datapath.run(prog, &answer.bytes());
+        run.assert(PASS, Counter::SnatReply, &answer.with_dst(container).bytes());
+    });
+}
+
+#[test]
+fn snat_with_ip_options() {
+    let options = [0x94, 0x04, 0x00, 0x00];
+    let mut datapath = Datapath::configured();
+    let container = sock(BACKEND, 61_500);
+    let syn = Packet::udp(container, lan_server()).options(&options).payload(b"x");
+    let run = datapath.run(Prog::EgressTc, &syn.bytes());
+    run.assert(PASS, Counter::SnatNew, &syn.with_src(sock(UPLINK_ADDR, 61_500)).bytes());
+}
+
+// --- ICMP echo -------------------------------------------------------------------
+
+#[test]
+fn icmp_echo_request_snat_and_reply() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let id = 0x1234; // outside the range: the datapath picks one
+        let request = Packet::icmp_echo_request(BACKEND, LAN_PEER, id, 1).payload(b"ping payload 0123");
+        let run = datapath.run(Prog::EgressTc, &request.bytes());
+
+        let original = FlowKey {
+            src_addr: addr_be(BACKEND),
+            dst_addr: addr_be(LAN_PEER),
+            src_port: port_be(id),
+            dst_port: 0,
+            proto: proto::ICMP,
+            _pad: [0; 3],
+        };
+        let state = datapath
+            .flow(&original)
+            .unwrap_or_else(|| panic!("no SNAT entry for the echo: {:?}", datapath.conntrack()));
+        let nat_id = u16::from_be(state.nat_port);
+        assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&nat_id), "ICMP id {nat_id} out of range");
+        let expected = request.clone().with_src_ip(UPLINK_ADDR).with_icmp_id(nat_id).bytes();
+        run.assert(PASS, Counter::SnatNew, &expected);
+        assert_flow(
+            &datapath,
+            &original,
+            flow_state(sock(UPLINK_ADDR, nat_id), KIND_SNAT, DIR_ORIGINAL, 0, 1, ip_len(&expected)),
+        );
+        // The reply's key: the id as destination port, source port 0.
+        let reply = FlowKey {
+            src_addr: addr_be(LAN_PEER),
+            dst_addr: addr_be(UPLINK_ADDR),
+            src_port: 0,
+            dst_port: port_be(nat_id),
+            proto: proto::ICMP,
+            _pad: [0; 3],
+        };
+        assert_flow(&datapath, &reply, flow_state(sock(BACKEND, id), KIND_SNAT, DIR_REPLY, 0, 0, 0));
+
+        let echo_reply = Packet::icmp_echo_reply(LAN_PEER, UPLINK_ADDR, nat_id, 1).payload(b"ping payload 0123");
+        let run = datapath.run(prog, &echo_reply.bytes());
+        let expected = echo_reply.with_dst_ip(BACKEND).with_icmp_id(id).bytes();
+        run.assert(PASS, Counter::SnatReply, &expected);
+    });
+}
+
+#[test]
+fn icmp_echo_id_inside_the_range_is_kept() {
+    let mut datapath = Datapath::configured();
+    let request = Packet::icmp_echo_request(BACKEND, LAN_PEER, 62_000, 7);
+    let run = datapath.run(Prog::EgressTc, &request.bytes());
+    run.assert(PASS, Counter::SnatNew, &request.with_src_ip(UPLINK_ADDR).bytes());
+}
+
+#[test]
+fn icmp_echo_to_the_uplink_is_a_miss() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let bytes = Packet::icmp_echo_request(LAN_PEER, UPLINK_ADDR, 99, 1).bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
+
+#[test]
+fn icmp_other_than_echo() {
+    let unreachable = |src| Packet::icmp(src, LAN_PEER, ICMP_DEST_UNREACHABLE, 3, [0; 4]).payload(&[0x45; 28]);
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let bytes = unreachable(LAN_PEER).with_dst_ip(UPLINK_ADDR).bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassIcmpOther, &bytes);
+    });
+    let mut datapath = Datapath::configured();
+    let bytes = unreachable(UPLINK_ADDR).bytes();
+    datapath.run(Prog::EgressTc, &bytes).assert(PASS, Counter::PassIcmpOther, &bytes);
+    let bytes = unreachable(BACKEND).bytes();
+    datapath
+        .run(Prog::EgressTc, &bytes)
+        .assert(DROP, Counter::DropUntranslatableFromSubnet, &bytes);
+}
+
+// --- misses and refusals ---------------------------------------------------------
+
+#[test]
+fn a_miss_passes_byte_identical() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let bytes = Packet::tcp(client(), sock(UPLINK_ADDR, 22), SYN).bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+    // The host's own traffic out of the uplink.
+    let mut datapath = Datapath::configured();
+    let bytes = Packet::tcp(sock(UPLINK_ADDR, 50_000), lan_server(), SYN).bytes();
+    datapath.run(Prog::EgressTc, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+    assert!(datapath.conntrack().is_empty());
+}
+
+#[test]
+fn truncated_tcp_header_is_dropped() {
+    each_program(|prog| {
+        let mut datapath = Datapath::configured();
+        let (src, dst) = match prog {
+            Prog::EgressTc => (sock(BACKEND, 61_234), lan_server()),
+            _ => (client(), published_tcp()),
+        };
+        let mut bytes = Packet::tcp(src, dst, SYN).bytes();
+        bytes.truncate(ETH_LEN + IPV4_LEN + 10);
+        datapath.run(prog, &bytes).assert(DROP, Counter::DropTruncated, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
+
+/// XDP only: the kernel will not build an skb for BPF_PROG_TEST_RUN from an IPv4
+/// frame shorter than an IPv4 header (EINVAL), so the tc programs cannot be fed one.
+#[test]
+fn truncated_ipv4_header_is_dropped() {
+    let mut datapath = Datapath::configured();
+    let mut bytes = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED)).bytes();
+    bytes.truncate(ETH_LEN + 12);
+    datapath
+        .run(Prog::IngressXdp, &bytes)
+        .assert(DROP, Counter::DropTruncated, &bytes);
+}
+
+#[test]
+fn ihl_beyond_the_packet_is_dropped() {
+    each_program(|prog| {
+        let mut datapath = Datapath::configured();
+        // IHL 15 claims 40 bytes of options; the frame ends 20 bytes after the header.
+        let mut bytes = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED))
+            .payload(&[0; 12])
+            .bytes();
+        bytes[ETH_LEN] = 0x4f;
+        datapath.run(prog, &bytes).assert(DROP, Counter::DropTruncated, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
+
+#[test]
+fn ihl_below_five_is_dropped() {
+    each_program(|prog| {
+        let mut datapath = Datapath::configured();
+        let mut bytes = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED))
+            .payload(&[0; 12])
+            .bytes();
+        bytes[ETH_LEN] = 0x44;
+        datapath.run(prog, &bytes).assert(DROP, Counter::DropTruncated, &bytes);
+    });
+}
+
+#[test]
+fn arp_passes_untouched() {
+    each_program(|prog| {
+        let mut datapath = Datapath::configured();
+        let bytes = arp_request(LAN_PEER, UPLINK_ADDR);
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotIpv4, &bytes);
+    });
+}
+
+#[test]
+fn ipv6_passes_untouched() {
+    let a = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x1a];
+    let b = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x30];
+    each_program(|prog| {
+        let mut datapath = Datapath::configured();
+        let bytes = ipv6_udp(a, b, 40_000, UDP_PUBLISHED, b"v6");
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotIpv4, &bytes);
+    });
+}
+
+#[test]
+fn fragment_on_ingress_passes_untouched() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        // The first fragment of a datagram to a published port: it has ports, but
+        // the later fragments would not, so none is translated.
+        let first = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED))
+            .fragment(true, 0)
+            .payload(&[0xaa; 32]);
+        let bytes = first.bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassFragment, &bytes);
+        let later = Packet::other(LAN_PEER, UPLINK_ADDR, proto::UDP)
+            .fragment(false, 5)
+            .payload(&[0xbb; 16]);
+        let bytes = later.bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassFragment, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
+
+#[test]
+fn fragment_on_egress() {
+    let mut datapath = Datapath::configured();
+    let from_subnet = Packet::udp(sock(BACKEND, 5000), lan_server())
+        .fragment(true, 0)
+        .payload(&[0xcc; 32])
+        .bytes();
+    datapath
+        .run(Prog::EgressTc, &from_subnet)
+        .assert(DROP, Counter::DropFragmentFromSubnet, &from_subnet);
+    let from_host = Packet::udp(sock(UPLINK_ADDR, 5000), lan_server())
+        .fragment(true, 0)
+        .payload(&[0xcc; 32])
+        .bytes();
+    datapath
+        .run(Prog::EgressTc, &from_host)
+        .assert(PASS, Counter::PassFragment, &from_host);
+    assert!(datapath.conntrack().is_empty());
+}
+
+#[test]
+fn other_protocols() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let bytes = Packet::other(LAN_PEER, UPLINK_ADDR, PROTO_GRE).payload(&[0, 0, 0x08, 0x00]).bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassOtherProtocol, &bytes);
+    });
+    let mut datapath = Datapath::configured();
+    let from_host = Packet::other(UPLINK_ADDR, LAN_PEER, PROTO_GRE).payload(&[0, 0, 0x08, 0x00]).bytes();
+    datapath
+        .run(Prog::EgressTc, &from_host)
+        .assert(PASS, Counter::PassOtherProtocol, &from_host);
+    let from_subnet = Packet::other(BACKEND, LAN_PEER, PROTO_GRE).payload(&[0, 0, 0x08, 0x00]).bytes();
+    datapath
+        .run(Prog::EgressTc, &from_subnet)
+        .assert(DROP, Counter::DropUntranslatableFromSubnet, &from_subnet);
+}
+
+#[test]
+fn without_config_everything_passes() {
+    each_program(|prog| {
+        let mut datapath = Datapath::load();
+        let (src, dst) = match prog {
+            Prog::EgressTc => (sock(BACKEND, 40_000), lan_server()),
+            _ => (client(), published_tcp()),
+        };
+        let bytes = Packet::tcp(src, dst, SYN).bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotConfigured, &bytes);
+        // Even what would be dropped once configured.
+        let mut truncated = bytes.clone();
+        truncated.truncate(ETH_LEN + IPV4_LEN + 4);
+        datapath.run(prog, &truncated).assert(PASS, Counter::PassNotConfigured, &truncated);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
+
+#[test]
+fn config_with_enabled_zero_passes() {
+    each_program(|prog| {
+        let mut datapath = Datapath::configured();
+        datapath.write_config(&DatapathConfig {
+            enabled: 0,
+            ..seed_config()
+        });
+        let bytes = Packet::tcp(client(), published_tcp(), SYN).bytes();
+        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotConfigured, &bytes);
+        assert!(datapath.conntrack().is_empty());
+    });
+}
