@@ -10,7 +10,10 @@ pub fn assert_bytes_eq(what: &str, expected: &[u8], actual: &[u8]) {
     if expected == actual {
         return;
     }
-    panic!("{what}: output bytes differ from the expected packet\n{}", hex_diff(expected, actual));
+    panic!(
+        "{what}: output bytes differ from the expected packet\n{}",
+        hex_diff(expected, actual)
+    );
 }
 
 /// Rows of 16 bytes, expected above actual, with `^^` under each byte that differs,
@@ -18,15 +21,32 @@ pub fn assert_bytes_eq(what: &str, expected: &[u8], actual: &[u8]) {
 pub fn hex_diff(expected: &[u8], actual: &[u8]) -> String {
     let mut out = String::new();
     if expected.len() != actual.len() {
-        let _ = writeln!(out, "length: expected {} bytes, got {}", expected.len(), actual.len());
+        let _ = writeln!(
+            out,
+            "length: expected {} bytes, got {}",
+            expected.len(),
+            actual.len()
+        );
     }
     let len = expected.len().max(actual.len());
     for row in (0..len).step_by(16) {
         let end = (row + 16).min(len);
-        let cell = |bytes: &[u8], i: usize| bytes.get(i).map_or("--".to_owned(), |b| format!("{b:02x}"));
-        let line = |bytes: &[u8]| (row..end).map(|i| cell(bytes, i)).collect::<Vec<_>>().join(" ");
+        let cell =
+            |bytes: &[u8], i: usize| bytes.get(i).map_or("--".to_owned(), |b| format!("{b:02x}"));
+        let line = |bytes: &[u8]| {
+            (row..end)
+                .map(|i| cell(bytes, i))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let marks: String = (row..end)
-            .map(|i| if expected.get(i) == actual.get(i) { "  " } else { "^^" })
+            .map(|i| {
+                if expected.get(i) == actual.get(i) {
+                    "  "
+                } else {
+                    "^^"
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
         let _ = writeln!(out, "{row:04x} expected {}", line(expected));
@@ -41,8 +61,12 @@ pub fn hex_diff(expected: &[u8], actual: &[u8]) -> String {
                 out,
                 "  byte {i} ({}): expected {}, got {}",
                 field_name(expected, i),
-                expected.get(i).map_or("none".to_owned(), |b| format!("{b:#04x}")),
-                actual.get(i).map_or("none".to_owned(), |b| format!("{b:#04x}")),
+                expected
+                    .get(i)
+                    .map_or("none".to_owned(), |b| format!("{b:#04x}")),
+                actual
+                    .get(i)
+                    .map_or("none".to_owned(), |b| format!("{b:#04x}")),
             );
         }
     }

@@ -118,13 +118,35 @@ pub struct Run {
 
 impl Run {
     /// Asserts the verdict, the exact output bytes and that `counter`, and only
-    /// `counter`, moved by one.
+    /// `counter`, moved by one. A failure reports every mismatch at once.
     #[track_caller]
     pub fn assert(&self, verdict: Verdict, counter: Counter, expected: &[u8]) {
-        let prog = self.prog.name();
-        assert_eq!(self.verdict, verdict, "{prog}: verdict (counted {:?})", self.counted);
-        self.assert_counted(counter);
-        crate::diff::assert_bytes_eq(prog, expected, &self.out);
+        let mut problems = Vec::new();
+        if self.verdict != verdict {
+            problems.push(format!(
+                "verdict: expected {verdict:?}, got {:?}",
+                self.verdict
+            ));
+        }
+        if self.counted != [(counter, 1)] {
+            problems.push(format!(
+                "counters: expected exactly {} +1, got {:?}",
+                counter.name(),
+                self.counted
+            ));
+        }
+        if self.out != expected {
+            problems.push(format!(
+                "output bytes differ from the expected packet\n{}",
+                crate::diff::hex_diff(expected, &self.out)
+            ));
+        }
+        assert!(
+            problems.is_empty(),
+            "{}:\n{}",
+            self.prog.name(),
+            problems.join("\n")
+        );
     }
 
     /// Asserts that exactly one decision counter, `counter`, moved, by one.
@@ -199,15 +221,27 @@ impl Datapath {
     }
 
     pub fn write_config(&mut self, config: &DatapathConfig) {
-        let map = self.ebpf.map_mut(MAP_CONFIG).expect("the object has a CONFIG map");
+        let map = self
+            .ebpf
+            .map_mut(MAP_CONFIG)
+            .expect("the object has a CONFIG map");
         let mut array: Array<&mut MapData, DatapathConfig> =
             Array::try_from(map).expect("CONFIG is an array of DatapathConfig");
         array.set(0, config, 0).expect("writing CONFIG[0]");
     }
 
     /// Publishes `host_addr:host_port/proto` (`host_addr` 0.0.0.0: any) to `backend`.
-    pub fn publish(&mut self, proto: u8, host_addr: Ipv4Addr, host_port: u16, backend: SocketAddrV4) {
-        let map = self.ebpf.map_mut(MAP_FORWARDS).expect("the object has a FORWARDS map");
+    pub fn publish(
+        &mut self,
+        proto: u8,
+        host_addr: Ipv4Addr,
+        host_port: u16,
+        backend: SocketAddrV4,
+    ) {
+        let map = self
+            .ebpf
+            .map_mut(MAP_FORWARDS)
+            .expect("the object has a FORWARDS map");
         let mut forwards: HashMap<&mut MapData, ForwardKey, Backend> =
             HashMap::try_from(map).expect("FORWARDS is a hash of ForwardKey to Backend");
         let key = ForwardKey {
@@ -221,7 +255,9 @@ impl Datapath {
             port: port_be(backend.port()),
             _pad: [0; 2],
         };
-        forwards.insert(key, value, 0).expect("inserting into FORWARDS");
+        forwards
+            .insert(key, value, 0)
+            .expect("inserting into FORWARDS");
     }
 
     /// Runs `prog` once on `frame`.
@@ -266,7 +302,10 @@ impl Datapath {
 
     /// Every counter, summed over CPUs, indexed like `Counter::ALL`.
     pub fn counters(&self) -> Vec<u64> {
-        let map = self.ebpf.map(MAP_COUNTERS).expect("the object has a COUNTERS map");
+        let map = self
+            .ebpf
+            .map(MAP_COUNTERS)
+            .expect("the object has a COUNTERS map");
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).expect("COUNTERS is a per-CPU array of u64");
         Counter::ALL
@@ -283,7 +322,10 @@ impl Datapath {
 
     /// Every CONNTRACK entry.
     pub fn conntrack(&self) -> Vec<(FlowKey, FlowState)> {
-        let map = self.ebpf.map(MAP_CONNTRACK).expect("the object has a CONNTRACK map");
+        let map = self
+            .ebpf
+            .map(MAP_CONNTRACK)
+            .expect("the object has a CONNTRACK map");
         let conntrack: HashMap<&MapData, FlowKey, FlowState> =
             HashMap::try_from(map).expect("CONNTRACK is an LRU hash of FlowKey to FlowState");
         conntrack

@@ -122,7 +122,11 @@ impl Packet {
                 src_port: src.port(),
                 dst_port: dst.port(),
                 seq: 0x1234_5678,
-                ack: if flags & tcp_flags::ACK != 0 { 0x0abc_def0 } else { 0 },
+                ack: if flags & tcp_flags::ACK != 0 {
+                    0x0abc_def0
+                } else {
+                    0
+                },
                 flags,
                 window: 64_240,
             },
@@ -248,7 +252,8 @@ impl Packet {
     pub fn bytes(&self) -> Vec<u8> {
         let segment = self.segment();
         let ihl = self.ip_header_len();
-        let total_len = u16::try_from(ihl + segment.len()).expect("packet fits in an IPv4 total length");
+        let total_len =
+            u16::try_from(ihl + segment.len()).expect("packet fits in an IPv4 total length");
 
         let mut ip = Vec::with_capacity(ihl);
         ip.push(0x40 | (ihl / 4) as u8);
@@ -371,7 +376,13 @@ pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 }
 
 /// An IPv6 UDP datagram (UDP checksum over the IPv6 pseudo-header).
-pub fn ipv6_udp(src: [u8; 16], dst: [u8; 16], src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6_udp(
+    src: [u8; 16],
+    dst: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let udp_len = u16::try_from(UDP_LEN + payload.len()).expect("UDP length fits");
     let mut udp = Vec::new();
     udp.extend_from_slice(&src_port.to_be_bytes());
@@ -434,7 +445,11 @@ mod tests {
         ] {
             let bytes = pkt.bytes();
             let ihl = pkt.ip_header_len();
-            assert_eq!(internet_checksum(&bytes[ETH_LEN..ETH_LEN + ihl]), 0, "{pkt:?}");
+            assert_eq!(
+                internet_checksum(&bytes[ETH_LEN..ETH_LEN + ihl]),
+                0,
+                "{pkt:?}"
+            );
             let seg = &bytes[ETH_LEN + ihl..];
             let verify = match pkt.l4 {
                 L4::Icmp { .. } => internet_checksum(seg),

@@ -87,11 +87,17 @@ fn flow_state(
 /// Asserts the entry at `key`, ignoring the timestamps but requiring that they are set.
 #[track_caller]
 fn assert_flow(datapath: &Datapath, key: &FlowKey, expected: FlowState) {
-    let state = datapath
-        .flow(key)
-        .unwrap_or_else(|| panic!("no CONNTRACK entry for {key:?}; have {:?}", datapath.conntrack()));
+    let state = datapath.flow(key).unwrap_or_else(|| {
+        panic!(
+            "no CONNTRACK entry for {key:?}; have {:?}",
+            datapath.conntrack()
+        )
+    });
     assert!(state.created_ns != 0, "created_ns unset in {state:?}");
-    assert!(state.last_seen_ns >= state.created_ns, "last_seen_ns before created_ns in {state:?}");
+    assert!(
+        state.last_seen_ns >= state.created_ns,
+        "last_seen_ns before created_ns in {state:?}"
+    );
     let untimed = FlowState {
         created_ns: 0,
         last_seen_ns: 0,
@@ -124,11 +130,22 @@ fn dnat_tcp_syn_to_published_port() {
         let expected = syn.clone().with_dst(backend_tcp()).bytes();
         run.assert(PASS, Counter::DnatNew, &expected);
 
-        assert_eq!(datapath.conntrack().len(), 2, "{prog:?}: one flow is two entries");
+        assert_eq!(
+            datapath.conntrack().len(),
+            2,
+            "{prog:?}: one flow is two entries"
+        );
         assert_flow(
             &datapath,
             &flow_key(proto::TCP, client(), published_tcp()),
-            flow_state(backend_tcp(), KIND_DNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+            flow_state(
+                backend_tcp(),
+                KIND_DNAT,
+                DIR_ORIGINAL,
+                SYN,
+                1,
+                ip_len(&expected),
+            ),
         );
         assert_flow(
             &datapath,
@@ -143,7 +160,9 @@ fn reverse_dnat_of_the_backends_syn_ack() {
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
         let syn = Packet::tcp(client(), published_tcp(), SYN);
-        datapath.run(prog, &syn.bytes()).assert_counted(Counter::DnatNew);
+        datapath
+            .run(prog, &syn.bytes())
+            .assert_counted(Counter::DnatNew);
 
         let syn_ack = Packet::tcp(backend_tcp(), client(), SYN | ACK);
         let run = datapath.run(Prog::EgressTc, &syn_ack.bytes());
@@ -152,7 +171,14 @@ fn reverse_dnat_of_the_backends_syn_ack() {
         assert_flow(
             &datapath,
             &flow_key(proto::TCP, backend_tcp(), client()),
-            flow_state(published_tcp(), KIND_DNAT, DIR_REPLY, SYN | ACK, 1, ip_len(&expected)),
+            flow_state(
+                published_tcp(),
+                KIND_DNAT,
+                DIR_REPLY,
+                SYN | ACK,
+                1,
+                ip_len(&expected),
+            ),
         );
     });
 }
@@ -165,7 +191,8 @@ fn established_dnat_hits_conntrack() {
         let first = datapath.run(prog, &syn.bytes());
         first.assert_counted(Counter::DnatNew);
 
-        let data = Packet::tcp(client(), published_tcp(), ACK | PSH).payload(b"GET / HTTP/1.0\r\n\r\n");
+        let data =
+            Packet::tcp(client(), published_tcp(), ACK | PSH).payload(b"GET / HTTP/1.0\r\n\r\n");
         let run = datapath.run(prog, &data.bytes());
         let expected = data.with_dst(backend_tcp()).bytes();
         run.assert(PASS, Counter::DnatEstablished, &expected);
@@ -204,7 +231,11 @@ fn dnat_udp_and_its_reply() {
 
         let answer = Packet::udp(backend, client).payload(b"the answer");
         let run = datapath.run(Prog::EgressTc, &answer.bytes());
-        run.assert(PASS, Counter::DnatReply, &answer.with_src(published).bytes());
+        run.assert(
+            PASS,
+            Counter::DnatReply,
+            &answer.with_src(published).bytes(),
+        );
     });
 }
 
@@ -216,16 +247,28 @@ fn dnat_udp_with_checksum_zero_keeps_it_zero() {
         let published = sock(UPLINK_ADDR, UDP_PUBLISHED);
         let backend = sock(BACKEND, UDP_BACKEND_PORT);
 
-        let query = Packet::udp(client, published).zero_udp_checksum().payload(b"no checksum");
+        let query = Packet::udp(client, published)
+            .zero_udp_checksum()
+            .payload(b"no checksum");
         let run = datapath.run(prog, &query.bytes());
         let expected = query.with_dst(backend).bytes();
         run.assert(PASS, Counter::DnatNew, &expected);
         let udp_check = ETH_LEN + IPV4_LEN + 6;
-        assert_eq!(&run.out[udp_check..udp_check + 2], &[0, 0], "{prog:?}: UDP checksum stays 0");
+        assert_eq!(
+            &run.out[udp_check..udp_check + 2],
+            &[0, 0],
+            "{prog:?}: UDP checksum stays 0"
+        );
 
-        let answer = Packet::udp(backend, client).zero_udp_checksum().payload(b"none here either");
+        let answer = Packet::udp(backend, client)
+            .zero_udp_checksum()
+            .payload(b"none here either");
         let run = datapath.run(Prog::EgressTc, &answer.bytes());
-        run.assert(PASS, Counter::DnatReply, &answer.with_src(published).bytes());
+        run.assert(
+            PASS,
+            Counter::DnatReply,
+            &answer.with_src(published).bytes(),
+        );
     });
 }
 
@@ -248,9 +291,15 @@ fn published_port_on_another_address_is_a_miss() {
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
         // 8088 is published on "any" address, which means the uplink's only.
-        let syn = Packet::tcp(client(), sock(Ipv4Addr::new(10, 0, 1, 99), TCP_PUBLISHED), SYN);
+        let syn = Packet::tcp(
+            client(),
+            sock(Ipv4Addr::new(10, 0, 1, 99), TCP_PUBLISHED),
+            SYN,
+        );
         let bytes = syn.bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNoMatch, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
 }
@@ -269,11 +318,22 @@ fn dnat_with_ip_options() {
         let run = datapath.run(prog, &bytes);
         let expected = data.with_dst(backend_tcp()).bytes();
         run.assert(PASS, Counter::DnatNew, &expected);
-        assert_eq!(&run.out[ETH_LEN + IPV4_LEN..ETH_LEN + IPV4_LEN + 8], &options, "options kept");
+        assert_eq!(
+            &run.out[ETH_LEN + IPV4_LEN..ETH_LEN + IPV4_LEN + 8],
+            &options,
+            "options kept"
+        );
         assert_flow(
             &datapath,
             &flow_key(proto::TCP, client(), published_tcp()),
-            flow_state(backend_tcp(), KIND_DNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+            flow_state(
+                backend_tcp(),
+                KIND_DNAT,
+                DIR_ORIGINAL,
+                SYN,
+                1,
+                ip_len(&expected),
+            ),
         );
     });
 }
@@ -294,7 +354,14 @@ fn snat_tcp_keeps_a_source_port_inside_the_range() {
     assert_flow(
         &datapath,
         &flow_key(proto::TCP, container, lan_server()),
-        flow_state(masqueraded, KIND_SNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+        flow_state(
+            masqueraded,
+            KIND_SNAT,
+            DIR_ORIGINAL,
+            SYN,
+            1,
+            ip_len(&expected),
+        ),
     );
     assert_flow(
         &datapath,
@@ -326,7 +393,14 @@ fn snat_out_of_range_syn() -> (Datapath, SocketAddrV4, SocketAddrV4) {
     assert_flow(
         &datapath,
         &original,
-        flow_state(masqueraded, KIND_SNAT, DIR_ORIGINAL, SYN, 1, ip_len(&expected)),
+        flow_state(
+            masqueraded,
+            KIND_SNAT,
+            DIR_ORIGINAL,
+            SYN,
+            1,
+            ip_len(&expected),
+        ),
     );
     assert_flow(
         &datapath,
@@ -346,7 +420,11 @@ fn snat_established_keeps_the_chosen_port() {
     let (mut datapath, container, masqueraded) = snat_out_of_range_syn();
     let ack = Packet::tcp(container, lan_server(), ACK).payload(b"more");
     let run = datapath.run(Prog::EgressTc, &ack.bytes());
-    run.assert(PASS, Counter::SnatEstablished, &ack.with_src(masqueraded).bytes());
+    run.assert(
+        PASS,
+        Counter::SnatEstablished,
+        &ack.with_src(masqueraded).bytes(),
+    );
     assert_eq!(datapath.conntrack().len(), 2);
 }
 
@@ -361,7 +439,14 @@ fn reverse_snat_of_the_reply() {
         assert_flow(
             &datapath,
             &flow_key(proto::TCP, lan_server(), masqueraded),
-            flow_state(container, KIND_SNAT, DIR_REPLY, SYN | ACK, 1, ip_len(&expected)),
+            flow_state(
+                container,
+                KIND_SNAT,
+                DIR_REPLY,
+                SYN | ACK,
+                1,
+                ip_len(&expected),
+            ),
         );
     });
 }
@@ -372,7 +457,9 @@ fn snat_udp_with_checksum_zero_keeps_it_zero() {
         let mut datapath = Datapath::configured();
         let container = sock(BACKEND, 5000);
         let dns = sock(LAN_PEER, 53);
-        let query = Packet::udp(container, dns).zero_udp_checksum().payload(b"q");
+        let query = Packet::udp(container, dns)
+            .zero_udp_checksum()
+            .payload(b"q");
         let run = datapath.run(Prog::EgressTc, &query.bytes());
         let state = datapath
             .flow(&flow_key(proto::UDP, container, dns))
@@ -380,9 +467,15 @@ fn snat_udp_with_checksum_zero_keeps_it_zero() {
         let masqueraded = sock(UPLINK_ADDR, u16::from_be(state.nat_port));
         run.assert(PASS, Counter::SnatNew, &query.with_src(masqueraded).bytes());
 
-        let answer = Packet::udp(dns, masqueraded).zero_udp_checksum().payload(b"answer");
+        let answer = Packet::udp(dns, masqueraded)
+            .zero_udp_checksum()
+            .payload(b"answer");
         let run = datapath.run(prog, &answer.bytes());
-        run.assert(PASS, Counter::SnatReply, &answer.with_dst(container).bytes());
+        run.assert(
+            PASS,
+            Counter::SnatReply,
+            &answer.with_dst(container).bytes(),
+        );
     });
 }
 
@@ -391,9 +484,15 @@ fn snat_with_ip_options() {
     let options = [0x94, 0x04, 0x00, 0x00];
     let mut datapath = Datapath::configured();
     let container = sock(BACKEND, 61_500);
-    let syn = Packet::udp(container, lan_server()).options(&options).payload(b"x");
+    let syn = Packet::udp(container, lan_server())
+        .options(&options)
+        .payload(b"x");
     let run = datapath.run(Prog::EgressTc, &syn.bytes());
-    run.assert(PASS, Counter::SnatNew, &syn.with_src(sock(UPLINK_ADDR, 61_500)).bytes());
+    run.assert(
+        PASS,
+        Counter::SnatNew,
+        &syn.with_src(sock(UPLINK_ADDR, 61_500)).bytes(),
+    );
 }
 
 // --- ICMP echo -------------------------------------------------------------------
@@ -403,7 +502,8 @@ fn icmp_echo_request_snat_and_reply() {
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
         let id = 0x1234; // outside the range: the datapath picks one
-        let request = Packet::icmp_echo_request(BACKEND, LAN_PEER, id, 1).payload(b"ping payload 0123");
+        let request =
+            Packet::icmp_echo_request(BACKEND, LAN_PEER, id, 1).payload(b"ping payload 0123");
         let run = datapath.run(Prog::EgressTc, &request.bytes());
 
         let original = FlowKey {
@@ -418,13 +518,27 @@ fn icmp_echo_request_snat_and_reply() {
             .flow(&original)
             .unwrap_or_else(|| panic!("no SNAT entry for the echo: {:?}", datapath.conntrack()));
         let nat_id = u16::from_be(state.nat_port);
-        assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&nat_id), "ICMP id {nat_id} out of range");
-        let expected = request.clone().with_src_ip(UPLINK_ADDR).with_icmp_id(nat_id).bytes();
+        assert!(
+            (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&nat_id),
+            "ICMP id {nat_id} out of range"
+        );
+        let expected = request
+            .clone()
+            .with_src_ip(UPLINK_ADDR)
+            .with_icmp_id(nat_id)
+            .bytes();
         run.assert(PASS, Counter::SnatNew, &expected);
         assert_flow(
             &datapath,
             &original,
-            flow_state(sock(UPLINK_ADDR, nat_id), KIND_SNAT, DIR_ORIGINAL, 0, 1, ip_len(&expected)),
+            flow_state(
+                sock(UPLINK_ADDR, nat_id),
+                KIND_SNAT,
+                DIR_ORIGINAL,
+                0,
+                1,
+                ip_len(&expected),
+            ),
         );
         // The reply's key: the id as destination port, source port 0.
         let reply = FlowKey {
@@ -435,9 +549,14 @@ fn icmp_echo_request_snat_and_reply() {
             proto: proto::ICMP,
             _pad: [0; 3],
         };
-        assert_flow(&datapath, &reply, flow_state(sock(BACKEND, id), KIND_SNAT, DIR_REPLY, 0, 0, 0));
+        assert_flow(
+            &datapath,
+            &reply,
+            flow_state(sock(BACKEND, id), KIND_SNAT, DIR_REPLY, 0, 0, 0),
+        );
 
-        let echo_reply = Packet::icmp_echo_reply(LAN_PEER, UPLINK_ADDR, nat_id, 1).payload(b"ping payload 0123");
+        let echo_reply =
+            Packet::icmp_echo_reply(LAN_PEER, UPLINK_ADDR, nat_id, 1).payload(b"ping payload 0123");
         let run = datapath.run(prog, &echo_reply.bytes());
         let expected = echo_reply.with_dst_ip(BACKEND).with_icmp_id(id).bytes();
         run.assert(PASS, Counter::SnatReply, &expected);
@@ -449,7 +568,11 @@ fn icmp_echo_id_inside_the_range_is_kept() {
     let mut datapath = Datapath::configured();
     let request = Packet::icmp_echo_request(BACKEND, LAN_PEER, 62_000, 7);
     let run = datapath.run(Prog::EgressTc, &request.bytes());
-    run.assert(PASS, Counter::SnatNew, &request.with_src_ip(UPLINK_ADDR).bytes());
+    run.assert(
+        PASS,
+        Counter::SnatNew,
+        &request.with_src_ip(UPLINK_ADDR).bytes(),
+    );
 }
 
 #[test]
@@ -457,26 +580,35 @@ fn icmp_echo_to_the_uplink_is_a_miss() {
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
         let bytes = Packet::icmp_echo_request(LAN_PEER, UPLINK_ADDR, 99, 1).bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNoMatch, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
 }
 
 #[test]
 fn icmp_other_than_echo() {
-    let unreachable = |src| Packet::icmp(src, LAN_PEER, ICMP_DEST_UNREACHABLE, 3, [0; 4]).payload(&[0x45; 28]);
+    let unreachable =
+        |src| Packet::icmp(src, LAN_PEER, ICMP_DEST_UNREACHABLE, 3, [0; 4]).payload(&[0x45; 28]);
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
         let bytes = unreachable(LAN_PEER).with_dst_ip(UPLINK_ADDR).bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassIcmpOther, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassIcmpOther, &bytes);
     });
     let mut datapath = Datapath::configured();
     let bytes = unreachable(UPLINK_ADDR).bytes();
-    datapath.run(Prog::EgressTc, &bytes).assert(PASS, Counter::PassIcmpOther, &bytes);
-    let bytes = unreachable(BACKEND).bytes();
     datapath
         .run(Prog::EgressTc, &bytes)
-        .assert(DROP, Counter::DropUntranslatableFromSubnet, &bytes);
+        .assert(PASS, Counter::PassIcmpOther, &bytes);
+    let bytes = unreachable(BACKEND).bytes();
+    datapath.run(Prog::EgressTc, &bytes).assert(
+        DROP,
+        Counter::DropUntranslatableFromSubnet,
+        &bytes,
+    );
 }
 
 // --- misses and refusals ---------------------------------------------------------
@@ -486,13 +618,17 @@ fn a_miss_passes_byte_identical() {
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
         let bytes = Packet::tcp(client(), sock(UPLINK_ADDR, 22), SYN).bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNoMatch, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
     // The host's own traffic out of the uplink.
     let mut datapath = Datapath::configured();
     let bytes = Packet::tcp(sock(UPLINK_ADDR, 50_000), lan_server(), SYN).bytes();
-    datapath.run(Prog::EgressTc, &bytes).assert(PASS, Counter::PassNoMatch, &bytes);
+    datapath
+        .run(Prog::EgressTc, &bytes)
+        .assert(PASS, Counter::PassNoMatch, &bytes);
     assert!(datapath.conntrack().is_empty());
 }
 
@@ -506,7 +642,9 @@ fn truncated_tcp_header_is_dropped() {
         };
         let mut bytes = Packet::tcp(src, dst, SYN).bytes();
         bytes.truncate(ETH_LEN + IPV4_LEN + 10);
-        datapath.run(prog, &bytes).assert(DROP, Counter::DropTruncated, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(DROP, Counter::DropTruncated, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
 }
@@ -532,7 +670,9 @@ fn ihl_beyond_the_packet_is_dropped() {
             .payload(&[0; 12])
             .bytes();
         bytes[ETH_LEN] = 0x4f;
-        datapath.run(prog, &bytes).assert(DROP, Counter::DropTruncated, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(DROP, Counter::DropTruncated, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
 }
@@ -545,7 +685,9 @@ fn ihl_below_five_is_dropped() {
             .payload(&[0; 12])
             .bytes();
         bytes[ETH_LEN] = 0x44;
-        datapath.run(prog, &bytes).assert(DROP, Counter::DropTruncated, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(DROP, Counter::DropTruncated, &bytes);
     });
 }
 
@@ -554,7 +696,9 @@ fn arp_passes_untouched() {
     each_program(|prog| {
         let mut datapath = Datapath::configured();
         let bytes = arp_request(LAN_PEER, UPLINK_ADDR);
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotIpv4, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNotIpv4, &bytes);
     });
 }
 
@@ -565,7 +709,9 @@ fn ipv6_passes_untouched() {
     each_program(|prog| {
         let mut datapath = Datapath::configured();
         let bytes = ipv6_udp(a, b, 40_000, UDP_PUBLISHED, b"v6");
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotIpv4, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNotIpv4, &bytes);
     });
 }
 
@@ -579,12 +725,16 @@ fn fragment_on_ingress_passes_untouched() {
             .fragment(true, 0)
             .payload(&[0xaa; 32]);
         let bytes = first.bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassFragment, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassFragment, &bytes);
         let later = Packet::other(LAN_PEER, UPLINK_ADDR, proto::UDP)
             .fragment(false, 5)
             .payload(&[0xbb; 16]);
         let bytes = later.bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassFragment, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassFragment, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
 }
@@ -596,9 +746,11 @@ fn fragment_on_egress() {
         .fragment(true, 0)
         .payload(&[0xcc; 32])
         .bytes();
-    datapath
-        .run(Prog::EgressTc, &from_subnet)
-        .assert(DROP, Counter::DropFragmentFromSubnet, &from_subnet);
+    datapath.run(Prog::EgressTc, &from_subnet).assert(
+        DROP,
+        Counter::DropFragmentFromSubnet,
+        &from_subnet,
+    );
     let from_host = Packet::udp(sock(UPLINK_ADDR, 5000), lan_server())
         .fragment(true, 0)
         .payload(&[0xcc; 32])
@@ -613,18 +765,28 @@ fn fragment_on_egress() {
 fn other_protocols() {
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
-        let bytes = Packet::other(LAN_PEER, UPLINK_ADDR, PROTO_GRE).payload(&[0, 0, 0x08, 0x00]).bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassOtherProtocol, &bytes);
+        let bytes = Packet::other(LAN_PEER, UPLINK_ADDR, PROTO_GRE)
+            .payload(&[0, 0, 0x08, 0x00])
+            .bytes();
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassOtherProtocol, &bytes);
     });
     let mut datapath = Datapath::configured();
-    let from_host = Packet::other(UPLINK_ADDR, LAN_PEER, PROTO_GRE).payload(&[0, 0, 0x08, 0x00]).bytes();
+    let from_host = Packet::other(UPLINK_ADDR, LAN_PEER, PROTO_GRE)
+        .payload(&[0, 0, 0x08, 0x00])
+        .bytes();
     datapath
         .run(Prog::EgressTc, &from_host)
         .assert(PASS, Counter::PassOtherProtocol, &from_host);
-    let from_subnet = Packet::other(BACKEND, LAN_PEER, PROTO_GRE).payload(&[0, 0, 0x08, 0x00]).bytes();
-    datapath
-        .run(Prog::EgressTc, &from_subnet)
-        .assert(DROP, Counter::DropUntranslatableFromSubnet, &from_subnet);
+    let from_subnet = Packet::other(BACKEND, LAN_PEER, PROTO_GRE)
+        .payload(&[0, 0, 0x08, 0x00])
+        .bytes();
+    datapath.run(Prog::EgressTc, &from_subnet).assert(
+        DROP,
+        Counter::DropUntranslatableFromSubnet,
+        &from_subnet,
+    );
 }
 
 #[test]
@@ -636,11 +798,15 @@ fn without_config_everything_passes() {
             _ => (client(), published_tcp()),
         };
         let bytes = Packet::tcp(src, dst, SYN).bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotConfigured, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNotConfigured, &bytes);
         // Even what would be dropped once configured.
         let mut truncated = bytes.clone();
         truncated.truncate(ETH_LEN + IPV4_LEN + 4);
-        datapath.run(prog, &truncated).assert(PASS, Counter::PassNotConfigured, &truncated);
+        datapath
+            .run(prog, &truncated)
+            .assert(PASS, Counter::PassNotConfigured, &truncated);
         assert!(datapath.conntrack().is_empty());
     });
 }
@@ -654,7 +820,219 @@ fn config_with_enabled_zero_passes() {
             ..seed_config()
         });
         let bytes = Packet::tcp(client(), published_tcp(), SYN).bytes();
-        datapath.run(prog, &bytes).assert(PASS, Counter::PassNotConfigured, &bytes);
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::PassNotConfigured, &bytes);
         assert!(datapath.conntrack().is_empty());
     });
+}
+
+// --- checksum edge cases ---------------------------------------------------------
+
+/// Picks the first two payload bytes so that the checksum of `translated`, computed
+/// from scratch, comes out 0 (sent as 0xffff for UDP). Returns (before, after).
+fn payload_for_zero_checksum(
+    before: Packet,
+    translated: Packet,
+    check_at: usize,
+) -> (Packet, Packet) {
+    let probe = translated.clone().payload(&[0, 0, 0x5a]).bytes();
+    let check = [probe[check_at], probe[check_at + 1]];
+    let payload = [check[0], check[1], 0x5a];
+    (before.payload(&payload), translated.payload(&payload))
+}
+
+#[test]
+fn tcp_checksum_that_becomes_zero() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(client(), published_tcp(), SYN);
+        let check_at = ETH_LEN + IPV4_LEN + 16;
+        let (before, after) =
+            payload_for_zero_checksum(syn.clone(), syn.with_dst(backend_tcp()), check_at);
+        let expected = after.bytes();
+        assert_eq!(
+            &expected[check_at..check_at + 2],
+            &[0, 0],
+            "the case is set up right"
+        );
+        datapath
+            .run(prog, &before.bytes())
+            .assert(PASS, Counter::DnatNew, &expected);
+    });
+}
+
+#[test]
+fn udp_checksum_that_becomes_zero_is_sent_as_ffff() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let query = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED));
+        let check_at = ETH_LEN + IPV4_LEN + 6;
+        let translated = query.clone().with_dst(sock(BACKEND, UDP_BACKEND_PORT));
+        let (before, after) = payload_for_zero_checksum(query, translated, check_at);
+        let expected = after.bytes();
+        assert_eq!(
+            &expected[check_at..check_at + 2],
+            &[0xff, 0xff],
+            "the case is set up right"
+        );
+        datapath
+            .run(prog, &before.bytes())
+            .assert(PASS, Counter::DnatNew, &expected);
+    });
+}
+
+#[test]
+fn udp_checksum_ffff_before_translation() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let query = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED));
+        let check_at = ETH_LEN + IPV4_LEN + 6;
+        // Here the untranslated packet is the one whose computed checksum is 0.
+        let (before, _) = payload_for_zero_checksum(query.clone(), query, check_at);
+        let bytes = before.bytes();
+        assert_eq!(
+            &bytes[check_at..check_at + 2],
+            &[0xff, 0xff],
+            "the case is set up right"
+        );
+        let expected = before.with_dst(sock(BACKEND, UDP_BACKEND_PORT)).bytes();
+        datapath
+            .run(prog, &bytes)
+            .assert(PASS, Counter::DnatNew, &expected);
+    });
+}
+
+// --- SNAT port allocation --------------------------------------------------------
+
+#[test]
+fn snat_port_collision_is_retried() {
+    let mut datapath = Datapath::configured();
+    let first = sock(BACKEND, 61_234);
+    let second = sock(Ipv4Addr::new(172, 16, 0, 103), 61_234);
+    let syn = Packet::tcp(first, lan_server(), SYN);
+    datapath.run(Prog::EgressTc, &syn.bytes()).assert(
+        PASS,
+        Counter::SnatNew,
+        &syn.with_src(sock(UPLINK_ADDR, 61_234)).bytes(),
+    );
+
+    // Same port, same server: the kept port is taken, so another one is drawn.
+    let syn = Packet::tcp(second, lan_server(), SYN);
+    let run = datapath.run(Prog::EgressTc, &syn.bytes());
+    let state = datapath
+        .flow(&flow_key(proto::TCP, second, lan_server()))
+        .expect("a SNAT entry for the second container");
+    let port = u16::from_be(state.nat_port);
+    assert_ne!(
+        port, 61_234,
+        "the second flow must not reuse the first one's port"
+    );
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&port),
+        "port {port} out of range"
+    );
+    assert_eq!(run.verdict, PASS);
+    let retries = run
+        .counted
+        .iter()
+        .find_map(|&(c, n)| (c == Counter::SnatPortRetries).then_some(n))
+        .unwrap_or(0);
+    assert!(retries >= 1, "a retry is counted: {:?}", run.counted);
+    let decisions: Vec<_> = run
+        .counted
+        .iter()
+        .filter(|(c, _)| *c != Counter::SnatPortRetries)
+        .collect();
+    assert_eq!(decisions, [&(Counter::SnatNew, 1)]);
+    netfast_tests::diff::assert_bytes_eq(
+        "second SNAT",
+        &syn.with_src(sock(UPLINK_ADDR, port)).bytes(),
+        &run.out,
+    );
+    assert_eq!(datapath.conntrack().len(), 4);
+}
+
+#[test]
+fn snat_ports_exhausted_drops_the_new_flow() {
+    let mut datapath = Datapath::configured();
+    datapath.write_config(&DatapathConfig {
+        snat_port_min: 61_000,
+        snat_port_max: 61_000,
+        ..seed_config()
+    });
+    let syn = Packet::tcp(sock(BACKEND, 61_000), lan_server(), SYN);
+    datapath.run(Prog::EgressTc, &syn.bytes()).assert(
+        PASS,
+        Counter::SnatNew,
+        &syn.with_src(sock(UPLINK_ADDR, 61_000)).bytes(),
+    );
+
+    let bytes = Packet::tcp(
+        sock(Ipv4Addr::new(172, 16, 0, 103), 50_000),
+        lan_server(),
+        SYN,
+    )
+    .bytes();
+    let run = datapath.run(Prog::EgressTc, &bytes);
+    assert_eq!(run.verdict, DROP);
+    let max_tries = u64::from(netfast_common::names::SNAT_MAX_TRIES);
+    assert_eq!(
+        run.counted,
+        [
+            (Counter::DropSnatPortsExhausted, 1),
+            (Counter::SnatPortRetries, max_tries - 1)
+        ]
+    );
+    netfast_tests::diff::assert_bytes_eq("dropped SYN", &bytes, &run.out);
+    assert_eq!(
+        datapath.conntrack().len(),
+        2,
+        "the refused flow left no entry"
+    );
+}
+
+// --- direction of conntrack entries ----------------------------------------------
+//
+// A flow's two entries each belong to one side of the uplink: the DNAT original and
+// the SNAT reply are met on ingress, the DNAT reply and the SNAT original on egress.
+// A packet that matches an entry on the wrong side is not part of the flow (on
+// ingress, a source from the container subnet is spoofed) and must not be
+// translated, counted as the flow's, or recorded in the flow's statistics.
+
+#[test]
+fn ingress_ignores_an_entry_meant_for_egress() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(client(), published_tcp(), SYN);
+        datapath
+            .run(prog, &syn.bytes())
+            .assert_counted(Counter::DnatNew);
+
+        // The DNAT reply's tuple, but arriving from outside.
+        let spoofed = Packet::tcp(backend_tcp(), client(), SYN | ACK).bytes();
+        datapath
+            .run(prog, &spoofed)
+            .assert(PASS, Counter::PassNoMatch, &spoofed);
+        assert_flow(
+            &datapath,
+            &flow_key(proto::TCP, backend_tcp(), client()),
+            flow_state(published_tcp(), KIND_DNAT, DIR_REPLY, 0, 0, 0),
+        );
+    });
+}
+
+#[test]
+fn egress_ignores_an_entry_meant_for_ingress() {
+    let (mut datapath, container, masqueraded) = snat_out_of_range_syn();
+    // The SNAT reply's tuple, but leaving through the uplink.
+    let stray = Packet::tcp(lan_server(), masqueraded, SYN | ACK).bytes();
+    datapath
+        .run(Prog::EgressTc, &stray)
+        .assert(PASS, Counter::PassNoMatch, &stray);
+    assert_flow(
+        &datapath,
+        &flow_key(proto::TCP, lan_server(), masqueraded),
+        flow_state(container, KIND_SNAT, DIR_REPLY, 0, 0, 0),
+    );
 }
