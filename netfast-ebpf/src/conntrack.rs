@@ -17,14 +17,33 @@ use crate::{maps::CONNTRACK, maps::count, parse::Packet};
 
 const EEXIST: i32 = 17;
 
+/// Which way a packet crosses the uplink.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Arriving from outside: only entries that rewrite the destination apply.
+    Ingress,
+    /// Leaving toward outside: only entries that rewrite the source apply.
+    Egress,
+}
+
+/// The entry for this packet's tuple, if it is meant for this side of the uplink.
+/// A tuple seen on the wrong side (a spoofed reply from outside, say) is a miss and
+/// leaves the entry untouched. The hit is recorded on the entry and copied out.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<*mut FlowState> {
-    CONNTRACK.get_ptr_mut(key)
+pub fn lookup_for(pkt: &Packet, side: Side) -> Option<FlowState> {
+    let entry = CONNTRACK.get_ptr_mut(&pkt.key)?;
+    // SAFETY: the pointer comes from a lookup in this run; the value is copied.
+    let state = unsafe { *entry };
+    if state.rewrites_destination() != (side == Side::Ingress) {
+        return None;
+    }
+    touch(entry, pkt);
+    Some(state)
 }
 
 /// Records a packet on an existing entry.
 #[inline(always)]
-pub fn touch(state: *mut FlowState, pkt: &Packet) {
+fn touch(state: *mut FlowState, pkt: &Packet) {
     // SAFETY: the pointer comes from a map lookup in this program run. Two CPUs may
     // race on the same entry; the fields are statistics, so a lost update is harmless.
     unsafe {
@@ -36,7 +55,14 @@ pub fn touch(state: *mut FlowState, pkt: &Packet) {
 }
 
 #[inline(always)]
-fn state(pkt: &Packet, nat_addr: u32, nat_port: u16, kind: u8, direction: u8, now: u64) -> FlowState {
+fn state(
+    pkt: &Packet,
+    nat_addr: u32,
+    nat_port: u16,
+    kind: u8,
+    direction: u8,
+    now: u64,
+) -> FlowState {
     let seen = direction == DIR_ORIGINAL;
     FlowState {
         nat_addr,
@@ -66,8 +92,22 @@ pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<FlowState, Counter
         proto: original.proto,
         _pad: [0; 3],
     };
-    let reply_state = state(pkt, original.dst_addr, original.dst_port, KIND_DNAT, DIR_REPLY, now);
-    let original_state = state(pkt, backend.addr, backend.port, KIND_DNAT, DIR_ORIGINAL, now);
+    let reply_state = state(
+        pkt,
+        original.dst_addr,
+        original.dst_port,
+        KIND_DNAT,
+        DIR_REPLY,
+        now,
+    );
+    let original_state = state(
+        pkt,
+        backend.addr,
+        backend.port,
+        KIND_DNAT,
+        DIR_ORIGINAL,
+        now,
+    );
     insert(&reply, &reply_state, BPF_ANY)?;
     insert(&original, &original_state, BPF_ANY)?;
     Ok(original_state)
@@ -96,7 +136,14 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, C
     } else {
         min + unsafe { bpf_get_prandom_u32() } % span
     };
-    let reply_state = state(pkt, original.src_addr, original.src_port, KIND_SNAT, DIR_REPLY, now);
+    let reply_state = state(
+        pkt,
+        original.src_addr,
+        original.src_port,
+        KIND_SNAT,
+        DIR_REPLY,
+        now,
+    );
     for attempt in 0..SNAT_MAX_TRIES {
         if attempt > 0 {
             count(Counter::SnatPortRetries);
@@ -113,8 +160,14 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, C
         };
         match CONNTRACK.insert(&reply, &reply_state, BPF_NOEXIST.into()) {
             Ok(()) => {
-                let original_state =
-                    state(pkt, config.uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
+                let original_state = state(
+                    pkt,
+                    config.uplink_addr,
+                    nat_port,
+                    KIND_SNAT,
+                    DIR_ORIGINAL,
+                    now,
+                );
                 insert(&original, &original_state, BPF_ANY)?;
                 return Ok(original_state);
             }

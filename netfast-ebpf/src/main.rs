@@ -74,7 +74,11 @@ fn parse_skb(ctx: &TcContext) -> Result<Packet, Unparsed> {
             reason: Counter::DropTruncated,
             ..
         }) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
-            let want = if ctx.len() < MAX_HEADERS { ctx.len() } else { MAX_HEADERS };
+            let want = if ctx.len() < MAX_HEADERS {
+                ctx.len()
+            } else {
+                MAX_HEADERS
+            };
             if ctx.pull_data(want).is_err() {
                 return parsed;
             }
@@ -105,7 +109,13 @@ impl SkbRewriter<'_> {
 
 impl Rewriter for SkbRewriter<'_> {
     #[inline(always)]
-    fn rewrite_addr(&mut self, pkt: &Packet, addr_off: usize, old: u32, new: u32) -> Result<(), ()> {
+    fn rewrite_addr(
+        &mut self,
+        pkt: &Packet,
+        addr_off: usize,
+        old: u32,
+        new: u32,
+    ) -> Result<(), ()> {
         if pkt.l4_csum_off != 0 && pkt.has_pseudo_header() {
             let flags = Self::l4_flags(pkt, 4) | u64::from(BPF_F_PSEUDO_HDR);
             self.ctx
@@ -119,10 +129,21 @@ impl Rewriter for SkbRewriter<'_> {
     }
 
     #[inline(always)]
-    fn rewrite_port(&mut self, pkt: &Packet, port_off: usize, old: u16, new: u16) -> Result<(), ()> {
+    fn rewrite_port(
+        &mut self,
+        pkt: &Packet,
+        port_off: usize,
+        old: u16,
+        new: u16,
+    ) -> Result<(), ()> {
         if pkt.l4_csum_off != 0 {
             self.ctx
-                .l4_csum_replace(pkt.l4_csum_off, old.into(), new.into(), Self::l4_flags(pkt, 2))
+                .l4_csum_replace(
+                    pkt.l4_csum_off,
+                    old.into(),
+                    new.into(),
+                    Self::l4_flags(pkt, 2),
+                )
                 .map_err(|_| ())?;
         }
         self.ctx.store(port_off, &new, 0).map_err(|_| ())
@@ -162,7 +183,13 @@ impl XdpRewriter {
 
 impl Rewriter for XdpRewriter {
     #[inline(always)]
-    fn rewrite_addr(&mut self, pkt: &Packet, addr_off: usize, old: u32, new: u32) -> Result<(), ()> {
+    fn rewrite_addr(
+        &mut self,
+        pkt: &Packet,
+        addr_off: usize,
+        old: u32,
+        new: u32,
+    ) -> Result<(), ()> {
         if pkt.has_pseudo_header() {
             self.update_l4_csum(pkt, |check| csum::replace4(check, old, new))?;
         }
@@ -177,7 +204,13 @@ impl Rewriter for XdpRewriter {
     }
 
     #[inline(always)]
-    fn rewrite_port(&mut self, pkt: &Packet, port_off: usize, old: u16, new: u16) -> Result<(), ()> {
+    fn rewrite_port(
+        &mut self,
+        pkt: &Packet,
+        port_off: usize,
+        old: u16,
+        new: u16,
+    ) -> Result<(), ()> {
         self.update_l4_csum(pkt, |check| csum::replace2(check, old, new))?;
         let port = self.field::<u16>(port_off)?;
         // SAFETY: bounds-checked by `field`.

@@ -13,8 +13,7 @@ use netfast_common::{
 pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
 
 #[btf_map]
-pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }> =
-    HashMap::new();
+pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }> = HashMap::new();
 
 /// LRU so that a full table evicts the coldest flow instead of refusing new ones.
 #[btf_map]

@@ -9,25 +9,39 @@ use crate::parse::{IP_DST_OFF, IP_SRC_OFF, Packet};
 pub trait Rewriter {
     /// Rewrites the IPv4 address at `addr_off`: IP checksum, and the L4 checksum
     /// through the pseudo-header for TCP and UDP.
-    fn rewrite_addr(&mut self, pkt: &Packet, addr_off: usize, old: u32, new: u32) -> Result<(), ()>;
+    fn rewrite_addr(&mut self, pkt: &Packet, addr_off: usize, old: u32, new: u32)
+    -> Result<(), ()>;
     /// Rewrites the port (or ICMP echo identifier) at `port_off` and the L4 checksum.
-    fn rewrite_port(&mut self, pkt: &Packet, port_off: usize, old: u16, new: u16) -> Result<(), ()>;
+    fn rewrite_port(&mut self, pkt: &Packet, port_off: usize, old: u16, new: u16)
+    -> Result<(), ()>;
 }
 
 /// Applies `state` to the packet: the destination or the source side, address and port.
 #[inline(always)]
 pub fn translate<R: Rewriter>(r: &mut R, pkt: &Packet, state: &FlowState) -> Result<(), Counter> {
     let (addr_off, old_addr, port_off, old_port) = if state.rewrites_destination() {
-        (IP_DST_OFF, pkt.key.dst_addr, pkt.dst_port_off, pkt.key.dst_port)
+        (
+            IP_DST_OFF,
+            pkt.key.dst_addr,
+            pkt.dst_port_off,
+            pkt.key.dst_port,
+        )
     } else {
-        (IP_SRC_OFF, pkt.key.src_addr, pkt.src_port_off, pkt.key.src_port)
+        (
+            IP_SRC_OFF,
+            pkt.key.src_addr,
+            pkt.src_port_off,
+            pkt.key.src_port,
+        )
     };
     let failed = |()| Counter::DropRewriteFailed;
     if old_addr != state.nat_addr {
-        r.rewrite_addr(pkt, addr_off, old_addr, state.nat_addr).map_err(failed)?;
+        r.rewrite_addr(pkt, addr_off, old_addr, state.nat_addr)
+            .map_err(failed)?;
     }
     if old_port != state.nat_port {
-        r.rewrite_port(pkt, port_off, old_port, state.nat_port).map_err(failed)?;
+        r.rewrite_port(pkt, port_off, old_port, state.nat_port)
+            .map_err(failed)?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use netfast_common::{Counter, DatapathConfig, ForwardKey, flow::DIR_ORIGINAL, proto};
 
 use crate::{
-    conntrack,
+    conntrack::{self, Side},
     maps::{CONFIG, FORWARDS},
     nat::{Rewriter, translate},
     parse::{Packet, Unparsed},
@@ -27,10 +27,7 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
         Ok(pkt) => pkt,
         Err(unparsed) => return unparsed.reason,
     };
-    if let Some(state) = conntrack::lookup(&pkt.key) {
-        conntrack::touch(state, &pkt);
-        // SAFETY: the value stays mapped for this run; it is copied before use.
-        let state = unsafe { *state };
+    if let Some(state) = conntrack::lookup_for(&pkt, Side::Ingress) {
         let outcome = if state.direction == DIR_ORIGINAL {
             Counter::DnatEstablished
         } else {
@@ -42,7 +39,10 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
         return Counter::PassNoMatch;
     };
     let created = conntrack::create_dnat(&pkt, &backend);
-    done(created.and_then(|state| translate(r, &pkt, &state)), Counter::DnatNew)
+    done(
+        created.and_then(|state| translate(r, &pkt, &state)),
+        Counter::DnatNew,
+    )
 }
 
 /// Toward outside: replies from published backends, and flows out of the
@@ -56,10 +56,7 @@ pub fn egress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Count
         Ok(pkt) => pkt,
         Err(unparsed) => return refuse_private_leak(unparsed, config),
     };
-    if let Some(state) = conntrack::lookup(&pkt.key) {
-        conntrack::touch(state, &pkt);
-        // SAFETY: as in `ingress`.
-        let state = unsafe { *state };
+    if let Some(state) = conntrack::lookup_for(&pkt, Side::Egress) {
         let outcome = if state.direction == DIR_ORIGINAL {
             Counter::SnatEstablished
         } else {
@@ -71,7 +68,10 @@ pub fn egress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Count
         return Counter::PassNoMatch;
     }
     let created = conntrack::create_snat(&pkt, config);
-    done(created.and_then(|state| translate(r, &pkt, &state)), Counter::SnatNew)
+    done(
+        created.and_then(|state| translate(r, &pkt, &state)),
+        Counter::SnatNew,
+    )
 }
 
 #[inline(always)]

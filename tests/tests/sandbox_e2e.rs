@@ -7,7 +7,9 @@ mod support;
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use netfast::config::IngressMode;
-use support::{Background, Sandbox, exec, exec_ok, require_root, text, unique_prefix, wait_listening};
+use support::{
+    Background, Sandbox, exec, exec_ok, require_root, text, unique_prefix, wait_listening,
+};
 
 const HOST: &str = "10.0.1.48";
 const LAN: &str = "10.0.1.26";
@@ -41,12 +43,31 @@ fn peer_seen(stdout: &str) -> (Ipv4Addr, u16) {
 
 fn seed_traffic(ingress: IngressMode, tag: &str) {
     let sb = Sandbox::up(tag, ingress, UDP_PUBLISH);
+    // veth hands CHECKSUM_PARTIAL skbs across, which receivers trust unverified. With
+    // tx checksum offload off the senders compute full checksums, as on a real wire,
+    // so the receivers verify every checksum the datapath rewrote.
+    exec_ok(&sb.lan(), &["ethtool", "-K", "eth0", "tx", "off"]);
+    for n in 2..=3 {
+        exec_ok(
+            &sb.container(n),
+            &["ethtool", "-K", &format!("veth{n}-peer"), "tx", "off"],
+        );
+    }
 
     // Seed check 1 and 2: netns1 <-> host point to point, netns2 <-> netns3 over br0.
-    exec_ok(&sb.container(1), &["ping", "-c", "2", "-W", "2", "172.16.0.1"]);
+    exec_ok(
+        &sb.container(1),
+        &["ping", "-c", "2", "-W", "2", "172.16.0.1"],
+    );
     exec_ok(&sb.host(), &["ping", "-c", "2", "-W", "2", "172.16.0.2"]);
-    exec_ok(&sb.container(2), &["ping", "-c", "2", "-W", "2", "172.16.0.103"]);
-    exec_ok(&sb.container(3), &["ping", "-c", "2", "-W", "2", "172.16.0.102"]);
+    exec_ok(
+        &sb.container(2),
+        &["ping", "-c", "2", "-W", "2", "172.16.0.103"],
+    );
+    exec_ok(
+        &sb.container(3),
+        &["ping", "-c", "2", "-W", "2", "172.16.0.102"],
+    );
 
     // Published TCP port: an HTTP GET from the LAN reaches netns2:80, and the server
     // sees the real client address (DNAT only, no source rewrite).
@@ -56,11 +77,29 @@ fn seed_traffic(ingress: IngressMode, tag: &str) {
     std::fs::write(www.join("token.txt"), &token).expect("web file");
     let http = Background::spawn(
         &sb.container(2),
-        &["python3", "-m", "http.server", "80", "--bind", "172.16.0.102", "--directory", path_str(&www)],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            "172.16.0.102",
+            "--directory",
+            path_str(&www),
+        ],
     );
     wait_listening(&sb.container(2), "tcp", 80);
     let dnat_before = sb.counter("dnat_new");
-    let body = exec_ok(&sb.lan(), &["curl", "-sS", "--max-time", "5", &format!("http://{HOST}:8088/token.txt")]);
+    let body = exec_ok(
+        &sb.lan(),
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{HOST}:8088/token.txt"),
+        ],
+    );
     assert_eq!(body, token, "HTTP body through the published port");
     let (_, http_log) = http.finish();
     let _ = std::fs::remove_dir_all(&www);
@@ -68,20 +107,43 @@ fn seed_traffic(ingress: IngressMode, tag: &str) {
         http_log.contains(&format!("{LAN} - - ")) && http_log.contains("GET /token.txt"),
         "the backend should log the LAN client {LAN}: {http_log}"
     );
-    assert!(sb.counter("dnat_new") > dnat_before, "dnat_new did not move");
+    assert!(
+        sb.counter("dnat_new") > dnat_before,
+        "dnat_new did not move"
+    );
 
     // Published TCP port with nc as the client, byte-exact both ways.
-    let server = Background::spawn(&sb.container(2), &["python3", "-c", TCP_ECHO_ONCE, "172.16.0.102", "80"]);
+    let server = Background::spawn(
+        &sb.container(2),
+        &["python3", "-c", TCP_ECHO_ONCE, "172.16.0.102", "80"],
+    );
     wait_listening(&sb.container(2), "tcp", 80);
-    let reply = exec_ok(&sb.lan(), &["sh", "-c", &format!("printf nc-dnat | nc -N -w 5 {HOST} 8088")]);
+    let reply = exec_ok(
+        &sb.lan(),
+        &[
+            "sh",
+            "-c",
+            &format!("printf nc-dnat | nc -N -w 5 {HOST} 8088"),
+        ],
+    );
     assert_eq!(reply, "echo:nc-dnat");
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert_eq!(peer_seen(&seen).0, LAN.parse::<Ipv4Addr>().expect("addr"));
 
     // Published UDP port: a datagram and its echo.
-    let server = Background::spawn(&sb.container(2), &["python3", "-c", UDP_ECHO_ONCE, "0.0.0.0", "53"]);
+    let server = Background::spawn(
+        &sb.container(2),
+        &["python3", "-c", UDP_ECHO_ONCE, "0.0.0.0", "53"],
+    );
     wait_listening(&sb.container(2), "udp", 53);
-    let reply = exec_ok(&sb.lan(), &["sh", "-c", &format!("printf udp-dnat | nc -u -w 2 {HOST} 5353")]);
+    let reply = exec_ok(
+        &sb.lan(),
+        &[
+            "sh",
+            "-c",
+            &format!("printf udp-dnat | nc -u -w 2 {HOST} 5353"),
+        ],
+    );
     assert_eq!(reply, "echo:udp-dnat");
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert_eq!(peer_seen(&seen).0, LAN.parse::<Ipv4Addr>().expect("addr"));
@@ -89,27 +151,54 @@ fn seed_traffic(ingress: IngressMode, tag: &str) {
     // Masquerade, TCP: the far side sees the uplink address and a port from the range.
     let server = Background::spawn(&sb.lan(), &["python3", "-c", TCP_ECHO_ONCE, LAN, "9000"]);
     wait_listening(&sb.lan(), "tcp", 9000);
-    let reply = exec_ok(&sb.container(2), &["sh", "-c", &format!("printf nc-snat | nc -N -w 5 {LAN} 9000")]);
+    let reply = exec_ok(
+        &sb.container(2),
+        &[
+            "sh",
+            "-c",
+            &format!("printf nc-snat | nc -N -w 5 {LAN} 9000"),
+        ],
+    );
     assert_eq!(reply, "echo:nc-snat");
     let (seen, _) = server.wait(Duration::from_secs(10));
     let (addr, port) = peer_seen(&seen);
-    assert_eq!(addr, HOST.parse::<Ipv4Addr>().expect("addr"), "far side must see the uplink address");
-    assert!(SNAT_PORTS.contains(&port), "SNAT port {port} outside {SNAT_PORTS:?}");
+    assert_eq!(
+        addr,
+        HOST.parse::<Ipv4Addr>().expect("addr"),
+        "far side must see the uplink address"
+    );
+    assert!(
+        SNAT_PORTS.contains(&port),
+        "SNAT port {port} outside {SNAT_PORTS:?}"
+    );
 
     // Masquerade, UDP.
     let server = Background::spawn(&sb.lan(), &["python3", "-c", UDP_ECHO_ONCE, LAN, "9001"]);
     wait_listening(&sb.lan(), "udp", 9001);
-    let reply = exec_ok(&sb.container(3), &["sh", "-c", &format!("printf udp-snat | nc -u -w 2 {LAN} 9001")]);
+    let reply = exec_ok(
+        &sb.container(3),
+        &[
+            "sh",
+            "-c",
+            &format!("printf udp-snat | nc -u -w 2 {LAN} 9001"),
+        ],
+    );
     assert_eq!(reply, "echo:udp-snat");
     let (seen, _) = server.wait(Duration::from_secs(10));
     let (addr, port) = peer_seen(&seen);
     assert_eq!(addr, HOST.parse::<Ipv4Addr>().expect("addr"));
-    assert!(SNAT_PORTS.contains(&port), "SNAT port {port} outside {SNAT_PORTS:?}");
+    assert!(
+        SNAT_PORTS.contains(&port),
+        "SNAT port {port} outside {SNAT_PORTS:?}"
+    );
 
     // Masquerade, ICMP echo: replies come back through reverse SNAT.
     let replies_before = sb.counter("snat_reply");
     exec_ok(&sb.container(2), &["ping", "-c", "3", "-W", "2", LAN]);
-    assert!(sb.counter("snat_reply") >= replies_before + 3, "three echo replies must be reverse-translated");
+    assert!(
+        sb.counter("snat_reply") >= replies_before + 3,
+        "three echo replies must be reverse-translated"
+    );
 
     // No netfilter anywhere in the host namespace: empty rulesets, no conntrack entry.
     assert_netfilter_untouched(&sb.host());
@@ -124,10 +213,21 @@ fn assert_netfilter_untouched(ns: &str) {
         );
     }
     let ruleset = exec_ok(ns, &["nft", "list", "ruleset"]);
-    assert!(ruleset.trim().is_empty(), "nft ruleset in {ns} is not empty:\n{ruleset}");
+    assert!(
+        ruleset.trim().is_empty(),
+        "nft ruleset in {ns} is not empty:\n{ruleset}"
+    );
     let count = exec(ns, &["conntrack", "-C"]);
-    assert!(count.status.success(), "conntrack -C in {ns} failed: {}", text(&count.stderr));
-    assert_eq!(text(&count.stdout).trim(), "0", "nf_conntrack entries in {ns}");
+    assert!(
+        count.status.success(),
+        "conntrack -C in {ns} failed: {}",
+        text(&count.stderr)
+    );
+    assert_eq!(
+        text(&count.stdout).trim(),
+        "0",
+        "nf_conntrack entries in {ns}"
+    );
 }
 
 fn path_str(path: &Path) -> &str {
@@ -149,14 +249,20 @@ fn down_leaves_no_namespace_link_or_pin() {
     let sb = Sandbox::up("d", IngressMode::Tc, "");
     let pins = netfast::datapath::pin_dir(&sb.prefix);
     assert!(pins.join("CONNTRACK").exists(), "up pins the maps");
-    assert!(pins.join("link_uplink_ingress").exists(), "up pins the links");
+    assert!(
+        pins.join("link_uplink_ingress").exists(),
+        "up pins the links"
+    );
 
     let out = sb.netfast(&["down", "--config", sb.config_str()]);
     assert!(out.status.success(), "down failed: {}", text(&out.stderr));
 
     for n in 1..=3 {
         let ns = sb.container(n);
-        assert!(!Path::new("/run/netns").join(&ns).exists(), "{ns} is left behind");
+        assert!(
+            !Path::new("/run/netns").join(&ns).exists(),
+            "{ns} is left behind"
+        );
     }
     assert!(!pins.exists(), "{} is left behind", pins.display());
     let links = exec_ok(&sb.host(), &["ip", "-o", "link", "show"]);
@@ -165,19 +271,33 @@ fn down_leaves_no_namespace_link_or_pin() {
         .filter_map(|line| line.split(": ").nth(1))
         .map(|name| name.split('@').next().unwrap_or(name))
         .collect();
-    assert_eq!(names, ["lo", "eth0"], "only the lab's own links may remain in the host");
+    assert_eq!(
+        names,
+        ["lo", "eth0"],
+        "only the lab's own links may remain in the host"
+    );
     let filters = exec_ok(&sb.host(), &["bpftool", "net", "show", "dev", "eth0"]);
-    assert!(!filters.contains("uplink_"), "programs still attached after down:\n{filters}");
+    assert!(
+        !filters.contains("uplink_"),
+        "programs still attached after down:\n{filters}"
+    );
 }
 
 #[test]
 fn up_twice_keeps_flows_working() {
     let sb = Sandbox::up("u", IngressMode::Tc, "");
     let again = sb.netfast(&["up", "--config", sb.config_str()]);
-    assert!(again.status.success(), "second up failed: {}", text(&again.stderr));
+    assert!(
+        again.status.success(),
+        "second up failed: {}",
+        text(&again.stderr)
+    );
     let server = Background::spawn(&sb.lan(), &["python3", "-c", TCP_ECHO_ONCE, LAN, "9000"]);
     wait_listening(&sb.lan(), "tcp", 9000);
-    let reply = exec_ok(&sb.container(2), &["sh", "-c", &format!("printf again | nc -N -w 5 {LAN} 9000")]);
+    let reply = exec_ok(
+        &sb.container(2),
+        &["sh", "-c", &format!("printf again | nc -N -w 5 {LAN} 9000")],
+    );
     assert_eq!(reply, "echo:again");
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert_eq!(peer_seen(&seen).0, HOST.parse::<Ipv4Addr>().expect("addr"));
@@ -196,12 +316,21 @@ fn bad_config_is_refused_before_any_change() {
     let _ = std::fs::remove_file(&config);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "bad input exits 2: {stderr}");
-    assert!(stderr.contains("172.16.9.9"), "the error names the bad value: {stderr}");
+    assert!(
+        stderr.contains("172.16.9.9"),
+        "the error names the bad value: {stderr}"
+    );
     for n in 1..=3 {
         let ns = netfast::lab::container_ns(&prefix, n);
-        assert!(!Path::new("/run/netns").join(&ns).exists(), "{ns} was created by a refused up");
+        assert!(
+            !Path::new("/run/netns").join(&ns).exists(),
+            "{ns} was created by a refused up"
+        );
     }
-    assert!(!netfast::datapath::pin_dir(&prefix).exists(), "a refused up left pins");
+    assert!(
+        !netfast::datapath::pin_dir(&prefix).exists(),
+        "a refused up left pins"
+    );
     let links = exec_ok(&lab.host_ns(), &["ip", "-o", "link", "show"]);
     assert!(!links.contains("br0"), "a refused up created br0:\n{links}");
 }
