@@ -16,8 +16,10 @@ pub struct DatapathConfig {
     pub snat_port_min: u16,
     pub snat_port_max: u16,
     /// 0 until userspace has written the entry; the datapath passes everything until then.
-    pub enabled: u32,
-    pub _pad: u32,
+    pub enabled: u8,
+    /// 0 when no `[masquerade]` is configured: nothing is SNAT-ed, whatever the subnet.
+    pub masquerade: u8,
+    pub _pad: [u8; 6],
 }
 
 #[cfg(feature = "user")]

@@ -107,7 +107,7 @@ fn published_backend(pkt: &Packet, config: &DatapathConfig) -> Option<netfast_co
 
 #[inline(always)]
 fn in_subnet(addr: u32, config: &DatapathConfig) -> bool {
-    addr & config.subnet_mask == config.subnet_addr
+    config.masquerade != 0 && addr & config.subnet_mask == config.subnet_addr
 }
 
 /// What cannot be translated must not reach the wire with a private source address.

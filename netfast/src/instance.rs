@@ -499,8 +499,7 @@ pub fn datapath_config(cfg: &Config, uplink_addr: Ipv4Addr) -> DatapathConfig {
             ne(m.subnet.netmask()),
             m.ports.clone(),
         ),
-        // No masquerade: a subnet no real source address falls in (255.255.255.255/32).
-        None => (u32::MAX, u32::MAX, crate::config::DEFAULT_SNAT_PORTS),
+        None => (0, 0, crate::config::DEFAULT_SNAT_PORTS),
     };
     DatapathConfig {
         uplink_addr: ne(uplink_addr),
@@ -509,7 +508,8 @@ pub fn datapath_config(cfg: &Config, uplink_addr: Ipv4Addr) -> DatapathConfig {
         snat_port_min: *ports.start(),
         snat_port_max: *ports.end(),
         enabled: 1,
-        _pad: 0,
+        masquerade: u8::from(cfg.masquerade.is_some()),
+        _pad: [0; 6],
     }
 }
 
@@ -807,6 +807,6 @@ mod tests {
         assert_eq!(dc.subnet_addr.to_ne_bytes(), [172, 16, 0, 0]);
         assert_eq!(dc.subnet_mask.to_ne_bytes(), [255, 255, 255, 0]);
         assert_eq!((dc.snat_port_min, dc.snat_port_max), (61000, 65535));
-        assert_eq!(dc.enabled, 1);
+        assert_eq!((dc.enabled, dc.masquerade), (1, 1));
     }
 }

@@ -64,7 +64,8 @@ pub fn seed_config() -> DatapathConfig {
         snat_port_min: SNAT_PORT_MIN,
         snat_port_max: SNAT_PORT_MAX,
         enabled: 1,
-        _pad: 0,
+        masquerade: 1,
+        _pad: [0; 6],
     }
 }
 

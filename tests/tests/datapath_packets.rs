@@ -370,6 +370,20 @@ fn snat_tcp_keeps_a_source_port_inside_the_range() {
     );
 }
 
+#[test]
+fn without_masquerade_the_subnet_leaves_untranslated() {
+    let mut datapath = Datapath::configured();
+    datapath.write_config(&DatapathConfig {
+        masquerade: 0,
+        ..seed_config()
+    });
+    let syn = Packet::tcp(sock(BACKEND, 61_234), lan_server(), SYN).bytes();
+    datapath
+        .run(Prog::EgressTc, &syn)
+        .assert(PASS, Counter::PassNoMatch, &syn);
+    assert!(datapath.conntrack().is_empty());
+}
+
 /// SNAT of a container port outside [61000, 65535]; returns the datapath, the
 /// container's address and the chosen masquerade address.
 fn snat_out_of_range_syn() -> (Datapath, SocketAddrV4, SocketAddrV4) {
