@@ -73,6 +73,24 @@ impl FlowState {
     pub const fn rewrites_destination(&self) -> bool {
         (self.kind == KIND_DNAT) == (self.direction == DIR_ORIGINAL)
     }
+
+    /// The key of the other half of the flow that `key` (this entry's key) belongs to:
+    /// the translated packet, seen coming back.
+    pub const fn partner_key(&self, key: &FlowKey) -> FlowKey {
+        let (src_addr, src_port, dst_addr, dst_port) = if self.rewrites_destination() {
+            (self.nat_addr, self.nat_port, key.src_addr, key.src_port)
+        } else {
+            (key.dst_addr, key.dst_port, self.nat_addr, self.nat_port)
+        };
+        FlowKey {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto: key.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -85,3 +103,50 @@ mod user {
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowState>() == 48);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: (u32, u16), dst: (u32, u16)) -> FlowKey {
+        FlowKey {
+            src_addr: src.0,
+            src_port: src.1,
+            dst_addr: dst.0,
+            dst_port: dst.1,
+            proto: 6,
+            _pad: [0; 3],
+        }
+    }
+
+    fn state(nat: (u32, u16), kind: u8, direction: u8) -> FlowState {
+        FlowState {
+            nat_addr: nat.0,
+            nat_port: nat.1,
+            kind,
+            direction,
+            ..FlowState::default()
+        }
+    }
+
+    #[test]
+    fn partners_point_at_each_other() {
+        let (client, host, backend) = ((1, 40000), (2, 8088), (3, 80));
+        // DNAT: client -> host becomes client -> backend; the reply is backend -> client.
+        let original = key(client, host);
+        let reply = key(backend, client);
+        let dnat_original = state(backend, KIND_DNAT, DIR_ORIGINAL);
+        let dnat_reply = state(host, KIND_DNAT, DIR_REPLY);
+        assert_eq!(dnat_original.partner_key(&original), reply);
+        assert_eq!(dnat_reply.partner_key(&reply), original);
+
+        // SNAT: container -> remote becomes uplink:port -> remote; reply remote -> uplink.
+        let (container, remote, masq) = ((4, 5555), (5, 9000), (2, 61000));
+        let original = key(container, remote);
+        let reply = key(remote, masq);
+        let snat_original = state(masq, KIND_SNAT, DIR_ORIGINAL);
+        let snat_reply = state(container, KIND_SNAT, DIR_REPLY);
+        assert_eq!(snat_original.partner_key(&original), reply);
+        assert_eq!(snat_reply.partner_key(&reply), original);
+    }
+}
