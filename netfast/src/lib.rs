@@ -4,12 +4,17 @@
 //! - [`netns`] and [`topology`] build namespaces, veths, the bridge and routes over rtnetlink.
 //! - [`datapath`] loads, attaches and pins the eBPF programs and fills their maps.
 //! - [`instance`] ties them together: `up` and `down`, with rollback and a manifest.
+//! - [`pinned`] reads and changes a running instance's pinned maps; [`conntrack`] joins
+//!   its entries into flows; [`render`] prints what the operator commands show.
 //! - [`lab`] builds the seed's sandbox: a "host" and a "LAN peer" namespace.
 
 pub mod config;
+pub mod conntrack;
 pub mod datapath;
 pub mod instance;
 pub mod lab;
 pub mod netns;
+pub mod pinned;
 pub mod publish;
+pub mod render;
 pub mod topology;

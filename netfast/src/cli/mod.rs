@@ -4,8 +4,13 @@
 //! or runtime starts, so everything netfast does afterwards sees NAME as the host while
 //! keeping the machine's mount namespace (bpffs pins, /run/netns).
 
+mod ct;
 mod down;
+mod forward;
 mod lab;
+mod nat;
+mod stats;
+mod status;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -54,6 +59,19 @@ pub enum Commands {
         #[arg(long)]
         once: bool,
     },
+    /// Publish, unpublish and list ports on a running instance (FORWARDS, live).
+    #[command(subcommand)]
+    Forward(forward::ForwardCmd),
+    /// List or flush conntrack flows of a running instance.
+    #[command(subcommand)]
+    Ct(ct::CtCmd),
+    /// Show masquerade bindings and SNAT port use.
+    #[command(subcommand)]
+    Nat(nat::NatCmd),
+    /// Show every counter, each map's fill and SNAT retries; rates with --watch.
+    Stats(stats::StatsArgs),
+    /// Show which programs are attached where, the pin directory and the config in force.
+    Status(status::StatusArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,6 +118,11 @@ pub fn main() -> ExitCode {
             ingress,
             once,
         } => lab::run(&prefix, ingress.into(), once),
+        Commands::Forward(cmd) => forward::run(&cmd),
+        Commands::Ct(cmd) => ct::run(&cmd),
+        Commands::Nat(cmd) => nat::run(&cmd),
+        Commands::Stats(args) => stats::run(&args),
+        Commands::Status(args) => status::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -114,9 +137,32 @@ pub fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     let refused = e.chain().any(|cause| {
         cause.is::<netfast::config::ConfigError>()
+            || cause.is::<netfast::publish::PublishSpecError>()
+            || cause
+                .downcast_ref::<netfast::pinned::PinnedError>()
+                .is_some_and(netfast::pinned::PinnedError::is_invalid_input)
             || cause
                 .downcast_ref::<InstanceError>()
                 .is_some_and(InstanceError::is_invalid_input)
     });
     if refused { EXIT_USAGE } else { 1 }
+}
+
+/// Prints a view as JSON (`json`) or as its aligned text.
+fn print<T: serde::Serialize + std::fmt::Display>(view: &T, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(view)
+    } else {
+        print!("{view}");
+        Ok(())
+    }
+}
+
+fn print_json<T: serde::Serialize + ?Sized>(view: &T) -> anyhow::Result<()> {
+    use anyhow::Context;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(view).context("while encoding JSON")?
+    );
+    Ok(())
 }

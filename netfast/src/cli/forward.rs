@@ -1,0 +1,90 @@
+//! `netfast forward add|del|list`: published ports, changed live in FORWARDS.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use netfast::{publish::PublishSpec, render};
+
+use super::status::Target;
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardCmd {
+    /// Publish a port (or range) now; the next new connection uses it.
+    /// SPEC is Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp].
+    Add {
+        #[command(flatten)]
+        target: Target,
+        /// e.g. 8088:172.16.0.102:80/tcp
+        spec: String,
+    },
+    /// Unpublish a port (or range), given exactly as `forward list` shows it.
+    /// Established flows keep working unless --kill-flows is given.
+    Del {
+        #[command(flatten)]
+        target: Target,
+        spec: String,
+        /// Also delete the conntrack entries of flows through these ports.
+        #[arg(long)]
+        kill_flows: bool,
+    },
+    /// Show the published ports.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ForwardCmd::Add { target, spec } => {
+            // Parse before opening anything: a bad spec is refused first.
+            let spec: PublishSpec = spec.parse()?;
+            let (inst, config) = target.open()?;
+            let containers: Vec<_> = config
+                .iter()
+                .flat_map(|c| c.containers.iter().map(|c| c.address.addr()))
+                .collect();
+            let n = inst.add_forward(&spec, &containers)?;
+            println!(
+                "netfast: published {spec} on instance {} ({n} {})",
+                inst.name(),
+                if n == 1 { "port" } else { "ports" }
+            );
+        }
+        ForwardCmd::Del {
+            target,
+            spec,
+            kill_flows,
+        } => {
+            let spec: PublishSpec = spec.parse()?;
+            let (inst, _) = target.open()?;
+            let report = inst.remove_forward(&spec, *kill_flows)?;
+            let flows = if *kill_flows {
+                format!("deleted {} flows through it", report.flows)
+            } else {
+                "established flows keep working".to_string()
+            };
+            println!(
+                "netfast: unpublished {spec} on instance {} ({} {}); {flows}",
+                inst.name(),
+                report.entries,
+                if report.entries == 1 { "port" } else { "ports" }
+            );
+        }
+        ForwardCmd::List { target, json } => {
+            let (inst, _) = target.open()?;
+            let entries = inst.forwards().context("while reading FORWARDS")?;
+            let rows = render::forward_rows(&entries);
+            if *json {
+                super::print_json(&rows)?;
+            } else {
+                print!("{}", render::forward_table(&rows));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+//! `netfast stats [--watch SECONDS]`: counters, rates, map fill, SNAT retries.
+
+use std::{
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Args;
+use netfast::{pinned::PinnedInstance, render};
+use netfast_common::Counter;
+
+use super::status::Target;
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print again every SECONDS, with per-second rates, until Ctrl-C (or --count).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub watch: Option<u64>,
+    /// With --watch: stop after this many samples.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
+    /// Print JSON instead of tables (one object per line with --watch).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn sample(
+    inst: &PinnedInstance,
+) -> anyhow::Result<(Vec<(Counter, u64)>, Vec<netfast::pinned::MapFill>)> {
+    let counters = inst.counters().context("while reading COUNTERS")?;
+    let fill = inst.map_fill().context("while reading the maps' fill")?;
+    Ok((counters, fill))
+}
+
+pub fn run(args: &StatsArgs) -> anyhow::Result<ExitCode> {
+    let (inst, _) = args.target.open()?;
+    let Some(every) = args.watch else {
+        let (counters, fill) = sample(&inst)?;
+        super::print(
+            &render::stats_view(inst.name(), &counters, None, &fill),
+            args.json,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (mut previous, _) = sample(&inst)?;
+    let mut at = Instant::now();
+    let mut n = 0u64;
+    // Ctrl-C's default action ends the loop; --count bounds it for scripts.
+    while args.count.is_none_or(|c| n < c) {
+        std::thread::sleep(Duration::from_secs(every));
+        let (counters, fill) = sample(&inst)?;
+        let secs = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        let view = render::stats_view(inst.name(), &counters, Some((&previous, secs)), &fill);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&view).context("while encoding JSON")?
+            );
+        } else {
+            println!("--- {} every {every}s ---", inst.name());
+            print!("{view}");
+        }
+        previous = counters;
+        n += 1;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! `netfast status`, and [`Target`]: how every operator command names its instance.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::Args;
+use netfast::{
+    config::Config,
+    pinned::PinnedInstance,
+    render::{self, StatusView},
+};
+
+/// `--instance NAME` or `--config FILE` (the instance named in the file).
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The instance to act on; its pins are under /sys/fs/bpf/netfast/NAME.
+    #[arg(
+        long,
+        short = 'i',
+        value_name = "NAME",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub instance: Option<String>,
+    /// Take the instance name (and, for `forward add`, the container addresses) from
+    /// this config file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Target {
+    /// Opens the instance's pins; the config too when given.
+    pub fn open(&self) -> anyhow::Result<(PinnedInstance, Option<Config>)> {
+        let config = match &self.config {
+            Some(path) => Some(Config::from_file(path)?),
+            None => None,
+        };
+        let name = match (&self.instance, &config) {
+            (Some(name), _) => name.clone(),
+            (None, Some(cfg)) => cfg.instance.clone(),
+            // clap requires one of the two.
+            (None, None) => anyhow::bail!("give --instance NAME or --config FILE"),
+        };
+        Ok((PinnedInstance::open(&name)?, config))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let (inst, _) = args.target.open()?;
+    let links = inst.links().context("while reading the pinned links")?;
+    let config = inst.config().context("while reading CONFIG")?;
+    let forwards = inst.forwards().context("while reading FORWARDS")?.len();
+    let conntrack = inst
+        .conntrack_entries()
+        .context("while reading CONNTRACK")?
+        .len();
+    let view = StatusView {
+        instance: inst.name().to_owned(),
+        pin_dir: inst.dir().display().to_string(),
+        programs: render::program_views(&links),
+        config: render::config_view(&config, forwards, conntrack),
+    };
+    super::print(&view, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}

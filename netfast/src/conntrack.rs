@@ -1,0 +1,483 @@
+//! Conntrack as operators and the GC see it: pairs of `CONNTRACK` entries joined into
+//! flows, and the TCP state derived from the flags both halves have seen.
+//!
+//! Everything here is pure: it works on entries already read from the map, so it is
+//! unit-tested without BPF.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use netfast_common::{
+    FlowKey, FlowState,
+    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    proto,
+};
+
+/// TCP flag bits as they sit in the header's flags byte (and in `FlowState::tcp_flags`).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// A TCP flow's state, derived from every flag seen in each direction ([`tcp_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcpState {
+    /// No flag seen yet (an entry written before its first TCP packet was counted).
+    None,
+    /// The original side sent SYN; no SYN-ACK came back yet.
+    SynSent,
+    /// The reply side answered SYN-ACK; the original side's ACK was not seen yet.
+    SynRecv,
+    /// The handshake completed, or the flow was picked up mid-stream (ACKs, no SYN).
+    Established,
+    /// One side sent FIN.
+    FinWait,
+    /// Both sides sent FIN.
+    Closing,
+    /// Either side sent RST.
+    Closed,
+}
+
+impl TcpState {
+    /// The name operators see, in conntrack's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TcpState::None => "NONE",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::Closing => "CLOSING",
+            TcpState::Closed => "CLOSED",
+        }
+    }
+}
+
+/// The TCP state of a flow from the OR of the flags seen in each direction.
+///
+/// The rule, first match wins:
+/// 1. RST in either direction: `Closed`.
+/// 2. FIN in both directions: `Closing`; FIN in one: `FinWait`.
+/// 3. SYN+ACK from the reply side and ACK from the original side: `Established`.
+/// 4. SYN from the reply side (its SYN-ACK) without the original's ACK: `SynRecv`.
+/// 5. SYN from the original side only: `SynSent`.
+/// 6. ACK without any SYN (picked up mid-stream): `Established`.
+/// 7. Nothing: `None`.
+///
+/// Flags are sticky (OR-ed), so a flow only moves forward through these states.
+pub const fn tcp_state(original: u8, reply: u8) -> TcpState {
+    use tcp_flags::{ACK, FIN, RST, SYN};
+    let all = original | reply;
+    if all & RST != 0 {
+        TcpState::Closed
+    } else if original & FIN != 0 && reply & FIN != 0 {
+        TcpState::Closing
+    } else if all & FIN != 0 {
+        TcpState::FinWait
+    } else if reply & SYN != 0 && reply & ACK != 0 && original & ACK != 0 {
+        TcpState::Established
+    } else if reply & SYN != 0 {
+        TcpState::SynRecv
+    } else if original & SYN != 0 {
+        TcpState::SynSent
+    } else if all & ACK != 0 {
+        TcpState::Established
+    } else {
+        TcpState::None
+    }
+}
+
+/// One `CONNTRACK` entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Half {
+    pub key: FlowKey,
+    pub state: FlowState,
+}
+
+/// A flow: its original and reply entries. Either may be missing, since the LRU map
+/// can evict one half alone; the other half's `partner_key` still names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub original: Option<Half>,
+    pub reply: Option<Half>,
+}
+
+/// A 5-tuple in host terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+}
+
+impl From<&FlowKey> for Tuple {
+    fn from(k: &FlowKey) -> Self {
+        Tuple {
+            src: addr(k.src_addr),
+            src_port: u16::from_be(k.src_port),
+            dst: addr(k.dst_addr),
+            dst_port: u16::from_be(k.dst_port),
+        }
+    }
+}
+
+/// A network-byte-order address as the maps hold it.
+pub fn addr(raw: u32) -> Ipv4Addr {
+    Ipv4Addr::from(raw.to_ne_bytes())
+}
+
+/// The network-byte-order `u32` the maps hold for `a`.
+pub fn raw_addr(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+impl Flow {
+    /// The half that is present (the original one when both are). `pair_flows`
+    /// never builds a flow without either.
+    fn any(&self) -> Half {
+        self.original.or(self.reply).unwrap_or_default()
+    }
+
+    /// The key of the original direction, as the first packet carried it.
+    pub fn original_key(&self) -> FlowKey {
+        match (&self.original, &self.reply) {
+            (Some(o), _) => o.key,
+            (None, Some(r)) => r.state.partner_key(&r.key),
+            (None, None) => FlowKey::default(),
+        }
+    }
+
+    /// The key of the reply direction.
+    pub fn reply_key(&self) -> FlowKey {
+        match (&self.reply, &self.original) {
+            (Some(r), _) => r.key,
+            (None, Some(o)) => o.state.partner_key(&o.key),
+            (None, None) => FlowKey::default(),
+        }
+    }
+
+    /// The original packet after translation: the reply key reversed.
+    pub fn translated_key(&self) -> FlowKey {
+        self.reply_key().reversed()
+    }
+
+    pub fn proto(&self) -> u8 {
+        self.any().key.proto
+    }
+
+    /// `KIND_DNAT` or `KIND_SNAT`.
+    pub fn kind(&self) -> u8 {
+        self.any().state.kind
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.original.is_some() && self.reply.is_some()
+    }
+
+    /// TCP flags OR-ed per direction: (original, reply).
+    pub fn tcp_flags(&self) -> (u8, u8) {
+        (
+            self.original.map_or(0, |h| h.state.tcp_flags),
+            self.reply.map_or(0, |h| h.state.tcp_flags),
+        )
+    }
+
+    /// The TCP state, for TCP flows only.
+    pub fn tcp_state(&self) -> Option<TcpState> {
+        let (o, r) = self.tcp_flags();
+        (self.proto() == proto::TCP).then(|| tcp_state(o, r))
+    }
+
+    pub fn created_ns(&self) -> u64 {
+        self.halves().map(|h| h.state.created_ns).min().unwrap_or(0)
+    }
+
+    pub fn last_seen_ns(&self) -> u64 {
+        self.halves()
+            .map(|h| h.state.last_seen_ns)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Packets (original, reply).
+    pub fn packets(&self) -> (u64, u64) {
+        (
+            self.original.map_or(0, |h| h.state.packets),
+            self.reply.map_or(0, |h| h.state.packets),
+        )
+    }
+
+    /// Bytes (original, reply).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.original.map_or(0, |h| h.state.bytes),
+            self.reply.map_or(0, |h| h.state.bytes),
+        )
+    }
+
+    fn halves(&self) -> impl Iterator<Item = &Half> {
+        self.original.iter().chain(self.reply.iter())
+    }
+
+    /// Both keys, to delete the pair; a missing half's key is included too, since a
+    /// racing datapath may have written it again.
+    pub fn keys(&self) -> [FlowKey; 2] {
+        [self.original_key(), self.reply_key()]
+    }
+
+    pub fn matches(&self, f: &FlowFilter) -> bool {
+        let (o, t) = (self.original_key(), self.translated_key());
+        let addrs = [o.src_addr, o.dst_addr, t.src_addr, t.dst_addr];
+        let ports = [o.src_port, o.dst_port, t.src_port, t.dst_port];
+        f.proto.is_none_or(|p| p == self.proto())
+            && f.kind.is_none_or(|k| k == self.kind())
+            && f.addr.is_none_or(|a| addrs.contains(&raw_addr(a)))
+            && f.port.is_none_or(|p| ports.contains(&p.to_be()))
+    }
+}
+
+/// Which flows `ct list` and `ct flush` act on; `None` matches everything.
+/// An address or port matches when any side of the original or translated tuple has it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    pub proto: Option<u8>,
+    pub addr: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    /// `KIND_DNAT` or `KIND_SNAT`.
+    pub kind: Option<u8>,
+}
+
+/// Joins entries into flows through `partner_key`. Entries whose partner is missing
+/// become half flows. The order follows the input's original entries.
+pub fn pair_flows(entries: impl IntoIterator<Item = (FlowKey, FlowState)>) -> Vec<Flow> {
+    let entries: Vec<Half> = entries
+        .into_iter()
+        .map(|(key, state)| Half { key, state })
+        .collect();
+    let by_key: HashMap<FlowKey, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.key, i))
+        .collect();
+    let mut used = vec![false; entries.len()];
+    let mut flows = Vec::new();
+    for (i, h) in entries.iter().enumerate() {
+        if h.state.direction != DIR_ORIGINAL {
+            continue;
+        }
+        used[i] = true;
+        let reply = by_key
+            .get(&h.state.partner_key(&h.key))
+            .copied()
+            .filter(|&j| {
+                entries[j].state.direction == DIR_REPLY && entries[j].state.kind == h.state.kind
+            });
+        if let Some(j) = reply {
+            used[j] = true;
+        }
+        flows.push(Flow {
+            original: Some(*h),
+            reply: reply.map(|j| entries[j]),
+        });
+    }
+    for (i, h) in entries.iter().enumerate() {
+        if !used[i] {
+            flows.push(Flow {
+                original: None,
+                reply: Some(*h),
+            });
+        }
+    }
+    flows
+}
+
+/// `KIND_DNAT`/`KIND_SNAT` as operators write it.
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_DNAT => "DNAT",
+        KIND_SNAT => "SNAT",
+        _ => "?",
+    }
+}
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        proto::ICMP => "icmp",
+        _ => "?",
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcp_flags::{ACK, FIN, RST, SYN};
+
+    #[test]
+    fn tcp_states() {
+        #[rustfmt::skip]
+        let cases: &[(u8, u8, TcpState)] = &[
+            (0, 0, TcpState::None),
+            (SYN, 0, TcpState::SynSent),
+            (SYN, SYN | ACK, TcpState::SynRecv),
+            (SYN | ACK, SYN | ACK, TcpState::Established),
+            (ACK, ACK, TcpState::Established),
+            (ACK, 0, TcpState::Established),
+            (SYN | ACK | FIN, SYN | ACK, TcpState::FinWait),
+            (SYN | ACK, SYN | ACK | FIN, TcpState::FinWait),
+            (SYN | ACK | FIN, SYN | ACK | FIN, TcpState::Closing),
+            (SYN, RST | ACK, TcpState::Closed),
+            (SYN | ACK | FIN | RST, SYN | ACK, TcpState::Closed),
+        ];
+        for &(o, r, want) in cases {
+            assert_eq!(tcp_state(o, r), want, "original {o:#04x} reply {r:#04x}");
+        }
+    }
+
+    fn key(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, p: u8) -> FlowKey {
+        FlowKey {
+            src_addr: u32::from_ne_bytes(src),
+            dst_addr: u32::from_ne_bytes(dst),
+            src_port: sp.to_be(),
+            dst_port: dp.to_be(),
+            proto: p,
+            _pad: [0; 3],
+        }
+    }
+
+    fn st(nat: [u8; 4], port: u16, kind: u8, dir: u8, flags: u8) -> FlowState {
+        FlowState {
+            nat_addr: u32::from_ne_bytes(nat),
+            nat_port: port.to_be(),
+            kind,
+            direction: dir,
+            tcp_flags: flags,
+            created_ns: 100,
+            last_seen_ns: 200,
+            packets: 3,
+            bytes: 180,
+            ..FlowState::default()
+        }
+    }
+
+    /// A DNAT pair: 10.0.1.26:40000 -> 10.0.1.48:8088 becomes -> 172.16.0.102:80.
+    fn dnat_pair() -> [(FlowKey, FlowState); 2] {
+        let client = [10, 0, 1, 26];
+        let host = [10, 0, 1, 48];
+        let backend = [172, 16, 0, 102];
+        [
+            (
+                key(client, 40000, host, 8088, proto::TCP),
+                st(backend, 80, KIND_DNAT, DIR_ORIGINAL, SYN | ACK),
+            ),
+            (
+                key(backend, 80, client, 40000, proto::TCP),
+                st(host, 8088, KIND_DNAT, DIR_REPLY, SYN | ACK),
+            ),
+        ]
+    }
+
+    #[test]
+    fn pairs_join_and_translate() {
+        let [o, r] = dnat_pair();
+        // Reply first: pairing must not depend on iteration order.
+        let flows = pair_flows([r, o]);
+        assert_eq!(flows.len(), 1);
+        let f = flows[0];
+        assert!(f.is_complete());
+        assert_eq!(f.kind(), KIND_DNAT);
+        assert_eq!(f.tcp_state(), Some(TcpState::Established));
+        let orig = Tuple::from(&f.original_key());
+        let tr = Tuple::from(&f.translated_key());
+        assert_eq!(
+            (orig.src, orig.src_port, orig.dst, orig.dst_port),
+            (
+                Ipv4Addr::new(10, 0, 1, 26),
+                40000,
+                Ipv4Addr::new(10, 0, 1, 48),
+                8088
+            )
+        );
+        assert_eq!(
+            (tr.src, tr.src_port, tr.dst, tr.dst_port),
+            (
+                Ipv4Addr::new(10, 0, 1, 26),
+                40000,
+                Ipv4Addr::new(172, 16, 0, 102),
+                80
+            )
+        );
+        assert_eq!(f.packets(), (3, 3));
+        assert_eq!(f.keys(), [o.0, r.0]);
+    }
+
+    #[test]
+    fn half_flows_still_name_both_keys() {
+        let [o, r] = dnat_pair();
+        let only_reply = pair_flows([r]);
+        assert_eq!(only_reply.len(), 1);
+        assert!(!only_reply[0].is_complete());
+        assert_eq!(only_reply[0].original_key(), o.0);
+        let only_original = pair_flows([o]);
+        assert_eq!(only_original[0].reply_key(), r.0);
+    }
+
+    #[test]
+    fn filters() {
+        let flows = pair_flows(dnat_pair());
+        let f = flows[0];
+        let yes = |filter: FlowFilter| assert!(f.matches(&filter), "{filter:?}");
+        let no = |filter: FlowFilter| assert!(!f.matches(&filter), "{filter:?}");
+        yes(FlowFilter::default());
+        yes(FlowFilter {
+            proto: Some(proto::TCP),
+            kind: Some(KIND_DNAT),
+            ..Default::default()
+        });
+        no(FlowFilter {
+            proto: Some(proto::UDP),
+            ..Default::default()
+        });
+        no(FlowFilter {
+            kind: Some(KIND_SNAT),
+            ..Default::default()
+        });
+        // The backend only appears in the translated tuple.
+        yes(FlowFilter {
+            addr: Some(Ipv4Addr::new(172, 16, 0, 102)),
+            port: Some(80),
+            ..Default::default()
+        });
+        yes(FlowFilter {
+            port: Some(40000),
+            ..Default::default()
+        });
+        no(FlowFilter {
+            port: Some(8089),
+            ..Default::default()
+        });
+        no(FlowFilter {
+            addr: Some(Ipv4Addr::new(1, 2, 3, 4)),
+            ..Default::default()
+        });
+    }
+}

@@ -1,0 +1,826 @@
+//! Typed access to a running instance's pinned datapath under
+//! `/sys/fs/bpf/netfast/<instance>/`: CONFIG, FORWARDS, CONNTRACK, COUNTERS and the
+//! pinned links. This is what the operator commands (and the daemon's GC) work on.
+//!
+//! Maps are opened per call from their pins and checked for the key and value sizes
+//! this build expects, so a map left by another layout is reported, never misread.
+
+use std::{
+    ffi::CString,
+    io,
+    net::Ipv4Addr,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use netfast_common::{
+    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
+    flow::KIND_DNAT,
+    names::{
+        FORWARDS_CAPACITY, LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, MAP_CONFIG, MAP_CONNTRACK,
+        MAP_COUNTERS, MAP_FORWARDS, PIN_ROOT,
+    },
+};
+
+use crate::{
+    conntrack::{self, Flow, FlowFilter, addr, raw_addr},
+    publish::PublishSpec,
+};
+
+/// `BPF_NOEXIST`: insert only when the key is not there yet.
+const BPF_NOEXIST: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinnedError {
+    #[error(
+        "instance name {name:?} is not valid; use 1 to 32 letters, digits, '-' or '_', like \"demo\""
+    )]
+    BadName { name: String },
+    #[error(
+        "no instance {name:?}: {} does not exist; check --instance, or bring it up with `netfast up --config FILE`",
+        dir.display()
+    )]
+    UnknownInstance { name: String, dir: PathBuf },
+    #[error(
+        "instance {instance:?} has no pinned {} (the pin directory is incomplete); run `netfast up --config FILE` again",
+        path.display()
+    )]
+    MissingPin { instance: String, path: PathBuf },
+    #[error(
+        "pinned map {} has {what} size {found} but this netfast expects {expected}: another netfast version made it; \
+         run `netfast down` with that version, then `netfast up` with this one",
+        path.display()
+    )]
+    Layout {
+        path: PathBuf,
+        what: &'static str,
+        found: u32,
+        expected: u32,
+    },
+    #[error("map {name} of instance {instance:?}: {source}")]
+    Map {
+        instance: String,
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinned link {}: {source}", path.display())]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Input that was refused before any map changed; the text names value and fix.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl PinnedError {
+    /// True when the operator's input was refused and no map was changed.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            PinnedError::BadName { .. }
+                | PinnedError::UnknownInstance { .. }
+                | PinnedError::MissingPin { .. }
+                | PinnedError::Refused(_)
+        )
+    }
+}
+
+type Result<T> = std::result::Result<T, PinnedError>;
+
+/// Fill of one map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    pub name: &'static str,
+    /// "array", "percpu_array", "hash", "lru_hash".
+    pub kind: &'static str,
+    pub entries: u32,
+    pub capacity: u32,
+}
+
+/// What one pinned link attaches, from `BPF_OBJ_GET_INFO_BY_FD`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The pin's file name, e.g. `link_uplink_ingress`.
+    pub pin: &'static str,
+    pub link_id: u32,
+    pub prog_id: u32,
+    pub prog_name: Option<String>,
+    /// "tcx", "xdp", or the kernel's link type number.
+    pub kind: String,
+    pub ifindex: u32,
+    pub interface: Option<String>,
+    /// tcx: "ingress"/"egress"; xdp: "ingress".
+    pub hook: &'static str,
+    /// xdp: "native", "skb" or "hw" when netlink tells; tcx: None.
+    pub mode: Option<&'static str>,
+}
+
+/// What `forward del` removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoveReport {
+    pub entries: usize,
+    /// DNAT flows (pairs) deleted with `--kill-flows`.
+    pub flows: usize,
+}
+
+/// An instance's pin directory. Opening checks that it exists; each accessor opens the
+/// map it needs, so a long-running caller sees maps replaced by a later `up`.
+#[derive(Clone, Debug)]
+pub struct PinnedInstance {
+    name: String,
+    dir: PathBuf,
+}
+
+impl PinnedInstance {
+    pub fn open(name: &str) -> Result<Self> {
+        let valid = !name.is_empty()
+            && name.len() <= crate::config::INSTANCE_MAX
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(PinnedError::BadName {
+                name: name.to_owned(),
+            });
+        }
+        let dir = Path::new(PIN_ROOT).join(name);
+        if !dir.is_dir() {
+            return Err(PinnedError::UnknownInstance {
+                name: name.to_owned(),
+                dir,
+            });
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            dir,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn map_err(&self, name: &'static str) -> impl Fn(MapError) -> PinnedError + '_ {
+        move |source| PinnedError::Map {
+            instance: self.name.clone(),
+            name,
+            source,
+        }
+    }
+
+    /// Opens a pinned map after checking its key and value sizes.
+    fn open_map(&self, name: &'static str, key: usize, value: usize) -> Result<(Map, u32)> {
+        let path = self.dir.join(name);
+        if !path.exists() {
+            return Err(PinnedError::MissingPin {
+                instance: self.name.clone(),
+                path,
+            });
+        }
+        let data = MapData::from_pin(&path).map_err(self.map_err(name))?;
+        let info = data.info().map_err(self.map_err(name))?;
+        for (what, found, expected) in [
+            ("key", info.key_size(), key as u32),
+            ("value", info.value_size(), value as u32),
+        ] {
+            if found != expected {
+                return Err(PinnedError::Layout {
+                    path,
+                    what,
+                    found,
+                    expected,
+                });
+            }
+        }
+        let capacity = info.max_entries();
+        let map = Map::from_map_data(data).map_err(self.map_err(name))?;
+        Ok((map, capacity))
+    }
+
+    fn forwards_map(&self) -> Result<(HashMap<MapData, ForwardKey, Backend>, u32)> {
+        let (map, cap) =
+            self.open_map(MAP_FORWARDS, size_of::<ForwardKey>(), size_of::<Backend>())?;
+        Ok((
+            HashMap::try_from(map).map_err(self.map_err(MAP_FORWARDS))?,
+            cap,
+        ))
+    }
+
+    fn conntrack_map(&self) -> Result<(HashMap<MapData, FlowKey, FlowState>, u32)> {
+        let (map, cap) =
+            self.open_map(MAP_CONNTRACK, size_of::<FlowKey>(), size_of::<FlowState>())?;
+        Ok((
+            HashMap::try_from(map).map_err(self.map_err(MAP_CONNTRACK))?,
+            cap,
+        ))
+    }
+
+    /// The CONFIG entry the datapath reads.
+    pub fn config(&self) -> Result<DatapathConfig> {
+        let (map, _) = self.open_map(MAP_CONFIG, 4, size_of::<DatapathConfig>())?;
+        let array: Array<MapData, DatapathConfig> =
+            Array::try_from(map).map_err(self.map_err(MAP_CONFIG))?;
+        array.get(&0, 0).map_err(self.map_err(MAP_CONFIG))
+    }
+
+    /// Every published port, sorted by protocol, port and address.
+    pub fn forwards(&self) -> Result<Vec<(ForwardKey, Backend)>> {
+        let (map, _) = self.forwards_map()?;
+        let mut out = read_all(&map).map_err(self.map_err(MAP_FORWARDS))?;
+        out.sort_by_key(|(k, _)| {
+            (
+                k.proto,
+                u16::from_be(k.host_port),
+                u32::from_be(k.host_addr),
+            )
+        });
+        Ok(out)
+    }
+
+    /// Every CONNTRACK entry (both halves of every flow).
+    pub fn conntrack_entries(&self) -> Result<Vec<(FlowKey, FlowState)>> {
+        let (map, _) = self.conntrack_map()?;
+        read_all(&map).map_err(self.map_err(MAP_CONNTRACK))
+    }
+
+    /// Every flow, its halves joined by `partner_key`.
+    pub fn flows(&self) -> Result<Vec<Flow>> {
+        Ok(conntrack::pair_flows(self.conntrack_entries()?))
+    }
+
+    /// Deletes both halves of each flow; halves already gone are fine. Returns how
+    /// many entries were deleted.
+    pub fn delete_flows<'a>(&self, flows: impl IntoIterator<Item = &'a Flow>) -> Result<usize> {
+        let (mut map, _) = self.conntrack_map()?;
+        let mut deleted = 0;
+        for flow in flows {
+            for key in flow.keys() {
+                match map.remove(&key) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if is_errno(&e, libc::ENOENT) => {}
+                    Err(e) => return Err(self.map_err(MAP_CONNTRACK)(e)),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the flows `filter` matches; returns (flows, entries) deleted.
+    pub fn flush_flows(&self, filter: &FlowFilter) -> Result<(usize, usize)> {
+        let flows: Vec<Flow> = self
+            .flows()?
+            .into_iter()
+            .filter(|f| f.matches(filter))
+            .collect();
+        let entries = self.delete_flows(&flows)?;
+        Ok((flows.len(), entries))
+    }
+
+    /// Every counter, summed over CPUs, in `Counter::ALL` order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        let (map, _) = self.open_map(MAP_COUNTERS, 4, size_of::<u64>())?;
+        let array: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(map).map_err(self.map_err(MAP_COUNTERS))?;
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let per_cpu = array
+                    .get(&(c as u32), 0)
+                    .map_err(self.map_err(MAP_COUNTERS))?;
+                Ok((c, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Entries and capacity of every map. Arrays are always full (preallocated);
+    /// CONFIG counts as filled once userspace has enabled it.
+    pub fn map_fill(&self) -> Result<Vec<MapFill>> {
+        let config = self.config()?;
+        let (forwards, fwd_cap) = self.forwards_map()?;
+        let fwd = forwards.keys().filter(|k| k.is_ok()).count();
+        let (conntrack, ct_cap) = self.conntrack_map()?;
+        let ct = conntrack.keys().filter(|k| k.is_ok()).count();
+        let (_, counters_cap) = self.open_map(MAP_COUNTERS, 4, size_of::<u64>())?;
+        Ok(vec![
+            MapFill {
+                name: MAP_CONFIG,
+                kind: "array",
+                entries: u32::from(config.enabled != 0),
+                capacity: 1,
+            },
+            MapFill {
+                name: MAP_FORWARDS,
+                kind: "hash",
+                entries: fwd as u32,
+                capacity: fwd_cap,
+            },
+            MapFill {
+                name: MAP_CONNTRACK,
+                kind: "lru_hash",
+                entries: ct as u32,
+                capacity: ct_cap,
+            },
+            MapFill {
+                name: MAP_COUNTERS,
+                kind: "percpu_array",
+                entries: counters_cap,
+                capacity: counters_cap,
+            },
+        ])
+    }
+
+    /// Publishes `spec`: checks it against CONFIG and FORWARDS first, then inserts
+    /// each entry with `BPF_NOEXIST`. If another command inserts one of the ports
+    /// meanwhile, what this call inserted is removed again and the conflict reported.
+    ///
+    /// `containers` are extra allowed backends (from `--config`), for instances
+    /// without a masquerade subnet.
+    pub fn add_forward(&self, spec: &PublishSpec, containers: &[Ipv4Addr]) -> Result<usize> {
+        let config = self.config()?;
+        let (mut map, _) = self.forwards_map()?;
+        let existing = read_all(&map).map_err(self.map_err(MAP_FORWARDS))?;
+        check_forward_add(&self.name, spec, &config, &existing, containers)
+            .map_err(PinnedError::Refused)?;
+        let mut inserted: Vec<ForwardKey> = Vec::new();
+        for (key, backend) in spec.entries() {
+            match map.insert(key, backend, BPF_NOEXIST) {
+                Ok(()) => inserted.push(key),
+                Err(e) => {
+                    let raced = is_errno(&e, libc::EEXIST);
+                    // Undo: a half-published range is worse than none.
+                    for k in &inserted {
+                        let _ = map.remove(k);
+                    }
+                    if raced {
+                        return Err(PinnedError::Refused(format!(
+                            "publish spec \"{spec}\": host port {}/{} was published by another command at the same time; \
+                             nothing was added, see `netfast forward list`",
+                            u16::from_be(key.host_port),
+                            spec.protocol
+                        )));
+                    }
+                    return Err(self.map_err(MAP_FORWARDS)(e));
+                }
+            }
+        }
+        Ok(inserted.len())
+    }
+
+    /// Unpublishes `spec`, which must match published entries exactly. With
+    /// `kill_flows`, the DNAT flows through those ports are deleted too; otherwise
+    /// established flows keep working (their conntrack entries carry the backend).
+    pub fn remove_forward(&self, spec: &PublishSpec, kill_flows: bool) -> Result<RemoveReport> {
+        let (mut map, _) = self.forwards_map()?;
+        let existing = read_all(&map).map_err(self.map_err(MAP_FORWARDS))?;
+        check_forward_del(spec, &existing).map_err(PinnedError::Refused)?;
+        let mut report = RemoveReport::default();
+        let keys: Vec<ForwardKey> = spec.entries().map(|(k, _)| k).collect();
+        for key in &keys {
+            match map.remove(key) {
+                Ok(()) => report.entries += 1,
+                // Someone else removed it meanwhile: the outcome is the same.
+                Err(e) if is_errno(&e, libc::ENOENT) => {}
+                Err(e) => return Err(self.map_err(MAP_FORWARDS)(e)),
+            }
+        }
+        if kill_flows {
+            let doomed: Vec<Flow> = self
+                .flows()?
+                .into_iter()
+                .filter(|f| {
+                    let o = f.original_key();
+                    f.kind() == KIND_DNAT
+                        && keys.iter().any(|k| {
+                            k.proto == o.proto
+                                && k.host_port == o.dst_port
+                                && (k.host_addr == 0 || k.host_addr == o.dst_addr)
+                        })
+                })
+                .collect();
+            self.delete_flows(&doomed)?;
+            report.flows = doomed.len();
+        }
+        Ok(report)
+    }
+
+    /// The pinned links: what is attached where.
+    pub fn links(&self) -> Result<Vec<LinkStatus>> {
+        let mut out = Vec::new();
+        for pin in [LINK_UPLINK_INGRESS, LINK_UPLINK_EGRESS] {
+            let path = self.dir.join(pin);
+            if !path.exists() {
+                continue;
+            }
+            let raw = raw_link_info(&path).map_err(|source| PinnedError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            let (kind, hook) = match raw.link_type {
+                LINK_TYPE_TCX => (
+                    "tcx".to_owned(),
+                    match raw.attach_type {
+                        ATTACH_TCX_INGRESS => "ingress",
+                        ATTACH_TCX_EGRESS => "egress",
+                        _ => "?",
+                    },
+                ),
+                LINK_TYPE_XDP => ("xdp".to_owned(), "ingress"),
+                other => (format!("type {other}"), "?"),
+            };
+            let interface = nix::net::if_::if_indextoname(raw.ifindex)
+                .ok()
+                .and_then(|n| n.into_string().ok());
+            let mode = if raw.link_type == LINK_TYPE_XDP {
+                xdp_mode(raw.ifindex, raw.prog_id)
+            } else {
+                None
+            };
+            let prog_name = aya::programs::loaded_programs()
+                .filter_map(std::result::Result::ok)
+                .find(|p| p.id() == raw.prog_id)
+                .and_then(|p| p.name_as_str().map(str::to_owned));
+            out.push(LinkStatus {
+                pin,
+                link_id: raw.id,
+                prog_id: raw.prog_id,
+                prog_name,
+                kind,
+                ifindex: raw.ifindex,
+                interface,
+                hook,
+                mode,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn read_all<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+) -> std::result::Result<Vec<(K, V)>, MapError> {
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let key = key?;
+        match map.get(&key, 0) {
+            Ok(v) => out.push((key, v)),
+            // Deleted (GC, LRU, another command) between listing and reading it.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) if is_errno(&e, libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn is_errno(e: &MapError, errno: i32) -> bool {
+    match e {
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(errno),
+        MapError::IoError(io) => io.raw_os_error() == Some(errno),
+        _ => false,
+    }
+}
+
+/// A FORWARDS entry written back as a spec, for messages.
+pub fn entry_spec(key: &ForwardKey, backend: &Backend) -> String {
+    let host = match key.host_addr {
+        0 => String::new(),
+        a => format!("{}:", addr(a)),
+    };
+    format!(
+        "{host}{}:{}:{}/{}",
+        u16::from_be(key.host_port),
+        addr(backend.addr),
+        u16::from_be(backend.port),
+        conntrack::proto_name(key.proto)
+    )
+}
+
+fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
+    a.proto == b.proto
+        && a.host_port == b.host_port
+        && (a.host_addr == 0 || b.host_addr == 0 || a.host_addr == b.host_addr)
+}
+
+/// The checks `forward add` runs before it changes anything, as in config validation:
+/// the backend must be in the masquerade subnet (or a `containers` address), no host
+/// port may be published already (an any-address port conflicts with every address),
+/// and FORWARDS must have room.
+pub fn check_forward_add(
+    instance: &str,
+    spec: &PublishSpec,
+    config: &DatapathConfig,
+    existing: &[(ForwardKey, Backend)],
+    containers: &[Ipv4Addr],
+) -> std::result::Result<(), String> {
+    let backend = spec.backend_addr;
+    let in_subnet =
+        config.masquerade != 0 && raw_addr(backend) & config.subnet_mask == config.subnet_addr;
+    if !in_subnet && !containers.contains(&backend) {
+        return Err(if config.masquerade != 0 {
+            format!(
+                "publish spec \"{spec}\": backend {backend} is outside masquerade subnet {}/{} of instance \"{instance}\"; use a container address",
+                addr(config.subnet_addr),
+                u32::from_be(config.subnet_mask).count_ones()
+            )
+        } else if containers.is_empty() {
+            format!(
+                "publish spec \"{spec}\": instance \"{instance}\" has no masquerade subnet to check backend {backend} against; \
+                 give --config FILE so netfast checks it against the containers"
+            )
+        } else {
+            format!(
+                "publish spec \"{spec}\": backend {backend} is not a container address of instance \"{instance}\"; use a container address"
+            )
+        });
+    }
+    for (new, _) in spec.entries() {
+        if let Some((k, b)) = existing.iter().find(|(k, _)| claims_same_port(&new, k)) {
+            return Err(format!(
+                "publish spec \"{spec}\": host port {}/{} is already published by \"{}\"; \
+                 pick another host port, or remove that one with `netfast forward del`",
+                u16::from_be(new.host_port),
+                spec.protocol,
+                entry_spec(k, b)
+            ));
+        }
+    }
+    let total = existing.len() + spec.port_count();
+    if total > FORWARDS_CAPACITY as usize {
+        return Err(format!(
+            "publish spec \"{spec}\": {} more ports would make {total}, above the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports",
+            spec.port_count()
+        ));
+    }
+    Ok(())
+}
+
+/// `forward del` removes only what is published exactly as `spec` says.
+pub fn check_forward_del(
+    spec: &PublishSpec,
+    existing: &[(ForwardKey, Backend)],
+) -> std::result::Result<(), String> {
+    for (key, backend) in spec.entries() {
+        let port = u16::from_be(key.host_port);
+        match existing.iter().find(|(k, _)| *k == key) {
+            None => {
+                return Err(format!(
+                    "publish spec \"{spec}\": host port {}{port}/{} is not published; see `netfast forward list`",
+                    match key.host_addr {
+                        0 => String::new(),
+                        a => format!("{}:", addr(a)),
+                    },
+                    spec.protocol
+                ));
+            }
+            Some((k, b)) if b != &backend => {
+                return Err(format!(
+                    "publish spec \"{spec}\": host port {port}/{} leads to {}:{}, not {}:{}; give the spec as `netfast forward list` shows it (\"{}\")",
+                    spec.protocol,
+                    addr(b.addr),
+                    u16::from_be(b.port),
+                    addr(backend.addr),
+                    u16::from_be(backend.port),
+                    entry_spec(k, b)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+// Kernel ABI for link info: aya 0.14's `LinkInfo` exposes id, program id and type but
+// not the tcx/xdp part of the union (ifindex, attach type), so read it directly.
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const LINK_TYPE_XDP: u32 = 6;
+const LINK_TYPE_TCX: u32 = 11;
+const ATTACH_TCX_INGRESS: u32 = 46;
+const ATTACH_TCX_EGRESS: u32 = 47;
+
+struct RawLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    ifindex: u32,
+    attach_type: u32,
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zero-initialised bpf_attr prefix of the given size, filled in
+    // for `cmd`; the kernel reads (and for INFO writes through a pointer we own) only
+    // within the sizes passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn raw_link_info(path: &Path) -> io::Result<RawLinkInfo> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags, path_fd.
+    let mut attr = [0u64; 3];
+    attr[0] = cpath.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: BPF_OBJ_GET returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, pad, then the per-type union at 16.
+    let mut info = [0u8; 64];
+    // bpf_attr for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len (u32 each), info (u64).
+    let mut attr = [0u64; 2];
+    attr[0] = u64::from(fd.as_raw_fd() as u32) | ((info.len() as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let word = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    Ok(RawLinkInfo {
+        link_type: word(0),
+        id: word(4),
+        prog_id: word(8),
+        ifindex: word(16),
+        attach_type: word(20),
+    })
+}
+
+/// XDP's attach mode from netlink (IFLA_XDP), or None if it cannot be told.
+fn xdp_mode(ifindex: u32, prog_id: u32) -> Option<&'static str> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let handle = crate::netns::netlink_here(rt.handle()).ok()?;
+    let msg = rt
+        .block_on(async {
+            handle
+                .link()
+                .get()
+                .match_index(ifindex)
+                .execute()
+                .try_next()
+                .await
+        })
+        .ok()??;
+    let xdp = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(x) => Some(x),
+        _ => None,
+    })?;
+    let attached = xdp.iter().find_map(|x| match x {
+        LinkXdp::Attached(a) => Some(a),
+        _ => None,
+    })?;
+    match attached {
+        XdpAttached::Driver => Some("native"),
+        XdpAttached::SocketBuffer => Some("skb"),
+        XdpAttached::Hardware => Some("hw"),
+        XdpAttached::Multiple => xdp.iter().find_map(|x| match x {
+            LinkXdp::DrvProgId(id) if *id == prog_id => Some("native"),
+            LinkXdp::SkbProgId(id) if *id == prog_id => Some("skb"),
+            LinkXdp::HwProgId(id) if *id == prog_id => Some("hw"),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_config() -> DatapathConfig {
+        DatapathConfig {
+            uplink_addr: raw_addr(Ipv4Addr::new(10, 0, 1, 48)),
+            subnet_addr: raw_addr(Ipv4Addr::new(172, 16, 0, 0)),
+            subnet_mask: raw_addr(Ipv4Addr::new(255, 255, 255, 0)),
+            snat_port_min: 61000,
+            snat_port_max: 65535,
+            enabled: 1,
+            masquerade: 1,
+            _pad: [0; 6],
+        }
+    }
+
+    fn entries(spec: &str) -> Vec<(ForwardKey, Backend)> {
+        spec.parse::<PublishSpec>()
+            .expect("test spec")
+            .entries()
+            .collect()
+    }
+
+    /// Every refused `forward add`/`forward del` names the value and the fix.
+    #[test]
+    fn refused_forward_changes_name_value_and_fix() {
+        let existing: Vec<_> = entries("8088:172.16.0.102:80/tcp")
+            .into_iter()
+            .chain(entries("10.0.1.48:9000-9001:172.16.0.103:90/udp"))
+            .collect();
+        let config = seed_config();
+        #[rustfmt::skip]
+        let add_cases: &[(&str, &[&str])] = &[
+            ("8089:172.16.9.9:80", &["172.16.9.9", "outside masquerade subnet 172.16.0.0/24", "use a container address"]),
+            ("8088:172.16.0.103:80", &["8088/tcp", "already published", "8088:172.16.0.102:80/tcp", "forward del"]),
+            ("10.0.1.48:8088:172.16.0.103:80", &["8088/tcp", "already published"]),
+            ("9000-9005:172.16.0.103:90/udp", &["9000/udp", "10.0.1.48:9000:172.16.0.103:90/udp"]),
+        ];
+        for (spec, needles) in add_cases {
+            let parsed: PublishSpec = spec.parse().expect("spec");
+            let err = check_forward_add("demo", &parsed, &config, &existing, &[])
+                .expect_err(&format!("{spec} must be refused"));
+            for n in *needles {
+                assert!(err.contains(n), "{spec}: {err:?} lacks {n:?}");
+            }
+        }
+        // Different protocol, different address from a specific one: fine.
+        for ok in [
+            "8088:172.16.0.102:80/udp",
+            "10.0.1.49:9000:172.16.0.103:90/udp",
+            "8089:172.16.0.102:80",
+        ] {
+            let parsed: PublishSpec = ok.parse().expect("spec");
+            check_forward_add("demo", &parsed, &config, &existing, &[])
+                .unwrap_or_else(|e| panic!("{ok} refused: {e}"));
+        }
+        // No masquerade: only --config's containers can vouch for a backend.
+        let bare = DatapathConfig {
+            masquerade: 0,
+            ..config
+        };
+        let spec: PublishSpec = "8089:172.16.0.102:80".parse().expect("spec");
+        let err = check_forward_add("demo", &spec, &bare, &[], &[]).expect_err("refused");
+        assert!(err.contains("--config"), "{err}");
+        check_forward_add("demo", &spec, &bare, &[], &[Ipv4Addr::new(172, 16, 0, 102)])
+            .expect("a container address is fine");
+
+        #[rustfmt::skip]
+        let del_cases: &[(&str, &[&str])] = &[
+            ("8090:172.16.0.102:80", &["host port 8090/tcp is not published", "forward list"]),
+            ("8088:172.16.0.102:80/udp", &["8088/udp is not published"]),
+            ("8088:172.16.0.103:80", &["leads to 172.16.0.102:80, not 172.16.0.103:80", "\"8088:172.16.0.102:80/tcp\""]),
+            ("10.0.1.48:9000-9002:172.16.0.103:90/udp", &["host port 10.0.1.48:9002/udp is not published"]),
+            // Published on one address only: "every address" is another entry.
+            ("9000:172.16.0.103:90/udp", &["host port 9000/udp is not published"]),
+        ];
+        for (spec, needles) in del_cases {
+            let parsed: PublishSpec = spec.parse().expect("spec");
+            let err = check_forward_del(&parsed, &existing)
+                .expect_err(&format!("{spec} must be refused"));
+            for n in *needles {
+                assert!(err.contains(n), "{spec}: {err:?} lacks {n:?}");
+            }
+        }
+        check_forward_del(&"8088:172.16.0.102:80".parse().expect("spec"), &existing)
+            .expect("exact match removes");
+    }
+
+    #[test]
+    fn capacity_is_checked() {
+        let existing: Vec<_> = (1..=FORWARDS_CAPACITY as u16)
+            .flat_map(|p| entries(&format!("{p}:172.16.0.102:80/udp")))
+            .collect();
+        let spec: PublishSpec = "8088:172.16.0.102:80/tcp".parse().expect("spec");
+        let err =
+            check_forward_add("demo", &spec, &seed_config(), &existing, &[]).expect_err("full");
+        assert!(err.contains("16384"), "{err}");
+    }
+
+    #[test]
+    fn entry_spec_round_trips() {
+        for s in [
+            "8088:172.16.0.102:80/tcp",
+            "10.0.1.48:53:172.16.0.103:5353/udp",
+        ] {
+            let (k, b) = entries(s)[0];
+            assert_eq!(entry_spec(&k, &b), s);
+        }
+    }
+
+    #[test]
+    fn bad_instance_names_are_refused() {
+        for bad in ["", "../x", "a/b", "-x", &"x".repeat(33)] {
+            let err = PinnedInstance::open(bad).expect_err(bad);
+            assert!(err.is_invalid_input());
+            assert!(matches!(err, PinnedError::BadName { .. }), "{bad}: {err}");
+        }
+    }
+}

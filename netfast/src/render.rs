@@ -1,0 +1,866 @@
+//! What the read commands print: one serde view per command, shown either as an
+//! aligned table for people or as JSON (`--json`) for machines. The views are built
+//! from [`crate::pinned`] data by pure functions, so the output is tested golden.
+
+use std::{fmt, net::Ipv4Addr};
+
+use netfast_common::{Backend, Counter, DatapathConfig, ForwardKey, flow::KIND_SNAT};
+use serde::Serialize;
+
+use crate::{
+    conntrack::{Flow, Tuple, addr, kind_name, proto_name},
+    pinned::{LinkStatus, MapFill},
+};
+
+/// Column alignment: text left, numbers right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// An aligned table: columns two spaces apart, no trailing blanks.
+#[derive(Clone, Debug)]
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&'static str, Align)]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| h.len()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let headers: Vec<String> = self.columns.iter().map(|(h, _)| h.to_string()).collect();
+        for row in std::iter::once(&headers).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, ((_, align), w)) in self.columns.iter().zip(&widths).enumerate() {
+                let cell = row.get(i).map_or("", String::as_str);
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                match align {
+                    Align::Left => line.push_str(&format!("{cell:<w$}")),
+                    Align::Right => line.push_str(&format!("{cell:>w$}")),
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// `ADDR:PORT`.
+fn endpoint(a: Ipv4Addr, port: u16) -> String {
+    format!("{a}:{port}")
+}
+
+/// `1h02m`, `3m04s`, `12.3s`, `450ms`: short and sortable by eye.
+pub fn duration_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+// ---- forward list ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ForwardRow {
+    pub proto: &'static str,
+    /// None: every address of the uplink.
+    pub host_addr: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub backend_addr: Ipv4Addr,
+    pub backend_port: u16,
+}
+
+pub fn forward_rows(entries: &[(ForwardKey, Backend)]) -> Vec<ForwardRow> {
+    entries
+        .iter()
+        .map(|(k, b)| ForwardRow {
+            proto: proto_name(k.proto),
+            host_addr: (k.host_addr != 0).then(|| addr(k.host_addr)),
+            host_port: u16::from_be(k.host_port),
+            backend_addr: addr(b.addr),
+            backend_port: u16::from_be(b.port),
+        })
+        .collect()
+}
+
+pub fn forward_table(rows: &[ForwardRow]) -> Table {
+    let mut t = Table::new(&[
+        ("PROTO", Align::Left),
+        ("HOST", Align::Left),
+        ("BACKEND", Align::Left),
+    ]);
+    for r in rows {
+        let host = r.host_addr.map_or_else(
+            || format!("*:{}", r.host_port),
+            |a| endpoint(a, r.host_port),
+        );
+        t.row(vec![
+            r.proto.to_string(),
+            host,
+            endpoint(r.backend_addr, r.backend_port),
+        ]);
+    }
+    t
+}
+
+// ---- ct list ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TupleView {
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+impl From<Tuple> for TupleView {
+    fn from(t: Tuple) -> Self {
+        Self {
+            src: t.src,
+            sport: t.src_port,
+            dst: t.dst,
+            dport: t.dst_port,
+        }
+    }
+}
+
+impl fmt::Display for TupleView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} -> {}:{}",
+            self.src, self.sport, self.dst, self.dport
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRow {
+    pub proto: &'static str,
+    /// "DNAT" or "SNAT".
+    pub kind: &'static str,
+    /// The first packet as it arrived.
+    pub original: TupleView,
+    /// The first packet after translation.
+    pub translated: TupleView,
+    /// TCP only: see [`crate::conntrack::tcp_state`].
+    pub tcp_state: Option<&'static str>,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    pub packets_original: u64,
+    pub packets_reply: u64,
+    pub bytes_original: u64,
+    pub bytes_reply: u64,
+    /// False when the LRU evicted one half.
+    pub complete: bool,
+}
+
+pub fn flow_row(f: &Flow, now_ns: u64) -> FlowRow {
+    let (po, pr) = f.packets();
+    let (bo, br) = f.bytes();
+    FlowRow {
+        proto: proto_name(f.proto()),
+        kind: kind_name(f.kind()),
+        original: Tuple::from(&f.original_key()).into(),
+        translated: Tuple::from(&f.translated_key()).into(),
+        tcp_state: f.tcp_state().map(|s| s.as_str()),
+        age_ms: now_ns.saturating_sub(f.created_ns()) / 1_000_000,
+        idle_ms: now_ns.saturating_sub(f.last_seen_ns()) / 1_000_000,
+        packets_original: po,
+        packets_reply: pr,
+        bytes_original: bo,
+        bytes_reply: br,
+        complete: f.is_complete(),
+    }
+}
+
+pub fn flow_table(rows: &[FlowRow]) -> Table {
+    let mut t = Table::new(&[
+        ("PROTO", Align::Left),
+        ("KIND", Align::Left),
+        ("ORIGINAL", Align::Left),
+        ("TRANSLATED", Align::Left),
+        ("STATE", Align::Left),
+        ("AGE", Align::Right),
+        ("IDLE", Align::Right),
+        ("PACKETS", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    for r in rows {
+        let state = r.tcp_state.unwrap_or("-");
+        t.row(vec![
+            r.proto.to_string(),
+            r.kind.to_string(),
+            r.original.to_string(),
+            r.translated.to_string(),
+            if r.complete {
+                state.to_string()
+            } else {
+                format!("{state} (half)")
+            },
+            duration_ms(r.age_ms),
+            duration_ms(r.idle_ms),
+            format!("{}/{}", r.packets_original, r.packets_reply),
+            format!("{}/{}", r.bytes_original, r.bytes_reply),
+        ]);
+    }
+    t
+}
+
+// ---- nat list ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NatBinding {
+    pub proto: &'static str,
+    pub container: String,
+    pub uplink: String,
+    pub remote: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortUse {
+    pub proto: &'static str,
+    pub used: u32,
+    pub total: u32,
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NatView {
+    pub snat_ports: String,
+    pub bindings: Vec<NatBinding>,
+    pub port_use: Vec<PortUse>,
+}
+
+/// Masquerade bindings from SNAT flows, and per protocol how many distinct SNAT ports
+/// (ports of the uplink side of SNAT flows) are in use out of the configured range.
+pub fn nat_view(flows: &[Flow], config: &DatapathConfig) -> NatView {
+    let mut bindings = Vec::new();
+    let mut used: std::collections::BTreeSet<(u8, u16)> = Default::default();
+    for f in flows.iter().filter(|f| f.kind() == KIND_SNAT) {
+        let o = Tuple::from(&f.original_key());
+        let t = Tuple::from(&f.translated_key());
+        used.insert((f.proto(), t.src_port));
+        bindings.push(NatBinding {
+            proto: proto_name(f.proto()),
+            container: endpoint(o.src, o.src_port),
+            uplink: endpoint(t.src, t.src_port),
+            remote: endpoint(o.dst, o.dst_port),
+        });
+    }
+    bindings.sort_by(|a, b| (a.proto, &a.uplink).cmp(&(b.proto, &b.uplink)));
+    let total = u32::from(config.snat_port_max.saturating_sub(config.snat_port_min)) + 1;
+    let port_use = [
+        netfast_common::proto::TCP,
+        netfast_common::proto::UDP,
+        netfast_common::proto::ICMP,
+    ]
+    .into_iter()
+    .map(|p| {
+        let n = used.iter().filter(|(q, _)| *q == p).count() as u32;
+        PortUse {
+            proto: proto_name(p),
+            used: n,
+            total,
+            percent: percent(n.into(), total.into()),
+        }
+    })
+    .collect();
+    NatView {
+        snat_ports: format!("{}-{}", config.snat_port_min, config.snat_port_max),
+        bindings,
+        port_use,
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 * 1000.0 / whole as f64).round() / 10.0
+    }
+}
+
+impl fmt::Display for NatView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut t = Table::new(&[
+            ("PROTO", Align::Left),
+            ("CONTAINER", Align::Left),
+            ("UPLINK", Align::Left),
+            ("REMOTE", Align::Left),
+        ]);
+        for b in &self.bindings {
+            t.row(vec![
+                b.proto.to_string(),
+                b.container.clone(),
+                b.uplink.clone(),
+                b.remote.clone(),
+            ]);
+        }
+        write!(f, "{t}")?;
+        writeln!(f)?;
+        let mut u = Table::new(&[
+            ("PROTO", Align::Left),
+            ("SNAT PORTS", Align::Left),
+            ("USED", Align::Right),
+            ("TOTAL", Align::Right),
+            ("USE", Align::Right),
+        ]);
+        for p in &self.port_use {
+            u.row(vec![
+                p.proto.to_string(),
+                self.snat_ports.clone(),
+                p.used.to_string(),
+                p.total.to_string(),
+                format!("{:.1}%", p.percent),
+            ]);
+        }
+        write!(f, "{u}")
+    }
+}
+
+// ---- stats ----
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CounterRow {
+    pub name: &'static str,
+    /// "pass", "drop", or "info" (not a per-packet decision).
+    pub decision: &'static str,
+    pub value: u64,
+    /// Per second over the last `--watch` interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MapFillRow {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub entries: u32,
+    pub capacity: u32,
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatsView {
+    pub instance: String,
+    pub counters: Vec<CounterRow>,
+    pub maps: Vec<MapFillRow>,
+    pub snat_port_retries: u64,
+}
+
+pub fn decision(c: Counter) -> &'static str {
+    if c == Counter::SnatPortRetries {
+        "info"
+    } else if c.is_drop() {
+        "drop"
+    } else {
+        "pass"
+    }
+}
+
+/// `previous` and `seconds` give rates: (value - previous) / seconds.
+pub fn stats_view(
+    instance: &str,
+    counters: &[(Counter, u64)],
+    previous: Option<(&[(Counter, u64)], f64)>,
+    maps: &[MapFill],
+) -> StatsView {
+    let rows = counters
+        .iter()
+        .map(|&(c, v)| CounterRow {
+            name: c.name(),
+            decision: decision(c),
+            value: v,
+            rate: previous.and_then(|(prev, secs)| {
+                let before = prev.iter().find(|(p, _)| *p == c).map(|(_, v)| *v)?;
+                (secs > 0.0).then(|| (v.saturating_sub(before) as f64 / secs * 10.0).round() / 10.0)
+            }),
+        })
+        .collect();
+    StatsView {
+        instance: instance.to_owned(),
+        counters: rows,
+        maps: maps
+            .iter()
+            .map(|m| MapFillRow {
+                name: m.name,
+                kind: m.kind,
+                entries: m.entries,
+                capacity: m.capacity,
+                percent: percent(m.entries.into(), m.capacity.into()),
+            })
+            .collect(),
+        snat_port_retries: counters
+            .iter()
+            .find(|(c, _)| *c == Counter::SnatPortRetries)
+            .map_or(0, |(_, v)| *v),
+    }
+}
+
+impl fmt::Display for StatsView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let with_rate = self.counters.iter().any(|c| c.rate.is_some());
+        let mut cols = vec![
+            ("COUNTER", Align::Left),
+            ("DECISION", Align::Left),
+            ("VALUE", Align::Right),
+        ];
+        if with_rate {
+            cols.push(("PER SEC", Align::Right));
+        }
+        let mut t = Table::new(&cols);
+        for c in &self.counters {
+            let mut row = vec![
+                c.name.to_string(),
+                c.decision.to_string(),
+                c.value.to_string(),
+            ];
+            if let Some(r) = c.rate {
+                row.push(format!("{r:.1}"));
+            }
+            t.row(row);
+        }
+        write!(f, "{t}")?;
+        writeln!(f)?;
+        let mut m = Table::new(&[
+            ("MAP", Align::Left),
+            ("TYPE", Align::Left),
+            ("ENTRIES", Align::Right),
+            ("CAPACITY", Align::Right),
+            ("FILL", Align::Right),
+        ]);
+        for r in &self.maps {
+            m.row(vec![
+                r.name.to_string(),
+                r.kind.to_string(),
+                r.entries.to_string(),
+                r.capacity.to_string(),
+                format!("{:.1}%", r.percent),
+            ]);
+        }
+        write!(f, "{m}")?;
+        writeln!(f)?;
+        writeln!(f, "snat port retries: {}", self.snat_port_retries)
+    }
+}
+
+// ---- status ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgramView {
+    pub pin: &'static str,
+    pub program: Option<String>,
+    pub interface: Option<String>,
+    pub ifindex: u32,
+    /// "tcx" or "xdp".
+    pub attach: String,
+    /// "ingress" or "egress".
+    pub hook: &'static str,
+    /// XDP: "native", "skb" or "hw"; absent for tcx.
+    pub mode: Option<&'static str>,
+    pub prog_id: u32,
+    pub link_id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigView {
+    pub enabled: bool,
+    pub uplink_addr: Ipv4Addr,
+    /// `ADDR/PREFIX`, or None without masquerade.
+    pub masquerade: Option<String>,
+    pub snat_ports: String,
+    pub forwards: usize,
+    pub conntrack_entries: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatusView {
+    pub instance: String,
+    pub pin_dir: String,
+    pub programs: Vec<ProgramView>,
+    pub config: ConfigView,
+}
+
+pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
+    links
+        .iter()
+        .map(|l| ProgramView {
+            pin: l.pin,
+            program: l.prog_name.clone(),
+            interface: l.interface.clone(),
+            ifindex: l.ifindex,
+            attach: l.kind.clone(),
+            hook: l.hook,
+            mode: l.mode,
+            prog_id: l.prog_id,
+            link_id: l.link_id,
+        })
+        .collect()
+}
+
+pub fn config_view(c: &DatapathConfig, forwards: usize, conntrack_entries: usize) -> ConfigView {
+    ConfigView {
+        enabled: c.enabled != 0,
+        uplink_addr: addr(c.uplink_addr),
+        masquerade: (c.masquerade != 0).then(|| {
+            format!(
+                "{}/{}",
+                addr(c.subnet_addr),
+                u32::from_be(c.subnet_mask).count_ones()
+            )
+        }),
+        snat_ports: format!("{}-{}", c.snat_port_min, c.snat_port_max),
+        forwards,
+        conntrack_entries,
+    }
+}
+
+impl fmt::Display for StatusView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "instance:    {}", self.instance)?;
+        writeln!(f, "pins:        {}", self.pin_dir)?;
+        let c = &self.config;
+        writeln!(
+            f,
+            "datapath:    {}",
+            if c.enabled {
+                "enabled"
+            } else {
+                "not configured"
+            }
+        )?;
+        writeln!(f, "uplink addr: {}", c.uplink_addr)?;
+        writeln!(
+            f,
+            "masquerade:  {}",
+            c.masquerade.as_deref().map_or_else(
+                || "off".to_string(),
+                |s| format!("{s}, SNAT ports {}", c.snat_ports)
+            )
+        )?;
+        writeln!(f, "forwards:    {}", c.forwards)?;
+        writeln!(f, "conntrack:   {} entries", c.conntrack_entries)?;
+        writeln!(f)?;
+        let mut t = Table::new(&[
+            ("PROGRAM", Align::Left),
+            ("INTERFACE", Align::Left),
+            ("ATTACH", Align::Left),
+            ("MODE", Align::Left),
+            ("PROG ID", Align::Right),
+            ("LINK ID", Align::Right),
+        ]);
+        for p in &self.programs {
+            t.row(vec![
+                p.program.clone().unwrap_or_else(|| "?".into()),
+                p.interface
+                    .clone()
+                    .unwrap_or_else(|| format!("ifindex {}", p.ifindex)),
+                format!("{} {}", p.attach, p.hook),
+                p.mode.unwrap_or("-").to_string(),
+                p.prog_id.to_string(),
+                p.link_id.to_string(),
+            ]);
+        }
+        if t.is_empty() {
+            writeln!(f, "no pinned links: nothing is attached")
+        } else {
+            write!(f, "{t}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netfast_common::{
+        FlowKey, FlowState,
+        flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT},
+        proto,
+    };
+
+    use super::*;
+    use crate::{conntrack::pair_flows, conntrack::raw_addr, publish::PublishSpec};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("test address")
+    }
+
+    fn key(src: &str, sp: u16, dst: &str, dp: u16, p: u8) -> FlowKey {
+        FlowKey {
+            src_addr: raw_addr(ip(src)),
+            dst_addr: raw_addr(ip(dst)),
+            src_port: sp.to_be(),
+            dst_port: dp.to_be(),
+            proto: p,
+            _pad: [0; 3],
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn st(nat: &str, port: u16, kind: u8, dir: u8, flags: u8, pkts: u64) -> FlowState {
+        FlowState {
+            nat_addr: raw_addr(ip(nat)),
+            nat_port: port.to_be(),
+            kind,
+            direction: dir,
+            tcp_flags: flags,
+            created_ns: 1_000_000_000,
+            last_seen_ns: 3_000_000_000,
+            packets: pkts,
+            bytes: pkts * 60,
+            ..FlowState::default()
+        }
+    }
+
+    fn sample_flows() -> Vec<Flow> {
+        pair_flows([
+            (
+                key("10.0.1.26", 40000, "10.0.1.48", 8088, proto::TCP),
+                st("172.16.0.102", 80, KIND_DNAT, DIR_ORIGINAL, 0x12, 5),
+            ),
+            (
+                key("172.16.0.102", 80, "10.0.1.26", 40000, proto::TCP),
+                st("10.0.1.48", 8088, KIND_DNAT, DIR_REPLY, 0x12, 4),
+            ),
+            (
+                key("172.16.0.102", 5555, "10.0.1.26", 9001, proto::UDP),
+                st("10.0.1.48", 61000, KIND_SNAT, DIR_ORIGINAL, 0, 1),
+            ),
+            (
+                key("10.0.1.26", 9001, "10.0.1.48", 61000, proto::UDP),
+                st("172.16.0.102", 5555, KIND_SNAT, DIR_REPLY, 0, 1),
+            ),
+        ])
+    }
+
+    fn seed_config() -> DatapathConfig {
+        DatapathConfig {
+            uplink_addr: raw_addr(ip("10.0.1.48")),
+            subnet_addr: raw_addr(ip("172.16.0.0")),
+            subnet_mask: raw_addr(ip("255.255.255.0")),
+            snat_port_min: 61000,
+            snat_port_max: 65535,
+            enabled: 1,
+            masquerade: 1,
+            _pad: [0; 6],
+        }
+    }
+
+    #[test]
+    fn forward_table_and_json() {
+        let entries: Vec<_> = [
+            "8088:172.16.0.102:80/tcp",
+            "10.0.1.48:5353:172.16.0.103:53/udp",
+        ]
+        .iter()
+        .flat_map(|s| {
+            s.parse::<PublishSpec>()
+                .expect("spec")
+                .entries()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+        let rows = forward_rows(&entries);
+        assert_eq!(
+            forward_table(&rows).to_string(),
+            "\
+PROTO  HOST            BACKEND
+tcp    *:8088          172.16.0.102:80
+udp    10.0.1.48:5353  172.16.0.103:53
+"
+        );
+        assert_eq!(
+            serde_json::to_string(&rows).expect("json"),
+            r#"[{"proto":"tcp","host_addr":null,"host_port":8088,"backend_addr":"172.16.0.102","backend_port":80},{"proto":"udp","host_addr":"10.0.1.48","host_port":5353,"backend_addr":"172.16.0.103","backend_port":53}]"#
+        );
+    }
+
+    #[test]
+    fn flow_table_and_json() {
+        let rows: Vec<FlowRow> = sample_flows()
+            .iter()
+            .map(|f| flow_row(f, 5_000_000_000))
+            .collect();
+        assert_eq!(
+            flow_table(&rows).to_string(),
+            "\
+PROTO  KIND  ORIGINAL                             TRANSLATED                          STATE         AGE  IDLE  PACKETS    BYTES
+tcp    DNAT  10.0.1.26:40000 -> 10.0.1.48:8088    10.0.1.26:40000 -> 172.16.0.102:80  ESTABLISHED  4.0s  2.0s      5/4  300/240
+udp    SNAT  172.16.0.102:5555 -> 10.0.1.26:9001  10.0.1.48:61000 -> 10.0.1.26:9001   -            4.0s  2.0s      1/1    60/60
+"
+        );
+        assert_eq!(
+            serde_json::to_string(&rows[0]).expect("json"),
+            r#"{"proto":"tcp","kind":"DNAT","original":{"src":"10.0.1.26","sport":40000,"dst":"10.0.1.48","dport":8088},"translated":{"src":"10.0.1.26","sport":40000,"dst":"172.16.0.102","dport":80},"tcp_state":"ESTABLISHED","age_ms":4000,"idle_ms":2000,"packets_original":5,"packets_reply":4,"bytes_original":300,"bytes_reply":240,"complete":true}"#
+        );
+    }
+
+    #[test]
+    fn nat_view_counts_ports() {
+        let view = nat_view(&sample_flows(), &seed_config());
+        assert_eq!(
+            view.to_string(),
+            "\
+PROTO  CONTAINER          UPLINK           REMOTE
+udp    172.16.0.102:5555  10.0.1.48:61000  10.0.1.26:9001
+
+PROTO  SNAT PORTS   USED  TOTAL   USE
+tcp    61000-65535     0   4536  0.0%
+udp    61000-65535     1   4536  0.0%
+icmp   61000-65535     0   4536  0.0%
+"
+        );
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["bindings"][0]["uplink"], "10.0.1.48:61000");
+        assert_eq!(json["port_use"][1]["used"], 1);
+        assert_eq!(json["port_use"][1]["total"], 4536);
+    }
+
+    #[test]
+    fn stats_table_with_rates_and_json() {
+        let counters: Vec<(Counter, u64)> =
+            Counter::ALL.iter().map(|&c| (c, c as u64 * 10)).collect();
+        let previous: Vec<(Counter, u64)> = Counter::ALL.iter().map(|&c| (c, 0)).collect();
+        let maps = [MapFill {
+            name: "CONNTRACK",
+            kind: "lru_hash",
+            entries: 4,
+            capacity: 65536,
+        }];
+        let view = stats_view("demo", &counters, Some((&previous, 2.0)), &maps);
+        let text = view.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "COUNTER                          DECISION  VALUE  PER SEC"
+        );
+        assert_eq!(
+            lines[1],
+            "dnat_new                         pass          0      0.0"
+        );
+        assert_eq!(
+            lines[2],
+            "dnat_established                 pass         10      5.0"
+        );
+        assert_eq!(
+            lines[13],
+            "drop_truncated                   drop        120     60.0"
+        );
+        assert_eq!(
+            lines[19],
+            "snat_port_retries                info        180     90.0"
+        );
+        assert_eq!(
+            &lines[20..],
+            [
+                "",
+                "MAP        TYPE      ENTRIES  CAPACITY  FILL",
+                "CONNTRACK  lru_hash        4     65536  0.0%",
+                "",
+                "snat port retries: 180",
+            ]
+        );
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["counters"][1]["name"], "dnat_established");
+        assert_eq!(json["counters"][1]["rate"], 5.0);
+        assert_eq!(json["snat_port_retries"], 180);
+        assert_eq!(json["maps"][0]["capacity"], 65536);
+        // Without --watch there is no rate at all.
+        let plain = stats_view("demo", &counters, None, &maps);
+        assert!(!plain.to_string().contains("PER SEC"));
+        assert!(
+            serde_json::to_value(&plain).expect("json")["counters"][0]
+                .get("rate")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn status_text_and_json() {
+        let links = [
+            LinkStatus {
+                pin: "link_uplink_ingress",
+                link_id: 7,
+                prog_id: 42,
+                prog_name: Some("uplink_ingress_".into()),
+                kind: "xdp".into(),
+                ifindex: 2,
+                interface: Some("eth0".into()),
+                hook: "ingress",
+                mode: Some("native"),
+            },
+            LinkStatus {
+                pin: "link_uplink_egress",
+                link_id: 8,
+                prog_id: 43,
+                prog_name: Some("uplink_egress_t".into()),
+                kind: "tcx".into(),
+                ifindex: 2,
+                interface: Some("eth0".into()),
+                hook: "egress",
+                mode: None,
+            },
+        ];
+        let view = StatusView {
+            instance: "demo".into(),
+            pin_dir: "/sys/fs/bpf/netfast/demo".into(),
+            programs: program_views(&links),
+            config: config_view(&seed_config(), 1, 4),
+        };
+        assert_eq!(
+            view.to_string(),
+            "\
+instance:    demo
+pins:        /sys/fs/bpf/netfast/demo
+datapath:    enabled
+uplink addr: 10.0.1.48
+masquerade:  172.16.0.0/24, SNAT ports 61000-65535
+forwards:    1
+conntrack:   4 entries
+
+PROGRAM          INTERFACE  ATTACH       MODE    PROG ID  LINK ID
+uplink_ingress_  eth0       xdp ingress  native       42        7
+uplink_egress_t  eth0       tcx egress   -            43        8
+"
+        );
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["programs"][0]["mode"], "native");
+        assert_eq!(json["programs"][1]["mode"], serde_json::Value::Null);
+        assert_eq!(json["config"]["masquerade"], "172.16.0.0/24");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms(450), "450ms");
+        assert_eq!(duration_ms(12_345), "12.3s");
+        assert_eq!(duration_ms(184_000), "3m04s");
+        assert_eq!(duration_ms(3_720_000), "1h02m");
+    }
+}
