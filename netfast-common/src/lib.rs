@@ -9,6 +9,7 @@ pub mod counters;
 pub mod datapath_config;
 pub mod flow;
 pub mod forward;
+pub mod layout;
 pub mod names;
 
 pub use counters::Counter;

@@ -7,6 +7,9 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_FORWARDS: &str = "FORWARDS";
 pub const MAP_CONNTRACK: &str = "CONNTRACK";
 pub const MAP_COUNTERS: &str = "COUNTERS";
+/// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
+/// instance's maps. Its own layout never changes.
+pub const MAP_META: &str = "META";
 
 pub const PROG_UPLINK_INGRESS_TC: &str = "uplink_ingress_tc";
 pub const PROG_UPLINK_INGRESS_XDP: &str = "uplink_ingress_xdp";
@@ -16,7 +19,9 @@ pub const PROG_UPLINK_EGRESS_TC: &str = "uplink_egress_tc";
 pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
 pub const LINK_UPLINK_EGRESS: &str = "link_uplink_egress";
 
-pub const CONNTRACK_CAPACITY: u32 = 65_536;
+/// The default size of `CONNTRACK`, in entries (two per flow): room for 131072 flows.
+/// The config's `[conntrack] capacity` overrides it at load time.
+pub const CONNTRACK_CAPACITY: u32 = 262_144;
 pub const FORWARDS_CAPACITY: u32 = 16_384;
 
 /// How many random SNAT ports are tried before a new flow is refused.

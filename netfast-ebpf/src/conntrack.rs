@@ -7,6 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
+use aya_log_ebpf::warn;
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState,
     flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
@@ -172,9 +173,18 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, C
                 return Ok(original_state);
             }
             Err(err) if err == -EEXIST => continue,
-            Err(_) => return Err(Counter::DropConntrackInsert),
+            Err(err) => return Err(insert_failed(pkt, err)),
         }
     }
+    // Rare by design (a full port range); aya-log reserves in a ring buffer and gives
+    // up quietly when it is full, so a flood of these costs no more than the counter.
+    warn!(
+        pkt,
+        "snat: {} port tries collided for {:i} proto {}; new flow dropped",
+        SNAT_MAX_TRIES,
+        u32::from_be(original.src_addr),
+        original.proto
+    );
     Err(Counter::DropSnatPortsExhausted)
 }
 
@@ -182,5 +192,15 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, C
 fn insert(key: &FlowKey, value: &FlowState, flags: u32) -> Result<(), Counter> {
     CONNTRACK
         .insert(key, value, flags.into())
-        .map_err(|_| Counter::DropConntrackInsert)
+        .map_err(|err| insert_failed(key, err))
+}
+
+/// An insert into an LRU map fails only on allocation trouble: worth a log line.
+#[inline(always)]
+fn insert_failed<T>(ctx: &T, err: i32) -> Counter {
+    warn!(
+        ctx,
+        "conntrack: insert failed with error {}; new flow dropped", err
+    );
+    Counter::DropConntrackInsert
 }

@@ -20,6 +20,11 @@ pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState, { CONNTRACK_CAPACITY as usize }> =
     LruHashMap::new();
 
+/// The layout version of the pinned maps (`netfast_common::layout`). Userspace
+/// writes and checks it; no program reads it.
+#[btf_map]
+pub static META: Array<u64, 1> = Array::new();
+
 #[btf_map]
 pub static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
 

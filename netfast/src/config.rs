@@ -11,16 +11,17 @@ use std::{
     net::Ipv4Addr,
     ops::RangeInclusive,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use ipnet::Ipv4Net;
 use netfast_common::{
     Backend, ForwardKey,
-    names::{FORWARDS_CAPACITY, PIN_ROOT},
+    names::{CONNTRACK_CAPACITY, FORWARDS_CAPACITY, PIN_ROOT},
 };
 use serde::Deserialize;
 
-use crate::publish::PublishSpec;
+use crate::{gc::Timeouts, publish::PublishSpec};
 
 /// Linux's IFNAMSIZ is 16, including the NUL.
 pub const IFNAME_MAX: usize = 15;
@@ -43,9 +44,41 @@ pub struct Config {
     pub containers: Vec<ContainerConfig>,
     pub masquerade: Option<MasqueradeConfig>,
     pub publish: Vec<PublishSpec>,
+    /// `[conntrack]`: table size, GC timeouts and interval. Defaults when absent.
+    pub conntrack: ConntrackConfig,
     /// Where the file came from, for error messages; None when parsed from a string.
     pub source: Option<PathBuf>,
 }
+
+/// The `[conntrack]` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConntrackConfig {
+    /// `CONNTRACK` entries (two per flow). Changing it on a running instance is a
+    /// layout change: `up` refuses it until the instance is taken down.
+    pub capacity: u32,
+    /// How often `netfast run` garbage-collects conntrack.
+    pub gc_interval: Duration,
+    /// Idle time after which a flow is removed, per protocol and TCP state.
+    pub timeouts: Timeouts,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig {
+            capacity: CONNTRACK_CAPACITY,
+            gc_interval: DEFAULT_GC_INTERVAL,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(5);
+/// Below this a table fills with a handful of busy clients.
+pub const CONNTRACK_CAPACITY_MIN: u32 = 1024;
+/// 4 Mi entries take about half a GiB of kernel memory, preallocated.
+pub const CONNTRACK_CAPACITY_MAX: u32 = 1 << 22;
+/// 30 days: longer idle times are a configuration mistake, not a policy.
+pub const TIMEOUT_MAX_SECS: u64 = 30 * 24 * 3600;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IngressMode {
@@ -188,6 +221,20 @@ struct RawConfig {
     masquerade: Option<RawMasquerade>,
     #[serde(default)]
     publish: Vec<RawPublish>,
+    conntrack: Option<RawConntrack>,
+}
+
+/// Integers, so a negative or huge value gets our message rather than serde's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    capacity: Option<i64>,
+    gc_interval: Option<i64>,
+    tcp_established: Option<i64>,
+    tcp_syn: Option<i64>,
+    tcp_closing: Option<i64>,
+    udp: Option<i64>,
+    icmp: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +352,11 @@ impl Config {
             publish.push(spec);
         }
 
+        let conntrack = match raw.conntrack {
+            None => ConntrackConfig::default(),
+            Some(c) => parse_conntrack(&c).map_err(in_file)?,
+        };
+
         let config = Config {
             instance: raw.instance,
             uplink: raw.uplink,
@@ -313,6 +365,7 @@ impl Config {
             containers,
             masquerade,
             publish,
+            conntrack,
             source: source.map(Path::to_owned),
         };
         config.validate()?;
@@ -632,6 +685,59 @@ fn check_host_in_net(net: &Ipv4Net, what: &str, key: &str) -> Result<(), String>
     Ok(())
 }
 
+fn parse_conntrack(raw: &RawConntrack) -> Result<ConntrackConfig, String> {
+    let defaults = ConntrackConfig::default();
+    let capacity = match raw.capacity {
+        None => defaults.capacity,
+        Some(n) => {
+            let (min, max) = (
+                i64::from(CONNTRACK_CAPACITY_MIN),
+                i64::from(CONNTRACK_CAPACITY_MAX),
+            );
+            if !(min..=max).contains(&n) {
+                return Err(format!(
+                    "conntrack capacity {n} (conntrack.capacity): {}; use {min} to {max} entries \
+                     (two per flow), like {CONNTRACK_CAPACITY}",
+                    if n < min {
+                        "is too small"
+                    } else {
+                        "is too large"
+                    }
+                ));
+            }
+            n as u32
+        }
+    };
+    let seconds = |value: Option<i64>, key: &str, default: Duration| -> Result<Duration, String> {
+        match value {
+            None => Ok(default),
+            Some(n) if n >= 1 && n as u64 <= TIMEOUT_MAX_SECS => Ok(Duration::from_secs(n as u64)),
+            Some(n) => Err(format!(
+                "conntrack {key} {n} (conntrack.{key}): {}; give whole seconds from 1 to \
+                 {TIMEOUT_MAX_SECS} (30 days), like {}",
+                if n < 1 {
+                    "must be at least 1 second"
+                } else {
+                    "is longer than 30 days"
+                },
+                default.as_secs()
+            )),
+        }
+    };
+    let t = defaults.timeouts;
+    Ok(ConntrackConfig {
+        capacity,
+        gc_interval: seconds(raw.gc_interval, "gc_interval", defaults.gc_interval)?,
+        timeouts: Timeouts {
+            tcp_established: seconds(raw.tcp_established, "tcp_established", t.tcp_established)?,
+            tcp_syn: seconds(raw.tcp_syn, "tcp_syn", t.tcp_syn)?,
+            tcp_closing: seconds(raw.tcp_closing, "tcp_closing", t.tcp_closing)?,
+            udp: seconds(raw.udp, "udp", t.udp)?,
+            icmp: seconds(raw.icmp, "icmp", t.icmp)?,
+        },
+    })
+}
+
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     let bad = |why: &str| {
         format!(
@@ -913,6 +1019,66 @@ spec = "9001:172.16.0.50:80""#,
         );
         let r = read_local_port_range().unwrap();
         assert!(r.start() <= r.end());
+    }
+
+    #[test]
+    fn conntrack_defaults_and_overrides() {
+        let c = Config::from_toml_str(SEED).unwrap();
+        assert_eq!(c.conntrack, ConntrackConfig::default());
+        assert_eq!(c.conntrack.capacity, 262_144);
+        assert_eq!(c.conntrack.gc_interval, Duration::from_secs(5));
+        let t = c.conntrack.timeouts;
+        assert_eq!(
+            [t.tcp_established, t.tcp_syn, t.tcp_closing, t.udp, t.icmp].map(|d| d.as_secs()),
+            [21600, 60, 10, 60, 30]
+        );
+
+        let c = Config::from_toml_str(&format!(
+            "{SEED}[conntrack]\ncapacity = 4096\ngc_interval = 1\ntcp_established = 300\n\
+             tcp_syn = 5\ntcp_closing = 2\nudp = 3\nicmp = 4\n"
+        ))
+        .unwrap();
+        assert_eq!(c.conntrack.capacity, 4096);
+        assert_eq!(c.conntrack.gc_interval, Duration::from_secs(1));
+        let t = c.conntrack.timeouts;
+        assert_eq!(
+            [t.tcp_established, t.tcp_syn, t.tcp_closing, t.udp, t.icmp].map(|d| d.as_secs()),
+            [300, 5, 2, 3, 4]
+        );
+
+        // A partial table keeps the other defaults.
+        let c = Config::from_toml_str(&format!("{SEED}[conntrack]\nudp = 7\n")).unwrap();
+        assert_eq!(c.conntrack.timeouts.udp, Duration::from_secs(7));
+        assert_eq!(c.conntrack.timeouts.icmp, Duration::from_secs(30));
+        assert_eq!(c.conntrack.capacity, 262_144);
+    }
+
+    #[test]
+    fn conntrack_refuses_bad_values_naming_the_key() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &[&str])] = &[
+            ("capacity = 100", &["conntrack capacity 100", "(conntrack.capacity)", "too small", "1024 to 4194304", "like 262144"]),
+            ("capacity = 99999999", &["(conntrack.capacity)", "too large"]),
+            ("capacity = -1", &["(conntrack.capacity)"]),
+            ("tcp_established = 0", &["conntrack tcp_established 0", "(conntrack.tcp_established)", "at least 1 second", "like 21600"]),
+            ("tcp_syn = -5", &["(conntrack.tcp_syn)", "at least 1 second", "like 60"]),
+            ("tcp_closing = 9999999999", &["(conntrack.tcp_closing)", "longer than 30 days", "like 10"]),
+            ("udp = 0", &["(conntrack.udp)", "like 60"]),
+            ("icmp = 0", &["(conntrack.icmp)", "like 30"]),
+            ("gc_interval = 0", &["(conntrack.gc_interval)", "like 5"]),
+            ("udp = \"60s\"", &["line 26", "\"60s\""]),
+            ("tcp = 5", &["`tcp`", "remove the key or fix its spelling"]),
+        ];
+        for (line, needles) in cases {
+            let text = format!("{SEED}[conntrack]\n{line}\n");
+            let err = Config::from_toml_str(&text)
+                .expect_err(&format!("{line:?} should be refused"))
+                .to_string();
+            assert!(!err.contains('\n'), "{line:?}: one line please: {err}");
+            for n in *needles {
+                assert!(err.contains(n), "{line:?}: {err:?} lacks {n:?}");
+            }
+        }
     }
 
     #[test]

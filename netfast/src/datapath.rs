@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -23,9 +23,10 @@ use aya::{
 };
 use netfast_common::{
     Backend, Counter, DatapathConfig, ForwardKey,
+    layout::LAYOUT_VERSION,
     names::{
         LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-        MAP_FORWARDS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
+        MAP_FORWARDS, MAP_META, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
         PROG_UPLINK_INGRESS_XDP,
     },
 };
@@ -35,7 +36,15 @@ use crate::config::IngressMode;
 /// The datapath object, built by `build.rs` from `netfast-ebpf`.
 static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfast"));
 
-const MAP_NAMES: [&str; 4] = [MAP_CONFIG, MAP_FORWARDS, MAP_CONNTRACK, MAP_COUNTERS];
+/// Every pinned map. META is last: `detach` removes it last, so a half-removed
+/// instance still says which layout its remaining maps have.
+const MAP_NAMES: [&str; 5] = [
+    MAP_CONFIG,
+    MAP_FORWARDS,
+    MAP_CONNTRACK,
+    MAP_COUNTERS,
+    MAP_META,
+];
 /// bpffs's `statfs` magic number.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -81,6 +90,32 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    /// The pinned maps were made by another build or another capacity. Nothing was
+    /// loaded or changed.
+    #[error(
+        "pinned maps in {} were written by {found}, this build uses {wanted}{}: run `netfast down{}` then `netfast up{}` to recreate them (established flows are dropped)",
+        dir.display(),
+        detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default(),
+        config_arg(config.as_deref()),
+        config_arg(config.as_deref()),
+    )]
+    LayoutMismatch {
+        dir: PathBuf,
+        /// "layout 1 (no META map)", "layout 7", or "layout 2" when only a size differs.
+        found: String,
+        wanted: String,
+        /// What differs, e.g. "CONNTRACK holds 65536 entries, [conntrack] capacity is 262144".
+        detail: Option<String>,
+        config: Option<PathBuf>,
+    },
+    #[error("the datapath object cannot be parsed: {0}")]
+    Object(String),
+}
+
+fn config_arg(config: Option<&Path>) -> String {
+    config
+        .map(|c| format!(" --config {}", c.display()))
+        .unwrap_or_default()
 }
 
 /// What to attach and what to put in the maps.
@@ -91,6 +126,10 @@ pub struct DatapathSpec {
     pub ingress: IngressMode,
     pub config: DatapathConfig,
     pub forwards: Vec<(ForwardKey, Backend)>,
+    /// `CONNTRACK`'s max_entries (`[conntrack] capacity`).
+    pub conntrack_capacity: u32,
+    /// The config file, named in the migration advice of a layout mismatch.
+    pub config_path: Option<PathBuf>,
 }
 
 /// How the datapath ended up attached, for the operator.
@@ -130,13 +169,23 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         source,
     })?;
 
+    // aya reuses whatever is pinned at a map's path without comparing it with the
+    // object, so a mismatch must be caught before `load`.
+    check_layout(
+        &spec.instance,
+        Some(spec.conntrack_capacity),
+        spec.config_path.as_deref(),
+    )?;
+
     let map_paths: Vec<PathBuf> = MAP_NAMES.iter().map(|name| dir.join(name)).collect();
     let mut loader = EbpfLoader::new();
     for (name, path) in MAP_NAMES.iter().zip(&map_paths) {
         loader.map_pin_path(name, path.as_path());
     }
+    loader.map_max_entries(MAP_CONNTRACK, spec.conntrack_capacity);
     let mut ebpf = loader.load(object)?;
 
+    write_meta(&mut ebpf)?;
     write_config(&mut ebpf, &spec.config)?;
     sync_forwards(&mut ebpf, &spec.forwards)?;
 
@@ -183,6 +232,168 @@ pub fn detach(instance: &str) -> Result<(), DatapathError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// What a pinned map must look like for this build.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MapShape {
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+impl std::fmt::Display for MapShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} key {} B, value {} B, {} entries",
+            self.map_type, self.key_size, self.value_size, self.max_entries
+        )
+    }
+}
+
+/// The shapes of the pinned maps as the embedded object defines them.
+fn expected_shapes() -> Result<Vec<(&'static str, MapShape)>, DatapathError> {
+    let parsed =
+        aya_obj::Object::parse(object()?).map_err(|e| DatapathError::Object(e.to_string()))?;
+    MAP_NAMES
+        .iter()
+        .map(|&name| {
+            let map = parsed.maps.get(name).ok_or_else(|| {
+                DatapathError::Object(format!("the object defines no map {name}"))
+            })?;
+            let map_type = aya_obj::generated::bpf_map_type::try_from(map.map_type())
+                .ok()
+                .and_then(|t| MapType::try_from(t).ok())
+                .ok_or_else(|| {
+                    DatapathError::Object(format!("map {name} has unknown type {}", map.map_type()))
+                })?;
+            Ok((
+                name,
+                MapShape {
+                    map_type,
+                    key_size: map.key_size(),
+                    value_size: map.value_size(),
+                    max_entries: map.max_entries(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Refuses pinned maps this build would misread: a `META` layout version other than
+/// [`LAYOUT_VERSION`] (or no `META` next to other maps: the issue-2 layout), or a map
+/// whose type, key size, value size or entry count differs from the object's.
+/// `conntrack_capacity` None accepts any `CONNTRACK` size (readers such as `ct list`);
+/// Some is what `up` is about to load. An instance without pins passes. Reads only.
+pub fn check_layout(
+    instance: &str,
+    conntrack_capacity: Option<u32>,
+    config: Option<&Path>,
+) -> Result<(), DatapathError> {
+    let dir = pin_dir(instance);
+    let pinned: Vec<&'static str> = MAP_NAMES
+        .iter()
+        .copied()
+        .filter(|name| dir.join(name).exists())
+        .collect();
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    let mismatch = |found: String, detail: Option<String>| DatapathError::LayoutMismatch {
+        dir: dir.clone(),
+        found,
+        wanted: format!("layout {LAYOUT_VERSION}"),
+        detail,
+        config: config.map(Path::to_path_buf),
+    };
+    let found = if pinned.contains(&MAP_META) {
+        let version = read_meta(instance)?;
+        if version != LAYOUT_VERSION {
+            return Err(mismatch(format!("layout {version}"), None));
+        }
+        format!("layout {version}")
+    } else {
+        return Err(mismatch(
+            "layout 1 (no META map: a build from before layout versioning)".to_owned(),
+            None,
+        ));
+    };
+    for (name, mut want) in expected_shapes()? {
+        if !pinned.contains(&name) {
+            continue;
+        }
+        let info = MapInfo::from_pin(dir.join(name))
+            .map_err(|source| DatapathError::Map { name, source })?;
+        let map_type = info
+            .map_type()
+            .map_err(|source| DatapathError::Map { name, source })?;
+        let have = MapShape {
+            map_type,
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        };
+        if name == MAP_CONNTRACK {
+            match conntrack_capacity {
+                Some(capacity) => want.max_entries = capacity,
+                None => want.max_entries = have.max_entries,
+            }
+        }
+        if have == want {
+            continue;
+        }
+        let only_capacity = MapShape {
+            max_entries: want.max_entries,
+            ..have
+        } == want;
+        let detail = if name == MAP_CONNTRACK && only_capacity {
+            format!(
+                "{name} holds {} entries, [conntrack] capacity asks for {}; or set capacity = {} to keep the flows",
+                have.max_entries, want.max_entries, have.max_entries
+            )
+        } else {
+            format!("{name} is {have}, this build wants {want}")
+        };
+        return Err(mismatch(found, Some(detail)));
+    }
+    Ok(())
+}
+
+/// The layout version in the instance's pinned `META` map.
+pub fn read_meta(instance: &str) -> Result<u64, DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_META,
+        source,
+    };
+    let array: Array<MapData, u64> =
+        Array::try_from(open_pinned_map(instance, MAP_META)?).map_err(map_error)?;
+    array.get(&0, 0).map_err(map_error)
+}
+
+/// Overwrites the layout version in the instance's pinned `META` map. For tests and
+/// migrations; `up` writes [`LAYOUT_VERSION`] itself.
+pub fn write_meta_pinned(instance: &str, version: u64) -> Result<(), DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_META,
+        source,
+    };
+    let mut array: Array<MapData, u64> =
+        Array::try_from(open_pinned_map(instance, MAP_META)?).map_err(map_error)?;
+    array.set(0, version, 0).map_err(map_error)
+}
+
+/// The id of the program behind the instance's pinned ingress link: aya-log finds
+/// the log ring buffer of the programs now attached through it.
+pub fn ingress_prog_id(instance: &str) -> Result<u32, DatapathError> {
+    let path = pin_dir(instance).join(LINK_UPLINK_INGRESS);
+    let link_error = |source| DatapathError::Link {
+        path: path.clone(),
+        source,
+    };
+    let link = FdLink::from(PinnedLink::from_pin(&path).map_err(link_error)?);
+    Ok(link.info().map_err(link_error)?.program_id())
 }
 
 /// Sums every counter over all CPUs.
@@ -241,6 +452,16 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, Da
             name: name.to_owned(),
         },
     })
+}
+
+fn write_meta(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_META,
+        source,
+    };
+    let mut array: Array<&mut MapData, u64> =
+        Array::try_from(map_mut(ebpf, MAP_META)?).map_err(map_error)?;
+    array.set(0, LAYOUT_VERSION, 0).map_err(map_error)
 }
 
 fn write_config(ebpf: &mut Ebpf, config: &DatapathConfig) -> Result<(), DatapathError> {

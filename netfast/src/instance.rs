@@ -477,6 +477,18 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         }
     }
 
+    // Pins from another build or another [conntrack] capacity: refuse before anything
+    // changes, with the migration advice.
+    match datapath::check_layout(
+        &cfg.instance,
+        Some(cfg.conntrack.capacity),
+        cfg.source.as_deref(),
+    ) {
+        Ok(()) => {}
+        Err(e @ DatapathError::LayoutMismatch { .. }) => problems.push(e.to_string()),
+        Err(e) => return Err(e.into()),
+    }
+
     if let Some(m) = &cfg.masquerade {
         let local = topology::ip_local_port_range()?;
         if let Err(e) = m.check_local_port_range(&local) {
@@ -700,6 +712,8 @@ async fn build(
         ingress: cfg.ingress,
         config: datapath_config(cfg, plan.uplink_addr),
         forwards: cfg.forward_entries().collect(),
+        conntrack_capacity: cfg.conntrack.capacity,
+        config_path: cfg.source.clone(),
     };
     let pins_existed = datapath::pin_dir(&cfg.instance).exists();
     let attached = datapath::attach(&spec);

@@ -6,11 +6,13 @@
 //! - [`instance`] ties them together: `up` and `down`, with rollback and a manifest.
 //! - [`pinned`] reads and changes a running instance's pinned maps; [`conntrack`] joins
 //!   its entries into flows; [`render`] prints what the operator commands show.
+//! - [`gc`] expires idle conntrack flows for `netfast run`.
 //! - [`lab`] builds the seed's sandbox: a "host" and a "LAN peer" namespace.
 
 pub mod config;
 pub mod conntrack;
 pub mod datapath;
+pub mod gc;
 pub mod instance;
 pub mod lab;
 pub mod netns;

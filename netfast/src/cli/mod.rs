@@ -9,6 +9,7 @@ mod down;
 mod forward;
 mod lab;
 mod nat;
+mod run;
 mod stats;
 mod status;
 mod up;
@@ -45,6 +46,21 @@ pub enum Commands {
         /// The instance's TOML config.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// The foreground daemon: `up`, then garbage-collect conntrack, drain the
+    /// datapath's log and print a counter summary until Ctrl-C or SIGTERM, then `down`.
+    /// A kill -9 leaves the datapath pinned and forwarding.
+    Run {
+        /// The instance's TOML config.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Leave the instance up when the daemon stops.
+        #[arg(long)]
+        keep: bool,
+        /// Seconds between two counter summaries.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        interval: u64,
     },
     /// Build the seed topology in a sandbox of namespaces, run the seed checks, then show
     /// live counters until Ctrl-C. Everything is torn down on exit.
@@ -113,6 +129,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Up { config } => up::run(&config),
         Commands::Down { config } => down::run(&config),
+        Commands::Run {
+            config,
+            keep,
+            interval,
+        } => run::run(&config, keep, std::time::Duration::from_secs(interval)),
         Commands::Lab {
             prefix,
             ingress,

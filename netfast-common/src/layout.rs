@@ -1,0 +1,42 @@
+//! Map layout versioning: the loader refuses pinned maps written by another layout
+//! rather than misread them.
+//!
+//! `LAYOUT_VERSION` is bumped by hand whenever a map's key or value changes meaning
+//! or size. [`LAYOUT_FINGERPRINT`] makes the compiler catch a size change that forgot
+//! the bump: update both together. A change that keeps every size (reordered fields,
+//! a flag whose meaning changes) is not caught; bump the version by hand for it.
+
+use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey};
+
+/// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
+/// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default.
+pub const LAYOUT_VERSION: u64 = 2;
+
+/// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
+/// in the last one).
+pub const LAYOUT_FINGERPRINT: u64 = fingerprint();
+
+const fn fingerprint() -> u64 {
+    let sizes = [
+        core::mem::size_of::<FlowKey>(),
+        core::mem::size_of::<FlowState>(),
+        core::mem::size_of::<ForwardKey>(),
+        core::mem::size_of::<Backend>(),
+        core::mem::size_of::<DatapathConfig>(),
+        Counter::COUNT as usize,
+    ];
+    let mut packed = 0u64;
+    let mut i = 0;
+    while i < sizes.len() {
+        packed = (packed << 8) | (sizes[i] as u64 & 0xff);
+        i += 1;
+    }
+    packed
+}
+
+// FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, 19 counters.
+// If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
+const _: () = assert!(
+    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_13,
+    "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
+);

@@ -1,0 +1,242 @@
+//! `netfast run --config FILE [--keep]`: the foreground daemon.
+//!
+//! It runs `up` (the same code path as `netfast up`), then, until SIGINT or SIGTERM:
+//! garbage-collects conntrack every `[conntrack] gc_interval`, drains the datapath's
+//! aya-log ring buffer, and prints a one-line counter summary every `--interval`.
+//! On exit it runs `down` unless `--keep` is given. The datapath is pinned, so a
+//! `kill -9` leaves it forwarding; only GC and the log stop.
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use aya_log::EbpfLogger;
+use netfast::{
+    config::Config,
+    datapath::{self, DatapathError},
+    gc::{self, GcError, GcReport},
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often the log ring buffer is drained, and the attached program checked.
+const LOG_EVERY: Duration = Duration::from_millis(500);
+
+pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<ExitCode> {
+    // The same code path, and the same report, as `netfast up`.
+    super::up::run(config)?;
+    let cfg = Config::from_file(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the daemon's runtime")?;
+    let outcome = rt.block_on(serve(&cfg, interval, keep));
+    drop(rt);
+    let reason = match outcome {
+        Ok(reason) => reason,
+        Err(e) => {
+            eprintln!("netfast: the daemon stopped on an error; the datapath stays pinned: {e:#}");
+            return Err(e);
+        }
+    };
+    if keep {
+        println!(
+            "netfast: {reason}; --keep: instance {} stays up, pins in {}",
+            cfg.instance,
+            datapath::pin_dir(&cfg.instance).display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("netfast: {reason}; taking instance {} down", cfg.instance);
+    super::down::run(config)
+}
+
+/// Runs until a signal arrives; returns which one.
+async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&'static str> {
+    let mut sigint =
+        signal(SignalKind::interrupt()).context("while installing a SIGINT handler")?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("while installing a SIGTERM handler")?;
+    let gc_every = cfg.conntrack.gc_interval;
+    println!(
+        "netfast: running instance {}: conntrack GC every {} s, summary every {} s; Ctrl-C {}",
+        cfg.instance,
+        gc_every.as_secs(),
+        interval.as_secs(),
+        if keep {
+            "stops the daemon and keeps the instance up (--keep)"
+        } else {
+            "takes the instance down"
+        }
+    );
+    let mut log = DatapathLog::default();
+    log.refresh(&cfg.instance);
+
+    let started = Instant::now();
+    let mut gc_tick = tokio::time::interval(gc_every);
+    let mut summary_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut log_tick = tokio::time::interval(LOG_EVERY);
+    for tick in [&mut gc_tick, &mut summary_tick, &mut log_tick] {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let mut last_gc: Option<GcReport> = None;
+    let mut previous: Option<Vec<(netfast_common::Counter, u64)>> = None;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => return Ok("SIGINT"),
+            _ = sigterm.recv() => return Ok("SIGTERM"),
+            _ = log_tick.tick() => {
+                log.refresh(&cfg.instance);
+                log.drain();
+            }
+            _ = gc_tick.tick() => {
+                let report = collect(cfg)?;
+                if report.expired > 0 {
+                    println!("netfast: gc: {report}");
+                }
+                last_gc = Some(report);
+            }
+            _ = summary_tick.tick() => {
+                let counters = datapath::read_counters(&cfg.instance)
+                    .context("while reading the counters")?;
+                println!(
+                    "{}",
+                    summary(started.elapsed(), &counters, previous.as_deref(), interval, last_gc, cfg.conntrack.capacity)
+                );
+                previous = Some(counters);
+            }
+        }
+    }
+}
+
+fn collect(cfg: &Config) -> anyhow::Result<GcReport> {
+    let pass = gc::open_conntrack(&cfg.instance)
+        .and_then(|mut map| gc::collect(&mut map, &cfg.conntrack.timeouts));
+    match pass {
+        Ok(report) => Ok(report),
+        Err(GcError::Datapath(e @ DatapathError::NotPinned { .. })) => {
+            Err(anyhow::Error::new(e)).context("the instance was taken down under the daemon")
+        }
+        Err(e) => Err(anyhow::Error::new(e)).context("while garbage-collecting conntrack"),
+    }
+}
+
+/// One line: uptime, conntrack fill, every counter that is not 0 (with its rate over
+/// the last interval), drops in total, and the last GC pass.
+fn summary(
+    uptime: Duration,
+    counters: &[(netfast_common::Counter, u64)],
+    previous: Option<&[(netfast_common::Counter, u64)]>,
+    interval: Duration,
+    gc: Option<GcReport>,
+    capacity: u32,
+) -> String {
+    let mut line = format!("[{:>6}s]", uptime.as_secs());
+    if let Some(gc) = gc {
+        line += &format!(
+            " conntrack {}/{} ({:.1}%)",
+            gc.scanned,
+            capacity,
+            gc.scanned as f64 * 100.0 / f64::from(capacity.max(1))
+        );
+    }
+    let mut drops = 0;
+    for (i, (counter, value)) in counters.iter().enumerate() {
+        if counter.is_drop() {
+            drops += value;
+        }
+        if *value == 0 {
+            continue;
+        }
+        line += &format!(" {}={value}", counter.name());
+        let before = previous.and_then(|p| p.get(i)).map_or(0, |(_, v)| *v);
+        let rate = value.saturating_sub(before) as f64 / interval.as_secs_f64().max(0.001);
+        if previous.is_some() && rate > 0.0 {
+            line += &format!("(+{rate:.0}/s)");
+        }
+    }
+    line += &format!(" drops={drops}");
+    if let Some(gc) = gc {
+        line += &format!(
+            " | gc: {} expired, {} deleted, {:.1} ms",
+            gc.expired,
+            gc.deleted,
+            gc.duration.as_secs_f64() * 1e3
+        );
+    }
+    line
+}
+
+/// The aya-log ring buffer of the programs attached now. Another `up` (by the
+/// operator, while the daemon runs) swaps the programs and with them the buffer, so
+/// the attached program id is checked on every drain.
+#[derive(Default)]
+struct DatapathLog {
+    prog_id: Option<u32>,
+    logger: Option<EbpfLogger<Stderr>>,
+    warned: bool,
+}
+
+impl DatapathLog {
+    fn refresh(&mut self, instance: &str) {
+        let id = match datapath::ingress_prog_id(instance) {
+            Ok(id) => id,
+            Err(e) => {
+                self.warn(&format!("cannot find the attached program: {e}"));
+                return;
+            }
+        };
+        if self.prog_id == Some(id) {
+            return;
+        }
+        // Drain what the old programs logged before switching.
+        self.drain();
+        self.prog_id = Some(id);
+        match EbpfLogger::init_from_id_with_logger(id, Stderr) {
+            Ok(logger) => {
+                self.logger = Some(logger);
+                self.warned = false;
+            }
+            Err(e) => {
+                self.logger = None;
+                self.warn(&format!("no aya-log buffer on program {id}: {e}"));
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+    }
+
+    /// Once per problem, not once per tick.
+    fn warn(&mut self, what: &str) {
+        if !self.warned {
+            eprintln!("netfast: datapath log unavailable ({what}); counters still count");
+            self.warned = true;
+        }
+    }
+}
+
+/// Prints the datapath's log records on stderr.
+struct Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!(
+            "netfast: datapath {}: {}",
+            record.level().as_str().to_lowercase(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
