@@ -22,7 +22,8 @@ use netfast_common::{
     flow::KIND_DNAT,
     names::{
         FORWARDS_CAPACITY, LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, MAP_CONFIG, MAP_CONNTRACK,
-        MAP_COUNTERS, MAP_FORWARDS, PIN_ROOT,
+        MAP_COUNTERS, MAP_FORWARDS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
+        PROG_UPLINK_INGRESS_XDP,
     },
 };
 
@@ -450,7 +451,7 @@ impl PinnedInstance {
             let prog_name = aya::programs::loaded_programs()
                 .filter_map(std::result::Result::ok)
                 .find(|p| p.id() == raw.prog_id)
-                .and_then(|p| p.name_as_str().map(str::to_owned));
+                .and_then(|p| p.name_as_str().map(|n| full_program_name(n, &kind)));
             out.push(LinkStatus {
                 pin,
                 link_id: raw.id,
@@ -465,6 +466,18 @@ impl PinnedInstance {
         }
         Ok(out)
     }
+}
+
+/// The kernel keeps 15 bytes of a program's name; give ours back in full.
+fn full_program_name(kernel: &str, kind: &str) -> String {
+    let known: &[&str] = match kind {
+        "xdp" => &[PROG_UPLINK_INGRESS_XDP],
+        _ => &[PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC],
+    };
+    known
+        .iter()
+        .find(|n| !kernel.is_empty() && n.starts_with(kernel))
+        .map_or_else(|| kernel.to_owned(), |n| (*n).to_owned())
 }
 
 fn read_all<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
@@ -802,6 +815,23 @@ mod tests {
         let err =
             check_forward_add("demo", &spec, &seed_config(), &existing, &[]).expect_err("full");
         assert!(err.contains("16384"), "{err}");
+    }
+
+    #[test]
+    fn program_names_come_back_in_full() {
+        assert_eq!(
+            full_program_name("uplink_ingress_", "tcx"),
+            "uplink_ingress_tc"
+        );
+        assert_eq!(
+            full_program_name("uplink_ingress_", "xdp"),
+            "uplink_ingress_xdp"
+        );
+        assert_eq!(
+            full_program_name("uplink_egress_t", "tcx"),
+            "uplink_egress_tc"
+        );
+        assert_eq!(full_program_name("other", "tcx"), "other");
     }
 
     #[test]
