@@ -1,0 +1,175 @@
+//! `netfast run` as a child process, and TCP streams held open across namespaces.
+//! Shared by `persistence` and `conntrack_gc`; everything is killed on drop.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddrV4, TcpStream},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use crate::support::{Sandbox, netfast_bin};
+
+/// `netfast --netns <host> run --config <sandbox config> ARGS...`, with its stdout and
+/// stderr gathered as they come.
+pub struct Daemon {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Daemon {
+    pub fn start(sb: &Sandbox, args: &[&str]) -> Daemon {
+        let mut child = Command::new(netfast_bin())
+            .args(["--netns", &sb.host(), "run", "--config", sb.config_str()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netfast run");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for mut pipe in [
+            Box::new(stdout) as Box<dyn Read + Send>,
+            Box::new(stderr) as Box<dyn Read + Send>,
+        ] {
+            let output = Arc::clone(&output);
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    output.lock().expect("output lock").push_str(&chunk);
+                }
+            });
+        }
+        Daemon {
+            child,
+            output,
+            exited: None,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    /// Waits until the daemon printed `needle`; fails with its output otherwise, or
+    /// when it exits first.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "netfast run exited ({status}) before printing {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "netfast run did not print {needle:?} within {limit:?}:\n{}",
+            self.output()
+        );
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends `signal` and waits for the daemon to exit, bounded.
+    pub fn stop(&mut self, signal: Signal, limit: Duration) -> ExitStatus {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal netfast run");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(status);
+                // Let the reader threads catch the last lines.
+                thread::sleep(Duration::from_millis(200));
+                return status;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "netfast run did not exit within {limit:?} of {signal}:\n{}",
+            self.output()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A TCP connection opened from inside network namespace `ns`. The socket stays in
+/// that namespace whichever thread uses it afterwards.
+pub fn connect_in(ns: &str, to: SocketAddrV4) -> TcpStream {
+    let stream = netfast::netns::run_in(ns, || TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("entering {ns}: {e}"))
+        .unwrap_or_else(|e| panic!("connecting to {to} from {ns}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
+    stream
+}
+
+/// Sends `len` bytes tagged with `tag` through an echo server and checks that exactly
+/// those bytes come back. Chunked, so neither side's buffers fill up. Returns `len`.
+pub fn echo_exchange(stream: &mut TcpStream, tag: &str, len: usize) -> usize {
+    let payload: Vec<u8> = tag
+        .bytes()
+        .chain(b"|".iter().copied())
+        .cycle()
+        .zip(0..len)
+        .map(|(b, i)| b ^ (i as u8 & 0x1f))
+        .collect();
+    for chunk in payload.chunks(8192) {
+        stream
+            .write_all(chunk)
+            .unwrap_or_else(|e| panic!("{tag}: writing {} bytes: {e}", chunk.len()));
+        let mut back = vec![0u8; chunk.len()];
+        stream
+            .read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("{tag}: reading the echo of {} bytes: {e}", chunk.len()));
+        assert!(back == chunk, "{tag}: the echo differs from what was sent");
+    }
+    len
+}
+
+/// A TCP echo server for many connections in turn. For each one it prints
+/// "ADDR PORT BYTES eof|reset|<error>" when the connection ends.
+pub const TCP_ECHO_SERVER: &str = "import socket,sys,threading
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind((sys.argv[1],int(sys.argv[2]))); s.listen()
+def serve(c,a):
+    n=0; how='eof'
+    try:
+        while True:
+            d=c.recv(65536)
+            if not d: break
+            c.sendall(d); n+=len(d)
+    except ConnectionResetError: how='reset'
+    except Exception as e: how=type(e).__name__
+    print(a[0],a[1],n,how,flush=True); c.close()
+while True:
+    c,a=s.accept(); threading.Thread(target=serve,args=(c,a),daemon=True).start()";
