@@ -623,7 +623,6 @@ mod tests {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn st(nat: &str, port: u16, kind: u8, dir: u8, flags: u8, pkts: u64) -> FlowState {
         FlowState {
             nat_addr: raw_addr(ip(nat)),

@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use netfast::{pinned::PinnedInstance, render};
+use netfast::{
+    pinned::{MapFill, PinnedInstance},
+    render,
+};
 use netfast_common::Counter;
 
 use super::status::Target;
@@ -27,9 +30,10 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-fn sample(
-    inst: &PinnedInstance,
-) -> anyhow::Result<(Vec<(Counter, u64)>, Vec<netfast::pinned::MapFill>)> {
+/// One reading: every counter and every map's fill.
+type Sample = (Vec<(Counter, u64)>, Vec<MapFill>);
+
+fn sample(inst: &PinnedInstance) -> anyhow::Result<Sample> {
     let counters = inst.counters().context("while reading COUNTERS")?;
     let fill = inst.map_fill().context("while reading the maps' fill")?;
     Ok((counters, fill))
