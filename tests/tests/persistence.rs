@@ -201,7 +201,8 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
 
     // Another build's layout number.
     netfast::datapath::write_meta_pinned(&prefix, 999).expect("write META");
-    let migrate = format!("run `netfast down --config {config}` then `netfast up --config {config}`");
+    let migrate =
+        format!("run `netfast down --config {config}` then `netfast up --config {config}`");
     assert_refused(
         &sb,
         &[

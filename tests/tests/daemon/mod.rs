@@ -121,9 +121,11 @@ impl Drop for Daemon {
 /// A TCP connection opened from inside network namespace `ns`. The socket stays in
 /// that namespace whichever thread uses it afterwards.
 pub fn connect_in(ns: &str, to: SocketAddrV4) -> TcpStream {
-    let stream = netfast::netns::run_in(ns, || TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("entering {ns}: {e}"))
-        .unwrap_or_else(|e| panic!("connecting to {to} from {ns}: {e}"));
+    let stream = netfast::netns::run_in(ns, || {
+        TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))
+    })
+    .unwrap_or_else(|e| panic!("entering {ns}: {e}"))
+    .unwrap_or_else(|e| panic!("connecting to {to} from {ns}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
