@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup|run|test`. Both `run` and `test` start with the
 //! idempotent set-up, so a fresh machine needs only the README's two commands.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -33,6 +34,13 @@ enum Commands {
         /// Exit after the checks, non-zero if any failed.
         #[arg(long)]
         once: bool,
+    },
+    /// Set up, build in release, and benchmark netfast against iptables and nftables
+    /// NAT; writes target/bench/report.md, report.json and SVG charts.
+    Bench {
+        /// Every scenario once, briefly, at small sizes.
+        #[arg(long)]
+        quick: bool,
     },
     /// Set up, build the binaries, and run every test of the workspace.
     Test {
@@ -92,6 +100,10 @@ fn dispatch(command: Commands) -> anyhow::Result<ExitCode> {
         Commands::Test { args } => {
             setup::setup()?;
             test(&args)
+        }
+        Commands::Bench { quick } => {
+            setup::setup()?;
+            bench::bench(quick)
         }
     }
 }
