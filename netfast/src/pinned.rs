@@ -78,6 +78,9 @@ pub enum PinnedError {
     /// Input that was refused before any map changed; the text names value and fix.
     #[error("{0}")]
     Refused(String),
+    /// The pins were written by a build with another map layout (or the check failed).
+    #[error(transparent)]
+    Datapath(crate::datapath::DatapathError),
 }
 
 impl PinnedError {
@@ -89,6 +92,7 @@ impl PinnedError {
                 | PinnedError::UnknownInstance { .. }
                 | PinnedError::MissingPin { .. }
                 | PinnedError::Refused(_)
+                | PinnedError::Datapath(crate::datapath::DatapathError::LayoutMismatch { .. })
         )
     }
 }
@@ -159,6 +163,8 @@ impl PinnedInstance {
                 dir,
             });
         }
+        // Never read maps that another layout wrote; any CONNTRACK capacity is fine.
+        crate::datapath::check_layout(name, None, None).map_err(PinnedError::Datapath)?;
         Ok(Self {
             name: name.to_owned(),
             dir,

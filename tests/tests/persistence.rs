@@ -212,6 +212,19 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
             "established flows are dropped",
         ],
     );
+    // The operator commands refuse to read those maps too.
+    let ct = sb.netfast(&["ct", "list", "--instance", &prefix]);
+    assert_eq!(
+        ct.status.code(),
+        Some(2),
+        "ct list over another layout: {}",
+        text(&ct.stderr)
+    );
+    assert!(
+        text(&ct.stderr).contains("were written by layout 999"),
+        "ct list names the layout: {}",
+        text(&ct.stderr)
+    );
     assert_eq!(
         netfast::datapath::read_meta(&prefix).expect("META"),
         999,
