@@ -104,7 +104,7 @@ impl Options {
             iperf_seconds: 2,
             rule_sizes: vec![1, 1_000, 10_000],
             scaling_blocks: 3,
-            progcost_runs: 20_000,
+            progcost_runs: 50_000,
             lanes: LaneKind::ALL.to_vec(),
             netfast_bin,
             out_dir,
@@ -273,7 +273,7 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
         }
         report
             .blocks
-            .push(noise.finish(format!("main {}", block + 1)));
+            .push(noise.finish(format!("main {}", block + 1), names::CONN, rules0, block));
     }
 
     // Rule scaling: scenarios 1 and 3 (new flows) at every size, all lanes.
@@ -323,9 +323,12 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
                     check_conntrack(lane, label, &mut report);
                 }
             }
-            report
-                .blocks
-                .push(noise.finish(format!("scaling {n} ports, {}", block + 1)));
+            report.blocks.push(noise.finish(
+                format!("scaling {n} ports, {}", block + 1),
+                names::SCALING,
+                n,
+                block,
+            ));
         }
     }
 
@@ -339,6 +342,7 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
         Err(e) => report.errors.push(format!("program cost: {e}")),
     }
 
+    flag_noise(&mut report.blocks, &samples);
     report.figures = figures(&samples);
     report.duration_seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -550,10 +554,9 @@ fn trial(
     Ok(())
 }
 
-/// Steal, softirq and CPU used by others during a block, from /proc/stat.
+/// Steal and softirq during a block, from /proc/stat.
 struct NoiseMeter {
     cpu: sys::CpuTimes,
-    own: u64,
     load: f64,
 }
 
@@ -561,28 +564,49 @@ impl NoiseMeter {
     fn start() -> NoiseMeter {
         NoiseMeter {
             cpu: sys::CpuTimes::read().unwrap_or_default(),
-            own: sys::self_ticks(),
             load: sys::loadavg(),
         }
     }
 
-    fn finish(self, name: String) -> BlockNoise {
+    /// `scenario`/`rules`/`index` locate the block's base-lane connection rate, from
+    /// which [`flag_noise`] later tells how far this block drifted.
+    fn finish(self, name: String, scenario: &str, rules: usize, index: usize) -> BlockNoise {
         let d = sys::CpuTimes::read().unwrap_or_default().since(&self.cpu);
-        let own = sys::self_ticks().saturating_sub(self.own);
         let total = d.total().max(1) as f64;
         let pct = |x: u64| 100.0 * x as f64 / total;
-        let other = (d.user + d.nice + d.system).saturating_sub(own);
-        let steal_pct = pct(d.steal);
-        let other_pct = pct(other);
         BlockNoise {
             name,
-            steal_pct,
+            scenario: scenario.into(),
+            rules,
+            index,
+            steal_pct: pct(d.steal),
             softirq_pct: pct(d.softirq),
             irq_pct: pct(d.irq),
-            other_pct,
             loadavg_at_start: self.load,
-            noisy: steal_pct > 2.0 || other_pct > 15.0,
+            base_drift_pct: f64::NAN,
+            noisy: false,
         }
+    }
+}
+
+/// The machine is shared, so a block is judged by its own reference: the base lane's
+/// connection rate in that block against the base median over the phase's blocks.
+/// Noisy: drift beyond 10%, or steal above 2%.
+fn flag_noise(blocks: &mut [BlockNoise], samples: &Samples) {
+    for b in blocks.iter_mut() {
+        let key = (
+            b.scenario.clone(),
+            "connections/s".to_string(),
+            LaneKind::Base,
+            b.rules,
+        );
+        if let Some(v) = samples.values.get(&key) {
+            let median = stats::quantile(v, 0.5);
+            if let Some(x) = v.get(b.index) {
+                b.base_drift_pct = 100.0 * (x - median) / median;
+            }
+        }
+        b.noisy = b.steal_pct > 2.0 || b.base_drift_pct.abs() > 10.0;
     }
 }
 

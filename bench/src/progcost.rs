@@ -403,10 +403,13 @@ pub fn measure(runs: usize, blocks: usize) -> Result<Vec<ClassCost>, BenchError>
                         )
                     }
                     Frame::NewSnat => {
-                        let (_, p) = fresh();
+                        // A fresh destination per flow: to one destination the SNAT
+                        // range (4536 ports) would run out and the class would
+                        // measure port exhaustion instead.
+                        let (a, p) = fresh();
                         tcp_frame(
-                            SocketAddrV4::new(BACKEND, p),
-                            SocketAddrV4::new(PEER, 9_000),
+                            SocketAddrV4::new(BACKEND, 33_000),
+                            SocketAddrV4::new(a, p),
                             SYN,
                         )
                     }

@@ -155,17 +155,6 @@ impl CpuTimes {
         }
     }
 
-    pub fn add(&mut self, o: &CpuTimes) {
-        self.user += o.user;
-        self.nice += o.nice;
-        self.system += o.system;
-        self.idle += o.idle;
-        self.iowait += o.iowait;
-        self.irq += o.irq;
-        self.softirq += o.softirq;
-        self.steal += o.steal;
-    }
-
     /// Ticks some CPU spent working (steal and idle excluded).
     pub fn busy(&self) -> u64 {
         self.user + self.nice + self.system + self.irq + self.softirq
@@ -181,23 +170,6 @@ pub fn ns_per_tick() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     1e9 / if hz > 0 { hz as f64 } else { 100.0 }
-}
-
-/// This process's own user+system CPU ticks (all threads) plus waited-for children.
-pub fn self_ticks() -> u64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
-    // Fields after the ")" that ends the command name: utime is field 14 overall.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // rest starts at field 3 (state); utime=14, stime=15, cutime=16, cstime=17.
-    (11..=14).map(|i| f.get(i).copied().unwrap_or(0)).sum()
 }
 
 pub fn online_cpus() -> usize {

@@ -292,11 +292,12 @@ pub fn udp_pps(
     let cpu = sys::CpuTimes::read()?.since(&cpu_before);
     stop.store(true, Ordering::SeqCst);
     let _ = sink_thread.join();
-    let (sent, elapsed) = sent??;
+    let (sent, elapsed, warm) = sent??;
     Ok(UdpResult {
         offered_pps: rate_pps as f64,
         sent,
-        received: received.load(Ordering::SeqCst),
+        // The warm-up packets reached the sink too, outside the timed part.
+        received: received.load(Ordering::SeqCst).saturating_sub(warm),
         elapsed,
         cpu,
     })
@@ -395,7 +396,7 @@ fn udp_generate(
     rate_pps: u64,
     total: u64,
     duration: Duration,
-) -> Result<(u64, Duration), BenchError> {
+) -> Result<(u64, Duration, u64), BenchError> {
     sys::pin_to_cpu(CLIENT_CPU);
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
@@ -457,9 +458,10 @@ fn udp_generate(
         };
         usize::try_from(n).unwrap_or(0)
     };
+    let mut warm_sent = 0;
     if flows == UdpFlows::Established {
         let mut warm: Vec<Vec<u8>> = (0..64).map(packet_for).collect();
-        send_batch(&mut warm);
+        warm_sent = send_batch(&mut warm) as u64;
         thread::sleep(Duration::from_millis(50));
     }
     let start = Instant::now();
@@ -489,7 +491,7 @@ fn udp_generate(
             break;
         }
     }
-    Ok((sent, start.elapsed()))
+    Ok((sent, start.elapsed(), warm_sent))
 }
 
 /// Scenario 4: `iperf3 -c` in the client ns against a one-shot server in the container.
