@@ -307,9 +307,14 @@ impl Lane {
         })
     }
 
-    /// Empties nf_conntrack in the lane's host namespace.
+    /// Empties the lane's connection tracking: netfast's CONNTRACK map (`netfast ct
+    /// flush`) or nf_conntrack in the host namespace. Base tracks nothing.
     pub fn flush_conntrack(&self) -> Result<(), BenchError> {
-        sys::run_tool(Some(&self.host()), &["conntrack", "-F"], TOOL_TIMEOUT).map(|_| ())
+        match self.kind {
+            LaneKind::Base => Ok(()),
+            LaneKind::NetfastTc | LaneKind::NetfastXdp => self.netfast(&["ct", "flush"]),
+            _ => sys::run_tool(Some(&self.host()), &["conntrack", "-F"], TOOL_TIMEOUT).map(|_| ()),
+        }
     }
 
     /// MTU and offload settings of every link on the path, to prove the lanes alike.

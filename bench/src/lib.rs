@@ -471,10 +471,11 @@ fn trial(
             } else {
                 UdpFlows::Established
             };
-            if flows == UdpFlows::New && !k.is_netfast() && k != LaneKind::Base {
-                // Each new-flow trial adds up to offered rate × trial entries that live
-                // 30 s; start from an empty table so an earlier trial's leftovers never
-                // fill nf_conntrack (262144) and drop packets.
+            if flows == UdpFlows::New {
+                // A new-flow trial adds up to a few hundred thousand flows, more than
+                // nf_conntrack (262144) or netfast's CONNTRACK holds. Every NAT lane
+                // starts it from an empty table, and is emptied again after it, so no
+                // other trial runs against a table this flood filled.
                 lane.flush_conntrack()?;
             }
             let r = traffic::udp_pps(
@@ -487,7 +488,11 @@ fn trial(
                 cursor,
                 opts.udp_pps,
                 opts.trial,
-            )?;
+            );
+            if flows == UdpFlows::New {
+                lane.flush_conntrack()?;
+            }
+            let r = r?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             let delivered = r.received as f64 / secs;
             let loss = if r.sent > 0 {
