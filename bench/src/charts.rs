@@ -103,6 +103,7 @@ fn conn_vs_rules(report: &Report, path: &Path) -> DrawResult {
                 String::new()
             }
         })
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc("connections/s")
         .draw()?;
     for (li, lane) in lanes.iter().enumerate() {
@@ -190,6 +191,7 @@ fn bars(
                 String::new()
             }
         })
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc(unit)
         .draw()?;
     let width = 0.8 / series.len() as f64;
