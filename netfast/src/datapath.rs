@@ -497,19 +497,36 @@ fn sync_forwards(ebpf: &mut Ebpf, forwards: &[(ForwardKey, Backend)]) -> Result<
     Ok(())
 }
 
-/// Takes the pinned link at `path` out of bpffs, if there is one, so that it can be
-/// updated in place or dropped.
-fn take_pinned_link(path: &Path) -> Result<Option<FdLink>, DatapathError> {
+/// What bpffs holds at an instance's link pin.
+enum PinnedAs<L> {
+    Nothing,
+    /// A link of the kind about to be attached: it is updated in place.
+    Same(L),
+    /// A link of the other kind (the instance switched between tc and XDP): it stays
+    /// attached until the new link is up, then its pin is replaced.
+    Other,
+}
+
+/// How the new program got onto the hook, which decides what happens to the pin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attached {
+    /// bpf_link_update on the pinned link: the pin already names the live link.
+    InPlace,
+    Fresh,
+    ReplacingOther,
+}
+
+/// Opens the link pinned at `path` without unpinning it, so that a failed attach
+/// leaves the running datapath exactly as it was.
+fn pinned_link<L: TryFrom<FdLink>>(path: &Path) -> Result<PinnedAs<L>, DatapathError> {
     match PinnedLink::from_pin(path) {
-        Ok(pinned) => pinned
-            .unpin()
-            .map(Some)
-            .map_err(|source| DatapathError::Io {
-                action: format!("unpinning {}", path.display()),
-                source,
-            }),
+        // Our fd is only an extra reference: the pin keeps the link attached either way.
+        Ok(pinned) => Ok(match L::try_from(FdLink::from(pinned)) {
+            Ok(link) => PinnedAs::Same(link),
+            Err(_) => PinnedAs::Other,
+        }),
         Err(LinkError::SyscallError(err)) if err.io_error.kind() == io::ErrorKind::NotFound => {
-            Ok(None)
+            Ok(PinnedAs::Nothing)
         }
         Err(source) => Err(DatapathError::Link {
             path: path.to_path_buf(),
@@ -518,8 +535,24 @@ fn take_pinned_link(path: &Path) -> Result<Option<FdLink>, DatapathError> {
     }
 }
 
-fn pin_link(link: FdLink, path: &Path) -> Result<(), DatapathError> {
-    link.pin(path)
+/// Pins the newly attached `link` at `path`, unless it was updated in place. A link of
+/// the other kind pinned there is detached now, by removing its last reference.
+fn pin_attached<L>(link: L, path: &Path, attached: Attached) -> Result<(), DatapathError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    if attached == Attached::InPlace {
+        return Ok(());
+    }
+    if attached == Attached::ReplacingOther {
+        remove_pin(path)?;
+    }
+    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    fd_link
+        .pin(path)
         .map(drop)
         .map_err(|source| DatapathError::Io {
             action: format!("pinning {}", path.display()),
@@ -545,22 +578,24 @@ fn attach_tc(
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
     // An existing tcx link is updated in place: no packet sees a gap or two programs.
-    let old = take_pinned_link(link_path)?.and_then(|fd| SchedClassifierLink::try_from(fd).ok());
-    let link_id = match old {
-        Some(old) => program.attach_to_link(old),
-        None => program.attach_with_options(
-            uplink,
-            attach_type,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
+    let (link_id, attached) = match pinned_link::<SchedClassifierLink>(link_path)? {
+        PinnedAs::Same(old) => (program.attach_to_link(old), Attached::InPlace),
+        pinned => (
+            program.attach_with_options(
+                uplink,
+                attach_type,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            ),
+            if matches!(pinned, PinnedAs::Other) {
+                Attached::ReplacingOther
+            } else {
+                Attached::Fresh
+            },
         ),
-    }
-    .map_err(program_error)?;
+    };
+    let link_id = link_id.map_err(program_error)?;
     let link = program.take_link(link_id).map_err(program_error)?;
-    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
-        path: link_path.to_path_buf(),
-        source,
-    })?;
-    pin_link(fd_link, link_path)?;
+    pin_attached(link, link_path, attached)?;
     let id = program.info().map_err(program_error)?.id();
     let direction = match attach_type {
         TcAttachType::Ingress => "ingress",
@@ -581,43 +616,34 @@ fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String,
         .try_into()
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
-    // A previous XDP link is updated in place; a previous tcx ingress link (the
-    // instance switched from tc) is dropped once XDP is attached.
-    let old = take_pinned_link(link_path)?;
-    let (old_xdp, old_other) = match old {
-        Some(fd) => match XdpLink::try_from(fd) {
-            Ok(xdp) => (Some(xdp), None),
-            Err(_) => (None, take_pinned_link(link_path)?),
-        },
-        None => (None, None),
-    };
-    let (link_id, mode) = match old_xdp {
-        Some(old) => (
+    let (link_id, attached, mode) = match pinned_link::<XdpLink>(link_path)? {
+        PinnedAs::Same(old) => (
             program.attach_to_link(old).map_err(program_error)?,
+            Attached::InPlace,
             "updated in place",
         ),
-        None => match program.attach(uplink, XdpMode::Driver) {
-            Ok(id) => (id, "native"),
-            Err(native_error) => {
-                eprintln!(
-                    "netfast: native XDP is not available on {uplink} ({native_error}); falling back to generic (skb) mode, which is slower"
-                );
-                (
-                    program
+        pinned => {
+            let attached = if matches!(pinned, PinnedAs::Other) {
+                Attached::ReplacingOther
+            } else {
+                Attached::Fresh
+            };
+            match program.attach(uplink, XdpMode::Driver) {
+                Ok(id) => (id, attached, "native"),
+                Err(native_error) => {
+                    eprintln!(
+                        "netfast: native XDP is not available on {uplink} ({native_error}); falling back to generic (skb) mode, which is slower"
+                    );
+                    let id = program
                         .attach(uplink, XdpMode::Skb)
-                        .map_err(program_error)?,
-                    "skb",
-                )
+                        .map_err(program_error)?;
+                    (id, attached, "skb")
+                }
             }
-        },
+        }
     };
-    drop(old_other);
     let link = program.take_link(link_id).map_err(program_error)?;
-    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
-        path: link_path.to_path_buf(),
-        source,
-    })?;
-    pin_link(fd_link, link_path)?;
+    pin_attached(link, link_path, attached)?;
     let id = program.info().map_err(program_error)?.id();
     Ok(format!("{name} on {uplink}: xdp {mode}, prog id {id}"))
 }

@@ -334,3 +334,47 @@ fn bad_config_is_refused_before_any_change() {
     let links = exec_ok(&lab.host_ns(), &["ip", "-o", "link", "show"]);
     assert!(!links.contains("br0"), "a refused up created br0:\n{links}");
 }
+
+#[test]
+fn switching_ingress_between_tc_and_xdp_keeps_forwarding() {
+    let sb = Sandbox::up("s", IngressMode::Tc, "");
+    let original = std::fs::read_to_string(&sb.config).expect("read config");
+    for (from, to) in [("tc", "xdp"), ("xdp", "tc")] {
+        let switched = original.replace("ingress = \"tc\"", &format!("ingress = \"{to}\""));
+        std::fs::write(&sb.config, switched).expect("write config");
+        let up = sb.netfast(&["up", "--config", sb.config_str()]);
+        assert!(
+            up.status.success(),
+            "up {from} -> {to}: {}",
+            text(&up.stderr)
+        );
+        let report = text(&up.stdout);
+        assert!(
+            report.contains(&format!("uplink_ingress_{to} on eth0")),
+            "{from} -> {to}: {report}"
+        );
+        let link = netfast::datapath::pin_dir(&sb.prefix).join("link_uplink_ingress");
+        assert!(link.exists(), "{from} -> {to}: the ingress link is pinned");
+
+        let server = Background::spawn(
+            &sb.container(2),
+            &["python3", "-c", TCP_ECHO_ONCE, "172.16.0.102", "80"],
+        );
+        wait_listening(&sb.container(2), "tcp", 80);
+        let reply = exec_ok(
+            &sb.lan(),
+            &["sh", "-c", &format!("printf {to} | nc -N -w 5 {HOST} 8088")],
+        );
+        assert_eq!(
+            reply,
+            format!("echo:{to}"),
+            "after switching {from} -> {to}"
+        );
+        server.wait(Duration::from_secs(10));
+    }
+    let attached = exec_ok(&sb.host(), &["ip", "-d", "link", "show", "eth0"]);
+    assert!(
+        !attached.contains("prog/xdp"),
+        "XDP must be gone after switching back to tc:\n{attached}"
+    );
+}
