@@ -3,7 +3,7 @@
 //! the second), then netfast's counters and every namespace's non-zero TCP reset,
 //! drop and error counters.
 //!
-//! `cargo build --release -p netfast -p netfast-bench --examples &&
+//! `cargo build --release -p netfast -p netfast-bench --bins --examples &&
 //!  target/release/examples/conn_failures [tc|xdp]` (as root).
 
 use std::{path::PathBuf, process::Command, time::Duration};
