@@ -560,6 +560,20 @@ where
         })
 }
 
+/// The program `name` of the object, as its concrete type.
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(DatapathError::Program {
+        name,
+        source: ProgramError::NotLoaded,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
 fn attach_tc(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -568,14 +582,7 @@ fn attach_tc(
     link_path: &Path,
 ) -> Result<String, DatapathError> {
     let program_error = |source| DatapathError::Program { name, source };
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(DatapathError::Program {
-            name,
-            source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(program_error)?;
+    let program: &mut SchedClassifier = program_mut(ebpf, name)?;
     program.load().map_err(program_error)?;
     // An existing tcx link is updated in place: no packet sees a gap or two programs.
     let (link_id, attached) = match pinned_link::<SchedClassifierLink>(link_path)? {
@@ -607,14 +614,7 @@ fn attach_tc(
 fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String, DatapathError> {
     let name = PROG_UPLINK_INGRESS_XDP;
     let program_error = |source| DatapathError::Program { name, source };
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(DatapathError::Program {
-            name,
-            source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(program_error)?;
+    let program: &mut Xdp = program_mut(ebpf, name)?;
     program.load().map_err(program_error)?;
     let (link_id, attached, mode) = match pinned_link::<XdpLink>(link_path)? {
         PinnedAs::Same(old) => (

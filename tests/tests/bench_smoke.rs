@@ -1,33 +1,21 @@
 //! The benchmark's quick mode as a smoke test: every lane comes up and carries every
 //! scenario, and the report is well formed. It never checks a speed.
 
+#[allow(
+    dead_code,
+    reason = "each test binary uses its own part of the shared support"
+)]
+mod support;
+
 use std::{collections::BTreeSet, path::PathBuf};
 
 use netfast_bench::{Options, lanes::LaneKind, names, report};
 
-fn netfast_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("netfast"))
-        .expect("test binary lives in target/<profile>/deps");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p netfast` (`cargo xtask test` does)",
-        bin.display()
-    );
-    bin
-}
-
 #[test]
 fn quick_bench_runs_every_lane_and_scenario() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "the benchmark needs root (namespaces, BPF, iptables); run it with `cargo xtask test` as root"
-    );
+    support::require_root();
     let out = std::env::temp_dir().join(format!("netfast-bench-smoke-{}", std::process::id()));
-    let opts = Options::quick(netfast_bin(), out.clone());
+    let opts = Options::quick(support::netfast_bin(), out.clone());
     let r = netfast_bench::run(&opts).expect("the quick benchmark runs");
     let written = report::write(&r).expect("the report is written");
     assert!(
