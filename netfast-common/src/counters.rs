@@ -43,10 +43,14 @@ pub enum Counter {
     DropRewriteFailed,
     /// Not a decision: every extra SNAT port try after the first.
     SnatPortRetries,
+    /// Not a decision: a flow's other half, evicted by the LRU, rebuilt from this one.
+    ConntrackHalfRestored,
+    /// Not a decision: rebuilding an evicted half failed (the map refused the insert).
+    ConntrackRestoreFailed,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::SnatPortRetries as u32 + 1;
+    pub const COUNT: u32 = Counter::ConntrackRestoreFailed as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::DnatNew,
@@ -68,7 +72,20 @@ impl Counter {
         Counter::DropConntrackInsert,
         Counter::DropRewriteFailed,
         Counter::SnatPortRetries,
+        Counter::ConntrackHalfRestored,
+        Counter::ConntrackRestoreFailed,
     ];
+
+    /// Whether this counter is a packet's one decision; the others count events on the
+    /// way (SNAT port retries, conntrack halves rebuilt).
+    pub const fn is_decision(self) -> bool {
+        !matches!(
+            self,
+            Counter::SnatPortRetries
+                | Counter::ConntrackHalfRestored
+                | Counter::ConntrackRestoreFailed
+        )
+    }
 
     /// Whether the packet that bumped this counter is dropped.
     pub const fn is_drop(self) -> bool {
@@ -105,6 +122,8 @@ impl Counter {
             Counter::DropConntrackInsert => "drop_conntrack_insert",
             Counter::DropRewriteFailed => "drop_rewrite_failed",
             Counter::SnatPortRetries => "snat_port_retries",
+            Counter::ConntrackHalfRestored => "conntrack_half_restored",
+            Counter::ConntrackRestoreFailed => "conntrack_restore_failed",
         }
     }
 }

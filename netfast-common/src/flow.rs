@@ -74,6 +74,32 @@ impl FlowState {
         (self.kind == KIND_DNAT) == (self.direction == DIR_ORIGINAL)
     }
 
+    /// The entry of the other half: the same translation, undone. Everything it holds
+    /// follows from this entry and its key, so an evicted half can be rebuilt.
+    pub const fn partner_state(&self, key: &FlowKey) -> FlowState {
+        let (nat_addr, nat_port) = if self.rewrites_destination() {
+            (key.dst_addr, key.dst_port)
+        } else {
+            (key.src_addr, key.src_port)
+        };
+        FlowState {
+            nat_addr,
+            nat_port,
+            kind: self.kind,
+            direction: if self.direction == DIR_ORIGINAL {
+                DIR_REPLY
+            } else {
+                DIR_ORIGINAL
+            },
+            tcp_flags: 0,
+            _pad: [0; 7],
+            created_ns: self.created_ns,
+            last_seen_ns: self.last_seen_ns,
+            packets: 0,
+            bytes: 0,
+        }
+    }
+
     /// The key of the other half of the flow that `key` (this entry's key) belongs to:
     /// the translated packet, seen coming back.
     pub const fn partner_key(&self, key: &FlowKey) -> FlowKey {
@@ -148,5 +174,18 @@ mod tests {
         let snat_reply = state(container, KIND_SNAT, DIR_REPLY);
         assert_eq!(snat_original.partner_key(&original), reply);
         assert_eq!(snat_reply.partner_key(&reply), original);
+        assert_eq!(snat_original.partner_state(&original), snat_reply);
+        assert_eq!(snat_reply.partner_state(&reply), snat_original);
+    }
+
+    #[test]
+    fn a_dnat_half_rebuilds_the_other() {
+        let (client, host, backend) = ((1, 40000), (2, 8088), (3, 80));
+        let original = key(client, host);
+        let reply = key(backend, client);
+        let dnat_original = state(backend, KIND_DNAT, DIR_ORIGINAL);
+        let dnat_reply = state(host, KIND_DNAT, DIR_REPLY);
+        assert_eq!(dnat_original.partner_state(&original), dnat_reply);
+        assert_eq!(dnat_reply.partner_state(&reply), dnat_original);
     }
 }

@@ -9,8 +9,9 @@
 use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey};
 
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
-/// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default.
-pub const LAYOUT_VERSION: u64 = 2;
+/// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
+/// 3 adds the conntrack half-restore counters.
+pub const LAYOUT_VERSION: u64 = 3;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
@@ -34,9 +35,9 @@ const fn fingerprint() -> u64 {
     packed
 }
 
-// FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, 19 counters.
+// FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, 21 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_13,
+    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_15,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

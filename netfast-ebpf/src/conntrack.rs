@@ -39,7 +39,25 @@ pub fn lookup_for(pkt: &Packet, side: Side) -> Option<FlowState> {
         return None;
     }
     touch(entry, pkt);
+    restore_partner(&pkt.key, &state);
     Some(state)
+}
+
+/// The LRU evicts single entries, so when the table is full a flow can lose its other
+/// half, and the next packet the other way would be taken for a new flow. The half
+/// that is left holds all it takes to rebuild it. NOEXIST: never clobber a half that
+/// another CPU just wrote, or a port another flow has claimed since.
+#[inline(always)]
+fn restore_partner(key: &FlowKey, state: &FlowState) {
+    let partner = state.partner_key(key);
+    if CONNTRACK.get_ptr(&partner).is_some() {
+        return;
+    }
+    match CONNTRACK.insert(&partner, &state.partner_state(key), BPF_NOEXIST.into()) {
+        Ok(()) => count(Counter::ConntrackHalfRestored),
+        Err(err) if err == -EEXIST => {}
+        Err(_) => count(Counter::ConntrackRestoreFailed),
+    }
 }
 
 /// Records a packet on an existing entry.

@@ -377,7 +377,7 @@ pub struct StatsView {
 }
 
 pub fn decision(c: Counter) -> &'static str {
-    if c == Counter::SnatPortRetries {
+    if !c.is_decision() {
         "info"
     } else if c.is_drop() {
         "drop"
@@ -779,6 +779,8 @@ icmp   61000-65535     0   4536  0.0%
         assert_eq!(
             &lines[20..],
             [
+                "conntrack_half_restored          info        190     95.0",
+                "conntrack_restore_failed         info        200    100.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",

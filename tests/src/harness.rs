@@ -335,6 +335,17 @@ impl Datapath {
             .collect()
     }
 
+    /// Deletes one CONNTRACK entry, as the LRU does when the table is full.
+    pub fn evict(&mut self, key: &FlowKey) {
+        let map = self
+            .ebpf
+            .map_mut(MAP_CONNTRACK)
+            .expect("the object has a CONNTRACK map");
+        let mut conntrack: HashMap<&mut MapData, FlowKey, FlowState> =
+            HashMap::try_from(map).expect("CONNTRACK is an LRU hash of FlowKey to FlowState");
+        conntrack.remove(key).expect("the entry to evict exists");
+    }
+
     /// The CONNTRACK entry for `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
         self.conntrack()

@@ -212,6 +212,88 @@ fn established_dnat_hits_conntrack() {
     });
 }
 
+/// The LRU evicts single entries: with the reply half gone, the client's next packet
+/// rebuilds it, so the backend's answer is still translated back (not masqueraded).
+#[test]
+fn an_evicted_reply_half_is_rebuilt_from_the_original() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(client(), published_tcp(), SYN);
+        datapath
+            .run(prog, &syn.bytes())
+            .assert_counted(Counter::DnatNew);
+        let reply_key = flow_key(proto::TCP, backend_tcp(), client());
+        let before = datapath.flow(&reply_key).expect("the reply half exists");
+        datapath.evict(&reply_key);
+
+        let ack = Packet::tcp(client(), published_tcp(), ACK);
+        let run = datapath.run(prog, &ack.bytes());
+        assert_eq!(
+            run.counted,
+            [
+                (Counter::DnatEstablished, 1),
+                (Counter::ConntrackHalfRestored, 1)
+            ],
+            "{prog:?}"
+        );
+        assert_eq!(run.out, ack.with_dst(backend_tcp()).bytes(), "{prog:?}");
+        let restored = datapath.flow(&reply_key).expect("the reply half is back");
+        assert_eq!(
+            (
+                restored.nat_addr,
+                restored.nat_port,
+                restored.kind,
+                restored.direction
+            ),
+            (
+                before.nat_addr,
+                before.nat_port,
+                before.kind,
+                before.direction
+            ),
+            "{prog:?}"
+        );
+
+        let syn_ack = Packet::tcp(backend_tcp(), client(), SYN | ACK);
+        datapath.run(Prog::EgressTc, &syn_ack.bytes()).assert(
+            PASS,
+            Counter::DnatReply,
+            &syn_ack.with_src(published_tcp()).bytes(),
+        );
+    });
+}
+
+/// And the other way: a masqueraded flow whose original half went keeps its port.
+#[test]
+fn an_evicted_original_half_is_rebuilt_from_the_reply() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let container = sock(BACKEND, 61_234);
+        let masqueraded = sock(UPLINK_ADDR, 61_234);
+        let syn = Packet::tcp(container, lan_server(), SYN);
+        datapath
+            .run(Prog::EgressTc, &syn.bytes())
+            .assert_counted(Counter::SnatNew);
+        datapath.evict(&flow_key(proto::TCP, container, lan_server()));
+
+        let syn_ack = Packet::tcp(lan_server(), masqueraded, SYN | ACK);
+        let run = datapath.run(prog, &syn_ack.bytes());
+        assert_eq!(
+            run.counted,
+            [(Counter::SnatReply, 1), (Counter::ConntrackHalfRestored, 1)],
+            "{prog:?}"
+        );
+        assert_eq!(run.out, syn_ack.with_dst(container).bytes(), "{prog:?}");
+
+        let ack = Packet::tcp(container, lan_server(), ACK);
+        datapath.run(Prog::EgressTc, &ack.bytes()).assert(
+            PASS,
+            Counter::SnatEstablished,
+            &ack.with_src(masqueraded).bytes(),
+        );
+    });
+}
+
 #[test]
 fn dnat_udp_and_its_reply() {
     each_ingress(|prog| {
