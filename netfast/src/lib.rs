@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod gc;
 pub mod instance;
 pub mod lab;
+pub mod lock;
 pub mod netns;
 pub mod pinned;
 pub mod publish;

@@ -78,6 +78,8 @@ pub enum PinnedError {
     /// Input that was refused before any map changed; the text names value and fix.
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// The pins were written by a build with another map layout (or the check failed).
     #[error(transparent)]
     Datapath(crate::datapath::DatapathError),
@@ -355,6 +357,7 @@ impl PinnedInstance {
     /// `containers` are extra allowed backends (from `--config`), for instances
     /// without a masquerade subnet.
     pub fn add_forward(&self, spec: &PublishSpec, containers: &[Ipv4Addr]) -> Result<usize> {
+        let _turn = crate::lock::forwards(&self.dir)?;
         let config = self.config()?;
         let (mut map, _) = self.forwards_map()?;
         let existing = read_all(&map).map_err(self.map_err(MAP_FORWARDS))?;
@@ -389,6 +392,7 @@ impl PinnedInstance {
     /// `kill_flows`, the DNAT flows through those ports are deleted too; otherwise
     /// established flows keep working (their conntrack entries carry the backend).
     pub fn remove_forward(&self, spec: &PublishSpec, kill_flows: bool) -> Result<RemoveReport> {
+        let _turn = crate::lock::forwards(&self.dir)?;
         let (mut map, _) = self.forwards_map()?;
         let existing = read_all(&map).map_err(self.map_err(MAP_FORWARDS))?;
         check_forward_del(spec, &existing).map_err(PinnedError::Refused)?;

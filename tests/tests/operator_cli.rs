@@ -536,17 +536,34 @@ fn concurrent_forward_add_exactly_one_wins() {
     let sb = Sandbox::up("cc", IngressMode::Tc, "");
     let inst = sb.prefix.clone();
     let bin = support::netfast_bin();
-    for port in 9100..9105u16 {
-        let spawn = |backend: &str| {
+    // Identical keys (BPF_NOEXIST alone would catch those), then every address
+    // against one address of the same port (only the forwards lock catches those).
+    let races = (9100..9105u16)
+        .map(|port| {
+            (
+                port,
+                format!("{port}:172.16.0.102:80/tcp"),
+                format!("{port}:172.16.0.103:80/tcp"),
+            )
+        })
+        .chain((9105..9110u16).map(|port| {
+            (
+                port,
+                format!("{port}:172.16.0.102:80/tcp"),
+                format!("{HOST}:{port}:172.16.0.103:80/tcp"),
+            )
+        }));
+    for (port, first, second) in races {
+        let spawn = |spec: &str| {
             Command::new(&bin)
                 .args(["--netns", &sb.host(), "forward", "add", "--instance", &inst])
-                .arg(format!("{port}:{backend}:80/tcp"))
+                .arg(spec)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("spawn netfast")
         };
-        let (a, b) = (spawn("172.16.0.102"), spawn("172.16.0.103"));
+        let (a, b) = (spawn(&first), spawn(&second));
         let outs = [
             a.wait_with_output().expect("wait"),
             b.wait_with_output().expect("wait"),
@@ -566,9 +583,9 @@ fn concurrent_forward_add_exactly_one_wins() {
         .as_array()
         .expect("array")
         .iter()
-        .filter(|r| (9100..9105).contains(&r["host_port"].as_u64().unwrap_or(0)))
+        .filter(|r| (9100..9110).contains(&r["host_port"].as_u64().unwrap_or(0)))
         .count();
-    assert_eq!(n, 5, "one entry per contested port: {list}");
+    assert_eq!(n, 10, "one entry per contested port: {list}");
 }
 
 /// A directory in bpffs, removed on drop.
