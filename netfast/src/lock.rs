@@ -1,37 +1,70 @@
-//! Changes to an instance's FORWARDS take turns, under an advisory lock on the
-//! instance's pin directory (`/sys/fs/bpf/netfast/<instance>`).
+//! Advisory locks on directories that live and die with the instance, so they leave
+//! nothing behind, and the kernel drops them when the process dies.
 //!
+//! Changes to an instance's FORWARDS take turns, under a lock on the instance's pin
+//! directory (`/sys/fs/bpf/netfast/<instance>`).
 //! BPF_NOEXIST only serializes identical keys, so two `forward add` of one port, one
 //! on every address and one on a single address, could both pass their checks. The
-//! lock makes check-and-insert one step. It lives and dies with the pins, so it
-//! leaves nothing behind, and the kernel drops it when the process dies.
+//! lock makes check-and-insert one step.
+//!
+//! `netfast run` holds a lock on the instance's state directory
+//! (`/run/netfast/<instance>`) for as long as it runs: one daemon per instance.
 
 use std::{fs, io, path::Path};
 
 use nix::fcntl::{Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not lock {path}: {source}")]
-pub struct LockError {
-    pub path: String,
-    #[source]
-    pub source: io::Error,
+pub enum LockError {
+    #[error(
+        "instance {instance:?} already has a running `netfast run` (it holds the lock on {path}); stop that one first"
+    )]
+    DaemonRunning { instance: String, path: String },
+    #[error("could not lock {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LockError {
+    /// True when the operator asked for what another process is doing already.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, LockError::DaemonRunning { .. })
+    }
 }
 
 /// Held until dropped.
 #[derive(Debug)]
-pub struct ForwardsLock {
+pub struct DirLock {
     _lock: Flock<fs::File>,
 }
 
-/// Waits for the lock on `pin_dir`.
-pub fn forwards(pin_dir: &Path) -> Result<ForwardsLock, LockError> {
-    let error = |source| LockError {
-        path: pin_dir.display().to_string(),
-        source,
-    };
-    let dir = fs::File::open(pin_dir).map_err(error)?;
-    Flock::lock(dir, FlockArg::LockExclusive)
-        .map(|lock| ForwardsLock { _lock: lock })
-        .map_err(|(_, errno)| error(errno.into()))
+/// Waits for the forwards lock on the instance's `pin_dir`.
+pub fn forwards(pin_dir: &Path) -> Result<DirLock, LockError> {
+    lock_dir(pin_dir, FlockArg::LockExclusive)
+        .map_err(|(path, source)| LockError::Io { path, source })
+}
+
+/// Takes the daemon lock on the instance's `state_dir`, or says who holds it.
+pub fn daemon(instance: &str, state_dir: &Path) -> Result<DirLock, LockError> {
+    lock_dir(state_dir, FlockArg::LockExclusiveNonblock).map_err(|(path, source)| {
+        if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            LockError::DaemonRunning {
+                instance: instance.to_owned(),
+                path,
+            }
+        } else {
+            LockError::Io { path, source }
+        }
+    })
+}
+
+fn lock_dir(dir: &Path, arg: FlockArg) -> Result<DirLock, (String, io::Error)> {
+    let path = dir.display().to_string();
+    let file = fs::File::open(dir).map_err(|e| (path.clone(), e))?;
+    Flock::lock(file, arg)
+        .map(|lock| DirLock { _lock: lock })
+        .map_err(|(_, errno)| (path, errno.into()))
 }

@@ -271,3 +271,42 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
         "a refused up must not create META"
     );
 }
+
+#[test]
+fn a_second_daemon_for_the_same_instance_is_refused() {
+    let sb = Sandbox::up("2", IngressMode::Tc, "");
+    let mut first = Daemon::start(&sb, &["--interval", "1"]);
+    first.wait_for("netfast: running instance", Duration::from_secs(30));
+
+    // Started like the first, so that if it were not refused the test fails, not hangs.
+    let mut second = Daemon::start(&sb, &["--interval", "1"]);
+    let status = second.wait_exit(Duration::from_secs(30));
+    let err = second.output();
+    assert_eq!(status.code(), Some(2), "a second run is refused: {err}");
+    assert!(
+        err.contains("already has a running `netfast run`"),
+        "the refusal says why: {err}"
+    );
+    // The refused daemon neither took the instance down nor disturbed the first one.
+    assert!(
+        netfast::datapath::pin_dir(&sb.prefix)
+            .join(MAP_CONNTRACK)
+            .exists(),
+        "the instance is still up"
+    );
+    // The first one keeps running: more summary lines ("[     Ns] ...") appear.
+    let summaries = |d: &Daemon| d.output().matches("s] ").count();
+    let before = summaries(&first);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        summaries(&first) > before,
+        "the first daemon stopped: {}",
+        first.output()
+    );
+    let status = first.stop(Signal::SIGTERM, Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "the first daemon exits cleanly: {}",
+        first.output()
+    );
+}

@@ -165,6 +165,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<InstanceError>()
                 .is_some_and(InstanceError::is_invalid_input)
+            || cause
+                .downcast_ref::<netfast::lock::LockError>()
+                .is_some_and(netfast::lock::LockError::is_invalid_input)
     });
     if refused { EXIT_USAGE } else { 1 }
 }

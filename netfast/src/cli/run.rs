@@ -28,6 +28,10 @@ pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<Exit
     // The same code path, and the same report, as `netfast up`.
     super::up::run(config)?;
     let cfg = Config::from_file(config)?;
+    // `up` is idempotent, so a second daemon gets this far harmlessly; it stops here,
+    // before it could run a second GC loop or take the instance down on exit.
+    let _one_daemon =
+        netfast::lock::daemon(&cfg.instance, &netfast::instance::state_dir(&cfg.instance))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
