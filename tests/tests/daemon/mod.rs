@@ -91,38 +91,37 @@ impl Daemon {
 
     /// Waits for the daemon to exit by itself, bounded.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exited = Some(status);
-                thread::sleep(Duration::from_millis(200));
-                return status;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "netfast run did not exit by itself within {limit:?}:\n{}",
-            self.output()
-        );
+        self.exit_within(limit).unwrap_or_else(|| {
+            panic!(
+                "netfast run did not exit by itself within {limit:?}:\n{}",
+                self.output()
+            )
+        })
     }
 
     /// Sends `signal` and waits for the daemon to exit, bounded.
     pub fn stop(&mut self, signal: Signal, limit: Duration) -> ExitStatus {
         nix::sys::signal::kill(self.pid(), signal).expect("signal netfast run");
+        self.exit_within(limit).unwrap_or_else(|| {
+            panic!(
+                "netfast run did not exit within {limit:?} of {signal}:\n{}",
+                self.output()
+            )
+        })
+    }
+
+    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.exited = Some(status);
                 // Let the reader threads catch the last lines.
                 thread::sleep(Duration::from_millis(200));
-                return status;
+                return Some(status);
             }
             thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "netfast run did not exit within {limit:?} of {signal}:\n{}",
-            self.output()
-        );
+        None
     }
 }
 
