@@ -18,6 +18,10 @@ pub const PROG_UPLINK_EGRESS_TC: &str = "uplink_egress_tc";
 /// Pinned link names inside the instance directory.
 pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
 pub const LINK_UPLINK_EGRESS: &str = "link_uplink_egress";
+/// In XDP mode only: `uplink_ingress_tc` on tcx ingress, behind the XDP program. It
+/// translates the frames XDP leaves to it (`pass_xdp_csum_partial`); every other frame
+/// XDP already translated or decided on, and it finds no flow for them.
+pub const LINK_UPLINK_INGRESS_FALLBACK: &str = "link_uplink_ingress_fallback";
 
 /// The default size of `CONNTRACK`, in entries (two per flow): room for 131072 flows.
 /// The config's `[conntrack] capacity` overrides it at load time.

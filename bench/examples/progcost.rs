@@ -1,0 +1,35 @@
+//! Per-packet program cost alone, from BPF_PROG_TEST_RUN: the benchmark's last scenario
+//! without the lanes, for a before/after comparison of a datapath change.
+//!
+//! `cargo build --release -p netfast-bench --examples &&
+//!  target/release/examples/progcost [RUNS] [BLOCKS]` (as root; defaults 50000 and 8,
+//! the full benchmark's).
+
+use anyhow::Context as _;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let runs = match args.next() {
+        Some(runs) => runs
+            .parse()
+            .with_context(|| format!("RUNS {runs:?} is not a count; pass e.g. 50000"))?,
+        None => 50_000,
+    };
+    let blocks = match args.next() {
+        Some(blocks) => blocks
+            .parse()
+            .with_context(|| format!("BLOCKS {blocks:?} is not a count; pass e.g. 8"))?,
+        None => 8,
+    };
+    let costs = netfast_bench::progcost::measure(runs, blocks)
+        .context("while measuring the programs with BPF_PROG_TEST_RUN")?;
+    println!("| program | class | counter | net ns (median − empty) | raw p50 ns |");
+    println!("|---|---|---|---|---|");
+    for cost in costs {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} |",
+            cost.program, cost.class, cost.counter, cost.net_ns, cost.raw_ns.median
+        );
+    }
+    Ok(())
+}
