@@ -17,21 +17,39 @@ pub enum Counter {
     SnatEstablished,
     /// A reply to a masqueraded flow: destination rewritten back to the container.
     SnatReply,
+    /// An ICMP error from outside about a tracked flow (RFC 5508 section 4): the outer
+    /// destination and the quoted packet's source rewritten, as nf_nat does for RELATED.
+    IcmpErrorIn,
+    /// An ICMP error leaving about a tracked flow: the outer source and the quoted
+    /// packet's destination rewritten, so no private address is quoted to the outside.
+    IcmpErrorOut,
+    /// A later fragment (offset > 0) translated like its datagram's first fragment:
+    /// addresses only, since it carries no ports.
+    FragmentTranslated,
     /// No flow, no published port, not from the subnet: passed untouched.
     PassNoMatch,
     /// userspace has not written `CONFIG` yet: passed untouched.
     PassNotConfigured,
     /// Not IPv4 (ARP, IPv6, ...): passed untouched.
     PassNotIpv4,
-    /// A fragment: no ports to match on, passed untouched.
-    PassFragment,
+    /// A later fragment with no record of a translated first fragment (the datagram
+    /// was not translated, or its first fragment has not arrived yet): passed untouched.
+    PassFragmentUntracked,
     /// A protocol netfast does not translate, not from the subnet: passed untouched.
     PassOtherProtocol,
-    /// ICMP other than echo, not from the subnet: passed untouched.
+    /// ICMP other than echo and the errors, not from the subnet: passed untouched.
     PassIcmpOther,
+    /// An ICMP error whose quoted packet belongs to no flow translated on this side of
+    /// the uplink, or cannot be parsed; not from the subnet: passed untouched.
+    PassIcmpErrorUntracked,
+    /// XDP only: the L4 checksum field holds only the pseudo-header sum (a local
+    /// sender's CHECKSUM_PARTIAL), which XDP cannot tell from a full checksum it can
+    /// update. Passed untouched to the tc ingress program behind XDP, which translates it.
+    PassXdpCsumPartial,
     /// Headers shorter than they claim to be: dropped.
     DropTruncated,
-    /// A fragment from the subnet: dropped, as passing it would leak a private address.
+    /// A later fragment from the subnet with no record of its first fragment: dropped,
+    /// as passing it would leak a private address.
     DropFragmentFromSubnet,
     /// A protocol netfast cannot translate, from the subnet: dropped for the same reason.
     DropUntranslatableFromSubnet,
@@ -47,10 +65,13 @@ pub enum Counter {
     ConntrackHalfRestored,
     /// Not a decision: rebuilding an evicted half failed (the map refused the insert).
     ConntrackRestoreFailed,
+    /// Not a decision: a translated first fragment could not be recorded in FRAGMENTS,
+    /// so its later fragments will be counted untracked.
+    FragmentRecordFailed,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ConntrackRestoreFailed as u32 + 1;
+    pub const COUNT: u32 = Counter::FragmentRecordFailed as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::DnatNew,
@@ -59,12 +80,17 @@ impl Counter {
         Counter::SnatNew,
         Counter::SnatEstablished,
         Counter::SnatReply,
+        Counter::IcmpErrorIn,
+        Counter::IcmpErrorOut,
+        Counter::FragmentTranslated,
         Counter::PassNoMatch,
         Counter::PassNotConfigured,
         Counter::PassNotIpv4,
-        Counter::PassFragment,
+        Counter::PassFragmentUntracked,
         Counter::PassOtherProtocol,
         Counter::PassIcmpOther,
+        Counter::PassIcmpErrorUntracked,
+        Counter::PassXdpCsumPartial,
         Counter::DropTruncated,
         Counter::DropFragmentFromSubnet,
         Counter::DropUntranslatableFromSubnet,
@@ -74,6 +100,7 @@ impl Counter {
         Counter::SnatPortRetries,
         Counter::ConntrackHalfRestored,
         Counter::ConntrackRestoreFailed,
+        Counter::FragmentRecordFailed,
     ];
 
     /// Whether this counter is a packet's one decision; the others count events on the
@@ -84,6 +111,7 @@ impl Counter {
             Counter::SnatPortRetries
                 | Counter::ConntrackHalfRestored
                 | Counter::ConntrackRestoreFailed
+                | Counter::FragmentRecordFailed
         )
     }
 
@@ -109,12 +137,17 @@ impl Counter {
             Counter::SnatNew => "snat_new",
             Counter::SnatEstablished => "snat_established",
             Counter::SnatReply => "snat_reply",
+            Counter::IcmpErrorIn => "icmp_error_in",
+            Counter::IcmpErrorOut => "icmp_error_out",
+            Counter::FragmentTranslated => "fragment_translated",
             Counter::PassNoMatch => "pass_no_match",
             Counter::PassNotConfigured => "pass_not_configured",
             Counter::PassNotIpv4 => "pass_not_ipv4",
-            Counter::PassFragment => "pass_fragment",
+            Counter::PassFragmentUntracked => "pass_fragment_untracked",
             Counter::PassOtherProtocol => "pass_other_protocol",
             Counter::PassIcmpOther => "pass_icmp_other",
+            Counter::PassIcmpErrorUntracked => "pass_icmp_error_untracked",
+            Counter::PassXdpCsumPartial => "pass_xdp_csum_partial",
             Counter::DropTruncated => "drop_truncated",
             Counter::DropFragmentFromSubnet => "drop_fragment_from_subnet",
             Counter::DropUntranslatableFromSubnet => "drop_untranslatable_from_subnet",
@@ -124,6 +157,19 @@ impl Counter {
             Counter::SnatPortRetries => "snat_port_retries",
             Counter::ConntrackHalfRestored => "conntrack_half_restored",
             Counter::ConntrackRestoreFailed => "conntrack_restore_failed",
+            Counter::FragmentRecordFailed => "fragment_record_failed",
         }
     }
 }
+
+// `ALL` is indexed by counter: each variant sits at its own discriminant.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(
+            Counter::ALL[i] as usize == i,
+            "Counter::ALL is out of order"
+        );
+        i += 1;
+    }
+};

@@ -6,12 +6,13 @@
 //! the bump: update both together. A change that keeps every size (reordered fields,
 //! a flag whose meaning changes) is not caught; bump the version by hand for it.
 
-use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey};
+use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey};
 
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
 /// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
-/// 3 adds the conntrack half-restore counters.
-pub const LAYOUT_VERSION: u64 = 3;
+/// 3 adds the conntrack half-restore counters; 4 adds `FRAGMENTS` and the ICMP-error,
+/// fragment and XDP-partial-checksum counters.
+pub const LAYOUT_VERSION: u64 = 4;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
@@ -24,6 +25,8 @@ const fn fingerprint() -> u64 {
         core::mem::size_of::<ForwardKey>(),
         core::mem::size_of::<Backend>(),
         core::mem::size_of::<DatapathConfig>(),
+        core::mem::size_of::<FragKey>(),
+        core::mem::size_of::<FragEntry>(),
         Counter::COUNT as usize,
     ];
     let mut packed = 0u64;
@@ -35,9 +38,10 @@ const fn fingerprint() -> u64 {
     packed
 }
 
-// FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, 21 counters.
+// FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, FragKey 12,
+// FragEntry 16, 27 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_15,
+    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_0c_10_1b,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

@@ -9,6 +9,7 @@ pub mod counters;
 pub mod datapath_config;
 pub mod flow;
 pub mod forward;
+pub mod fragment;
 pub mod layout;
 pub mod names;
 
@@ -16,6 +17,7 @@ pub use counters::Counter;
 pub use datapath_config::DatapathConfig;
 pub use flow::{FlowKey, FlowState};
 pub use forward::{Backend, ForwardKey};
+pub use fragment::{FragEntry, FragKey};
 
 /// IP protocol numbers the datapath translates.
 pub mod proto {

@@ -7,6 +7,7 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_FORWARDS: &str = "FORWARDS";
 pub const MAP_CONNTRACK: &str = "CONNTRACK";
 pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 /// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
 /// instance's maps. Its own layout never changes.
 pub const MAP_META: &str = "META";
@@ -30,3 +31,11 @@ pub const FORWARDS_CAPACITY: u32 = 16_384;
 
 /// How many random SNAT ports are tried before a new flow is refused.
 pub const SNAT_MAX_TRIES: u32 = 8;
+
+/// `FRAGMENTS` entries: datagrams in flight in fragments at once. Cilium's default
+/// (`CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES`); an LRU, so a flood evicts the oldest.
+pub const FRAGMENTS_CAPACITY: u32 = 8_192;
+
+/// How long a first fragment's record applies: the kernel's default
+/// `net.ipv4.ipfrag_time`, 30 s, after which it drops an incomplete datagram anyway.
+pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;

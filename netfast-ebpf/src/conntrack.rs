@@ -27,20 +27,35 @@ pub enum Side {
     Egress,
 }
 
-/// The entry for this packet's tuple, if it is meant for this side of the uplink.
-/// A tuple seen on the wrong side (a spoofed reply from outside, say) is a miss and
-/// leaves the entry untouched. The hit is recorded on the entry and copied out.
+/// The entry for `key` (the packet's tuple, or for a later fragment its datagram's),
+/// if it is meant for this side of the uplink. A tuple seen on the wrong side (a
+/// spoofed reply from outside, say) is a miss and leaves the entry untouched. The hit
+/// is recorded on the entry and copied out.
 #[inline(always)]
-pub fn lookup_for(pkt: &Packet, side: Side) -> Option<FlowState> {
-    let entry = CONNTRACK.get_ptr_mut(&pkt.key)?;
+pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<FlowState> {
+    let entry = CONNTRACK.get_ptr_mut(key)?;
     // SAFETY: the pointer comes from a lookup in this run; the value is copied.
     let state = unsafe { *entry };
     if state.rewrites_destination() != (side == Side::Ingress) {
         return None;
     }
     touch(entry, pkt);
-    restore_partner(&pkt.key, &state);
+    restore_partner(key, &state);
     Some(state)
+}
+
+/// What an ICMP error about the flow of `key` must say instead: the entry's address
+/// and port, if the entry is meant for this side. An error is not the flow's own
+/// traffic, so the entry is neither touched nor rebuilt (nf_conntrack does not
+/// refresh a flow's timeout for RELATED packets either).
+#[inline(always)]
+pub fn related(key: &FlowKey, side: Side) -> Option<(u32, u16)> {
+    // SAFETY: the fields are copied out at once.
+    let entry = unsafe { CONNTRACK.get(key) }?;
+    if entry.rewrites_destination() != (side == Side::Ingress) {
+        return None;
+    }
+    Some((entry.nat_addr, entry.nat_port))
 }
 
 /// The LRU evicts single entries, so when the table is full a flow can lose its other

@@ -5,6 +5,8 @@
 
 mod conntrack;
 mod csum;
+mod fragment;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;
@@ -42,7 +44,12 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
         data_end: ctx.data_end(),
     };
     let parsed = parse(frame.data, frame.data_end);
-    let counter = uplink::ingress(&mut frame, parsed);
+    let counter = match &parsed {
+        // XDP cannot see skb->ip_summed: a frame that may carry a partial checksum goes
+        // to the tc ingress program behind XDP, whose helpers handle both kinds.
+        Ok(pkt) if pkt.l4_csum_is_partial() => Counter::PassXdpCsumPartial,
+        _ => uplink::ingress(&mut frame, parsed),
+    };
     count(counter);
     if counter.is_drop() {
         xdp_action::XDP_DROP
@@ -61,31 +68,43 @@ fn tc_verdict(counter: Counter) -> i32 {
     }
 }
 
-/// Enough for Ethernet, the longest IPv4 header, and a TCP header.
-const MAX_HEADERS: u32 = 14 + 60 + 20;
+/// Enough for Ethernet, the longest IPv4 header, and a TCP header; or for an ICMP
+/// error, its header, the quoted IPv4 header at its longest and a quoted TCP header.
+const MAX_HEADERS: u32 = 14 + 60 + 8 + 60 + 20;
 
-/// An skb's headers may sit partly in paged data; pull them into the linear part once
-/// before calling the packet truncated.
+/// An skb's headers may sit partly in paged data: pull what parsing needs into the
+/// linear part first (one parse, not two: the verifier's stack budget is 512 bytes).
 #[inline(always)]
 fn parse_skb(ctx: &TcContext) -> Result<Packet, Unparsed> {
-    let parsed = parse(ctx.data(), ctx.data_end());
-    match parsed {
-        Err(Unparsed {
-            reason: Counter::DropTruncated,
-            ..
-        }) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
-            let want = if ctx.len() < MAX_HEADERS {
-                ctx.len()
-            } else {
-                MAX_HEADERS
-            };
-            if ctx.pull_data(want).is_err() {
-                return parsed;
-            }
-            parse(ctx.data(), ctx.data_end())
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if ctx.len() > linear {
+        let want = headers_needed(ctx.data(), ctx.data_end()).min(ctx.len());
+        // A failed pull leaves the headers short, and parsing then counts the packet
+        // as truncated: the error is not lost.
+        if linear < want {
+            let _short_on_failure = ctx.pull_data(want);
         }
-        parsed => parsed,
     }
+    parse(ctx.data(), ctx.data_end())
+}
+
+/// How many bytes from the frame's start parsing reads: Ethernet, the IPv4 header
+/// with its options and a TCP header's worth of L4, or for ICMP `MAX_HEADERS` (an
+/// error quotes a packet). `MAX_HEADERS` when the IPv4 header itself is not linear.
+#[inline(always)]
+fn headers_needed(data: usize, data_end: usize) -> u32 {
+    let Some(vihl) = ptr_at::<u8>(data, data_end, parse::IP_OFF) else {
+        return MAX_HEADERS;
+    };
+    let Some(ip_proto) = ptr_at::<u8>(data, data_end, parse::IP_OFF + 9) else {
+        return MAX_HEADERS;
+    };
+    // SAFETY: both bounds-checked by `ptr_at`.
+    let (vihl, ip_proto) = unsafe { (*vihl, *ip_proto) };
+    if ip_proto == proto::ICMP {
+        return MAX_HEADERS;
+    }
+    (parse::IP_OFF as u32) + u32::from(vihl & 0x0f) * 4 + 20
 }
 
 /// TC: the kernel's checksum helpers, which also keep CHECKSUM_PARTIAL and
@@ -119,7 +138,7 @@ impl Rewriter for SkbRewriter<'_> {
         if pkt.l4_csum_off != 0 && pkt.has_pseudo_header() {
             let flags = Self::l4_flags(pkt, 4) | u64::from(BPF_F_PSEUDO_HDR);
             self.ctx
-                .l4_csum_replace(pkt.l4_csum_off, old.into(), new.into(), flags)
+                .l4_csum_replace(usize::from(pkt.l4_csum_off), old.into(), new.into(), flags)
                 .map_err(|_| ())?;
         }
         self.ctx
@@ -139,7 +158,7 @@ impl Rewriter for SkbRewriter<'_> {
         if pkt.l4_csum_off != 0 {
             self.ctx
                 .l4_csum_replace(
-                    pkt.l4_csum_off,
+                    usize::from(pkt.l4_csum_off),
                     old.into(),
                     new.into(),
                     Self::l4_flags(pkt, 2),
@@ -148,10 +167,21 @@ impl Rewriter for SkbRewriter<'_> {
         }
         self.ctx.store(port_off, &new, 0).map_err(|_| ())
     }
+
+    #[inline(always)]
+    fn store_u16(&mut self, off: usize, value: u16) -> Result<(), ()> {
+        self.ctx.store(off, &value, 0).map_err(|_| ())
+    }
+
+    #[inline(always)]
+    fn store_u32(&mut self, off: usize, value: u32) -> Result<(), ()> {
+        self.ctx.store(off, &value, 0).map_err(|_| ())
+    }
 }
 
 /// XDP: direct packet writes with RFC 1624 checksum updates. Frames from a real NIC
-/// carry full checksums, so plain incremental updates are right here.
+/// carry full checksums, so plain incremental updates are right here; frames whose
+/// checksum may be partial never get here (`PassXdpCsumPartial`).
 struct XdpRewriter {
     data: usize,
     data_end: usize,
@@ -168,7 +198,7 @@ impl XdpRewriter {
         if pkt.l4_csum_off == 0 {
             return Ok(());
         }
-        let check = self.field::<u16>(pkt.l4_csum_off)?;
+        let check = self.field::<u16>(usize::from(pkt.l4_csum_off))?;
         // SAFETY: bounds-checked by `field`; unaligned because options shift L4.
         unsafe {
             let mut value = update(check.read_unaligned());
@@ -215,6 +245,22 @@ impl Rewriter for XdpRewriter {
         let port = self.field::<u16>(port_off)?;
         // SAFETY: bounds-checked by `field`.
         unsafe { port.write_unaligned(new) };
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn store_u16(&mut self, off: usize, value: u16) -> Result<(), ()> {
+        let field = self.field::<u16>(off)?;
+        // SAFETY: bounds-checked by `field`.
+        unsafe { field.write_unaligned(value) };
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn store_u32(&mut self, off: usize, value: u32) -> Result<(), ()> {
+        let field = self.field::<u32>(off)?;
+        // SAFETY: bounds-checked by `field`.
+        unsafe { field.write_unaligned(value) };
         Ok(())
     }
 }

@@ -5,8 +5,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netfast_common::{
-    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
-    names::{CONNTRACK_CAPACITY, FORWARDS_CAPACITY},
+    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
+    names::{CONNTRACK_CAPACITY, FORWARDS_CAPACITY, FRAGMENTS_CAPACITY},
 };
 
 #[btf_map]
@@ -18,6 +18,11 @@ pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }
 /// LRU so that a full table evicts the coldest flow instead of refusing new ones.
 #[btf_map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState, { CONNTRACK_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// First fragments' ports, for their datagrams' later fragments (`fragment.rs`).
+#[btf_map]
+pub static FRAGMENTS: LruHashMap<FragKey, FragEntry, { FRAGMENTS_CAPACITY as usize }> =
     LruHashMap::new();
 
 /// The layout version of the pinned maps (`netfast_common::layout`). Userspace

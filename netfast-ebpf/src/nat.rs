@@ -14,23 +14,28 @@ pub trait Rewriter {
     /// Rewrites the port (or ICMP echo identifier) at `port_off` and the L4 checksum.
     fn rewrite_port(&mut self, pkt: &Packet, port_off: usize, old: u16, new: u16)
     -> Result<(), ()>;
+    /// Writes raw bytes (read natively) and nothing else: the caller keeps every
+    /// checksum that covers them right itself.
+    fn store_u16(&mut self, off: usize, value: u16) -> Result<(), ()>;
+    fn store_u32(&mut self, off: usize, value: u32) -> Result<(), ()>;
 }
 
-/// Applies `state` to the packet: the destination or the source side, address and port.
+/// Applies `state` to the packet: the destination or the source side, address and
+/// port (a later fragment has no port to rewrite: its first fragment had it).
 #[inline(always)]
 pub fn translate<R: Rewriter>(r: &mut R, pkt: &Packet, state: &FlowState) -> Result<(), Counter> {
     let (addr_off, old_addr, port_off, old_port) = if state.rewrites_destination() {
         (
             IP_DST_OFF,
             pkt.key.dst_addr,
-            pkt.dst_port_off,
+            usize::from(pkt.dst_port_off),
             pkt.key.dst_port,
         )
     } else {
         (
             IP_SRC_OFF,
             pkt.key.src_addr,
-            pkt.src_port_off,
+            usize::from(pkt.src_port_off),
             pkt.key.src_port,
         )
     };
@@ -39,7 +44,7 @@ pub fn translate<R: Rewriter>(r: &mut R, pkt: &Packet, state: &FlowState) -> Res
         r.rewrite_addr(pkt, addr_off, old_addr, state.nat_addr)
             .map_err(failed)?;
     }
-    if old_port != state.nat_port {
+    if port_off != 0 && old_port != state.nat_port {
         r.rewrite_port(pkt, port_off, old_port, state.nat_port)
             .map_err(failed)?;
     }

@@ -6,9 +6,10 @@ use netfast_common::{Counter, DatapathConfig, ForwardKey, flow::DIR_ORIGINAL, pr
 
 use crate::{
     conntrack::{self, Side},
+    fragment, icmp,
     maps::{CONFIG, FORWARDS},
     nat::{Rewriter, translate},
-    parse::{Packet, Unparsed},
+    parse::{FRAG_FIRST, FRAG_LATER, Packet, Unparsed},
 };
 
 #[inline(always)]
@@ -16,8 +17,8 @@ pub fn config() -> Option<&'static DatapathConfig> {
     CONFIG.get(0).filter(|config| config.enabled != 0)
 }
 
-/// From outside: replies to masqueraded flows, and new or established flows to
-/// published ports.
+/// From outside: replies to masqueraded flows, new or established flows to published
+/// ports, their later fragments, and ICMP errors about them.
 #[inline(always)]
 pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
     let Some(config) = config() else {
@@ -27,57 +28,102 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
         Ok(pkt) => pkt,
         Err(unparsed) => return unparsed.reason,
     };
-    if let Some(state) = conntrack::lookup_for(&pkt, Side::Ingress) {
+    if let Some(quoted) = &pkt.quoted {
+        return icmp::translate_error(r, &pkt, quoted, Side::Ingress);
+    }
+    if pkt.fragment == FRAG_LATER {
+        return later_fragment(r, &pkt, Side::Ingress);
+    }
+    if let Some(state) = conntrack::lookup_for(&pkt.key, &pkt, Side::Ingress) {
         let outcome = if state.direction == DIR_ORIGINAL {
             Counter::DnatEstablished
         } else {
             Counter::SnatReply
         };
-        return done(translate(r, &pkt, &state), outcome);
+        return done(&pkt, translate(r, &pkt, &state), outcome);
     }
     let Some(backend) = published_backend(&pkt, config) else {
         return Counter::PassNoMatch;
     };
     let created = conntrack::create_dnat(&pkt, &backend);
     done(
+        &pkt,
         created.and_then(|state| translate(r, &pkt, &state)),
         Counter::DnatNew,
     )
 }
 
-/// Toward outside: replies from published backends, and flows out of the
-/// masqueraded subnet.
+/// Toward outside: replies from published backends, flows out of the masqueraded
+/// subnet, their later fragments, and ICMP errors about them. Nothing from the subnet
+/// leaves untranslated.
 #[inline(always)]
 pub fn egress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
     let Some(config) = config() else {
         return Counter::PassNotConfigured;
     };
-    let pkt = match parsed {
-        Ok(pkt) => pkt,
-        Err(unparsed) => return refuse_private_leak(unparsed, config),
-    };
-    if let Some(state) = conntrack::lookup_for(&pkt, Side::Egress) {
+    match parsed {
+        Ok(pkt) => {
+            let counter = egress_packet(r, &pkt, config);
+            refuse_private_leak(counter, pkt.key.src_addr, config)
+        }
+        Err(unparsed) => refuse_private_leak(unparsed.reason, unparsed.src_addr, config),
+    }
+}
+
+#[inline(always)]
+fn egress_packet<R: Rewriter>(r: &mut R, pkt: &Packet, config: &DatapathConfig) -> Counter {
+    if let Some(quoted) = &pkt.quoted {
+        return icmp::translate_error(r, pkt, quoted, Side::Egress);
+    }
+    if pkt.fragment == FRAG_LATER {
+        return later_fragment(r, pkt, Side::Egress);
+    }
+    if let Some(state) = conntrack::lookup_for(&pkt.key, pkt, Side::Egress) {
         let outcome = if state.direction == DIR_ORIGINAL {
             Counter::SnatEstablished
         } else {
             Counter::DnatReply
         };
-        return done(translate(r, &pkt, &state), outcome);
+        return done(pkt, translate(r, pkt, &state), outcome);
     }
     if !in_subnet(pkt.key.src_addr, config) {
         return Counter::PassNoMatch;
     }
-    let created = conntrack::create_snat(&pkt, config);
+    let created = conntrack::create_snat(pkt, config);
     done(
-        created.and_then(|state| translate(r, &pkt, &state)),
+        pkt,
+        created.and_then(|state| translate(r, pkt, &state)),
         Counter::SnatNew,
     )
 }
 
+/// A later fragment takes its first fragment's translation: its addresses only, as
+/// the ports and the L4 checksum travel in the first fragment.
 #[inline(always)]
-fn done(result: Result<(), Counter>, outcome: Counter) -> Counter {
+fn later_fragment<R: Rewriter>(r: &mut R, pkt: &Packet, side: Side) -> Counter {
+    let Some(key) = fragment::later_tuple(pkt) else {
+        return Counter::PassFragmentUntracked;
+    };
+    let Some(state) = conntrack::lookup_for(&key, pkt, side) else {
+        return Counter::PassFragmentUntracked;
+    };
+    match translate(r, pkt, &state) {
+        Ok(()) => Counter::FragmentTranslated,
+        Err(drop) => drop,
+    }
+}
+
+/// The outcome of a translation; a translated first fragment leaves its ports for the
+/// later ones.
+#[inline(always)]
+fn done(pkt: &Packet, result: Result<(), Counter>, outcome: Counter) -> Counter {
     match result {
-        Ok(()) => outcome,
+        Ok(()) => {
+            if pkt.fragment == FRAG_FIRST {
+                fragment::record_first(pkt);
+            }
+            outcome
+        }
         Err(drop) => drop,
     }
 }
@@ -110,17 +156,18 @@ fn in_subnet(addr: u32, config: &DatapathConfig) -> bool {
     config.masquerade != 0 && addr & config.subnet_mask == config.subnet_addr
 }
 
-/// What cannot be translated must not reach the wire with a private source address.
+/// What cannot be translated must not reach the wire with a private source address:
+/// every pass-through decision about a packet from the subnet becomes a drop.
 #[inline(always)]
-fn refuse_private_leak(unparsed: Unparsed, config: &DatapathConfig) -> Counter {
-    if !in_subnet(unparsed.src_addr, config) {
-        return unparsed.reason;
+fn refuse_private_leak(counter: Counter, src_addr: u32, config: &DatapathConfig) -> Counter {
+    if !in_subnet(src_addr, config) {
+        return counter;
     }
-    match unparsed.reason {
-        Counter::PassFragment => Counter::DropFragmentFromSubnet,
-        Counter::PassOtherProtocol | Counter::PassIcmpOther => {
+    match counter {
+        Counter::PassFragmentUntracked => Counter::DropFragmentFromSubnet,
+        Counter::PassOtherProtocol | Counter::PassIcmpOther | Counter::PassIcmpErrorUntracked => {
             Counter::DropUntranslatableFromSubnet
         }
-        reason => reason,
+        counter => counter,
     }
 }

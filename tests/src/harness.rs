@@ -3,12 +3,15 @@
 //! Every [`Datapath`] loads its own copy of the object without pinning, so each test
 //! has its own maps and tests run in parallel without seeing each other's flows.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsFd as _,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    maps::{Array, HashMap, Map, MapData},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
@@ -89,14 +92,20 @@ impl Prog {
         }
     }
 
-    /// Decodes the program's return value.
-    fn verdict(self, return_value: u32) -> Verdict {
+    /// Decodes the program's return value: None for anything but pass or drop.
+    pub fn decode(self, return_value: u32) -> Option<Verdict> {
         // TC: TC_ACT_OK = 0, TC_ACT_SHOT = 2. XDP: XDP_DROP = 1, XDP_PASS = 2.
         match (self, return_value) {
-            (Prog::IngressXdp, 2) | (Prog::IngressTc | Prog::EgressTc, 0) => Verdict::Pass,
-            (Prog::IngressXdp, 1) | (Prog::IngressTc | Prog::EgressTc, 2) => Verdict::Drop,
-            (prog, value) => panic!("{}: unexpected return value {value}", prog.name()),
+            (Prog::IngressXdp, 2) | (Prog::IngressTc | Prog::EgressTc, 0) => Some(Verdict::Pass),
+            (Prog::IngressXdp, 1) | (Prog::IngressTc | Prog::EgressTc, 2) => Some(Verdict::Drop),
+            _ => None,
         }
+    }
+
+    fn verdict(self, return_value: u32) -> Verdict {
+        self.decode(return_value).unwrap_or_else(|| {
+            panic!("{}: unexpected return value {return_value}", self.name())
+        })
     }
 }
 
@@ -264,6 +273,28 @@ impl Datapath {
     /// Runs `prog` once on `frame`.
     pub fn run(&mut self, prog: Prog, frame: &[u8]) -> Run {
         let before = self.counters();
+        let (return_value, out) = self
+            .test_run(prog, frame)
+            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} failed: {err:?}", prog.name()));
+        let after = self.counters();
+        let counted = Counter::ALL
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (before, after))| before != after)
+            .map(|(&counter, (before, after))| (counter, after - before))
+            .collect();
+        Run {
+            prog,
+            verdict: prog.verdict(return_value),
+            out,
+            counted,
+        }
+    }
+
+    /// Runs `prog` once on `frame` and returns its return value and the packet as it
+    /// left it, or the kernel's error as is (EINVAL for a frame shorter than an
+    /// Ethernet header); reads no counters.
+    pub fn test_run(&self, prog: Prog, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
         // Room for anything the program could grow the packet by.
         let mut out = vec![0u8; frame.len() + 256];
         let program = self
@@ -283,42 +314,23 @@ impl Datapath {
             Prog::IngressTc | Prog::EgressTc => <&SchedClassifier>::try_from(program)
                 .expect("the tc programs are SchedClassifier")
                 .test_run(opts),
-        }
-        .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} failed: {err:?}", prog.name()));
+        }?;
         out.truncate(result.data_size_out as usize);
-        let after = self.counters();
-        let counted = Counter::ALL
-            .iter()
-            .zip(before.iter().zip(&after))
-            .filter(|(_, (before, after))| before != after)
-            .map(|(&counter, (before, after))| (counter, after - before))
-            .collect();
-        Run {
-            prog,
-            verdict: prog.verdict(result.return_value),
-            out,
-            counted,
-        }
+        Ok((result.return_value, out))
     }
 
-    /// Every counter, summed over CPUs, indexed like `Counter::ALL`.
+    /// Every counter, summed over CPUs, indexed like `Counter::ALL`: one batch
+    /// lookup, since tests read them around every packet.
     pub fn counters(&self) -> Vec<u64> {
         let map = self
             .ebpf
             .map(MAP_COUNTERS)
             .expect("the object has a COUNTERS map");
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).expect("COUNTERS is a per-CPU array of u64");
-        Counter::ALL
-            .iter()
-            .map(|&counter| {
-                counters
-                    .get(&(counter as u32), 0)
-                    .unwrap_or_else(|err| panic!("reading counter {}: {err}", counter.name()))
-                    .iter()
-                    .sum()
-            })
-            .collect()
+        let Map::PerCpuArray(counters) = map else {
+            panic!("COUNTERS is not a per-CPU array: {map:?}");
+        };
+        crate::percpu::sum_per_cpu(counters.fd().as_fd(), Counter::COUNT)
+            .unwrap_or_else(|err| panic!("reading COUNTERS in one batch: {err}"))
     }
 
     /// Every CONNTRACK entry.

@@ -2,6 +2,8 @@
 //! scratch, and a harness that runs the datapath on those packets through
 //! BPF_PROG_TEST_RUN.
 
+pub mod cases;
 pub mod diff;
 pub mod harness;
 pub mod packet;
+pub mod percpu;

@@ -24,7 +24,15 @@ pub const PROTO_GRE: u8 = 47;
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;
+pub const ICMP_SOURCE_QUENCH: u8 = 4;
+pub const ICMP_REDIRECT: u8 = 5;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+pub const ICMP_TIMESTAMP: u8 = 13;
+/// Destination unreachable codes used by the tests.
+pub const ICMP_PORT_UNREACHABLE: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
 
 /// TCP flag bits (byte 13 of the header).
 pub mod tcp_flags {
@@ -155,6 +163,70 @@ impl Packet {
 
     pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, rest: [u8; 4]) -> Self {
         Self::new(src, dst, L4::Icmp { ty, code, rest })
+    }
+
+    /// An ICMP error (`ty` 3, 4, 5, 11 or 12) quoting `quoted`: its IPv4 header and
+    /// the first `quote_len` bytes after it (the whole packet when None). `rest` is
+    /// the 4 bytes after the checksum (the next-hop MTU for fragmentation needed).
+    pub fn icmp_error(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        (ty, code, rest): (u8, u8, [u8; 4]),
+        quoted: &Packet,
+        quote_len: Option<usize>,
+    ) -> Self {
+        Self::icmp(src, dst, ty, code, rest).payload(&quoted.quote(quote_len))
+    }
+
+    /// This packet as an ICMP error quotes it: the IPv4 header and `len` bytes after
+    /// it (all of them when None), every checksum as the full packet had it.
+    pub fn quote(&self, len: Option<usize>) -> Vec<u8> {
+        let ip = &self.bytes()[ETH_LEN..];
+        let header = self.ip_header_len();
+        let end = len.map_or(ip.len(), |len| (header + len).min(ip.len()));
+        ip[..end].to_vec()
+    }
+
+    pub fn with_ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    pub fn with_ip_id(mut self, id: u16) -> Self {
+        self.ip_id = id;
+        self
+    }
+
+    /// The frame cut into IPv4 fragments of at most `chunk` payload bytes (rounded
+    /// down to a multiple of 8), as a router or the sender would: each fragment has
+    /// this packet's header with its own MF bit, offset, total length and checksum.
+    /// The L4 checksum is the whole datagram's, computed before cutting.
+    pub fn fragments(&self, chunk: usize) -> Vec<Vec<u8>> {
+        let frame = self.bytes();
+        let header = self.ip_header_len();
+        let payload = &frame[ETH_LEN + header..];
+        let chunk = chunk / 8 * 8;
+        assert!(chunk > 0, "fragments need room for at least 8 bytes");
+        let count = payload.len().div_ceil(chunk);
+        (0..count)
+            .map(|i| {
+                let part = &payload[i * chunk..((i + 1) * chunk).min(payload.len())];
+                let mut ip = frame[ETH_LEN..ETH_LEN + header].to_vec();
+                let total = u16::try_from(header + part.len()).expect("fragment length fits");
+                ip[2..4].copy_from_slice(&total.to_be_bytes());
+                let more = i + 1 < count;
+                let offset = u16::try_from(i * chunk / 8).expect("fragment offset fits");
+                let flags = (u16::from(more) << 13) | offset;
+                ip[6..8].copy_from_slice(&flags.to_be_bytes());
+                ip[10..12].copy_from_slice(&[0, 0]);
+                let check = internet_checksum(&ip);
+                ip[10..12].copy_from_slice(&check.to_be_bytes());
+                let mut out = frame[..ETH_LEN].to_vec();
+                out.extend_from_slice(&ip);
+                out.extend_from_slice(part);
+                out
+            })
+            .collect()
     }
 
     pub fn other(src: Ipv4Addr, dst: Ipv4Addr, proto: u8) -> Self {

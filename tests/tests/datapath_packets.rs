@@ -8,107 +8,24 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netfast_common::{
-    Counter, DatapathConfig, FlowKey, FlowState,
+    Counter, DatapathConfig, FlowKey,
     flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     proto,
 };
 use netfast_tests::{
+    cases::{
+        DROP, PASS, assert_flow, backend_tcp, client, each_ingress, each_program, flow_state,
+        ip_len, lan_server, published_tcp, sock,
+    },
     harness::{
-        BACKEND, Datapath, LAN_PEER, Prog, SNAT_PORT_MAX, SNAT_PORT_MIN, TCP_BACKEND_PORT,
-        TCP_PUBLISHED, UDP_BACKEND_PORT, UDP_PUBLISHED, UPLINK_ADDR, Verdict, addr_be, flow_key,
-        port_be, seed_config,
+        BACKEND, Datapath, LAN_PEER, Prog, SNAT_PORT_MAX, SNAT_PORT_MIN, TCP_PUBLISHED,
+        UDP_BACKEND_PORT, UDP_PUBLISHED, UPLINK_ADDR, addr_be, flow_key, port_be, seed_config,
     },
     packet::{
-        ETH_LEN, ICMP_DEST_UNREACHABLE, IPV4_LEN, PROTO_GRE, Packet, arp_request, ipv6_udp,
+        ETH_LEN, ICMP_TIMESTAMP, IPV4_LEN, PROTO_GRE, Packet, arp_request, ipv6_udp,
         tcp_flags::{ACK, PSH, SYN},
     },
 };
-
-const PASS: Verdict = Verdict::Pass;
-const DROP: Verdict = Verdict::Drop;
-
-fn sock(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip, port)
-}
-
-/// The LAN client of the published-port cases.
-fn client() -> SocketAddrV4 {
-    sock(LAN_PEER, 40_000)
-}
-
-fn published_tcp() -> SocketAddrV4 {
-    sock(UPLINK_ADDR, TCP_PUBLISHED)
-}
-
-fn backend_tcp() -> SocketAddrV4 {
-    sock(BACKEND, TCP_BACKEND_PORT)
-}
-
-/// The far end of the masquerade cases.
-fn lan_server() -> SocketAddrV4 {
-    sock(LAN_PEER, 9000)
-}
-
-/// Runs `case` once per ingress program, each time on a freshly loaded datapath.
-fn each_ingress(case: impl Fn(Prog)) {
-    for prog in Prog::INGRESS {
-        case(prog);
-    }
-}
-
-/// Runs `case` on every program, ingress and egress.
-fn each_program(case: impl Fn(Prog)) {
-    for prog in [Prog::IngressTc, Prog::IngressXdp, Prog::EgressTc] {
-        case(prog);
-    }
-}
-
-/// A conntrack entry as the test expects it; timestamps are checked apart.
-fn flow_state(
-    nat: SocketAddrV4,
-    kind: u8,
-    direction: u8,
-    tcp_flags: u8,
-    packets: u64,
-    bytes: u64,
-) -> FlowState {
-    FlowState {
-        nat_addr: addr_be(*nat.ip()),
-        nat_port: port_be(nat.port()),
-        kind,
-        direction,
-        tcp_flags,
-        packets,
-        bytes,
-        ..FlowState::default()
-    }
-}
-
-/// Asserts the entry at `key`, ignoring the timestamps but requiring that they are set.
-#[track_caller]
-fn assert_flow(datapath: &Datapath, key: &FlowKey, expected: FlowState) {
-    let state = datapath.flow(key).unwrap_or_else(|| {
-        panic!(
-            "no CONNTRACK entry for {key:?}; have {:?}",
-            datapath.conntrack()
-        )
-    });
-    assert!(state.created_ns != 0, "created_ns unset in {state:?}");
-    assert!(
-        state.last_seen_ns >= state.created_ns,
-        "last_seen_ns before created_ns in {state:?}"
-    );
-    let untimed = FlowState {
-        created_ns: 0,
-        last_seen_ns: 0,
-        ..state
-    };
-    assert_eq!(untimed, expected, "CONNTRACK entry for {key:?}");
-}
-
-fn ip_len(frame: &[u8]) -> u64 {
-    (frame.len() - ETH_LEN) as u64
-}
 
 // --- loading ---------------------------------------------------------------------
 
@@ -683,23 +600,24 @@ fn icmp_echo_to_the_uplink_is_a_miss() {
     });
 }
 
+/// ICMP that is neither echo nor an error (here a timestamp request) has no flow.
 #[test]
-fn icmp_other_than_echo() {
-    let unreachable =
-        |src| Packet::icmp(src, LAN_PEER, ICMP_DEST_UNREACHABLE, 3, [0; 4]).payload(&[0x45; 28]);
+fn icmp_other_than_echo_and_errors() {
+    let timestamp =
+        |src| Packet::icmp(src, LAN_PEER, ICMP_TIMESTAMP, 0, [0, 7, 0, 1]).payload(&[0; 12]);
     each_ingress(|prog| {
         let mut datapath = Datapath::configured();
-        let bytes = unreachable(LAN_PEER).with_dst_ip(UPLINK_ADDR).bytes();
+        let bytes = timestamp(LAN_PEER).with_dst_ip(UPLINK_ADDR).bytes();
         datapath
             .run(prog, &bytes)
             .assert(PASS, Counter::PassIcmpOther, &bytes);
     });
     let mut datapath = Datapath::configured();
-    let bytes = unreachable(UPLINK_ADDR).bytes();
+    let bytes = timestamp(UPLINK_ADDR).bytes();
     datapath
         .run(Prog::EgressTc, &bytes)
         .assert(PASS, Counter::PassIcmpOther, &bytes);
-    let bytes = unreachable(BACKEND).bytes();
+    let bytes = timestamp(BACKEND).bytes();
     datapath.run(Prog::EgressTc, &bytes).assert(
         DROP,
         Counter::DropUntranslatableFromSubnet,
@@ -809,52 +727,6 @@ fn ipv6_passes_untouched() {
             .run(prog, &bytes)
             .assert(PASS, Counter::PassNotIpv4, &bytes);
     });
-}
-
-#[test]
-fn fragment_on_ingress_passes_untouched() {
-    each_ingress(|prog| {
-        let mut datapath = Datapath::configured();
-        // The first fragment of a datagram to a published port: it has ports, but
-        // the later fragments would not, so none is translated.
-        let first = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED))
-            .fragment(true, 0)
-            .payload(&[0xaa; 32]);
-        let bytes = first.bytes();
-        datapath
-            .run(prog, &bytes)
-            .assert(PASS, Counter::PassFragment, &bytes);
-        let later = Packet::other(LAN_PEER, UPLINK_ADDR, proto::UDP)
-            .fragment(false, 5)
-            .payload(&[0xbb; 16]);
-        let bytes = later.bytes();
-        datapath
-            .run(prog, &bytes)
-            .assert(PASS, Counter::PassFragment, &bytes);
-        assert!(datapath.conntrack().is_empty());
-    });
-}
-
-#[test]
-fn fragment_on_egress() {
-    let mut datapath = Datapath::configured();
-    let from_subnet = Packet::udp(sock(BACKEND, 5000), lan_server())
-        .fragment(true, 0)
-        .payload(&[0xcc; 32])
-        .bytes();
-    datapath.run(Prog::EgressTc, &from_subnet).assert(
-        DROP,
-        Counter::DropFragmentFromSubnet,
-        &from_subnet,
-    );
-    let from_host = Packet::udp(sock(UPLINK_ADDR, 5000), lan_server())
-        .fragment(true, 0)
-        .payload(&[0xcc; 32])
-        .bytes();
-    datapath
-        .run(Prog::EgressTc, &from_host)
-        .assert(PASS, Counter::PassFragment, &from_host);
-    assert!(datapath.conntrack().is_empty());
 }
 
 #[test]
@@ -1131,4 +1003,49 @@ fn egress_ignores_an_entry_meant_for_ingress() {
         &flow_key(proto::TCP, lan_server(), masqueraded),
         flow_state(container, KIND_SNAT, DIR_REPLY, 0, 0, 0),
     );
+}
+
+// --- XDP and partial checksums -----------------------------------------------------
+
+/// Sets the TCP/UDP checksum of `frame` to its pseudo-header sum alone: what a local
+/// sender leaves there under CHECKSUM_PARTIAL (`__tcp_v4_send_check`).
+fn with_partial_checksum(mut frame: Vec<u8>, check_at: usize) -> Vec<u8> {
+    let ihl = usize::from(frame[ETH_LEN] & 0x0f) * 4;
+    let l4_len = (frame.len() - ETH_LEN - ihl) as u16;
+    let mut pseudo = frame[ETH_LEN + 12..ETH_LEN + 20].to_vec();
+    pseudo.extend_from_slice(&[0, frame[ETH_LEN + 9]]);
+    pseudo.extend_from_slice(&l4_len.to_be_bytes());
+    let sum = !netfast_tests::packet::internet_checksum(&pseudo);
+    frame[check_at..check_at + 2].copy_from_slice(&sum.to_be_bytes());
+    frame
+}
+
+/// XDP cannot tell a partial checksum from a full one by skb metadata, so a frame
+/// whose checksum field is the pseudo-header sum is left untouched for the tc program
+/// behind it, which translates it with the kernel's helpers. A frame with a full
+/// checksum is translated by XDP as before.
+#[test]
+fn xdp_leaves_a_partial_checksum_to_tc() {
+    let tcp_check = ETH_LEN + IPV4_LEN + 16;
+    let udp_check = ETH_LEN + IPV4_LEN + 6;
+    let syn = with_partial_checksum(
+        Packet::tcp(client(), published_tcp(), SYN).bytes(),
+        tcp_check,
+    );
+    let query = with_partial_checksum(
+        Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED))
+            .payload(b"query")
+            .bytes(),
+        udp_check,
+    );
+    for frame in [&syn, &query] {
+        let mut datapath = Datapath::configured();
+        datapath
+            .run(Prog::IngressXdp, frame)
+            .assert(PASS, Counter::PassXdpCsumPartial, frame);
+        assert!(datapath.conntrack().is_empty(), "XDP created no flow");
+        let run = datapath.run(Prog::IngressTc, frame);
+        run.assert_counted(Counter::DnatNew);
+        assert_eq!(datapath.conntrack().len(), 2, "tc created the flow");
+    }
 }

@@ -1,0 +1,100 @@
+//! The cases the datapath packet tests share: the seed's endpoints, running a case on
+//! every program, and conntrack entries as a test expects them.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use netfast_common::{FlowKey, FlowState};
+
+use crate::{
+    harness::{
+        BACKEND, Datapath, LAN_PEER, Prog, TCP_BACKEND_PORT, TCP_PUBLISHED, UPLINK_ADDR, Verdict,
+        addr_be, port_be,
+    },
+    packet::ETH_LEN,
+};
+
+pub const PASS: Verdict = Verdict::Pass;
+pub const DROP: Verdict = Verdict::Drop;
+
+pub fn sock(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+/// The LAN client of the published-port cases.
+pub fn client() -> SocketAddrV4 {
+    sock(LAN_PEER, 40_000)
+}
+
+pub fn published_tcp() -> SocketAddrV4 {
+    sock(UPLINK_ADDR, TCP_PUBLISHED)
+}
+
+pub fn backend_tcp() -> SocketAddrV4 {
+    sock(BACKEND, TCP_BACKEND_PORT)
+}
+
+/// The far end of the masquerade cases.
+pub fn lan_server() -> SocketAddrV4 {
+    sock(LAN_PEER, 9000)
+}
+
+/// Runs `case` once per ingress program, each time on a freshly loaded datapath.
+pub fn each_ingress(case: impl Fn(Prog)) {
+    for prog in Prog::INGRESS {
+        case(prog);
+    }
+}
+
+/// Runs `case` on every program, ingress and egress.
+pub fn each_program(case: impl Fn(Prog)) {
+    for prog in [Prog::IngressTc, Prog::IngressXdp, Prog::EgressTc] {
+        case(prog);
+    }
+}
+
+/// A conntrack entry as the test expects it; timestamps are checked apart.
+pub fn flow_state(
+    nat: SocketAddrV4,
+    kind: u8,
+    direction: u8,
+    tcp_flags: u8,
+    packets: u64,
+    bytes: u64,
+) -> FlowState {
+    FlowState {
+        nat_addr: addr_be(*nat.ip()),
+        nat_port: port_be(nat.port()),
+        kind,
+        direction,
+        tcp_flags,
+        packets,
+        bytes,
+        ..FlowState::default()
+    }
+}
+
+/// Asserts the entry at `key`, ignoring the timestamps but requiring that they are set.
+#[track_caller]
+pub fn assert_flow(datapath: &Datapath, key: &FlowKey, expected: FlowState) {
+    let state = datapath.flow(key).unwrap_or_else(|| {
+        panic!(
+            "no CONNTRACK entry for {key:?}; have {:?}",
+            datapath.conntrack()
+        )
+    });
+    assert!(state.created_ns != 0, "created_ns unset in {state:?}");
+    assert!(
+        state.last_seen_ns >= state.created_ns,
+        "last_seen_ns before created_ns in {state:?}"
+    );
+    let untimed = FlowState {
+        created_ns: 0,
+        last_seen_ns: 0,
+        ..state
+    };
+    assert_eq!(untimed, expected, "CONNTRACK entry for {key:?}");
+}
+
+pub fn ip_len(frame: &[u8]) -> u64 {
+    (frame.len() - ETH_LEN) as u64
+}
