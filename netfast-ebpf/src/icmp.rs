@@ -24,6 +24,13 @@ use crate::{
     parse::{IP_DST_OFF, IP_SRC_OFF, IPV4_CSUM, IPV4_DST, IPV4_SRC, Packet, Quoted},
 };
 
+/// One field to overwrite: where it is, what it holds, what it gets.
+struct Write<T> {
+    off: usize,
+    old: T,
+    new: T,
+}
+
 /// Translates an ICMP error whose quoted packet belongs to a flow translated on
 /// `side`; any other error is passed untouched.
 #[inline(always)]
@@ -35,42 +42,58 @@ pub fn translate_error<R: Rewriter>(
 ) -> Counter {
     // The quoted packet went the other way: its reverse tuple is the flow's entry for
     // packets crossing on this side, which says what to write.
-    let Some(rewrite) = conntrack::related(&quoted.key.reversed(), side) else {
+    let Some((addr, port)) = conntrack::related(&quoted.key.reversed(), side) else {
         return Counter::PassIcmpErrorUntracked;
     };
-    let (outer_off, outer_old, inner_off, inner_old, port_off, port_old, outcome) = match side {
+    let ip_off = usize::from(quoted.ip_off);
+    // The outer header takes the field a flow's own packet would have rewritten on
+    // this side; the quote, which travelled the other way, takes the mirror one.
+    let (outer, quoted_addr, quoted_port, outcome) = match side {
         Side::Ingress => (
-            IP_DST_OFF,
-            pkt.key.dst_addr,
-            usize::from(quoted.ip_off) + IPV4_SRC,
-            quoted.key.src_addr,
-            usize::from(quoted.src_port_off),
-            quoted.key.src_port,
+            Write {
+                off: IP_DST_OFF,
+                old: pkt.key.dst_addr,
+                new: addr,
+            },
+            Write {
+                off: ip_off + IPV4_SRC,
+                old: quoted.key.src_addr,
+                new: addr,
+            },
+            Write {
+                off: usize::from(quoted.src_port_off),
+                old: quoted.key.src_port,
+                new: port,
+            },
             Counter::IcmpErrorIn,
         ),
         Side::Egress => (
-            IP_SRC_OFF,
-            pkt.key.src_addr,
-            usize::from(quoted.ip_off) + IPV4_DST,
-            quoted.key.dst_addr,
-            usize::from(quoted.dst_port_off),
-            quoted.key.dst_port,
+            Write {
+                off: IP_SRC_OFF,
+                old: pkt.key.src_addr,
+                new: addr,
+            },
+            Write {
+                off: ip_off + IPV4_DST,
+                old: quoted.key.dst_addr,
+                new: addr,
+            },
+            Write {
+                off: usize::from(quoted.dst_port_off),
+                old: quoted.key.dst_port,
+                new: port,
+            },
             Counter::IcmpErrorOut,
         ),
     };
-    let (addr, port) = rewrite;
-    let quote = rewrite_quote(
-        r,
-        pkt,
-        quoted,
-        (inner_off, inner_old, addr),
-        (port_off, port_old, port),
-    );
-    if quote.is_err() {
+    if rewrite_quote(r, pkt, quoted, &quoted_addr, &quoted_port).is_err() {
         return Counter::DropRewriteFailed;
     }
     // The outer header is ICMP: no pseudo-header, only the IP checksum.
-    if outer_old != addr && r.rewrite_addr(pkt, outer_off, outer_old, addr).is_err() {
+    if outer.old != outer.new
+        && r.rewrite_addr(pkt, outer.off, outer.old, outer.new)
+            .is_err()
+    {
         return Counter::DropRewriteFailed;
     }
     outcome
@@ -84,20 +107,20 @@ fn rewrite_quote<R: Rewriter>(
     r: &mut R,
     pkt: &Packet,
     quoted: &Quoted,
-    (addr_off, old_addr, new_addr): (usize, u32, u32),
-    (port_off, old_port, new_port): (usize, u16, u16),
+    addr: &Write<u32>,
+    port: &Write<u16>,
 ) -> Result<(), ()> {
     let mut icmp = pkt.l4_csum;
-    let ip_csum = csum::replace4(quoted.ip_csum, old_addr, new_addr);
-    icmp = csum::replace4(icmp, old_addr, new_addr);
+    let ip_csum = csum::replace4(quoted.ip_csum, addr.old, addr.new);
+    icmp = csum::replace4(icmp, addr.old, addr.new);
     icmp = csum::replace2(icmp, quoted.ip_csum, ip_csum);
-    icmp = csum::replace2(icmp, old_port, new_port);
+    icmp = csum::replace2(icmp, port.old, port.new);
     if quoted.l4_csum_off != 0 {
         let mut l4 = quoted.l4_csum;
         if quoted.key.proto != proto::ICMP {
-            l4 = csum::replace4(l4, old_addr, new_addr);
+            l4 = csum::replace4(l4, addr.old, addr.new);
         }
-        l4 = csum::replace2(l4, old_port, new_port);
+        l4 = csum::replace2(l4, port.old, port.new);
         // A UDP checksum that comes out 0 is sent as all ones (RFC 768).
         if l4 == 0 && quoted.key.proto == proto::UDP {
             l4 = 0xffff;
@@ -105,8 +128,8 @@ fn rewrite_quote<R: Rewriter>(
         icmp = csum::replace2(icmp, quoted.l4_csum, l4);
         r.store_u16(usize::from(quoted.l4_csum_off), l4)?;
     }
-    r.store_u32(addr_off, new_addr)?;
+    r.store_u32(addr.off, addr.new)?;
     r.store_u16(usize::from(quoted.ip_off) + IPV4_CSUM, ip_csum)?;
-    r.store_u16(port_off, new_port)?;
+    r.store_u16(port.off, port.new)?;
     r.store_u16(usize::from(pkt.l4_csum_off), icmp)
 }
