@@ -178,6 +178,47 @@ fn fold(mut s: u32) -> u16 {
     !(s as u16)
 }
 
+/// An ICMP fragmentation-needed (next-hop MTU 1400) from `src` to `dst`, quoting the
+/// IPv4 packet `quoted` whole.
+fn frag_needed(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(quoted);
+    let c = fold(sum16(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = u16::try_from(20 + icmp.len()).unwrap_or(u16::MAX);
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut ip = vec![0x45, 0xc0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum16(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// `frame` (a `tcp_frame`) as one fragment of datagram `id`: the first (More
+/// Fragments, offset 0, the TCP header) or a later one at `offset` (in 8-byte units,
+/// with 64 bytes of payload instead of the header).
+fn fragment_of(frame: &[u8], id: u16, first: bool, offset: u16) -> Vec<u8> {
+    let mut f = frame[..34].to_vec();
+    if !first {
+        f.extend_from_slice(&[0x5a; 64]);
+    } else {
+        f.extend_from_slice(&frame[34..]);
+    }
+    let total = u16::try_from(f.len() - 14).unwrap_or(u16::MAX);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    let flags = if first { 0x2000 } else { offset & 0x1fff };
+    f[20..22].copy_from_slice(&flags.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = fold(sum16(&f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 /// Whether a `tcp_frame`'s TCP checksum equals its pseudo-header sum alone, the value a
 /// CHECKSUM_PARTIAL sender leaves there.
 fn checksum_looks_partial(frame: &[u8]) -> bool {
@@ -306,9 +347,17 @@ pub fn measure(runs: usize, blocks: usize) -> Result<Vec<ClassCost>, BenchError>
             });
         }
         let nat_port = u16::from_be_bytes([out[34], out[35]]);
-        let reply = tcp_frame(lan, SocketAddrV4::new(UPLINK, nat_port), SYN_ACK);
+        let masqueraded = SocketAddrV4::new(UPLINK, nat_port);
+        let reply = tcp_frame(lan, masqueraded, SYN_ACK);
         let backend_reply = tcp_frame(SocketAddrV4::new(BACKEND, 80), client, SYN_ACK);
-        flows.push((est, reply, backend_reply));
+        // A router's fragmentation-needed about the masqueraded flow's segments.
+        let icmp_error = frag_needed(PEER, UPLINK, &tcp_frame(masqueraded, lan, ACK)[14..]);
+        // A reply datagram in fragments: the first one (run once here) leaves the
+        // record the later one is measured with.
+        let first = fragment_of(&reply, 0x4000 + i as u16, true, 0);
+        test_run(p.fd, &first, &mut out, 1)?;
+        let later = fragment_of(&reply, 0x4000 + i as u16, false, 5);
+        flows.push((est, reply, backend_reply, icmp_error, later));
     }
 
     // Fresh tuples for the new-flow classes: 10.0.1.64+ × ports 1024.., never reused.
@@ -338,11 +387,27 @@ pub fn measure(runs: usize, blocks: usize) -> Result<Vec<ClassCost>, BenchError>
     let mut fixed: Vec<Vec<u8>> = vec![miss.clone()];
     let mut cases: Vec<Case> = Vec::new();
     for (i, p) in [&ingress_tc, &ingress_xdp].into_iter().enumerate() {
-        let (est, reply, _) = &flows[i];
+        let (est, reply, _, icmp_error, later) = &flows[i];
         fixed.push(est.clone());
         let est_idx = fixed.len() - 1;
         fixed.push(reply.clone());
         let reply_idx = fixed.len() - 1;
+        fixed.push(icmp_error.clone());
+        cases.push(Case {
+            prog: p,
+            class: "ICMP error (masquerade)",
+            counter: Counter::IcmpErrorIn,
+            frame: Frame::Fixed(fixed.len() - 1),
+            samples: Vec::new(),
+        });
+        fixed.push(later.clone());
+        cases.push(Case {
+            prog: p,
+            class: "later fragment (reply)",
+            counter: Counter::FragmentTranslated,
+            frame: Frame::Fixed(fixed.len() - 1),
+            samples: Vec::new(),
+        });
         cases.push(Case {
             prog: p,
             class: "miss",
