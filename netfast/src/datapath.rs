@@ -25,9 +25,9 @@ use netfast_common::{
     Backend, Counter, DatapathConfig, ForwardKey,
     layout::LAYOUT_VERSION,
     names::{
-        LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-        MAP_FORWARDS, MAP_META, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
-        PROG_UPLINK_INGRESS_XDP,
+        LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
+        MAP_CONNTRACK, MAP_COUNTERS, MAP_FORWARDS, MAP_FRAGMENTS, MAP_META, PIN_ROOT,
+        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
     },
 };
 
@@ -38,13 +38,23 @@ static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// Every pinned map. META is last: `detach` removes it last, so a half-removed
 /// instance still says which layout its remaining maps have.
-const MAP_NAMES: [&str; 5] = [
+const MAP_NAMES: [&str; 6] = [
     MAP_CONFIG,
     MAP_FORWARDS,
     MAP_CONNTRACK,
     MAP_COUNTERS,
+    MAP_FRAGMENTS,
     MAP_META,
 ];
+/// Every pinned link, in the order a received frame meets them (the fallback exists in
+/// XDP mode only). `detach` removes them all; `status` lists them in this order.
+pub const LINK_NAMES: [&str; 3] = [
+    LINK_UPLINK_INGRESS,
+    LINK_UPLINK_INGRESS_FALLBACK,
+    LINK_UPLINK_EGRESS,
+];
+/// How the attach report and `status` name the tc ingress program behind XDP.
+pub const FALLBACK_NOTE: &str = "fallback for XDP";
 /// bpffs's `statfs` magic number.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -191,16 +201,33 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
 
     let mut attachments = Vec::new();
     let ingress_link = dir.join(LINK_UPLINK_INGRESS);
-    attachments.push(match spec.ingress {
-        IngressMode::Tc => attach_tc(
-            &mut ebpf,
-            PROG_UPLINK_INGRESS_TC,
-            &spec.uplink,
-            TcAttachType::Ingress,
-            &ingress_link,
-        )?,
-        IngressMode::Xdp => attach_xdp(&mut ebpf, &spec.uplink, &ingress_link)?,
-    });
+    let fallback_link = dir.join(LINK_UPLINK_INGRESS_FALLBACK);
+    match spec.ingress {
+        IngressMode::Tc => {
+            attachments.push(attach_tc(
+                &mut ebpf,
+                PROG_UPLINK_INGRESS_TC,
+                &spec.uplink,
+                TcAttachType::Ingress,
+                &ingress_link,
+                None,
+            )?);
+            // A leftover of XDP mode goes only now. When switching from XDP, the new
+            // link was appended behind the fallback and replaced XDP at the primary
+            // pin; tcx runs its links in order and ours end the chain (TC_ACT_OK), so
+            // the fallback translated every frame until this removal hands over to
+            // the new link: no frame goes untranslated.
+            remove_pin(&fallback_link)?;
+        }
+        IngressMode::Xdp => {
+            attachments.extend(attach_xdp_with_fallback(
+                &mut ebpf,
+                &spec.uplink,
+                &ingress_link,
+                &fallback_link,
+            )?);
+        }
+    }
     let egress_link = dir.join(LINK_UPLINK_EGRESS);
     attachments.push(attach_tc(
         &mut ebpf,
@@ -208,6 +235,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         &spec.uplink,
         TcAttachType::Egress,
         &egress_link,
+        None,
     )?);
     Ok(AttachReport {
         pin_dir: dir,
@@ -215,11 +243,50 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     })
 }
 
+/// XDP mode: `uplink_ingress_tc` on tcx ingress at the fallback pin, then XDP at the
+/// primary pin; returns both report lines, in the order a frame meets them.
+///
+/// XDP cannot see `skb->ip_summed`, so it leaves a frame whose L4 checksum holds only
+/// the pseudo-header sum (a local sender's CHECKSUM_PARTIAL, e.g. over veth) untouched
+/// (`pass_xdp_csum_partial`); the tc program behind it translates that frame with the
+/// kernel's checksum helpers. Frames XDP translated find no flow in tc and pass.
+///
+/// The fallback is attached first, so XDP never defers a frame with nobody behind it.
+/// When switching from tc, the old tc link at the primary pin still runs ahead of the
+/// new fallback (tcx runs links in order and ours end the chain) until XDP replaces it.
+fn attach_xdp_with_fallback(
+    ebpf: &mut Ebpf,
+    uplink: &str,
+    ingress_link: &Path,
+    fallback_link: &Path,
+) -> Result<Vec<String>, DatapathError> {
+    let fallback_existed = fallback_link.exists();
+    let fallback = attach_tc(
+        ebpf,
+        PROG_UPLINK_INGRESS_TC,
+        uplink,
+        TcAttachType::Ingress,
+        fallback_link,
+        Some(FALLBACK_NOTE),
+    )?;
+    match attach_xdp(ebpf, uplink, ingress_link) {
+        Ok(xdp) => Ok(vec![xdp, fallback]),
+        Err(e) => {
+            // Leave the running datapath as it was: a fallback attached by this call
+            // goes again. An error removing it would hide the one that matters.
+            if !fallback_existed {
+                let _ = remove_pin(fallback_link);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Removes the instance's pins, which detaches its programs and frees its maps once
 /// nothing else holds them. Missing pins are fine.
 pub fn detach(instance: &str) -> Result<(), DatapathError> {
     let dir = pin_dir(instance);
-    for link in [LINK_UPLINK_INGRESS, LINK_UPLINK_EGRESS] {
+    for link in LINK_NAMES {
         remove_pin(&dir.join(link))?;
     }
     for map in MAP_NAMES {
@@ -574,12 +641,15 @@ where
         .map_err(|source| DatapathError::Program { name, source })
 }
 
+/// Attaches program `name` on tcx and pins its link at `link_path`; returns the report
+/// line, with `note` after the hook (e.g. "tcx ingress (fallback for XDP)").
 fn attach_tc(
     ebpf: &mut Ebpf,
     name: &'static str,
     uplink: &str,
     attach_type: TcAttachType,
     link_path: &Path,
+    note: Option<&str>,
 ) -> Result<String, DatapathError> {
     let program_error = |source| DatapathError::Program { name, source };
     let program: &mut SchedClassifier = program_mut(ebpf, name)?;
@@ -608,7 +678,10 @@ fn attach_tc(
         TcAttachType::Ingress => "ingress",
         _ => "egress",
     };
-    Ok(format!("{name} on {uplink}: tcx {direction}, prog id {id}"))
+    let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
+    Ok(format!(
+        "{name} on {uplink}: tcx {direction}{note}, prog id {id}"
+    ))
 }
 
 fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String, DatapathError> {

@@ -21,8 +21,8 @@ use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
     flow::KIND_DNAT,
     names::{
-        FORWARDS_CAPACITY, LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, MAP_CONFIG, MAP_CONNTRACK,
-        MAP_COUNTERS, MAP_FORWARDS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
+        FORWARDS_CAPACITY, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+        MAP_FORWARDS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
         PROG_UPLINK_INGRESS_XDP,
     },
 };
@@ -116,6 +116,9 @@ pub struct MapFill {
 pub struct LinkStatus {
     /// The pin's file name, e.g. `link_uplink_ingress`.
     pub pin: &'static str,
+    /// The tc ingress program behind XDP (pin `link_uplink_ingress_fallback`), which
+    /// translates the frames XDP leaves to it.
+    pub fallback: bool,
     pub link_id: u32,
     pub prog_id: u32,
     pub prog_name: Option<String>,
@@ -426,10 +429,11 @@ impl PinnedInstance {
         Ok(report)
     }
 
-    /// The pinned links: what is attached where.
+    /// The pinned links: what is attached where, in the order a received frame meets
+    /// them (in XDP mode: XDP, the tc fallback behind it, then egress).
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
-        for pin in [LINK_UPLINK_INGRESS, LINK_UPLINK_EGRESS] {
+        for pin in crate::datapath::LINK_NAMES {
             let path = self.dir.join(pin);
             if !path.exists() {
                 continue;
@@ -464,6 +468,7 @@ impl PinnedInstance {
                 .and_then(|p| p.name_as_str().map(|n| full_program_name(n, &kind)));
             out.push(LinkStatus {
                 pin,
+                fallback: pin == LINK_UPLINK_INGRESS_FALLBACK,
                 link_id: raw.id,
                 prog_id: raw.prog_id,
                 prog_name,

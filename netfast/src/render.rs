@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::{
     conntrack::{Flow, Tuple, addr, kind_name, proto_name},
+    datapath::FALLBACK_NOTE,
     pinned::{LinkStatus, MapFill},
 };
 
@@ -484,6 +485,9 @@ pub struct ProgramView {
     pub attach: String,
     /// "ingress" or "egress".
     pub hook: &'static str,
+    /// True for the tc ingress program behind XDP (XDP mode only): it translates the
+    /// frames with partial checksums that XDP leaves to it.
+    pub fallback: bool,
     /// XDP: "native", "skb" or "hw"; absent for tcx.
     pub mode: Option<&'static str>,
     pub prog_id: u32,
@@ -519,6 +523,7 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
             ifindex: l.ifindex,
             attach: l.kind.clone(),
             hook: l.hook,
+            fallback: l.fallback,
             mode: l.mode,
             prog_id: l.prog_id,
             link_id: l.link_id,
@@ -583,7 +588,11 @@ impl fmt::Display for StatusView {
                 p.interface
                     .clone()
                     .unwrap_or_else(|| format!("ifindex {}", p.ifindex)),
-                format!("{} {}", p.attach, p.hook),
+                if p.fallback {
+                    format!("{} {} ({FALLBACK_NOTE})", p.attach, p.hook)
+                } else {
+                    format!("{} {}", p.attach, p.hook)
+                },
                 p.mode.unwrap_or("-").to_string(),
                 p.prog_id.to_string(),
                 p.link_id.to_string(),
@@ -769,29 +778,34 @@ icmp   61000-65535     0   4536  0.0%
             "dnat_established                 pass         10      5.0"
         );
         assert_eq!(
-            lines[13],
-            "drop_truncated                   drop        120     60.0"
+            lines[9],
+            "fragment_translated              pass         80     40.0"
         );
         assert_eq!(
-            lines[19],
-            "snat_port_retries                info        180     90.0"
+            lines[18],
+            "drop_truncated                   drop        170     85.0"
         );
         assert_eq!(
-            &lines[20..],
+            lines[24],
+            "snat_port_retries                info        230    115.0"
+        );
+        assert_eq!(
+            &lines[25..],
             [
-                "conntrack_half_restored          info        190     95.0",
-                "conntrack_restore_failed         info        200    100.0",
+                "conntrack_half_restored          info        240    120.0",
+                "conntrack_restore_failed         info        250    125.0",
+                "fragment_record_failed           info        260    130.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 180",
+                "snat port retries: 230",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 180);
+        assert_eq!(json["snat_port_retries"], 230);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);
@@ -808,6 +822,7 @@ icmp   61000-65535     0   4536  0.0%
         let links = [
             LinkStatus {
                 pin: "link_uplink_ingress",
+                fallback: false,
                 link_id: 7,
                 prog_id: 42,
                 prog_name: Some("uplink_ingress_".into()),
@@ -818,7 +833,20 @@ icmp   61000-65535     0   4536  0.0%
                 mode: Some("native"),
             },
             LinkStatus {
+                pin: "link_uplink_ingress_fallback",
+                fallback: true,
+                link_id: 9,
+                prog_id: 44,
+                prog_name: Some("uplink_ingress_tc".into()),
+                kind: "tcx".into(),
+                ifindex: 2,
+                interface: Some("eth0".into()),
+                hook: "ingress",
+                mode: None,
+            },
+            LinkStatus {
                 pin: "link_uplink_egress",
+                fallback: false,
                 link_id: 8,
                 prog_id: 43,
                 prog_name: Some("uplink_egress_t".into()),
@@ -846,14 +874,18 @@ masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 forwards:    1
 conntrack:   4 entries
 
-PROGRAM          INTERFACE  ATTACH       MODE    PROG ID  LINK ID
-uplink_ingress_  eth0       xdp ingress  native       42        7
-uplink_egress_t  eth0       tcx egress   -            43        8
+PROGRAM            INTERFACE  ATTACH                          MODE    PROG ID  LINK ID
+uplink_ingress_    eth0       xdp ingress                     native       42        7
+uplink_ingress_tc  eth0       tcx ingress (fallback for XDP)  -            44        9
+uplink_egress_t    eth0       tcx egress                      -            43        8
 "
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["programs"][0]["mode"], "native");
-        assert_eq!(json["programs"][1]["mode"], serde_json::Value::Null);
+        assert_eq!(json["programs"][0]["fallback"], false);
+        assert_eq!(json["programs"][1]["fallback"], true);
+        assert_eq!(json["programs"][1]["pin"], "link_uplink_ingress_fallback");
+        assert_eq!(json["programs"][2]["mode"], serde_json::Value::Null);
         assert_eq!(json["config"]["masquerade"], "172.16.0.0/24");
     }
 

@@ -360,6 +360,7 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             "snat_port_retries",
             "conntrack_half_restored",
             "conntrack_restore_failed",
+            "fragment_record_failed",
         ]
         .contains(&c["name"].as_str().unwrap_or_default())
         {
@@ -457,6 +458,15 @@ fn bpftool_link(path: &Path) -> serde_json::Value {
     json(&out, "bpftool link show")
 }
 
+fn bpftool_prog(id: &serde_json::Value) -> serde_json::Value {
+    let id = id.as_u64().unwrap_or_else(|| panic!("prog id {id}"));
+    let out = Command::new("bpftool")
+        .args(["--json", "prog", "show", "id", &id.to_string()])
+        .output()
+        .expect("run bpftool");
+    json(&out, "bpftool prog show")
+}
+
 fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
     let sb = Sandbox::up(tag, ingress, "");
     let inst = sb.prefix.clone();
@@ -471,33 +481,50 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
     assert_eq!(status["config"]["snat_ports"], "61000-65535");
     assert_eq!(status["config"]["forwards"], 1);
     let programs = status["programs"].as_array().expect("programs");
-    assert_eq!(programs.len(), 2, "{status}");
-    for (p, pin, hook) in [
-        (&programs[0], "link_uplink_ingress", "ingress"),
-        (&programs[1], "link_uplink_egress", "egress"),
-    ] {
-        assert_eq!(p["pin"], pin);
-        assert_eq!(p["interface"], "eth0");
-        assert_eq!(p["hook"], hook);
+    // (pin, program, attach, hook): in XDP mode the tc ingress program sits behind XDP.
+    let ingress_rows: &[(&str, &str, &str)] = match ingress {
+        IngressMode::Tc => &[("link_uplink_ingress", "uplink_ingress_tc", "tcx")],
+        IngressMode::Xdp => &[
+            ("link_uplink_ingress", "uplink_ingress_xdp", "xdp"),
+            ("link_uplink_ingress_fallback", "uplink_ingress_tc", "tcx"),
+        ],
+    };
+    let expected: Vec<(&str, &str, &str, &str)> = ingress_rows
+        .iter()
+        .map(|&(pin, prog, attach)| (pin, prog, attach, "ingress"))
+        .chain([("link_uplink_egress", "uplink_egress_tc", "tcx", "egress")])
+        .collect();
+    assert_eq!(programs.len(), expected.len(), "{status}");
+    for (p, (pin, prog, attach, hook)) in programs.iter().zip(&expected) {
+        assert_eq!(p["pin"], *pin, "{p}");
+        assert_eq!(p["program"], *prog, "{p}");
+        assert_eq!(p["attach"], *attach, "{p}");
+        assert_eq!(p["interface"], "eth0", "{p}");
+        assert_eq!(p["hook"], *hook, "{p}");
+        assert_eq!(p["fallback"], *pin == "link_uplink_ingress_fallback", "{p}");
         let link = bpftool_link(&pins.join(pin));
         assert_eq!(p["link_id"], link["id"], "{p} vs {link}");
         assert_eq!(p["prog_id"], link["prog_id"], "{p} vs {link}");
+        // The program behind the link is of the kind status says.
+        let prog = bpftool_prog(&link["prog_id"]);
+        let prog_type = if *attach == "xdp" { "xdp" } else { "sched_cls" };
+        assert_eq!(prog["type"], prog_type, "{p} vs {prog}");
     }
-    match ingress {
-        IngressMode::Tc => assert_eq!(programs[0]["attach"], "tcx"),
-        IngressMode::Xdp => {
-            assert_eq!(programs[0]["attach"], "xdp");
-            let mode = programs[0]["mode"].as_str().expect("xdp mode is known");
-            assert!(["native", "skb"].contains(&mode), "{mode}");
-        }
+    if ingress == IngressMode::Xdp {
+        let mode = programs[0]["mode"].as_str().expect("xdp mode is known");
+        assert!(["native", "skb"].contains(&mode), "{mode}");
     }
-    assert_eq!(programs[1]["attach"], "tcx");
     let table = ok(
         &sb.netfast(&["status", "--instance", &inst]),
         "status (table)",
     );
     assert!(
         table.contains("PROGRAM") && table.contains("eth0"),
+        "{table}"
+    );
+    assert_eq!(
+        table.contains("tcx ingress (fallback for XDP)"),
+        ingress == IngressMode::Xdp,
         "{table}"
     );
 

@@ -244,14 +244,18 @@ fn seed_traffic_with_xdp_ingress() {
     seed_traffic(IngressMode::Xdp, "x");
 }
 
-#[test]
-fn down_leaves_no_namespace_link_or_pin() {
-    let sb = Sandbox::up("d", IngressMode::Tc, "");
+fn down_leaves_no_namespace_link_or_pin(ingress: IngressMode, tag: &str) {
+    let sb = Sandbox::up(tag, ingress, "");
     let pins = netfast::datapath::pin_dir(&sb.prefix);
     assert!(pins.join("CONNTRACK").exists(), "up pins the maps");
     assert!(
         pins.join("link_uplink_ingress").exists(),
         "up pins the links"
+    );
+    assert_eq!(
+        pins.join("link_uplink_ingress_fallback").exists(),
+        ingress == IngressMode::Xdp,
+        "the tc fallback behind XDP is pinned in XDP mode only"
     );
 
     let out = sb.netfast(&["down", "--config", sb.config_str()]);
@@ -281,6 +285,21 @@ fn down_leaves_no_namespace_link_or_pin() {
         !filters.contains("uplink_"),
         "programs still attached after down:\n{filters}"
     );
+    let attached = exec_ok(&sb.host(), &["ip", "-d", "link", "show", "eth0"]);
+    assert!(
+        !attached.contains("prog/xdp"),
+        "XDP still attached after down:\n{attached}"
+    );
+}
+
+#[test]
+fn down_leaves_nothing_with_tc_ingress() {
+    down_leaves_no_namespace_link_or_pin(IngressMode::Tc, "d");
+}
+
+#[test]
+fn down_leaves_nothing_with_xdp_ingress() {
+    down_leaves_no_namespace_link_or_pin(IngressMode::Xdp, "dx");
 }
 
 #[test]
@@ -335,32 +354,92 @@ fn bad_config_is_refused_before_any_change() {
     assert!(!links.contains("br0"), "a refused up created br0:\n{links}");
 }
 
+/// Flood-pings $1 until the file $2 exists, then stops ping with SIGINT so that it
+/// prints its statistics. (ping sets its own SIGINT handler, so the signal reaches it
+/// even though a non-interactive shell starts background jobs with SIGINT ignored.)
+const FLOOD_PING_UNTIL: &str = "ping -q -f \"$1\" & p=$!
+while [ ! -e \"$2\" ]; do sleep 0.05; done
+kill -INT $p; wait $p";
+
+/// (transmitted, received) from ping's statistics line.
+fn ping_counts(stdout: &str) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping printed no statistics: {stdout:?}"));
+    let mut numbers = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok());
+    match (numbers.next(), numbers.next()) {
+        (Some(sent), Some(received)) => (sent, received),
+        _ => panic!("cannot read ping's statistics: {line:?}"),
+    }
+}
+
 #[test]
 fn switching_ingress_between_tc_and_xdp_keeps_forwarding() {
     let sb = Sandbox::up("s", IngressMode::Tc, "");
     let original = std::fs::read_to_string(&sb.config).expect("read config");
+    let pins = netfast::datapath::pin_dir(&sb.prefix);
     for (from, to) in [("tc", "xdp"), ("xdp", "tc")] {
         let switched = original.replace("ingress = \"tc\"", &format!("ingress = \"{to}\""));
         std::fs::write(&sb.config, switched).expect("write config");
+
+        // A masqueraded flood ping runs across the switch: every echo reply needs the
+        // ingress translation, so a moment without it loses replies.
+        let stop = std::env::temp_dir().join(format!("netfast-{}-stop-{to}", sb.prefix));
+        let _ = std::fs::remove_file(&stop);
+        let pinger = Background::spawn(
+            &sb.container(2),
+            &["sh", "-c", FLOOD_PING_UNTIL, "sh", LAN, path_str(&stop)],
+        );
+        std::thread::sleep(Duration::from_millis(300));
         let up = sb.netfast(&["up", "--config", sb.config_str()]);
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&stop, "").expect("stop file");
+        let (pinged, ping_err) = pinger.wait(Duration::from_secs(10));
+        let _ = std::fs::remove_file(&stop);
         assert!(
             up.status.success(),
             "up {from} -> {to}: {}",
             text(&up.stderr)
         );
+        let (sent, received) = ping_counts(&pinged);
+        assert!(
+            sent >= 100,
+            "{from} -> {to}: the flood ping hardly ran: {pinged}{ping_err}"
+        );
+        // The one in flight when SIGINT came may be missing.
+        assert!(
+            sent - received <= 1,
+            "{from} -> {to}: {} echo replies lost while switching: {pinged}",
+            sent - received
+        );
+
         let report = text(&up.stdout);
         assert!(
             report.contains(&format!("uplink_ingress_{to} on eth0")),
             "{from} -> {to}: {report}"
         );
-        let link = netfast::datapath::pin_dir(&sb.prefix).join("link_uplink_ingress");
+        assert_eq!(
+            report.contains("uplink_ingress_tc on eth0: tcx ingress (fallback for XDP)"),
+            to == "xdp",
+            "{from} -> {to}: the tc fallback is reported in XDP mode only: {report}"
+        );
+        let link = pins.join("link_uplink_ingress");
         assert!(link.exists(), "{from} -> {to}: the ingress link is pinned");
+        assert_eq!(
+            pins.join("link_uplink_ingress_fallback").exists(),
+            to == "xdp",
+            "{from} -> {to}: the tc fallback behind XDP is pinned in XDP mode only"
+        );
 
         let server = Background::spawn(
             &sb.container(2),
             &["python3", "-c", TCP_ECHO_ONCE, "172.16.0.102", "80"],
         );
         wait_listening(&sb.container(2), "tcp", 80);
+        let deferred = sb.counter("pass_xdp_csum_partial");
         let reply = exec_ok(
             &sb.lan(),
             &["sh", "-c", &format!("printf {to} | nc -N -w 5 {HOST} 8088")],
@@ -371,6 +450,15 @@ fn switching_ingress_between_tc_and_xdp_keeps_forwarding() {
             "after switching {from} -> {to}"
         );
         server.wait(Duration::from_secs(10));
+        // The LAN's veth leaves TCP checksums partial (tx offload is on here), which
+        // XDP cannot finish: it left those frames to the tc fallback behind it, so the
+        // exchange above went through the fallback.
+        if to == "xdp" {
+            assert!(
+                sb.counter("pass_xdp_csum_partial") > deferred,
+                "XDP left no partial-checksum frame to the tc fallback"
+            );
+        }
     }
     let attached = exec_ok(&sb.host(), &["ip", "-d", "link", "show", "eth0"]);
     assert!(
