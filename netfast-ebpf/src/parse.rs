@@ -64,6 +64,10 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// `FRAG_NONE`, `FRAG_FIRST` or `FRAG_LATER`.
     pub fragment: u8,
+    /// Whether a miss may start a new flow: TCP, UDP, and of ICMP only an echo
+    /// request, as nf_conntrack's `icmp_new` accepts (a reply without its request is
+    /// invalid there, and untranslatable here).
+    pub opens_flow: bool,
     /// For an ICMP error (destination unreachable, source quench, redirect, time
     /// exceeded, parameter problem): the packet it quotes.
     pub quoted: Option<Quoted>,
@@ -210,8 +214,14 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
         ip_id,
         tcp_flags: 0,
         fragment,
+        opens_flow: ip_proto != proto::ICMP,
         quoted: None,
     };
+    // The whole IPv4 header, options included, must be there: a later fragment has
+    // nothing after it that parsing would read.
+    if data + l4 > data_end {
+        return Err(unparsed(Counter::DropTruncated));
+    }
     if fragment == FRAG_LATER {
         return Ok(pkt);
     }
@@ -245,13 +255,24 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
             pkt.l4_csum = u16::from_ne_bytes(hdr.check);
             pkt.l4_csum_off = (l4 + offset_of!(Icmpv4Hdr, check)) as u8;
             let id = u16::from_ne_bytes([hdr.data[0], hdr.data[1]]);
+            let id_off = (l4 + ICMP_ID_OFF) as u8;
+            // The identifier stands in for the sender's port in a request and for the
+            // receiver's in a reply; the other side has no port to rewrite.
             match hdr.type_ {
-                ICMP_ECHO_REQUEST => pkt.key.src_port = id,
-                ICMP_ECHO_REPLY => pkt.key.dst_port = id,
+                ICMP_ECHO_REQUEST => {
+                    pkt.key.src_port = id;
+                    pkt.src_port_off = id_off;
+                    pkt.opens_flow = true;
+                }
+                ICMP_ECHO_REPLY => {
+                    pkt.key.dst_port = id;
+                    pkt.dst_port_off = id_off;
+                }
                 // An error is at most 576 bytes (RFC 1812 4.3.2.3), never fragmented
                 // by a conforming sender: a fragmented one is left alone.
                 icmp_type if is_icmp_error(icmp_type) && fragment == FRAG_NONE => {
-                    let quoted = parse_quoted(data, data_end, l4 + Icmpv4Hdr::LEN)
+                    let ip_end = IP_OFF + usize::from(ip_len);
+                    let quoted = parse_quoted(data, data_end, l4 + Icmpv4Hdr::LEN, ip_end)
                         .ok_or(unparsed(Counter::PassIcmpErrorUntracked))?;
                     pkt.quoted = Some(quoted);
                     return Ok(pkt);
@@ -261,8 +282,6 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
                 }
                 _ => return Err(unparsed(Counter::PassIcmpOther)),
             }
-            pkt.src_port_off = (l4 + ICMP_ID_OFF) as u8;
-            pkt.dst_port_off = (l4 + ICMP_ID_OFF) as u8;
         }
         _ => return Err(unparsed(Counter::PassOtherProtocol)),
     }
@@ -272,9 +291,10 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
 /// The packet quoted at `ip_off`, or None when netfast could not have translated it:
 /// a quote too short for its IPv4 header and 8 L4 bytes, a later fragment (no
 /// ports), a protocol other than TCP, UDP or ICMP echo (an error about an error is
-/// never sent, RFC 1122 3.2.2).
+/// never sent, RFC 1122 3.2.2). The quote ends at `ip_end`, where the error's IPv4
+/// total length says, not where the frame does (it may carry link-layer padding).
 #[inline(always)]
-fn parse_quoted(data: usize, data_end: usize, ip_off: usize) -> Option<Quoted> {
+fn parse_quoted(data: usize, data_end: usize, ip_off: usize, ip_end: usize) -> Option<Quoted> {
     // Whole headers in one read each: LLVM would otherwise fold the bounds checks of
     // fields at a variable offset into one, which the verifier cannot follow.
     let ip: [u8; Ipv4Hdr::LEN] = get(data, data_end, ip_off)?;
@@ -287,6 +307,9 @@ fn parse_quoted(data: usize, data_end: usize, ip_off: usize) -> Option<Quoted> {
         return None;
     }
     let l4 = ip_off + ihl_bytes;
+    if l4 + 8 > ip_end {
+        return None;
+    }
     let mut quoted = Quoted {
         key: FlowKey {
             src_addr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
@@ -303,14 +326,14 @@ fn parse_quoted(data: usize, data_end: usize, ip_off: usize) -> Option<Quoted> {
     };
     let first8: [u8; 8] = match ip_proto {
         proto::TCP => match get::<[u8; TcpHdr::LEN]>(data, data_end, l4) {
-            Some(hdr) => {
+            Some(hdr) if l4 + TcpHdr::LEN <= ip_end => {
                 quoted.l4_csum = u16::from_ne_bytes([hdr[16], hdr[17]]);
                 quoted.l4_csum_off = (l4 + offset_of!(TcpHdr, check)) as u8;
                 [
                     hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7],
                 ]
             }
-            None => get(data, data_end, l4)?,
+            _ => get(data, data_end, l4)?,
         },
         proto::UDP | proto::ICMP => get(data, data_end, l4)?,
         _ => return None,

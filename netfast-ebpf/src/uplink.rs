@@ -89,6 +89,9 @@ fn egress_packet<R: Rewriter>(r: &mut R, pkt: &Packet, config: &DatapathConfig) 
     if !in_subnet(pkt.key.src_addr, config) {
         return Counter::PassNoMatch;
     }
+    if !pkt.opens_flow {
+        return Counter::DropUntranslatableFromSubnet;
+    }
     let created = conntrack::create_snat(pkt, config);
     done(
         pkt,

@@ -103,9 +103,8 @@ impl Prog {
     }
 
     fn verdict(self, return_value: u32) -> Verdict {
-        self.decode(return_value).unwrap_or_else(|| {
-            panic!("{}: unexpected return value {return_value}", self.name())
-        })
+        self.decode(return_value)
+            .unwrap_or_else(|| panic!("{}: unexpected return value {return_value}", self.name()))
     }
 }
 

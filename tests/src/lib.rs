@@ -4,6 +4,7 @@
 
 pub mod cases;
 pub mod diff;
+pub mod fuzz;
 pub mod harness;
 pub mod packet;
 pub mod percpu;

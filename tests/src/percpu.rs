@@ -70,7 +70,9 @@ pub fn sum_per_cpu(map: BorrowedFd<'_>, entries: u32) -> io::Result<Vec<u64>> {
     let mut sums = vec![0u64; slots];
     for (&key, per_cpu) in keys.iter().zip(values.chunks(cpus)) {
         let slot = sums.get_mut(key as usize).ok_or_else(|| {
-            io::Error::other(format!("BPF_MAP_LOOKUP_BATCH returned key {key} of {entries}"))
+            io::Error::other(format!(
+                "BPF_MAP_LOOKUP_BATCH returned key {key} of {entries}"
+            ))
         })?;
         *slot = per_cpu.iter().sum();
     }

@@ -11,7 +11,7 @@ use netfast_common::Counter;
 use netfast_tests::{
     cases::{DROP, PASS, client, each_ingress, lan_server, sock},
     harness::{BACKEND, Datapath, LAN_PEER, Prog, UDP_BACKEND_PORT, UDP_PUBLISHED, UPLINK_ADDR},
-    packet::Packet,
+    packet::{ETH_LEN, Packet, internet_checksum},
 };
 
 /// 3000 bytes of payload, not periodic, so a misplaced fragment shows.
@@ -212,5 +212,31 @@ fn a_record_applies_to_its_own_datagram_only() {
             Counter::PassFragmentUntracked,
             &other_source[1],
         );
+    });
+}
+
+/// Found by the fuzz run: a later fragment whose IHL claims more header than the frame
+/// holds is truncated, like any other packet, and never translated.
+#[test]
+fn a_later_fragment_shorter_than_its_header_is_truncated() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let query = Packet::udp(client(), sock(UPLINK_ADDR, UDP_PUBLISHED))
+            .payload(&big_payload())
+            .with_ip_id(0x3333);
+        let fragments = query.fragments(CHUNK);
+        datapath
+            .run(prog, &fragments[0])
+            .assert_counted(Counter::DnatNew);
+        // IHL 13 (52 bytes) on a later fragment cut to 28 bytes of IP.
+        let mut later = fragments[1][..ETH_LEN + 28].to_vec();
+        later[ETH_LEN] = 0x4d;
+        later[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&28u16.to_be_bytes());
+        later[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&[0, 0]);
+        let check = internet_checksum(&later[ETH_LEN..ETH_LEN + 20]);
+        later[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&check.to_be_bytes());
+        datapath
+            .run(prog, &later)
+            .assert(DROP, Counter::DropTruncated, &later);
     });
 }

@@ -1049,3 +1049,22 @@ fn xdp_leaves_a_partial_checksum_to_tc() {
         assert_eq!(datapath.conntrack().len(), 2, "tc created the flow");
     }
 }
+
+/// Found by the fuzz run: an echo reply from the subnet that belongs to no flow (a
+/// container answering a ping that reached it unNATed) must not open a flow. It used
+/// to be masqueraded with its identifier overwritten and its checksum broken; like
+/// nf_conntrack (`icmp_new` takes requests only), netfast does not translate it, and
+/// as it would leak a private address, drops it.
+#[test]
+fn an_echo_reply_from_the_subnet_opens_no_flow() {
+    let mut datapath = Datapath::configured();
+    let reply = Packet::icmp_echo_reply(BACKEND, LAN_PEER, 0x1234, 1)
+        .payload(b"pong")
+        .bytes();
+    datapath.run(Prog::EgressTc, &reply).assert(
+        DROP,
+        Counter::DropUntranslatableFromSubnet,
+        &reply,
+    );
+    assert!(datapath.conntrack().is_empty());
+}

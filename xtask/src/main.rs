@@ -1,5 +1,5 @@
-//! Project tasks: `cargo xtask setup|run|test`. Both `run` and `test` start with the
-//! idempotent set-up, so a fresh machine needs only the README's two commands.
+//! Project tasks: `cargo xtask setup|run|test|fuzz|bench`. All but `setup` start with
+//! the idempotent set-up, so a fresh machine needs only the README's two commands.
 
 mod bench;
 mod setup;
@@ -41,6 +41,16 @@ enum Commands {
         /// Every scenario once, briefly, at small sizes.
         #[arg(long)]
         quick: bool,
+    },
+    /// Set up, build, and run the datapath fuzz test at full size: random and damaged
+    /// frames through every program with BPF_PROG_TEST_RUN, invariants checked on each.
+    Fuzz {
+        /// Frames per program; there are three programs.
+        #[arg(long, default_value_t = 350_000)]
+        frames: u64,
+        /// PRNG seed, decimal or 0x-hex; a new one from the clock when not given.
+        #[arg(long, value_parser = parse_seed)]
+        seed: Option<u64>,
     },
     /// Set up, build the binaries, and run every test of the workspace.
     Test {
@@ -100,6 +110,10 @@ fn dispatch(command: Commands) -> anyhow::Result<ExitCode> {
         Commands::Test { args } => {
             setup::setup()?;
             test(&args)
+        }
+        Commands::Fuzz { frames, seed } => {
+            setup::setup()?;
+            fuzz(frames, seed.unwrap_or_else(clock_seed))
         }
         Commands::Bench { quick } => {
             setup::setup()?;
@@ -173,6 +187,44 @@ fn test(args: &[String]) -> anyhow::Result<ExitCode> {
         describe(status)
     );
     Ok(exit_code(status))
+}
+
+/// Runs tests/tests/datapath_fuzz.rs, the test the suite runs short, at `frames` per
+/// program. The test prints its summary and per-decision histogram.
+fn fuzz(frames: u64, seed: u64) -> anyhow::Result<ExitCode> {
+    let mut cmd = Command::new(cargo());
+    cmd.env("NETFAST_FUZZ_FRAMES", frames.to_string())
+        .env("NETFAST_FUZZ_SEED", format!("{seed:#x}"))
+        .args([
+            "test",
+            "-p",
+            "netfast-tests",
+            "--test",
+            "datapath_fuzz",
+            "--",
+            "--nocapture",
+        ]);
+    println!("+ {}", show(&cmd));
+    let status = cmd.status().context("while starting cargo test")?;
+    println!("[fuzz] cargo test {}", describe(status));
+    Ok(exit_code(status))
+}
+
+/// A decimal or 0x-hex u64.
+fn parse_seed(text: &str) -> Result<u64, String> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|err| format!("{text:?} is not a decimal or 0x-hex u64: {err}"))
+}
+
+/// A seed from the clock, so each full run without --seed covers new frames; the
+/// test prints the seed it used, which replays the run.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
 #[derive(Default)]
@@ -297,6 +349,21 @@ mod cli_tests {
             Ok(Commands::Test { args }) => args,
             _ => panic!("{argv:?} did not parse as test"),
         }
+    }
+
+    #[test]
+    fn fuzz_takes_frames_and_a_seed() {
+        match Cli::try_parse_from(["xtask", "fuzz", "--frames", "10", "--seed", "0x1f"])
+            .map(|c| c.command)
+        {
+            Ok(Commands::Fuzz { frames, seed }) => assert_eq!((frames, seed), (10, Some(31))),
+            _ => panic!("fuzz did not parse"),
+        }
+        match Cli::try_parse_from(["xtask", "fuzz"]).map(|c| c.command) {
+            Ok(Commands::Fuzz { frames, seed }) => assert_eq!((frames, seed), (350_000, None)),
+            _ => panic!("fuzz did not parse"),
+        }
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--seed", "x"]).is_err());
     }
 
     #[test]

@@ -36,6 +36,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspecting programs and maps"),
     ("ethtool", "veth offload settings"),
     ("iperf3", "throughput checks"),
+    (
+        "tcpdump",
+        "captures of the LAN wire in the ICMP error and fragment tests",
+    ),
+    (
+        "iputils-tracepath",
+        "tracepath through the masquerade in the ICMP error tests",
+    ),
 ];
 
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
