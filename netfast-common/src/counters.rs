@@ -68,10 +68,14 @@ pub enum Counter {
     /// Not a decision: a translated first fragment could not be recorded in FRAGMENTS,
     /// so its later fragments will be counted untracked.
     FragmentRecordFailed,
+    /// Not a decision: XDP could not put its decided mark in the frame's metadata (a
+    /// driver without XDP metadata), so the tc program behind it looks the frame up
+    /// again and counts a second decision (a translated frame finds no flow there).
+    XdpMarkFailed,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::FragmentRecordFailed as u32 + 1;
+    pub const COUNT: u32 = Counter::XdpMarkFailed as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::DnatNew,
@@ -101,6 +105,7 @@ impl Counter {
         Counter::ConntrackHalfRestored,
         Counter::ConntrackRestoreFailed,
         Counter::FragmentRecordFailed,
+        Counter::XdpMarkFailed,
     ];
 
     /// Whether this counter is a packet's one decision; the others count events on the
@@ -112,6 +117,7 @@ impl Counter {
                 | Counter::ConntrackHalfRestored
                 | Counter::ConntrackRestoreFailed
                 | Counter::FragmentRecordFailed
+                | Counter::XdpMarkFailed
         )
     }
 
@@ -158,6 +164,7 @@ impl Counter {
             Counter::ConntrackHalfRestored => "conntrack_half_restored",
             Counter::ConntrackRestoreFailed => "conntrack_restore_failed",
             Counter::FragmentRecordFailed => "fragment_record_failed",
+            Counter::XdpMarkFailed => "xdp_mark_failed",
         }
     }
 }

@@ -39,3 +39,9 @@ pub const FRAGMENTS_CAPACITY: u32 = 8_192;
 /// How long a first fragment's record applies: the kernel's default
 /// `net.ipv4.ipfrag_time`, 30 s, after which it drops an incomplete datagram anyway.
 pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// The 4 bytes of XDP metadata (`bpf_xdp_adjust_meta`) with which the XDP ingress
+/// program tells the tc ingress program behind it that a frame's decision is made and
+/// counted, so tc passes it without a second lookup or a second count. Frames XDP
+/// leaves to tc (`pass_xdp_csum_partial`) carry no mark. Read natively ("nfxd").
+pub const XDP_DECIDED_MARK: u32 = u32::from_ne_bytes(*b"nfxd");

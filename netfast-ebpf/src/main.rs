@@ -17,7 +17,10 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use netfast_common::{Counter, proto};
+use core::mem::size_of;
+
+use aya_ebpf::helpers::bpf_xdp_adjust_meta;
+use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
 
 use crate::{
     maps::count,
@@ -27,6 +30,10 @@ use crate::{
 
 #[classifier]
 pub fn uplink_ingress_tc(ctx: TcContext) -> i32 {
+    if decided_by_xdp(&ctx) {
+        // XDP already decided on this frame and counted it.
+        return TC_ACT_OK as i32;
+    }
     let parsed = parse_skb(&ctx);
     tc_verdict(uplink::ingress(&mut SkbRewriter { ctx: &ctx }, parsed))
 }
@@ -52,10 +59,45 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
     };
     count(counter);
     if counter.is_drop() {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
+        return xdp_action::XDP_DROP;
     }
+    if counter != Counter::PassXdpCsumPartial {
+        mark_decided(&ctx);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Puts `XDP_DECIDED_MARK` in front of the frame as XDP metadata, which the skb
+/// keeps for the tc ingress program behind XDP. Every packet pointer is stale after
+/// `bpf_xdp_adjust_meta`, so this is the program's last touch of the frame.
+#[inline(always)]
+fn mark_decided(ctx: &XdpContext) {
+    let len = size_of::<u32>() as i32;
+    // SAFETY: the helper checks the room it takes from the headroom itself.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -len) } != 0 {
+        count(Counter::XdpMarkFailed);
+        return;
+    }
+    let (meta, data) = (ctx.metadata(), ctx.data());
+    // The verifier allows writes to metadata only below this exact comparison.
+    if meta + size_of::<u32>() > data {
+        count(Counter::XdpMarkFailed);
+        return;
+    }
+    // SAFETY: bounds-checked against `data` just above.
+    unsafe { (meta as *mut u32).write_unaligned(XDP_DECIDED_MARK) };
+}
+
+/// Whether the XDP program in front of this tc program has decided on the frame.
+#[inline(always)]
+fn decided_by_xdp(ctx: &TcContext) -> bool {
+    // SAFETY: `skb` is the context the kernel passed in; data_meta is readable in tc.
+    let meta = unsafe { (*ctx.skb.skb).data_meta } as usize;
+    if meta + size_of::<u32>() > ctx.data() {
+        return false;
+    }
+    // SAFETY: bounds-checked against `data` just above.
+    unsafe { (meta as *const u32).read_unaligned() == XDP_DECIDED_MARK }
 }
 
 #[inline(always)]

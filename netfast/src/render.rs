@@ -795,6 +795,7 @@ icmp   61000-65535     0   4536  0.0%
                 "conntrack_half_restored          info        240    120.0",
                 "conntrack_restore_failed         info        250    125.0",
                 "fragment_record_failed           info        260    130.0",
+                "xdp_mark_failed                  info        270    135.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",

@@ -17,7 +17,7 @@ use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
     names::{
         MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_FORWARDS, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK,
     },
     proto,
 };
@@ -123,14 +123,59 @@ pub struct Run {
     pub out: Vec<u8>,
     /// Every counter that moved during the run, with how much.
     pub counted: Vec<(Counter, u64)>,
+    /// XDP only: the metadata the program put in front of the frame (empty for tc).
+    pub xdp_meta: Vec<u8>,
+}
+
+/// What one BPF_PROG_TEST_RUN gave back.
+#[derive(Debug)]
+pub struct TestOutput {
+    pub return_value: u32,
+    /// The packet as the program left it, without XDP metadata.
+    pub out: Vec<u8>,
+    /// XDP metadata in front of the packet. The kernel returns it as the first bytes
+    /// of the output; netfast's programs never change a frame's length, so what the
+    /// output has beyond the input's length is metadata.
+    pub xdp_meta: Vec<u8>,
+}
+
+/// Whether `meta` is the XDP program's "decided" mark (`XDP_DECIDED_MARK`).
+pub fn is_decided_mark(meta: &[u8]) -> bool {
+    meta == XDP_DECIDED_MARK.to_ne_bytes()
 }
 
 impl Run {
+    /// For XDP, what is wrong with the metadata: a frame XDP passes carries the decided
+    /// mark, unless XDP left it to tc (`pass_xdp_csum_partial`); a dropped frame none.
+    fn xdp_mark_problem(&self) -> Option<String> {
+        if self.prog != Prog::IngressXdp {
+            return None;
+        }
+        let left_to_tc = self
+            .counted
+            .iter()
+            .any(|(counter, _)| *counter == Counter::PassXdpCsumPartial);
+        let want_mark = self.verdict == Verdict::Pass && !left_to_tc;
+        let has_mark = is_decided_mark(&self.xdp_meta);
+        (want_mark != has_mark || (!want_mark && !self.xdp_meta.is_empty())).then(|| {
+            format!(
+                "XDP metadata: expected {}, got {:02x?}",
+                if want_mark {
+                    "the decided mark"
+                } else {
+                    "none"
+                },
+                self.xdp_meta
+            )
+        })
+    }
+
     /// Asserts the verdict, the exact output bytes and that `counter`, and only
-    /// `counter`, moved by one. A failure reports every mismatch at once.
+    /// `counter`, moved by one; for XDP also the decided mark. A failure reports every
+    /// mismatch at once.
     #[track_caller]
     pub fn assert(&self, verdict: Verdict, counter: Counter, expected: &[u8]) {
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = self.xdp_mark_problem().into_iter().collect();
         if self.verdict != verdict {
             problems.push(format!(
                 "verdict: expected {verdict:?}, got {:?}",
@@ -168,6 +213,9 @@ impl Run {
             self.prog.name(),
             counter.name()
         );
+        if let Some(problem) = self.xdp_mark_problem() {
+            panic!("{}: {problem}", self.prog.name());
+        }
     }
 }
 
@@ -272,7 +320,11 @@ impl Datapath {
     /// Runs `prog` once on `frame`.
     pub fn run(&mut self, prog: Prog, frame: &[u8]) -> Run {
         let before = self.counters();
-        let (return_value, out) = self
+        let TestOutput {
+            return_value,
+            out,
+            xdp_meta,
+        } = self
             .test_run(prog, frame)
             .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} failed: {err:?}", prog.name()));
         let after = self.counters();
@@ -287,13 +339,14 @@ impl Datapath {
             verdict: prog.verdict(return_value),
             out,
             counted,
+            xdp_meta,
         }
     }
 
     /// Runs `prog` once on `frame` and returns its return value and the packet as it
     /// left it, or the kernel's error as is (EINVAL for a frame shorter than an
     /// Ethernet header); reads no counters.
-    pub fn test_run(&self, prog: Prog, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+    pub fn test_run(&self, prog: Prog, frame: &[u8]) -> Result<TestOutput, ProgramError> {
         // Room for anything the program could grow the packet by.
         let mut out = vec![0u8; frame.len() + 256];
         let program = self
@@ -315,7 +368,16 @@ impl Datapath {
                 .test_run(opts),
         }?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        let meta_len = match prog {
+            Prog::IngressXdp => out.len().saturating_sub(frame.len()),
+            Prog::IngressTc | Prog::EgressTc => 0,
+        };
+        let out_tail = out.split_off(meta_len);
+        Ok(TestOutput {
+            return_value: result.return_value,
+            out: out_tail,
+            xdp_meta: out,
+        })
     }
 
     /// Every counter, summed over CPUs, indexed like `Counter::ALL`: one batch

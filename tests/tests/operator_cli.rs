@@ -361,6 +361,7 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             "conntrack_half_restored",
             "conntrack_restore_failed",
             "fragment_record_failed",
+            "xdp_mark_failed",
         ]
         .contains(&c["name"].as_str().unwrap_or_default())
         {

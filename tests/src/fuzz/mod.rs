@@ -28,8 +28,8 @@ use crate::{
         generate::{Case, Flow, Generator, Leg},
     },
     harness::{
-        BACKEND, Datapath, LAN_PEER, Prog, TCP_BACKEND_PORT, TCP_PUBLISHED, UDP_BACKEND_PORT,
-        UDP_PUBLISHED, UPLINK_ADDR, Verdict,
+        BACKEND, Datapath, LAN_PEER, Prog, TCP_BACKEND_PORT, TCP_PUBLISHED, TestOutput,
+        UDP_BACKEND_PORT, UDP_PUBLISHED, UPLINK_ADDR, Verdict, is_decided_mark,
     },
     packet::{ETH_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPV4_LEN},
 };
@@ -336,14 +336,17 @@ impl Runner {
             }
             return;
         }
-        let (return_value, out) = match result {
-            Ok(run) => run,
+        let (return_value, out, xdp_meta) = match result {
+            Ok(run) => (run.return_value, run.out, run.xdp_meta),
             Err(err) => return report.record(broken(failed_run(&err))),
         };
         let after = self.datapath.counters();
         let moved = moved(&self.counters, &after);
         self.counters = after;
-        let checked = check::check(prog, &case.frame, return_value, &out, &moved);
+        let mut checked = check::check(prog, &case.frame, return_value, &out, &moved);
+        if let Some(problem) = xdp_mark_problem(prog, &checked, &xdp_meta) {
+            checked.problems.push(problem);
+        }
         let decision = checked.decision.map_or("(none)", Counter::name);
         report.decisions.entry(decision).or_default()[slot] += 1;
         report.past_total_length += u64::from(checked.past_total_length);
@@ -358,6 +361,30 @@ impl Runner {
             });
         }
     }
+}
+
+/// XDP's metadata must carry the decided mark exactly when XDP passed the frame with a
+/// decision of its own (not `pass_xdp_csum_partial`), so that the tc program behind it
+/// neither decides twice nor skips a frame left to it.
+fn xdp_mark_problem(prog: Prog, checked: &Checked, xdp_meta: &[u8]) -> Option<check::Problem> {
+    if prog != Prog::IngressXdp {
+        return None;
+    }
+    let decision = checked.decision?;
+    let want_mark = !decision.is_drop() && decision != Counter::PassXdpCsumPartial;
+    let ok = if want_mark {
+        is_decided_mark(xdp_meta)
+    } else {
+        xdp_meta.is_empty()
+    };
+    (!ok).then(|| check::Problem {
+        invariant: "XDP decided mark",
+        detail: format!(
+            "decision {} wants {}, metadata was {xdp_meta:02x?}",
+            decision.name(),
+            if want_mark { "the mark" } else { "none" }
+        ),
+    })
 }
 
 /// Whether BPF_PROG_TEST_RUN refuses `frame` with EINVAL before `prog` runs: every
@@ -382,7 +409,7 @@ pub fn refused_by_test_run(prog: Prog, frame: &[u8]) -> bool {
 const IPV6_LEN: usize = 40;
 
 /// A frame the kernel does not run must be refused with EINVAL.
-fn refused_as_short(result: Result<(u32, Vec<u8>), ProgramError>) -> Option<Checked> {
+fn refused_as_short(result: Result<TestOutput, ProgramError>) -> Option<Checked> {
     if let Err(err) = &result
         && os_error(err) == Some(libc::EINVAL)
     {

@@ -61,6 +61,7 @@ fn partial_checksums(ingress: IngressMode, tag: &str) {
     wait_listening(&c2, "udp", 5300);
 
     let partial_before = counter(&sb, "pass_xdp_csum_partial");
+    let no_match_before = counter(&sb, "pass_no_match");
     // (senders' tx checksum offload, tx checksum offload on the containers' host-side
     // veths). Senders with offload hand CHECKSUM_PARTIAL frames to the uplink; a
     // host-side veth without it makes the host compute the checksum in software from
@@ -151,6 +152,23 @@ fn partial_checksums(ingress: IngressMode, tag: &str) {
         },
         partial,
     );
+    // Every frame of these exchanges belongs to a flow. In XDP mode each crosses two
+    // ingress programs, and must still be decided once: XDP's mark makes the tc
+    // program behind it pass a frame XDP translated without counting a miss.
+    let once = match (no_match_before, counter(&sb, "pass_no_match")) {
+        (Ok(before), Ok(after)) => verdict(
+            after == before,
+            format!("pass_no_match {before} -> {after}"),
+        ),
+        (Err(e), _) | (_, Err(e)) => verdict(false, e),
+    };
+    checks.check("every ingress frame decided once (no pass_no_match)", once);
+    if ingress == IngressMode::Xdp {
+        let marked = counter(&sb, "xdp_mark_failed")
+            .map(|n| verdict(n == 0, format!("xdp_mark_failed = {n}")))
+            .unwrap_or_else(|e| verdict(false, e));
+        checks.check("veth's XDP takes the decided mark", marked);
+    }
     print_counters(&sb, &test);
     checks.finish();
 }
