@@ -23,12 +23,20 @@ fn main() -> anyhow::Result<()> {
     };
     let costs = netfast_bench::progcost::measure(runs, blocks)
         .context("while measuring the programs with BPF_PROG_TEST_RUN")?;
-    println!("| program | class | counter | net ns (median − empty) | raw p50 ns |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| program | class | counter | net ns (median − empty) | raw p50 ns | net ns, repeat=RUNS (stateless classes) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for cost in costs {
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} |",
-            cost.program, cost.class, cost.counter, cost.net_ns, cost.raw_ns.median
+            "| {} | {} | {} | {:.0} | {:.0} | {} |",
+            cost.program,
+            cost.class,
+            cost.counter,
+            cost.net_ns,
+            cost.raw_ns.median,
+            cost.net_ns_repeat
+                .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.1}"))
         );
     }
     Ok(())

@@ -21,7 +21,7 @@ use crate::{
     conntrack::{self, Side},
     csum,
     nat::Rewriter,
-    parse::{IP_DST_OFF, IP_SRC_OFF, IPV4_CSUM, IPV4_DST, IPV4_SRC, Packet, Quoted},
+    parse::{IP_DST_OFF, IP_SRC_OFF, IPV4_CSUM, IPV4_DST, IPV4_SRC, Packet, Quoted, parse_quoted},
 };
 
 /// One field to overwrite: where it is, what it holds, what it gets.
@@ -34,12 +34,11 @@ struct Write<T> {
 /// Translates an ICMP error whose quoted packet belongs to a flow translated on
 /// `side`; any other error is passed untouched.
 #[inline(always)]
-pub fn translate_error<R: Rewriter>(
-    r: &mut R,
-    pkt: &Packet,
-    quoted: &Quoted,
-    side: Side,
-) -> Counter {
+pub fn translate_error<R: Rewriter>(r: &mut R, pkt: &Packet, side: Side) -> Counter {
+    let (data, data_end) = r.bounds();
+    let Some(quoted) = parse_quoted(data, data_end, pkt) else {
+        return Counter::PassIcmpErrorUntracked;
+    };
     // The quoted packet went the other way: its reverse tuple is the flow's entry for
     // packets crossing on this side, which says what to write.
     let Some((addr, port)) = conntrack::related(&quoted.key.reversed(), side) else {
@@ -86,7 +85,7 @@ pub fn translate_error<R: Rewriter>(
             Counter::IcmpErrorOut,
         ),
     };
-    if rewrite_quote(r, pkt, quoted, &quoted_addr, &quoted_port).is_err() {
+    if rewrite_quote(r, pkt, &quoted, &quoted_addr, &quoted_port).is_err() {
         return Counter::DropRewriteFailed;
     }
     // The outer header is ICMP: no pseudo-header, only the IP checksum.

@@ -19,7 +19,10 @@ use aya_ebpf::{
 };
 use core::mem::size_of;
 
-use aya_ebpf::helpers::bpf_xdp_adjust_meta;
+use aya_ebpf::{
+    bindings::xdp_md,
+    helpers::{bpf_xdp_adjust_meta, bpf_xdp_store_bytes},
+};
 use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
 
 use crate::{
@@ -47,6 +50,7 @@ pub fn uplink_egress_tc(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
     let mut frame = XdpRewriter {
+        ctx: ctx.ctx,
         data: ctx.data(),
         data_end: ctx.data_end(),
     };
@@ -219,17 +223,40 @@ impl Rewriter for SkbRewriter<'_> {
     fn store_u32(&mut self, off: usize, value: u32) -> Result<(), ()> {
         self.ctx.store(off, &value, 0).map_err(|_| ())
     }
+
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        (self.ctx.data(), self.ctx.data_end())
+    }
 }
 
 /// XDP: direct packet writes with RFC 1624 checksum updates. Frames from a real NIC
 /// carry full checksums, so plain incremental updates are right here; frames whose
 /// checksum may be partial never get here (`PassXdpCsumPartial`).
 struct XdpRewriter {
+    ctx: *mut xdp_md,
     data: usize,
     data_end: usize,
 }
 
 impl XdpRewriter {
+    /// Writes through `bpf_xdp_store_bytes`, which checks the bounds itself: the
+    /// ICMP-error path writes several fields at offsets from one variable base, and
+    /// LLVM folds direct writes there into pointers the verifier cannot follow.
+    #[inline(always)]
+    fn store<T>(&mut self, off: usize, mut value: T) -> Result<(), ()> {
+        // SAFETY: the helper bounds-checks `off` and the length against the frame.
+        let ret = unsafe {
+            bpf_xdp_store_bytes(
+                self.ctx,
+                off as u32,
+                (&mut value as *mut T).cast(),
+                size_of::<T>() as u32,
+            )
+        };
+        if ret == 0 { Ok(()) } else { Err(()) }
+    }
+
     #[inline(always)]
     fn field<T>(&self, offset: usize) -> Result<*mut T, ()> {
         ptr_at::<T>(self.data, self.data_end, offset).ok_or(())
@@ -292,18 +319,17 @@ impl Rewriter for XdpRewriter {
 
     #[inline(always)]
     fn store_u16(&mut self, off: usize, value: u16) -> Result<(), ()> {
-        let field = self.field::<u16>(off)?;
-        // SAFETY: bounds-checked by `field`.
-        unsafe { field.write_unaligned(value) };
-        Ok(())
+        self.store(off, value)
     }
 
     #[inline(always)]
     fn store_u32(&mut self, off: usize, value: u32) -> Result<(), ()> {
-        let field = self.field::<u32>(off)?;
-        // SAFETY: bounds-checked by `field`.
-        unsafe { field.write_unaligned(value) };
-        Ok(())
+        self.store(off, value)
+    }
+
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        (self.data, self.data_end)
     }
 }
 

@@ -17,6 +17,8 @@ pub trait Rewriter {
     /// Writes raw bytes (read natively) and nothing else: the caller keeps every
     /// checksum that covers them right itself.
     fn store_u16(&mut self, off: usize, value: u16) -> Result<(), ()>;
+    /// The packet's bounds now (`data`, `data_end`), for a second look at its bytes.
+    fn bounds(&self) -> (usize, usize);
     fn store_u32(&mut self, off: usize, value: u32) -> Result<(), ()>;
 }
 

@@ -46,7 +46,7 @@ pub const FRAG_LATER: u8 = 2;
 /// error quoting one: what netfast can translate.
 pub struct Packet {
     /// The tuple. Ports are 0 for a later fragment and for an ICMP error (whose
-    /// translation follows from `quoted`).
+    /// translation follows from the packet it quotes).
     pub key: FlowKey,
     /// Offset of the L4 checksum, or 0 when there is none to fix (UDP checksum 0, or a
     /// later fragment: the checksum is in the first one).
@@ -69,8 +69,9 @@ pub struct Packet {
     /// invalid there, and untranslatable here).
     pub opens_flow: bool,
     /// For an ICMP error (destination unreachable, source quench, redirect, time
-    /// exceeded, parameter problem): the packet it quotes.
-    pub quoted: Option<Quoted>,
+    /// exceeded, parameter problem): the offset of the IPv4 header it quotes, which
+    /// `parse_quoted` reads on the error path only; 0 for any other packet.
+    pub quote_off: u8,
 }
 
 /// The packet an ICMP error quotes: its IPv4 header and at least 8 bytes of its L4
@@ -215,7 +216,7 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
         tcp_flags: 0,
         fragment,
         opens_flow: ip_proto != proto::ICMP,
-        quoted: None,
+        quote_off: 0,
     };
     // The whole IPv4 header, options included, must be there: a later fragment has
     // nothing after it that parsing would read.
@@ -271,10 +272,7 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
                 // An error is at most 576 bytes (RFC 1812 4.3.2.3), never fragmented
                 // by a conforming sender: a fragmented one is left alone.
                 icmp_type if is_icmp_error(icmp_type) && fragment == FRAG_NONE => {
-                    let ip_end = IP_OFF + usize::from(ip_len);
-                    let quoted = parse_quoted(data, data_end, l4 + Icmpv4Hdr::LEN, ip_end)
-                        .ok_or(unparsed(Counter::PassIcmpErrorUntracked))?;
-                    pkt.quoted = Some(quoted);
+                    pkt.quote_off = (l4 + Icmpv4Hdr::LEN) as u8;
                     return Ok(pkt);
                 }
                 icmp_type if is_icmp_error(icmp_type) => {
@@ -288,13 +286,15 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
     Ok(pkt)
 }
 
-/// The packet quoted at `ip_off`, or None when netfast could not have translated it:
-/// a quote too short for its IPv4 header and 8 L4 bytes, a later fragment (no
-/// ports), a protocol other than TCP, UDP or ICMP echo (an error about an error is
-/// never sent, RFC 1122 3.2.2). The quote ends at `ip_end`, where the error's IPv4
-/// total length says, not where the frame does (it may carry link-layer padding).
+/// The packet the ICMP error `pkt` quotes, or None when netfast could not have
+/// translated it: a quote too short for its IPv4 header and 8 L4 bytes, a later
+/// fragment (no ports), a protocol other than TCP, UDP or ICMP echo (an error about an
+/// error is never sent, RFC 1122 3.2.2). The quote ends where the error's IPv4 total
+/// length says, not where the frame does (it may carry link-layer padding).
 #[inline(always)]
-fn parse_quoted(data: usize, data_end: usize, ip_off: usize, ip_end: usize) -> Option<Quoted> {
+pub fn parse_quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
+    let ip_off = usize::from(pkt.quote_off);
+    let ip_end = IP_OFF + usize::from(pkt.ip_len);
     // Whole headers in one read each: LLVM would otherwise fold the bounds checks of
     // fields at a variable offset into one, which the verifier cannot follow.
     let ip: [u8; Ipv4Hdr::LEN] = get(data, data_end, ip_off)?;

@@ -28,8 +28,8 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
         Ok(pkt) => pkt,
         Err(unparsed) => return unparsed.reason,
     };
-    if let Some(quoted) = &pkt.quoted {
-        return icmp::translate_error(r, &pkt, quoted, Side::Ingress);
+    if pkt.quote_off != 0 {
+        return icmp::translate_error(r, &pkt, Side::Ingress);
     }
     if pkt.fragment == FRAG_LATER {
         return later_fragment(r, &pkt, Side::Ingress);
@@ -72,8 +72,8 @@ pub fn egress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Count
 
 #[inline(always)]
 fn egress_packet<R: Rewriter>(r: &mut R, pkt: &Packet, config: &DatapathConfig) -> Counter {
-    if let Some(quoted) = &pkt.quoted {
-        return icmp::translate_error(r, pkt, quoted, Side::Egress);
+    if pkt.quote_off != 0 {
+        return icmp::translate_error(r, pkt, Side::Egress);
     }
     if pkt.fragment == FRAG_LATER {
         return later_fragment(r, pkt, Side::Egress);
