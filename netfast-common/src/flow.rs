@@ -68,10 +68,16 @@ pub struct FlowState {
     pub bytes: u64,
 }
 
+/// Whether an entry of `kind` for packets going `direction` rewrites their
+/// destination (true) or their source (false).
+pub const fn rewrites_destination(kind: u8, direction: u8) -> bool {
+    (kind == KIND_DNAT) == (direction == DIR_ORIGINAL)
+}
+
 impl FlowState {
     /// True when the destination is rewritten, false when the source is.
     pub const fn rewrites_destination(&self) -> bool {
-        (self.kind == KIND_DNAT) == (self.direction == DIR_ORIGINAL)
+        rewrites_destination(self.kind, self.direction)
     }
 
     /// The entry of the other half: the same translation, undone. Everything it holds

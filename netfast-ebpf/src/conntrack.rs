@@ -10,7 +10,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState,
-    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    flow::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     names::SNAT_MAX_TRIES,
 };
 
@@ -27,21 +27,74 @@ pub enum Side {
     Egress,
 }
 
+/// What packets of a flow get: the fields of its entry that translation reads, so a
+/// hit copies 8 bytes, not the 48-byte entry.
+#[derive(Clone, Copy)]
+pub struct Rewrite {
+    /// Network byte order, as in `FlowState`.
+    pub nat_addr: u32,
+    pub nat_port: u16,
+    pub kind: u8,
+    pub direction: u8,
+}
+
+impl Rewrite {
+    #[inline(always)]
+    fn of(entry: &FlowState) -> Self {
+        Self {
+            nat_addr: entry.nat_addr,
+            nat_port: entry.nat_port,
+            kind: entry.kind,
+            direction: entry.direction,
+        }
+    }
+
+    #[inline(always)]
+    pub fn rewrites_destination(&self) -> bool {
+        flow::rewrites_destination(self.kind, self.direction)
+    }
+}
+
+/// A flow's other half is looked for (`restore_partner`) on its first packets, every
+/// `PARTNER_CHECK_EVERY` packets, and after `PARTNER_CHECK_IDLE_NS` without one: the
+/// LRU evicts the least recently used entries, so a half goes while the flow idles, or
+/// while only the other direction is busy. Checking every packet costs a second hash
+/// lookup each time (about 15 ns).
+const PARTNER_CHECK_EVERY: u64 = 8;
+const PARTNER_CHECK_IDLE_NS: u64 = 1_000_000_000;
+
 /// The entry for `key` (the packet's tuple, or for a later fragment its datagram's),
 /// if it is meant for this side of the uplink. A tuple seen on the wrong side (a
 /// spoofed reply from outside, say) is a miss and leaves the entry untouched. The hit
-/// is recorded on the entry and copied out.
+/// is recorded on the entry.
 #[inline(always)]
-pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<FlowState> {
+pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<Rewrite> {
     let entry = CONNTRACK.get_ptr_mut(key)?;
-    // SAFETY: the pointer comes from a lookup in this run; the value is copied.
-    let state = unsafe { *entry };
-    if state.rewrites_destination() != (side == Side::Ingress) {
+    // SAFETY: the pointer comes from a lookup in this program run. Two CPUs may race
+    // on the same entry; the fields written are statistics, so a lost update is
+    // harmless.
+    let entry = unsafe { &mut *entry };
+    let rewrite = Rewrite::of(entry);
+    if rewrite.rewrites_destination() != (side == Side::Ingress) {
         return None;
     }
-    touch(entry, pkt);
-    restore_partner(key, &state);
-    Some(state)
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let idle = now.wrapping_sub(entry.last_seen_ns);
+    entry.last_seen_ns = now;
+    entry.packets += 1;
+    entry.bytes += u64::from(pkt.ip_len);
+    // Written only when it changes: the cache line stays clean on most hits.
+    if pkt.tcp_flags & !entry.tcp_flags != 0 {
+        entry.tcp_flags |= pkt.tcp_flags;
+    }
+    if entry.packets <= 2
+        || entry.packets % PARTNER_CHECK_EVERY == 0
+        || idle > PARTNER_CHECK_IDLE_NS
+    {
+        restore_partner(key, entry);
+    }
+    Some(rewrite)
 }
 
 /// What an ICMP error about the flow of `key` must say instead: the entry's address
@@ -75,19 +128,6 @@ fn restore_partner(key: &FlowKey, state: &FlowState) {
     }
 }
 
-/// Records a packet on an existing entry.
-#[inline(always)]
-fn touch(state: *mut FlowState, pkt: &Packet) {
-    // SAFETY: the pointer comes from a map lookup in this program run. Two CPUs may
-    // race on the same entry; the fields are statistics, so a lost update is harmless.
-    unsafe {
-        (*state).last_seen_ns = bpf_ktime_get_ns();
-        (*state).packets += 1;
-        (*state).bytes += u64::from(pkt.ip_len);
-        (*state).tcp_flags |= pkt.tcp_flags;
-    }
-}
-
 #[inline(always)]
 fn state(
     pkt: &Packet,
@@ -115,7 +155,7 @@ fn state(
 /// A new flow to a published port: the original packets go to the backend, and the
 /// backend's replies come back from the published address and port.
 #[inline(always)]
-pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<FlowState, Counter> {
+pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<Rewrite, Counter> {
     let now = unsafe { bpf_ktime_get_ns() };
     let original = pkt.key;
     let reply = FlowKey {
@@ -144,14 +184,14 @@ pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<FlowState, Counter
     );
     insert(&reply, &reply_state, BPF_ANY)?;
     insert(&original, &original_state, BPF_ANY)?;
-    Ok(original_state)
+    Ok(Rewrite::of(&original_state))
 }
 
 /// A new flow out of the masqueraded subnet: the source becomes the uplink address
 /// and a free port from the SNAT range. The reply entry is inserted with
 /// BPF_NOEXIST, which makes the port claim atomic against other CPUs.
 #[inline(always)]
-pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, Counter> {
+pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Counter> {
     let now = unsafe { bpf_ktime_get_ns() };
     let original = pkt.key;
     let min = u32::from(config.snat_port_min);
@@ -203,7 +243,7 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<FlowState, C
                     now,
                 );
                 insert(&original, &original_state, BPF_ANY)?;
-                return Ok(original_state);
+                return Ok(Rewrite::of(&original_state));
             }
             Err(err) if err == -EEXIST => continue,
             Err(err) => return Err(insert_failed(pkt, err)),

@@ -1,9 +1,12 @@
 //! The translation itself, written once over a `Rewriter` that TC and XDP implement
 //! in their own way (kernel checksum helpers vs. RFC 1624 arithmetic).
 
-use netfast_common::{Counter, FlowState};
+use netfast_common::Counter;
 
-use crate::parse::{IP_DST_OFF, IP_SRC_OFF, Packet};
+use crate::{
+    conntrack::Rewrite,
+    parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
+};
 
 /// Writes one header field and fixes every checksum that covers it.
 pub trait Rewriter {
@@ -25,7 +28,7 @@ pub trait Rewriter {
 /// Applies `state` to the packet: the destination or the source side, address and
 /// port (a later fragment has no port to rewrite: its first fragment had it).
 #[inline(always)]
-pub fn translate<R: Rewriter>(r: &mut R, pkt: &Packet, state: &FlowState) -> Result<(), Counter> {
+pub fn translate<R: Rewriter>(r: &mut R, pkt: &Packet, state: &Rewrite) -> Result<(), Counter> {
     let (addr_off, old_addr, port_off, old_port) = if state.rewrites_destination() {
         (
             IP_DST_OFF,
