@@ -34,6 +34,20 @@ const HOST: &str = "10.0.1.48";
 const LAN: &str = "10.0.1.26";
 const CHUNK: usize = 64 * 1024;
 
+/// Polls until no TCP connection on local `port` in `ns` is established, for at most
+/// 5 s; a FIN that never arrives then shows in the servers' missing lines.
+fn wait_all_closed(ns: &str, port: u16) {
+    let filter = format!("( sport = :{port} )");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let out = support::exec(ns, &["ss", "-Htn", "state", "established", &filter]);
+        if out.status.success() && text(&out.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn addr(s: &str) -> SocketAddrV4 {
     s.parse().expect("socket address")
 }
@@ -124,8 +138,10 @@ fn tcp_connections_survive_reup_and_daemon_kill9() {
     for s in [&dnat, &snat, &fresh, &fresh_out] {
         s.shutdown(Shutdown::Write).expect("shutdown");
     }
-    // Each server closes after EOF; wait for its lines before collecting them.
-    std::thread::sleep(Duration::from_millis(500));
+    // Each server prints a line and closes once it has read EOF: wait until neither
+    // holds an established connection (bounded), then collect the lines.
+    wait_all_closed(&sb.container(2), 80);
+    wait_all_closed(&sb.lan(), 9000);
     let (backend_out, backend_err) = backend.finish();
     let (far_out, far_err) = far.finish();
     // Sorted by size: the two connections of a server end at about the same time.
