@@ -2,8 +2,9 @@
 //! without the lanes, for a before/after comparison of a datapath change.
 //!
 //! `cargo build --release -p netfast-bench --examples &&
-//!  target/release/examples/progcost [RUNS] [BLOCKS]` (as root; defaults 50000 and 8,
-//! the full benchmark's).
+//!  target/release/examples/progcost [RUNS] [BLOCKS] [CLASS,CLASS...]` (as root;
+//! defaults 50000 and 8, the full benchmark's, and every class). Name the classes an
+//! older build had to compare the two over one class set.
 
 use anyhow::Context as _;
 
@@ -21,7 +22,13 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("BLOCKS {blocks:?} is not a count; pass e.g. 8"))?,
         None => 8,
     };
-    let costs = netfast_bench::progcost::measure(runs, blocks)
+    let only: Option<Vec<String>> = args
+        .next()
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let only_refs: Option<Vec<&str>> = only
+        .as_ref()
+        .map(|names| names.iter().map(String::as_str).collect());
+    let costs = netfast_bench::progcost::measure_classes(runs, blocks, only_refs.as_deref())
         .context("while measuring the programs with BPF_PROG_TEST_RUN")?;
     println!(
         "| program | class | counter | net ns (median − empty) | raw p50 ns | net ns, repeat=RUNS (stateless classes) |"

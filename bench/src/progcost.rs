@@ -279,6 +279,17 @@ struct Prog {
 
 /// Measures every class `runs` times (repeat=1), interleaved in `blocks`.
 pub fn measure(runs: usize, blocks: usize) -> Result<Vec<ClassCost>, BenchError> {
+    measure_classes(runs, blocks, None)
+}
+
+/// Like [`measure`], for the classes named in `only` (all when None). Classes share the
+/// CPU's caches in each block, so comparing two builds is fair only over one class set:
+/// `only` lets a newer build measure the classes an older one had.
+pub fn measure_classes(
+    runs: usize,
+    blocks: usize,
+    only: Option<&[&str]>,
+) -> Result<Vec<ClassCost>, BenchError> {
     let object = netfast::datapath::object()?;
     let mut ebpf = EbpfLoader::new().load(object)?;
     for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
@@ -453,6 +464,14 @@ pub fn measure(runs: usize, blocks: usize) -> Result<Vec<ClassCost>, BenchError>
         frame: Frame::NewSnat,
         samples: Vec::new(),
     });
+    if let Some(only) = only {
+        cases.retain(|case| only.contains(&case.class));
+        if cases.is_empty() {
+            return Err(BenchError::Check {
+                what: format!("no program cost class is named {only:?}"),
+            });
+        }
+    }
     let mut empty_samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
 
     let per_block = runs.div_ceil(blocks.max(1));
