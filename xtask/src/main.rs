@@ -160,8 +160,16 @@ fn test(args: &[String]) -> anyhow::Result<ExitCode> {
     .context("while building the workspace binaries")?;
 
     let mut cmd = Command::new(cargo());
-    cmd.args(["test", "--workspace", "--exclude", "netfast-ebpf"])
-        .args(args);
+    // --no-fail-fast: a failing test binary must not hide the others' results, nor
+    // shrink the total below.
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "netfast-ebpf",
+        "--no-fail-fast",
+    ])
+    .args(args);
     println!("+ {}", show(&cmd));
     // Echo the output as it comes, and add up each binary's "test result:" line, so
     // the log ends with one count.
