@@ -57,6 +57,11 @@ pub enum Counter {
     DropSnatPortsExhausted,
     /// A conntrack entry could not be written: the new flow is dropped.
     DropConntrackInsert,
+    /// A new flow's entry would have overwritten another flow's (its reply tuple is
+    /// taken, or another CPU created the same flow a moment earlier): the packet is
+    /// dropped and the other flow kept. The sender's retransmission finds the flow or
+    /// opens a clean one.
+    DropConntrackClash,
     /// A checksum or store helper failed: dropped rather than sent half-rewritten.
     DropRewriteFailed,
     /// Not a decision: every extra SNAT port try after the first.
@@ -100,6 +105,7 @@ impl Counter {
         Counter::DropUntranslatableFromSubnet,
         Counter::DropSnatPortsExhausted,
         Counter::DropConntrackInsert,
+        Counter::DropConntrackClash,
         Counter::DropRewriteFailed,
         Counter::SnatPortRetries,
         Counter::ConntrackHalfRestored,
@@ -130,6 +136,7 @@ impl Counter {
                 | Counter::DropUntranslatableFromSubnet
                 | Counter::DropSnatPortsExhausted
                 | Counter::DropConntrackInsert
+                | Counter::DropConntrackClash
                 | Counter::DropRewriteFailed
         )
     }
@@ -159,6 +166,7 @@ impl Counter {
             Counter::DropUntranslatableFromSubnet => "drop_untranslatable_from_subnet",
             Counter::DropSnatPortsExhausted => "drop_snat_ports_exhausted",
             Counter::DropConntrackInsert => "drop_conntrack_insert",
+            Counter::DropConntrackClash => "drop_conntrack_clash",
             Counter::DropRewriteFailed => "drop_rewrite_failed",
             Counter::SnatPortRetries => "snat_port_retries",
             Counter::ConntrackHalfRestored => "conntrack_half_restored",

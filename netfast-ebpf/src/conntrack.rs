@@ -4,7 +4,7 @@
 use core::num::NonZeroU32;
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use aya_log_ebpf::warn;
@@ -182,9 +182,34 @@ pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<Rewrite, Counter> 
         DIR_ORIGINAL,
         now,
     );
-    insert(&reply, &reply_state, BPF_ANY)?;
-    insert(&original, &original_state, BPF_ANY)?;
-    Ok(Rewrite::of(&original_state))
+    // The reply tuple (backend to client) may be another flow's: the backend's own
+    // masqueraded connection from that port to that client. It is kept.
+    match CONNTRACK.insert(&reply, &reply_state, BPF_NOEXIST.into()) {
+        Ok(()) => {}
+        Err(err) if err == -EEXIST => return Err(Counter::DropConntrackClash),
+        Err(err) => return Err(insert_failed(pkt, err)),
+    }
+    insert_original(&original, &original_state, &reply)
+}
+
+/// Inserts a new flow's original half once its reply half is in, with BPF_NOEXIST. On
+/// failure the reply half goes again, so no half-entry holds a port or a tuple
+/// (Cilium's `__snat_update` rolls back the same way).
+#[inline(always)]
+fn insert_original(
+    original: &FlowKey,
+    original_state: &FlowState,
+    reply: &FlowKey,
+) -> Result<Rewrite, Counter> {
+    let failed = match CONNTRACK.insert(original, original_state, BPF_NOEXIST.into()) {
+        Ok(()) => return Ok(Rewrite::of(original_state)),
+        Err(err) if err == -EEXIST => Counter::DropConntrackClash,
+        Err(err) => insert_failed(original, err),
+    };
+    // ENOENT, the only error a delete of a well-formed key can give, means the LRU or
+    // the GC took the half already: either way nothing is left to hold the tuple.
+    let _gone_either_way = CONNTRACK.remove(reply);
+    Err(failed)
 }
 
 /// A new flow out of the masqueraded subnet: the source becomes the uplink address
@@ -242,8 +267,7 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Cou
                     DIR_ORIGINAL,
                     now,
                 );
-                insert(&original, &original_state, BPF_ANY)?;
-                return Ok(Rewrite::of(&original_state));
+                return insert_original(&original, &original_state, &reply);
             }
             Err(err) if err == -EEXIST => continue,
             Err(err) => return Err(insert_failed(pkt, err)),
@@ -259,13 +283,6 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Cou
         original.proto
     );
     Err(Counter::DropSnatPortsExhausted)
-}
-
-#[inline(always)]
-fn insert(key: &FlowKey, value: &FlowState, flags: u32) -> Result<(), Counter> {
-    CONNTRACK
-        .insert(key, value, flags.into())
-        .map_err(|err| insert_failed(key, err))
 }
 
 /// An insert into an LRU map fails only on allocation trouble: worth a log line.

@@ -786,27 +786,27 @@ icmp   61000-65535     0   4536  0.0%
             "drop_truncated                   drop        170     85.0"
         );
         assert_eq!(
-            lines[24],
-            "snat_port_retries                info        230    115.0"
+            lines[25],
+            "snat_port_retries                info        240    120.0"
         );
         assert_eq!(
-            &lines[25..],
+            &lines[26..],
             [
-                "conntrack_half_restored          info        240    120.0",
-                "conntrack_restore_failed         info        250    125.0",
-                "fragment_record_failed           info        260    130.0",
-                "xdp_mark_failed                  info        270    135.0",
+                "conntrack_half_restored          info        250    125.0",
+                "conntrack_restore_failed         info        260    130.0",
+                "fragment_record_failed           info        270    135.0",
+                "xdp_mark_failed                  info        280    140.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 230",
+                "snat port retries: 240",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 230);
+        assert_eq!(json["snat_port_retries"], 240);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);

@@ -1068,3 +1068,42 @@ fn an_echo_reply_from_the_subnet_opens_no_flow() {
     );
     assert!(datapath.conntrack().is_empty());
 }
+
+/// Issue 8, section 4: a new published-port flow never overwrites another flow's
+/// entry. Here the backend itself has a masqueraded connection from port 80 to the
+/// client's 40000, whose original tuple is exactly the reply tuple the new DNAT flow
+/// would insert. The SYN is dropped and counted; the masqueraded flow keeps working.
+#[test]
+fn a_dnat_flow_never_overwrites_a_masqueraded_one() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn_out = Packet::tcp(backend_tcp(), client(), SYN);
+        let run = datapath.run(Prog::EgressTc, &syn_out.bytes());
+        run.assert_counted(Counter::SnatNew);
+        let before = datapath.conntrack();
+
+        let syn_in = Packet::tcp(client(), published_tcp(), SYN).bytes();
+        datapath
+            .run(prog, &syn_in)
+            .assert(DROP, Counter::DropConntrackClash, &syn_in);
+        assert_eq!(
+            datapath.conntrack().len(),
+            before.len(),
+            "{prog:?}: no entry added"
+        );
+        let kept = datapath
+            .flow(&flow_key(proto::TCP, backend_tcp(), client()))
+            .expect("the masqueraded flow's entry");
+        assert_eq!(
+            kept.kind, KIND_SNAT,
+            "{prog:?}: the SNAT entry is not overwritten"
+        );
+        let masqueraded = sock(UPLINK_ADDR, u16::from_be(kept.nat_port));
+        let ack = Packet::tcp(backend_tcp(), client(), ACK);
+        datapath.run(Prog::EgressTc, &ack.bytes()).assert(
+            PASS,
+            Counter::SnatEstablished,
+            &ack.with_src(masqueraded).bytes(),
+        );
+    });
+}
