@@ -243,10 +243,20 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Cou
         DIR_REPLY,
         now,
     );
+    // From there, a sequential walk that wraps inside the range, as nf_nat and Cilium
+    // probe: it finds a free port a few random draws would miss once the range fills.
+    let tries = if span.get() < SNAT_MAX_TRIES {
+        span.get()
+    } else {
+        SNAT_MAX_TRIES
+    };
     for attempt in 0..SNAT_MAX_TRIES {
+        if attempt >= tries {
+            break;
+        }
         if attempt > 0 {
             count(Counter::SnatPortRetries);
-            port = min + unsafe { bpf_get_prandom_u32() } % span;
+            port = if port >= max { min } else { port + 1 };
         }
         let nat_port = (port as u16).to_be();
         let reply = FlowKey {
@@ -278,7 +288,7 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Cou
     warn!(
         pkt,
         "snat: {} port tries collided for {:i} proto {}; new flow dropped",
-        SNAT_MAX_TRIES,
+        tries,
         u32::from_be(original.src_addr),
         original.proto
     );
