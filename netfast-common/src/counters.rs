@@ -42,9 +42,10 @@ pub enum Counter {
     /// An ICMP error whose quoted packet belongs to no flow translated on this side of
     /// the uplink, or cannot be parsed; not from the subnet: passed untouched.
     PassIcmpErrorUntracked,
-    /// XDP only: the L4 checksum field holds only the pseudo-header sum (a local
+    /// Not a decision: XDP left the frame untouched to the tc ingress program behind
+    /// it, because its L4 checksum field holds only the pseudo-header sum (a local
     /// sender's CHECKSUM_PARTIAL), which XDP cannot tell from a full checksum it can
-    /// update. Passed untouched to the tc ingress program behind XDP, which translates it.
+    /// update. tc translates the frame and counts its decision.
     PassXdpCsumPartial,
     /// Headers shorter than they claim to be: dropped.
     DropTruncated,
@@ -120,6 +121,7 @@ impl Counter {
         !matches!(
             self,
             Counter::SnatPortRetries
+                | Counter::PassXdpCsumPartial
                 | Counter::ConntrackHalfRestored
                 | Counter::ConntrackRestoreFailed
                 | Counter::FragmentRecordFailed

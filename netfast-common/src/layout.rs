@@ -11,8 +11,9 @@ use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, Fr
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
 /// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
 /// 3 adds the conntrack half-restore counters; 4 adds `FRAGMENTS` and the ICMP-error,
-/// fragment and XDP-partial-checksum counters.
-pub const LAYOUT_VERSION: u64 = 4;
+/// fragment and XDP-partial-checksum counters; 5 adds `xdp_mark_failed` and
+/// `drop_conntrack_clash` (main held layout 4 with fewer counters for a while).
+pub const LAYOUT_VERSION: u64 = 5;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).

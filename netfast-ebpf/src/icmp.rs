@@ -39,6 +39,12 @@ pub fn translate_error<R: Rewriter>(r: &mut R, pkt: &Packet, side: Side) -> Coun
     let Some(quoted) = parse_quoted(data, data_end, pkt) else {
         return Counter::PassIcmpErrorUntracked;
     };
+    // An error goes back to the quoted packet's sender; one addressed elsewhere is
+    // forged or misrouted, and nf_conntrack refuses it too ("outer daddr != inner
+    // saddr", `nf_conntrack_inet_error`).
+    if pkt.key.dst_addr != quoted.key.src_addr {
+        return Counter::PassIcmpErrorUntracked;
+    }
     // The quoted packet went the other way: its reverse tuple is the flow's entry for
     // packets crossing on this side, which says what to write.
     let Some((addr, port)) = conntrack::related(&quoted.key.reversed(), side) else {

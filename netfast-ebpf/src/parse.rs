@@ -226,6 +226,23 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
     if fragment == FRAG_LATER {
         return Ok(pkt);
     }
+    // The L4 header must end inside the IP packet, not in link-layer padding after it:
+    // a first fragment too small for it (RFC 1858) would otherwise have its checksum
+    // "updated" in the padding while the real one travels in the next fragment.
+    // BIG TCP sends IPv4 GSO packets over 64 KiB with a total length of 0: no bound.
+    let ip_end = if ip_len == 0 {
+        usize::MAX
+    } else {
+        IP_OFF + usize::from(ip_len)
+    };
+    let l4_header = match ip_proto {
+        proto::TCP => TcpHdr::LEN,
+        proto::UDP | proto::ICMP => UdpHdr::LEN,
+        _ => 0,
+    };
+    if l4 + l4_header > ip_end {
+        return Err(unparsed(Counter::DropTruncated));
+    }
     match ip_proto {
         proto::TCP => {
             // Read as bytes: one bounds check covers ports, flags and checksum, and

@@ -18,11 +18,11 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use netfast_common::{
-    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
+    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
     flow::KIND_DNAT,
     names::{
         FORWARDS_CAPACITY, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-        MAP_FORWARDS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
+        MAP_FORWARDS, MAP_FRAGMENTS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
         PROG_UPLINK_INGRESS_XDP,
     },
 };
@@ -239,6 +239,15 @@ impl PinnedInstance {
         ))
     }
 
+    fn fragments_map(&self) -> Result<(HashMap<MapData, FragKey, FragEntry>, u32)> {
+        let (map, cap) =
+            self.open_map(MAP_FRAGMENTS, size_of::<FragKey>(), size_of::<FragEntry>())?;
+        Ok((
+            HashMap::try_from(map).map_err(self.map_err(MAP_FRAGMENTS))?,
+            cap,
+        ))
+    }
+
     /// The CONFIG entry the datapath reads.
     pub fn config(&self) -> Result<DatapathConfig> {
         let (map, _) = self.open_map(MAP_CONFIG, 4, size_of::<DatapathConfig>())?;
@@ -324,6 +333,8 @@ impl PinnedInstance {
         let fwd = forwards.keys().filter(|k| k.is_ok()).count();
         let (conntrack, ct_cap) = self.conntrack_map()?;
         let ct = conntrack.keys().filter(|k| k.is_ok()).count();
+        let (fragments, frag_cap) = self.fragments_map()?;
+        let frag = fragments.keys().filter(|k| k.is_ok()).count();
         let (_, counters_cap) = self.open_map(MAP_COUNTERS, 4, size_of::<u64>())?;
         Ok(vec![
             MapFill {
@@ -343,6 +354,12 @@ impl PinnedInstance {
                 kind: "lru_hash",
                 entries: ct as u32,
                 capacity: ct_cap,
+            },
+            MapFill {
+                name: MAP_FRAGMENTS,
+                kind: "lru_hash",
+                entries: frag as u32,
+                capacity: frag_cap,
             },
             MapFill {
                 name: MAP_COUNTERS,

@@ -240,3 +240,28 @@ fn a_later_fragment_shorter_than_its_header_is_truncated() {
             .assert(DROP, Counter::DropTruncated, &later);
     });
 }
+
+/// Found in review (RFC 1858): a first fragment too small for the TCP header, padded
+/// to the Ethernet minimum, must not be translated with its checksum "updated" in the
+/// padding while the real checksum travels in the next fragment. It is truncated.
+#[test]
+fn a_first_fragment_too_small_for_its_tcp_header_is_truncated() {
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let syn = Packet::tcp(
+            client(),
+            sock(UPLINK_ADDR, 8088),
+            netfast_tests::packet::tcp_flags::SYN,
+        )
+        .payload(&[0x11; 100])
+        .with_ip_id(2001);
+        // 16 bytes of TCP in the first fragment, then Ethernet padding to 60 bytes.
+        let mut first = syn.fragments(16).remove(0);
+        assert_eq!(first.len(), ETH_LEN + 20 + 16);
+        first.resize(60, 0);
+        datapath
+            .run(prog, &first)
+            .assert(DROP, Counter::DropTruncated, &first);
+        assert!(datapath.conntrack().is_empty(), "{prog:?}: no flow");
+    });
+}

@@ -311,6 +311,27 @@ fn errors_about_no_flow_are_counted_and_left_alone() {
             .run(prog, &wrong_side)
             .assert(PASS, Counter::PassIcmpErrorUntracked, &wrong_side);
     });
+    // Found in review: an error about a real flow, but addressed to someone other than
+    // the quoted packet's sender, is forged or misrouted (nf_conntrack refuses it too).
+    each_ingress(|prog| {
+        let mut datapath = Datapath::configured();
+        let far = sock(LAN_PEER, 7777);
+        let (_, masqueraded) = masqueraded_udp(&mut datapath, far);
+        let sent = Packet::udp(masqueraded, far).payload(b"probe");
+        let misaddressed = Packet::icmp_error(
+            LAN_PEER,
+            Ipv4Addr::new(10, 0, 1, 99),
+            PORT_UNREACHABLE,
+            &sent,
+            None,
+        )
+        .bytes();
+        datapath.run(prog, &misaddressed).assert(
+            PASS,
+            Counter::PassIcmpErrorUntracked,
+            &misaddressed,
+        );
+    });
     let mut datapath = Datapath::configured();
     let from_host = Packet::icmp_error(UPLINK_ADDR, LAN_PEER, PORT_UNREACHABLE, &stranger, None);
     let bytes = from_host.bytes();

@@ -362,6 +362,7 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             "conntrack_restore_failed",
             "fragment_record_failed",
             "xdp_mark_failed",
+            "pass_xdp_csum_partial",
         ]
         .contains(&c["name"].as_str().unwrap_or_default())
         {
@@ -378,6 +379,11 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
         .expect("CONNTRACK fill");
     assert!(ct["entries"].as_u64() >= Some(2), "{ct}");
     assert!(ct["capacity"].as_u64() > Some(0), "{ct}");
+    let frag = maps
+        .iter()
+        .find(|m| m["name"] == "FRAGMENTS")
+        .expect("FRAGMENTS fill");
+    assert_eq!(frag["capacity"].as_u64(), Some(8192), "{frag}");
 
     let flows = json(
         &sb.netfast(&[

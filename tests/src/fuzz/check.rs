@@ -108,7 +108,12 @@ pub fn check(
 
 /// Exactly one decision counter moved, by one; event counters may move too.
 fn check_decision(checked: &mut Checked, moved: &[(Counter, u64)]) {
-    let decisions: Vec<_> = moved.iter().filter(|(c, _)| c.is_decision()).collect();
+    // XDP's `pass_xdp_csum_partial` is an event (tc behind it decides on the frame),
+    // but it is the XDP run's one outcome.
+    let decisions: Vec<_> = moved
+        .iter()
+        .filter(|(c, _)| c.is_decision() || *c == Counter::PassXdpCsumPartial)
+        .collect();
     match decisions.as_slice() {
         [(counter, 1)] => checked.decision = Some(*counter),
         _ => checked.fail(

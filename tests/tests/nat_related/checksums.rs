@@ -162,7 +162,10 @@ fn partial_checksums(ingress: IngressMode, tag: &str) {
         ),
         (Err(e), _) | (_, Err(e)) => verdict(false, e),
     };
-    checks.check("every ingress frame decided once (no pass_no_match)", once);
+    checks.check(
+        "no frame XDP decided is decided again by tc (pass_no_match unchanged)",
+        once,
+    );
     if ingress == IngressMode::Xdp {
         let marked = counter(&sb, "xdp_mark_failed")
             .map(|n| verdict(n == 0, format!("xdp_mark_failed = {n}")))
