@@ -591,7 +591,9 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         snat_port_max: 65_535,
         enabled: 1,
         masquerade: 1,
-        _pad: [0; 6],
+        ephemeral_min: 32_768,
+        ephemeral_max: 60_999,
+        _pad: [0; 2],
     };
     let map = ebpf
         .map_mut(MAP_CONFIG)

@@ -67,6 +67,9 @@ pub enum Counter {
     DropRewriteFailed,
     /// Not a decision: every extra SNAT port try after the first.
     SnatPortRetries,
+    /// Not a decision: a SNAT port passed over because a host socket uses it toward
+    /// the flow's remote (the host's connection keeps its replies).
+    SnatPortHostSocket,
     /// Not a decision: a flow's other half, evicted by the LRU, rebuilt from this one.
     ConntrackHalfRestored,
     /// Not a decision: rebuilding an evicted half failed (the map refused the insert).
@@ -109,6 +112,7 @@ impl Counter {
         Counter::DropConntrackClash,
         Counter::DropRewriteFailed,
         Counter::SnatPortRetries,
+        Counter::SnatPortHostSocket,
         Counter::ConntrackHalfRestored,
         Counter::ConntrackRestoreFailed,
         Counter::FragmentRecordFailed,
@@ -121,6 +125,7 @@ impl Counter {
         !matches!(
             self,
             Counter::SnatPortRetries
+                | Counter::SnatPortHostSocket
                 | Counter::PassXdpCsumPartial
                 | Counter::ConntrackHalfRestored
                 | Counter::ConntrackRestoreFailed
@@ -171,6 +176,7 @@ impl Counter {
             Counter::DropConntrackClash => "drop_conntrack_clash",
             Counter::DropRewriteFailed => "drop_rewrite_failed",
             Counter::SnatPortRetries => "snat_port_retries",
+            Counter::SnatPortHostSocket => "snat_port_host_socket",
             Counter::ConntrackHalfRestored => "conntrack_half_restored",
             Counter::ConntrackRestoreFailed => "conntrack_restore_failed",
             Counter::FragmentRecordFailed => "fragment_record_failed",

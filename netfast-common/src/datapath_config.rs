@@ -19,7 +19,13 @@ pub struct DatapathConfig {
     pub enabled: u8,
     /// 0 when no `[masquerade]` is configured: nothing is SNAT-ed, whatever the subnet.
     pub masquerade: u8,
-    pub _pad: [u8; 6],
+    /// The host's own ephemeral ports (`net.ipv4.ip_local_port_range` of the host
+    /// namespace at `up`), host byte order, inclusive. A container's source port is
+    /// kept only outside them: inside, the host may pick the same port for a
+    /// connection of its own later, which nothing in the datapath would see coming.
+    pub ephemeral_min: u16,
+    pub ephemeral_max: u16,
+    pub _pad: [u8; 2],
 }
 
 #[cfg(feature = "user")]

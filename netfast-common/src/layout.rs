@@ -12,8 +12,9 @@ use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, Fr
 /// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
 /// 3 adds the conntrack half-restore counters; 4 adds `FRAGMENTS` and the ICMP-error,
 /// fragment and XDP-partial-checksum counters; 5 adds `xdp_mark_failed` and
-/// `drop_conntrack_clash` (main held layout 4 with fewer counters for a while).
-pub const LAYOUT_VERSION: u64 = 5;
+/// `drop_conntrack_clash` (main held layout 4 with fewer counters for a while); 6 puts
+/// the host's ephemeral port range in `CONFIG` and adds `snat_port_host_socket`.
+pub const LAYOUT_VERSION: u64 = 6;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
@@ -40,9 +41,9 @@ const fn fingerprint() -> u64 {
 }
 
 // FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, FragKey 12,
-// FragEntry 16, 29 counters.
+// FragEntry 16, 30 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_0c_10_1d,
+    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_0c_10_1e,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

@@ -12,9 +12,14 @@ use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState,
     flow::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     names::SNAT_MAX_TRIES,
+    proto,
 };
 
-use crate::{maps::CONNTRACK, maps::count, parse::Packet};
+use crate::{
+    maps::{CONNTRACK, count},
+    parse::Packet,
+    sockets::HostSockets,
+};
 
 const EEXIST: i32 = 17;
 
@@ -213,28 +218,29 @@ fn insert_original(
 }
 
 /// A new flow out of the masqueraded subnet: the source becomes the uplink address
-/// and a free port from the SNAT range. The reply entry is inserted with
-/// BPF_NOEXIST, which makes the port claim atomic against other CPUs.
+/// and a source port chosen the way MASQUERADE chooses it (nf_nat's
+/// `nf_nat_l4proto_unique_tuple`):
+/// - the container's own port, when it lies outside the host's ephemeral ports (the
+///   host may take those for a connection of its own later) and neither a flow nor a
+///   host socket uses it toward this remote;
+/// - otherwise, for a privileged port, another privileged one: 1-511 below 512, else
+///   600-1023, as nf_nat keeps them apart;
+/// - otherwise a port of the SNAT range.
+///
+/// A search starts at a random port and walks its range in turn (at most
+/// `SNAT_MAX_TRIES` ports). A port is claimed by inserting the reply entry with
+/// BPF_NOEXIST, which is atomic against other CPUs; a port a host socket would take
+/// packets from the remote on is skipped.
 #[inline(always)]
-pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Counter> {
+pub fn create_snat<H: HostSockets>(
+    host: &H,
+    pkt: &Packet,
+    config: &DatapathConfig,
+) -> Result<Rewrite, Counter> {
+    // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let original = pkt.key;
-    let min = u32::from(config.snat_port_min);
-    let max = u32::from(config.snat_port_max);
-    if min == 0 || max < min {
-        return Err(Counter::DropSnatPortsExhausted);
-    }
-    // NonZero: `%` then has no division-by-zero panic path, which the verifier rejects.
-    let Some(span) = NonZeroU32::new(max - min + 1) else {
-        return Err(Counter::DropSnatPortsExhausted);
-    };
-    // Like MASQUERADE, keep the container's own port when the range allows it.
     let own = u32::from(u16::from_be(original.src_port));
-    let mut port = if (min..=max).contains(&own) {
-        own
-    } else {
-        min + unsafe { bpf_get_prandom_u32() } % span
-    };
     let reply_state = state(
         pkt,
         original.src_addr,
@@ -243,44 +249,44 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Cou
         DIR_REPLY,
         now,
     );
-    // From there, a sequential walk that wraps inside the range, as nf_nat and Cilium
-    // probe: it finds a free port a few random draws would miss once the range fills.
-    let tries = if span.get() < SNAT_MAX_TRIES {
+    let (min, max) = search_range(pkt, own, config);
+    if min == 0 || max < min {
+        return Err(Counter::DropSnatPortsExhausted);
+    }
+    // NonZero: `%` then has no division-by-zero panic path, which the verifier rejects.
+    let Some(span) = NonZeroU32::new(max - min + 1) else {
+        return Err(Counter::DropSnatPortsExhausted);
+    };
+    // SAFETY: no preconditions.
+    let start = min + unsafe { bpf_get_prandom_u32() } % span;
+    // One claim site for the own port and the search, so the verifier walks it once
+    // per try: try 0 is the own port when it may be kept, then a sequential walk from
+    // `start` that wraps inside the range, as nf_nat and Cilium probe (it finds a
+    // free port a few random draws would miss once the range fills).
+    let keep_own = keeps_own_port(pkt, own, config);
+    let search_tries = if span.get() < SNAT_MAX_TRIES {
         span.get()
     } else {
         SNAT_MAX_TRIES
     };
-    for attempt in 0..SNAT_MAX_TRIES {
+    let tries = search_tries + u32::from(keep_own);
+    let mut port = if keep_own { own } else { start };
+    for attempt in 0..SNAT_MAX_TRIES + 1 {
         if attempt >= tries {
             break;
         }
         if attempt > 0 {
             count(Counter::SnatPortRetries);
-            port = if port >= max { min } else { port + 1 };
+            port = if keep_own && attempt == 1 {
+                start
+            } else if port >= max || port < min {
+                min
+            } else {
+                port + 1
+            };
         }
-        let nat_port = (port as u16).to_be();
-        let reply = FlowKey {
-            src_addr: original.dst_addr,
-            src_port: original.dst_port,
-            dst_addr: config.uplink_addr,
-            dst_port: nat_port,
-            proto: original.proto,
-            _pad: [0; 3],
-        };
-        match CONNTRACK.insert(&reply, &reply_state, BPF_NOEXIST.into()) {
-            Ok(()) => {
-                let original_state = state(
-                    pkt,
-                    config.uplink_addr,
-                    nat_port,
-                    KIND_SNAT,
-                    DIR_ORIGINAL,
-                    now,
-                );
-                return insert_original(&original, &original_state, &reply);
-            }
-            Err(err) if err == -EEXIST => continue,
-            Err(err) => return Err(insert_failed(pkt, err)),
+        if let Some(rewrite) = claim(host, pkt, config, port, &reply_state, now)? {
+            return Ok(rewrite);
         }
     }
     // Rare by design (a full port range); aya-log reserves in a ring buffer and gives
@@ -293,6 +299,77 @@ pub fn create_snat(pkt: &Packet, config: &DatapathConfig) -> Result<Rewrite, Cou
         original.proto
     );
     Err(Counter::DropSnatPortsExhausted)
+}
+
+/// Whether the container's own source port (host byte order) may be kept: for TCP and
+/// UDP when it is outside the host's ephemeral ports; for an ICMP echo identifier,
+/// which no host socket shares, when it is inside the SNAT range.
+#[inline(always)]
+fn keeps_own_port(pkt: &Packet, own: u32, config: &DatapathConfig) -> bool {
+    if pkt.key.proto == proto::ICMP {
+        return (u32::from(config.snat_port_min)..=u32::from(config.snat_port_max)).contains(&own);
+    }
+    own != 0 && !(u32::from(config.ephemeral_min)..=u32::from(config.ephemeral_max)).contains(&own)
+}
+
+/// Where a port is searched when the container's own cannot be kept (inclusive, host
+/// byte order): privileged ports stay privileged, the rest go to the SNAT range.
+#[inline(always)]
+fn search_range(pkt: &Packet, own: u32, config: &DatapathConfig) -> (u32, u32) {
+    match own {
+        1..512 if pkt.key.proto != proto::ICMP => (1, 511),
+        512..1024 if pkt.key.proto != proto::ICMP => (600, 1023),
+        _ => (
+            u32::from(config.snat_port_min),
+            u32::from(config.snat_port_max),
+        ),
+    }
+}
+
+/// Claims `port` (host byte order) for the new flow: the reply entry with BPF_NOEXIST,
+/// then the original. None when a host socket or another flow holds it toward this
+/// remote.
+#[inline(always)]
+fn claim<H: HostSockets>(
+    host: &H,
+    pkt: &Packet,
+    config: &DatapathConfig,
+    port: u32,
+    reply_state: &FlowState,
+    now: u64,
+) -> Result<Option<Rewrite>, Counter> {
+    let original = pkt.key;
+    let nat_port = (port as u16).to_be();
+    let remote = (original.dst_addr, original.dst_port);
+    if original.proto != proto::ICMP
+        && host.holds(original.proto, remote, (config.uplink_addr, nat_port))
+    {
+        count(Counter::SnatPortHostSocket);
+        return Ok(None);
+    }
+    let reply = FlowKey {
+        src_addr: original.dst_addr,
+        src_port: original.dst_port,
+        dst_addr: config.uplink_addr,
+        dst_port: nat_port,
+        proto: original.proto,
+        _pad: [0; 3],
+    };
+    match CONNTRACK.insert(&reply, reply_state, BPF_NOEXIST.into()) {
+        Ok(()) => {
+            let original_state = state(
+                pkt,
+                config.uplink_addr,
+                nat_port,
+                KIND_SNAT,
+                DIR_ORIGINAL,
+                now,
+            );
+            insert_original(&original, &original_state, &reply).map(Some)
+        }
+        Err(err) if err == -EEXIST => Ok(None),
+        Err(err) => Err(insert_failed(pkt, err)),
+    }
 }
 
 /// An insert into an LRU map fails only on allocation trouble: worth a log line.

@@ -10,6 +10,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod sockets;
 mod uplink;
 
 use aya_ebpf::{
@@ -20,8 +21,14 @@ use aya_ebpf::{
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::xdp_md,
-    helpers::{bpf_xdp_adjust_meta, bpf_xdp_store_bytes},
+    bindings::{
+        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, xdp_md,
+    },
+    helpers::{
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_meta,
+        bpf_xdp_store_bytes,
+    },
 };
 use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
 
@@ -29,6 +36,7 @@ use crate::{
     maps::count,
     nat::Rewriter,
     parse::{IP_CSUM_OFF, Packet, Unparsed, parse, ptr_at},
+    sockets::HostSockets,
 };
 
 #[classifier]
@@ -227,6 +235,42 @@ impl Rewriter for SkbRewriter<'_> {
     #[inline(always)]
     fn bounds(&self) -> (usize, usize) {
         (self.ctx.data(), self.ctx.data_end())
+    }
+}
+
+impl HostSockets for SkbRewriter<'_> {
+    #[inline(always)]
+    fn holds(&self, proto: u8, remote: (u32, u16), local: (u32, u16)) -> bool {
+        // The tuple of a packet from `remote` arriving at `local`, as the stack would
+        // look its socket up.
+        let mut tuple = bpf_sock_tuple {
+            __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+                ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                    saddr: remote.0,
+                    daddr: local.0,
+                    sport: remote.1,
+                    dport: local.1,
+                },
+            },
+        };
+        let size = size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+        let skb = self.ctx.skb.skb.cast();
+        let netns = BPF_F_CURRENT_NETNS as u64;
+        // SAFETY: `skb` is this program's context and `tuple` a valid IPv4 tuple of
+        // `size` bytes; a socket found is released below, as the verifier demands.
+        let sk = unsafe {
+            match proto {
+                proto::TCP => bpf_skc_lookup_tcp(skb, &mut tuple, size, netns, 0),
+                proto::UDP => bpf_sk_lookup_udp(skb, &mut tuple, size, netns, 0),
+                _ => return false,
+            }
+        };
+        if sk.is_null() {
+            return false;
+        }
+        // SAFETY: `sk` was acquired by the lookup above and is released once.
+        unsafe { bpf_sk_release(sk.cast()) };
+        true
     }
 }
 

@@ -10,6 +10,7 @@ use crate::{
     maps::{CONFIG, FORWARDS},
     nat::{Rewriter, translate},
     parse::{FRAG_FIRST, FRAG_LATER, Packet, Unparsed},
+    sockets::HostSockets,
 };
 
 #[inline(always)]
@@ -57,7 +58,7 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
 /// subnet, their later fragments, and ICMP errors about them. Nothing from the subnet
 /// leaves untranslated.
 #[inline(always)]
-pub fn egress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
+pub fn egress<R: Rewriter + HostSockets>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
     let Some(config) = config() else {
         return Counter::PassNotConfigured;
     };
@@ -71,7 +72,11 @@ pub fn egress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Count
 }
 
 #[inline(always)]
-fn egress_packet<R: Rewriter>(r: &mut R, pkt: &Packet, config: &DatapathConfig) -> Counter {
+fn egress_packet<R: Rewriter + HostSockets>(
+    r: &mut R,
+    pkt: &Packet,
+    config: &DatapathConfig,
+) -> Counter {
     if pkt.quote_off != 0 {
         return icmp::translate_error(r, pkt, Side::Egress);
     }
@@ -92,7 +97,7 @@ fn egress_packet<R: Rewriter>(r: &mut R, pkt: &Packet, config: &DatapathConfig) 
     if !pkt.opens_flow {
         return Counter::DropUntranslatableFromSubnet;
     }
-    let created = conntrack::create_snat(pkt, config);
+    let created = conntrack::create_snat(r, pkt, config);
     done(
         pkt,
         created.and_then(|state| translate(r, pkt, &state)),

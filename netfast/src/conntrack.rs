@@ -7,7 +7,7 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use netfast_common::{
-    FlowKey, FlowState,
+    Backend, FlowKey, FlowState, ForwardKey,
     flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     proto,
 };
@@ -227,6 +227,33 @@ impl Flow {
         [self.original_key(), self.reply_key()]
     }
 
+    /// True for a DNAT flow that came in through the published port `key`: its first
+    /// packet went to that (host address, host port, protocol); a publish on every
+    /// address (`host_addr` 0) takes any destination address.
+    pub fn through_publish(&self, key: &ForwardKey) -> bool {
+        let o = self.original_key();
+        self.kind() == KIND_DNAT
+            && o.proto == key.proto
+            && o.dst_port == key.host_port
+            && (key.host_addr == 0 || key.host_addr == o.dst_addr)
+    }
+
+    /// True when the flow's translated destination is `backend`: for a DNAT flow,
+    /// the container its packets go to.
+    pub fn goes_to(&self, backend: &Backend) -> bool {
+        let t = self.translated_key();
+        t.dst_addr == backend.addr && t.dst_port == backend.port
+    }
+
+    /// A UDP flow that a publish change leaves pinned to `old`: it came in through
+    /// `key` and still goes to `old`, the backend `key` no longer leads to. UDP has no
+    /// end, so a sender with a fixed source port would stay on `old` for as long as it
+    /// sends; these flows are removed, as Docker clears conntrack on publish changes.
+    /// TCP flows are kept until they close.
+    pub fn pinned_udp(&self, key: &ForwardKey, old: &Backend) -> bool {
+        self.proto() == proto::UDP && self.through_publish(key) && self.goes_to(old)
+    }
+
     pub fn matches(&self, f: &FlowFilter) -> bool {
         let (o, t) = (self.original_key(), self.translated_key());
         let addrs = [o.src_addr, o.dst_addr, t.src_addr, t.dst_addr];
@@ -439,6 +466,64 @@ mod tests {
         assert_eq!(only_reply[0].original_key(), o.0);
         let only_original = pair_flows([o]);
         assert_eq!(only_original[0].reply_key(), r.0);
+    }
+
+    #[test]
+    fn pinned_udp_flows_match_publish_and_old_backend() {
+        let client = [10, 0, 1, 26];
+        let host = [10, 0, 1, 48];
+        let (b2, b3) = ([172, 16, 0, 102], [172, 16, 0, 103]);
+        let udp_to = |backend: [u8; 4], p: u8| {
+            pair_flows([
+                (
+                    key(client, 40001, host, 5353, p),
+                    st(backend, 53, KIND_DNAT, DIR_ORIGINAL, 0),
+                ),
+                (
+                    key(backend, 53, client, 40001, p),
+                    st(host, 5353, KIND_DNAT, DIR_REPLY, 0),
+                ),
+            ])[0]
+        };
+        let publish = |host_addr: [u8; 4], port: u16| ForwardKey {
+            host_addr: u32::from_ne_bytes(host_addr),
+            host_port: port.to_be(),
+            proto: proto::UDP,
+            _pad: 0,
+        };
+        let backend = |a: [u8; 4], port: u16| Backend {
+            addr: u32::from_ne_bytes(a),
+            port: port.to_be(),
+            _pad: [0; 2],
+        };
+        let f = udp_to(b2, proto::UDP);
+        assert!(f.pinned_udp(&publish([0; 4], 5353), &backend(b2, 53)));
+        assert!(f.pinned_udp(&publish(host, 5353), &backend(b2, 53)));
+        // Another host address, host port, backend or backend port: not this publish.
+        assert!(!f.pinned_udp(&publish([10, 0, 1, 49], 5353), &backend(b2, 53)));
+        assert!(!f.pinned_udp(&publish([0; 4], 5354), &backend(b2, 53)));
+        assert!(!f.pinned_udp(&publish([0; 4], 5353), &backend(b3, 53)));
+        assert!(!f.pinned_udp(&publish([0; 4], 5353), &backend(b2, 54)));
+        // A flow to the new backend stays.
+        assert!(!udp_to(b3, proto::UDP).pinned_udp(&publish([0; 4], 5353), &backend(b2, 53)));
+        // A half flow still names its backend.
+        let half = pair_flows([(
+            key(b2, 53, client, 40001, proto::UDP),
+            st(host, 5353, KIND_DNAT, DIR_REPLY, 0),
+        )])[0];
+        assert!(half.pinned_udp(&publish([0; 4], 5353), &backend(b2, 53)));
+        // TCP is kept until it closes.
+        let mut tcp_key = publish([0; 4], 5353);
+        tcp_key.proto = proto::TCP;
+        let tcp = udp_to(b2, proto::TCP);
+        assert!(tcp.through_publish(&tcp_key));
+        assert!(!tcp.pinned_udp(&tcp_key, &backend(b2, 53)));
+        // Masqueraded flows never match a publish.
+        let snat = pair_flows([(
+            key(b2, 40001, client, 5353, proto::UDP),
+            st(host, 5353, KIND_SNAT, DIR_ORIGINAL, 0),
+        )])[0];
+        assert!(!snat.through_publish(&publish([0; 4], 5353)));
     }
 
     #[test]

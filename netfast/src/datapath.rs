@@ -5,7 +5,6 @@
 //! under `/sys/fs/bpf/netfast/<instance>/`, so the datapath outlives this process.
 
 use std::{
-    collections::HashSet,
     fs, io,
     path::{Path, PathBuf},
 };
@@ -148,6 +147,10 @@ pub struct AttachReport {
     pub pin_dir: PathBuf,
     /// Human lines such as "uplink_ingress_tc on eth0: tcx ingress, prog id 42".
     pub attachments: Vec<String>,
+    /// FORWARDS entries this attach removed or pointed at another backend, with the
+    /// backend they had: their UDP flows are still pinned to it (see
+    /// `PinnedInstance::remove_pinned_udp_flows`).
+    pub displaced: Vec<(ForwardKey, Backend)>,
 }
 
 /// The compiled datapath object, for tests and tools that load it themselves.
@@ -197,7 +200,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
 
     write_meta(&mut ebpf)?;
     write_config(&mut ebpf, &spec.config)?;
-    sync_forwards(&mut ebpf, &spec.forwards)?;
+    let displaced = sync_forwards(&mut ebpf, &spec.forwards)?;
 
     let mut attachments = Vec::new();
     let ingress_link = dir.join(LINK_UPLINK_INGRESS);
@@ -240,6 +243,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     Ok(AttachReport {
         pin_dir: dir,
         attachments,
+        displaced,
     })
 }
 
@@ -541,27 +545,33 @@ fn write_config(ebpf: &mut Ebpf, config: &DatapathConfig) -> Result<(), Datapath
     array.set(0, config, 0).map_err(map_error)
 }
 
-/// Makes FORWARDS hold exactly `forwards`: stale entries go, new ones come.
-fn sync_forwards(ebpf: &mut Ebpf, forwards: &[(ForwardKey, Backend)]) -> Result<(), DatapathError> {
+/// Makes FORWARDS hold exactly `forwards`: stale entries go, new ones come. Returns
+/// the entries it removed or pointed at another backend, with their old backend.
+fn sync_forwards(
+    ebpf: &mut Ebpf,
+    forwards: &[(ForwardKey, Backend)],
+) -> Result<Vec<(ForwardKey, Backend)>, DatapathError> {
     let map_error = |source| DatapathError::Map {
         name: MAP_FORWARDS,
         source,
     };
     let mut map: HashMap<&mut MapData, ForwardKey, Backend> =
         HashMap::try_from(map_mut(ebpf, MAP_FORWARDS)?).map_err(map_error)?;
-    let wanted: HashSet<ForwardKey> = forwards.iter().map(|(key, _)| *key).collect();
-    let stale: Vec<ForwardKey> = map
-        .keys()
+    let wanted: std::collections::HashMap<ForwardKey, Backend> = forwards.iter().copied().collect();
+    let displaced: Vec<(ForwardKey, Backend)> = map
+        .iter()
         .filter_map(Result::ok)
-        .filter(|key| !wanted.contains(key))
+        .filter(|(key, old)| wanted.get(key) != Some(old))
         .collect();
-    for key in stale {
-        map.remove(&key).map_err(map_error)?;
+    for (key, _) in &displaced {
+        if !wanted.contains_key(key) {
+            map.remove(key).map_err(map_error)?;
+        }
     }
     for (key, backend) in forwards {
         map.insert(key, backend, 0).map_err(map_error)?;
     }
-    Ok(())
+    Ok(displaced)
 }
 
 /// What bpffs holds at an instance's link pin.

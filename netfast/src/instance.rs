@@ -15,13 +15,14 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use netfast_common::DatapathConfig;
+use netfast_common::{Backend, DatapathConfig, ForwardKey};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, ConfigError},
     datapath::{self, AttachReport, DatapathError, DatapathSpec},
     netns::{self, NetnsError},
+    pinned::PinnedInstance,
     topology::{self, Ipv4Address, TopologyError},
 };
 
@@ -42,6 +43,8 @@ pub enum InstanceError {
     Topology(#[from] TopologyError),
     #[error("attaching the datapath failed: {0}")]
     Datapath(DatapathError),
+    #[error("removing the UDP flows of changed publishes failed: {0}")]
+    Pinned(Box<crate::pinned::PinnedError>),
     #[error("{action} {}: {error}", path.display())]
     State {
         action: &'static str,
@@ -382,6 +385,9 @@ pub struct UpReport {
     /// Found in place and kept, for the operator ("bridge br0", ...).
     pub kept: Vec<String>,
     pub attach: AttachReport,
+    /// Publishes this run removed or pointed at another backend: (host key, old
+    /// backend, UDP flows to that backend removed).
+    pub unpinned_udp: Vec<(ForwardKey, Backend, usize)>,
     pub manifest: PathBuf,
 }
 
@@ -395,6 +401,8 @@ pub struct DownReport {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub uplink_addr: Ipv4Addr,
+    /// The host's `net.ipv4.ip_local_port_range`, for [`datapath_config`].
+    pub ephemeral_ports: std::ops::RangeInclusive<u16>,
 }
 
 /// Checks `cfg` against the system (the calling thread's namespace is the host) without
@@ -489,21 +497,28 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         Err(e) => return Err(e.into()),
     }
 
-    if let Some(m) = &cfg.masquerade {
-        let local = topology::ip_local_port_range()?;
-        if let Err(e) = m.check_local_port_range(&local) {
-            problems.push(e.to_string());
-        }
+    let ephemeral_ports = topology::ip_local_port_range()?;
+    if let Some(m) = &cfg.masquerade
+        && let Err(e) = m.check_local_port_range(&ephemeral_ports)
+    {
+        problems.push(e.to_string());
     }
 
     match (problems.is_empty(), uplink_addr) {
-        (true, Some(uplink_addr)) => Ok(Plan { uplink_addr }),
+        (true, Some(uplink_addr)) => Ok(Plan {
+            uplink_addr,
+            ephemeral_ports,
+        }),
         _ => Err(InstanceError::Invalid(problems)),
     }
 }
 
-/// The CONFIG map entry for `cfg`.
-pub fn datapath_config(cfg: &Config, uplink_addr: Ipv4Addr) -> DatapathConfig {
+/// The CONFIG map entry for `cfg`, with the host's ephemeral port range.
+pub fn datapath_config(
+    cfg: &Config,
+    uplink_addr: Ipv4Addr,
+    ephemeral_ports: &std::ops::RangeInclusive<u16>,
+) -> DatapathConfig {
     let ne = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
     let (subnet_addr, subnet_mask, ports) = match &cfg.masquerade {
         Some(m) => (
@@ -521,7 +536,9 @@ pub fn datapath_config(cfg: &Config, uplink_addr: Ipv4Addr) -> DatapathConfig {
         snat_port_max: *ports.end(),
         enabled: 1,
         masquerade: u8::from(cfg.masquerade.is_some()),
-        _pad: [0; 6],
+        ephemeral_min: *ephemeral_ports.start(),
+        ephemeral_max: *ephemeral_ports.end(),
+        _pad: [0; 2],
     }
 }
 
@@ -544,6 +561,15 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     let built = build(cfg, &plan, &host, &rt, &mut undo, &mut kept).await;
     let attach = match built {
         Ok(a) => a,
+        Err(e) => {
+            return Err(InstanceError::UpFailed {
+                error: Box::new(e),
+                rollback_failures: undo.rollback(),
+            });
+        }
+    };
+    let unpinned_udp = match remove_pinned_udp_flows(&cfg.instance, &attach.displaced) {
+        Ok(u) => u,
         Err(e) => {
             return Err(InstanceError::UpFailed {
                 error: Box::new(e),
@@ -580,8 +606,37 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
         created: undo.commit(),
         kept,
         attach,
+        unpinned_udp,
         manifest: manifest_path(&cfg.instance),
     })
+}
+
+/// A re-`up` that dropped a publish or pointed it at another backend removes the UDP
+/// flows still pinned to the old backend, as `forward del` does (TCP flows are kept
+/// until they close). Returns, per displaced publish, how many flows went.
+///
+/// Order: `attach` wrote the new FORWARDS before this runs, and that is what makes it
+/// safe. From then on every lookup finds the new backend (or no publish), so no new
+/// flow to the old backend can start after the flows are removed; removing them first
+/// would let a datagram arriving before the FORWARDS write create one again, pinned
+/// for as long as its sender sends. A packet that read the old entry just before the
+/// write has long created its flow by now (programs run to completion in microseconds;
+/// attaching took milliseconds), so this pass sees and removes it.
+fn remove_pinned_udp_flows(
+    instance: &str,
+    displaced: &[(ForwardKey, Backend)],
+) -> Result<Vec<(ForwardKey, Backend, usize)>> {
+    if displaced.is_empty() {
+        return Ok(Vec::new());
+    }
+    let removed = PinnedInstance::open(instance)
+        .and_then(|inst| inst.remove_pinned_udp_flows(displaced))
+        .map_err(|e| InstanceError::Pinned(Box::new(e)))?;
+    Ok(displaced
+        .iter()
+        .zip(removed)
+        .map(|(&(key, old), n)| (key, old, n))
+        .collect())
 }
 
 async fn build(
@@ -710,7 +765,7 @@ async fn build(
         instance: cfg.instance.clone(),
         uplink: cfg.uplink.clone(),
         ingress: cfg.ingress,
-        config: datapath_config(cfg, plan.uplink_addr),
+        config: datapath_config(cfg, plan.uplink_addr, &plan.ephemeral_ports),
         forwards: cfg.forward_entries().collect(),
         conntrack_capacity: cfg.conntrack.capacity,
         config_path: cfg.source.clone(),
@@ -816,11 +871,12 @@ mod tests {
     #[test]
     fn datapath_config_is_network_order() {
         let cfg = crate::lab::seed_config("t", crate::config::IngressMode::Tc).unwrap();
-        let dc = datapath_config(&cfg, Ipv4Addr::new(10, 0, 1, 48));
+        let dc = datapath_config(&cfg, Ipv4Addr::new(10, 0, 1, 48), &(32768..=60999));
         assert_eq!(dc.uplink_addr.to_ne_bytes(), [10, 0, 1, 48]);
         assert_eq!(dc.subnet_addr.to_ne_bytes(), [172, 16, 0, 0]);
         assert_eq!(dc.subnet_mask.to_ne_bytes(), [255, 255, 255, 0]);
         assert_eq!((dc.snat_port_min, dc.snat_port_max), (61000, 65535));
         assert_eq!((dc.enabled, dc.masquerade), (1, 1));
+        assert_eq!((dc.ephemeral_min, dc.ephemeral_max), (32768, 60999));
     }
 }

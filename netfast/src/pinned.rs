@@ -19,17 +19,17 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
-    flow::KIND_DNAT,
     names::{
         FORWARDS_CAPACITY, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
         MAP_FORWARDS, MAP_FRAGMENTS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
         PROG_UPLINK_INGRESS_XDP,
     },
+    proto,
 };
 
 use crate::{
     conntrack::{self, Flow, FlowFilter, addr, raw_addr},
-    publish::PublishSpec,
+    publish::{Protocol, PublishSpec},
 };
 
 /// `BPF_NOEXIST`: insert only when the key is not there yet.
@@ -132,12 +132,23 @@ pub struct LinkStatus {
     pub mode: Option<&'static str>,
 }
 
+/// What `forward add` changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddReport {
+    pub entries: usize,
+    /// UDP flows through the new ports that still went to another backend, removed.
+    pub udp_flows: usize,
+}
+
 /// What `forward del` removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemoveReport {
     pub entries: usize,
     /// DNAT flows (pairs) deleted with `--kill-flows`.
     pub flows: usize,
+    /// Without `--kill-flows`: UDP flows still pinned to the removed backend, deleted
+    /// ([`Flow::pinned_udp`]).
+    pub udp_flows: usize,
 }
 
 /// An instance's pin directory. Opening checks that it exists; each accessor opens the
@@ -300,13 +311,42 @@ impl PinnedInstance {
 
     /// Deletes the flows `filter` matches; returns (flows, entries) deleted.
     pub fn flush_flows(&self, filter: &FlowFilter) -> Result<(usize, usize)> {
+        self.flush_flows_where(|f| f.matches(filter))
+    }
+
+    /// Deletes both halves of every flow `doomed` picks; returns (flows, entries).
+    fn flush_flows_where(&self, doomed: impl Fn(&Flow) -> bool) -> Result<(usize, usize)> {
+        let flows: Vec<Flow> = self.flows()?.into_iter().filter(|f| doomed(f)).collect();
+        let entries = self.delete_flows(&flows)?;
+        Ok((flows.len(), entries))
+    }
+
+    /// Deletes the UDP flows still pinned to the old backends of changed publishes:
+    /// for each `(published key, old backend)`, the UDP DNAT flows that came in through
+    /// the key and go to that backend ([`Flow::pinned_udp`]). Returns how many flows
+    /// each pair lost, in `stale`'s order.
+    ///
+    /// Call it after FORWARDS no longer leads the key to the old backend, never
+    /// before: a datagram arriving in between would create the flow to the old
+    /// backend again, and it would stay pinned there for as long as its sender sends.
+    pub fn remove_pinned_udp_flows(&self, stale: &[(ForwardKey, Backend)]) -> Result<Vec<usize>> {
+        let mut removed = vec![0; stale.len()];
+        if stale.iter().all(|(k, _)| k.proto != proto::UDP) {
+            return Ok(removed);
+        }
         let flows: Vec<Flow> = self
             .flows()?
             .into_iter()
-            .filter(|f| f.matches(filter))
+            .filter(|f| {
+                let hit = stale.iter().position(|(k, b)| f.pinned_udp(k, b));
+                if let Some(i) = hit {
+                    removed[i] += 1;
+                }
+                hit.is_some()
+            })
             .collect();
-        let entries = self.delete_flows(&flows)?;
-        Ok((flows.len(), entries))
+        self.delete_flows(&flows)?;
+        Ok(removed)
     }
 
     /// Every counter, summed over CPUs, in `Counter::ALL` order.
@@ -376,7 +416,12 @@ impl PinnedInstance {
     ///
     /// `containers` are extra allowed backends (from `--config`), for instances
     /// without a masquerade subnet.
-    pub fn add_forward(&self, spec: &PublishSpec, containers: &[Ipv4Addr]) -> Result<usize> {
+    ///
+    /// Once the entries are in, UDP flows through these ports that still go to another
+    /// backend are removed (as Docker clears conntrack for a UDP publish), so a sender
+    /// with a fixed source port reaches the backend just published. `forward del`
+    /// removed them already; this catches any flow created meanwhile.
+    pub fn add_forward(&self, spec: &PublishSpec, containers: &[Ipv4Addr]) -> Result<AddReport> {
         let _turn = crate::lock::forwards(&self.dir)?;
         let config = self.config()?;
         let (mut map, _) = self.forwards_map()?;
@@ -405,12 +450,29 @@ impl PinnedInstance {
                 }
             }
         }
-        Ok(inserted.len())
+        let mut report = AddReport {
+            entries: inserted.len(),
+            udp_flows: 0,
+        };
+        if spec.protocol == Protocol::Udp {
+            // After the inserts: from now on a new flow through these ports goes to
+            // the new backend, so what is left on another one is stale.
+            let new: Vec<(ForwardKey, Backend)> = spec.entries().collect();
+            (report.udp_flows, _) = self.flush_flows_where(|f| {
+                f.proto() == proto::UDP
+                    && new
+                        .iter()
+                        .any(|(k, b)| f.through_publish(k) && !f.goes_to(b))
+            })?;
+        }
+        Ok(report)
     }
 
     /// Unpublishes `spec`, which must match published entries exactly. With
-    /// `kill_flows`, the DNAT flows through those ports are deleted too; otherwise
-    /// established flows keep working (their conntrack entries carry the backend).
+    /// `kill_flows`, the DNAT flows through those ports are deleted too. Otherwise TCP
+    /// flows keep working until they close (their conntrack entries carry the
+    /// backend), and UDP flows still pinned to the removed backend are deleted, so a
+    /// sender with a fixed source port reaches whatever is published there next.
     pub fn remove_forward(&self, spec: &PublishSpec, kill_flows: bool) -> Result<RemoveReport> {
         let _turn = crate::lock::forwards(&self.dir)?;
         let (mut map, _) = self.forwards_map()?;
@@ -426,22 +488,15 @@ impl PinnedInstance {
                 Err(e) => return Err(self.map_err(MAP_FORWARDS)(e)),
             }
         }
+        // The entries are gone first, so no new flow to the old backend can start
+        // while the flows are removed.
         if kill_flows {
-            let doomed: Vec<Flow> = self
-                .flows()?
-                .into_iter()
-                .filter(|f| {
-                    let o = f.original_key();
-                    f.kind() == KIND_DNAT
-                        && keys.iter().any(|k| {
-                            k.proto == o.proto
-                                && k.host_port == o.dst_port
-                                && (k.host_addr == 0 || k.host_addr == o.dst_addr)
-                        })
-                })
-                .collect();
-            self.delete_flows(&doomed)?;
-            report.flows = doomed.len();
+            (report.flows, _) =
+                self.flush_flows_where(|f| keys.iter().any(|k| f.through_publish(k)))?;
+        } else {
+            // check_forward_del made sure these are exactly the removed entries.
+            let removed: Vec<(ForwardKey, Backend)> = spec.entries().collect();
+            report.udp_flows = self.remove_pinned_udp_flows(&removed)?.iter().sum();
         }
         Ok(report)
     }
@@ -762,7 +817,9 @@ mod tests {
             snat_port_max: 65535,
             enabled: 1,
             masquerade: 1,
-            _pad: [0; 6],
+            ephemeral_min: 32_768,
+            ephemeral_max: 60_999,
+            _pad: [0; 2],
         }
     }
 

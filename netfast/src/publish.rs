@@ -91,6 +91,11 @@ impl PublishSpec {
             && other.host_ports.start() <= self.host_ports.end()
     }
 
+    /// The backend as `CONTAINER_IP:PORT[-END]`, for messages.
+    pub fn backend(&self) -> String {
+        format!("{}:{}", self.backend_addr, show_range(&self.backend_ports))
+    }
+
     /// One FORWARDS entry per host port, in network byte order as the datapath reads them.
     pub fn entries(&self) -> impl Iterator<Item = (ForwardKey, Backend)> {
         let host_addr = self.host_addr.map_or(0, |a| u32::from_ne_bytes(a.octets()));

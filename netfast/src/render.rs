@@ -677,7 +677,9 @@ mod tests {
             snat_port_max: 65535,
             enabled: 1,
             masquerade: 1,
-            _pad: [0; 6],
+            ephemeral_min: 32_768,
+            ephemeral_max: 60_999,
+            _pad: [0; 2],
         }
     }
 
@@ -792,10 +794,11 @@ icmp   61000-65535     0   4536  0.0%
         assert_eq!(
             &lines[26..],
             [
-                "conntrack_half_restored          info        250    125.0",
-                "conntrack_restore_failed         info        260    130.0",
-                "fragment_record_failed           info        270    135.0",
-                "xdp_mark_failed                  info        280    140.0",
+                "snat_port_host_socket            info        250    125.0",
+                "conntrack_half_restored          info        260    130.0",
+                "conntrack_restore_failed         info        270    135.0",
+                "fragment_record_failed           info        280    140.0",
+                "xdp_mark_failed                  info        290    145.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",

@@ -68,7 +68,9 @@ pub fn seed_config() -> DatapathConfig {
         snat_port_max: SNAT_PORT_MAX,
         enabled: 1,
         masquerade: 1,
-        _pad: [0; 6],
+        ephemeral_min: 32_768,
+        ephemeral_max: 60_999,
+        _pad: [0; 2],
     }
 }
 

@@ -1137,3 +1137,92 @@ fn snat_port_search_walks_to_the_free_port() {
         "the one free port"
     );
 }
+
+// --- source ports as MASQUERADE chooses them (issue 8, section 3) -------------------
+
+/// Runs a container's SYN (or datagram) from `own` to the LAN server through egress and
+/// returns the source port it left with.
+fn masqueraded_port(datapath: &mut Datapath, proto: u8, container: Ipv4Addr, own: u16) -> u16 {
+    let frame = match proto {
+        proto::TCP => Packet::tcp(sock(container, own), lan_server(), SYN),
+        _ => Packet::udp(sock(container, own), lan_server()).payload(b"invite"),
+    };
+    let run = datapath.run(Prog::EgressTc, &frame.bytes());
+    assert_eq!(run.verdict, PASS, "{:?}", run.counted);
+    assert_eq!(
+        run.counted.first(),
+        Some(&(Counter::SnatNew, 1)),
+        "{:?}",
+        run.counted
+    );
+    assert_eq!(
+        &run.out[26..30],
+        &UPLINK_ADDR.octets(),
+        "masqueraded source"
+    );
+    u16::from_be_bytes([run.out[34], run.out[35]])
+}
+
+/// An NFS client's privileged TCP port and a SIP UDP port, outside the host's ephemeral
+/// ports, are kept as they are: NFS servers refuse unprivileged clients.
+#[test]
+fn ports_outside_the_ephemeral_range_are_kept() {
+    let mut datapath = Datapath::configured();
+    assert_eq!(
+        masqueraded_port(&mut datapath, proto::TCP, BACKEND, 800),
+        800
+    );
+    assert_eq!(
+        masqueraded_port(&mut datapath, proto::UDP, BACKEND, 5060),
+        5060
+    );
+    // Inside the host's ephemeral ports (32768-60999): moved into the SNAT range.
+    let moved = masqueraded_port(&mut datapath, proto::TCP, BACKEND, 40_000);
+    assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&moved), "{moved}");
+}
+
+/// When another flow holds the privileged port toward the same remote, the new flow
+/// gets another privileged port, as nf_nat keeps them: 1-511 below 512, else 600-1023.
+#[test]
+fn a_taken_privileged_port_stays_privileged() {
+    let mut datapath = Datapath::configured();
+    let other = Ipv4Addr::new(172, 16, 0, 103);
+    assert_eq!(
+        masqueraded_port(&mut datapath, proto::TCP, BACKEND, 800),
+        800
+    );
+    let second = masqueraded_port(&mut datapath, proto::TCP, other, 800);
+    assert!((600..=1023).contains(&second) && second != 800, "{second}");
+    assert_eq!(
+        masqueraded_port(&mut datapath, proto::TCP, BACKEND, 100),
+        100
+    );
+    let low = masqueraded_port(&mut datapath, proto::TCP, other, 100);
+    assert!((1..=511).contains(&low) && low != 100, "{low}");
+}
+
+/// A port a host socket uses is never claimed: replies to it belong to the host. The
+/// test runs in a network namespace of its own (test_run looks sockets up in the
+/// calling thread's), with a UDP socket bound to 5060 and a TCP listener on 800.
+#[test]
+fn a_port_a_host_socket_holds_is_not_claimed() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("a network namespace of this test's own (needs root)");
+    let udp = std::net::UdpSocket::bind("0.0.0.0:5060").expect("bind udp 5060");
+    let tcp = std::net::TcpListener::bind("0.0.0.0:800").expect("listen on tcp 800");
+    let mut datapath = Datapath::configured();
+
+    let frame = Packet::udp(sock(BACKEND, 5060), lan_server()).payload(b"invite");
+    let run = datapath.run(Prog::EgressTc, &frame.bytes());
+    assert!(
+        run.counted.contains(&(Counter::SnatPortHostSocket, 1)),
+        "{:?}",
+        run.counted
+    );
+    let port = u16::from_be_bytes([run.out[34], run.out[35]]);
+    assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&port), "{port}");
+
+    let moved = masqueraded_port(&mut datapath, proto::TCP, BACKEND, 800);
+    assert!((600..=1023).contains(&moved) && moved != 800, "{moved}");
+    drop((udp, tcp));
+}

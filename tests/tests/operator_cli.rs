@@ -358,6 +358,7 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             "drop"
         } else if [
             "snat_port_retries",
+            "snat_port_host_socket",
             "conntrack_half_restored",
             "conntrack_restore_failed",
             "fragment_record_failed",

@@ -4,13 +4,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use netfast::{publish::PublishSpec, render};
+use netfast::{
+    publish::{Protocol, PublishSpec},
+    render,
+};
 
 use super::status::Target;
 
 #[derive(Debug, Subcommand)]
 pub enum ForwardCmd {
-    /// Publish a port (or range) now; the next new connection uses it.
+    /// Publish a port (or range) now; the next new connection uses it. UDP flows
+    /// through these ports that still go to another backend are deleted.
     /// SPEC is Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp].
     Add {
         #[command(flatten)]
@@ -19,7 +23,9 @@ pub enum ForwardCmd {
         spec: String,
     },
     /// Unpublish a port (or range), given exactly as `forward list` shows it.
-    /// Established flows keep working unless --kill-flows is given.
+    /// TCP flows keep working until they close, unless --kill-flows is given; UDP
+    /// flows still going to the removed backend are deleted, so a sender with a fixed
+    /// source port reaches whatever is published there next.
     Del {
         #[command(flatten)]
         target: Target,
@@ -48,9 +54,14 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
                 .iter()
                 .flat_map(|c| c.containers.iter().map(|c| c.address.addr()))
                 .collect();
-            let n = inst.add_forward(&spec, &containers)?;
+            let report = inst.add_forward(&spec, &containers)?;
+            let n = report.entries;
+            let stale = match report.udp_flows {
+                0 => String::new(),
+                f => format!("; removed {} through it to other backends", udp_flows(f)),
+            };
             println!(
-                "netfast: published {spec} on instance {} ({n} {})",
+                "netfast: published {spec} on instance {} ({n} {}){stale}",
                 inst.name(),
                 if n == 1 { "port" } else { "ports" }
             );
@@ -65,8 +76,14 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
             let report = inst.remove_forward(&spec, *kill_flows)?;
             let flows = if *kill_flows {
                 format!("deleted {} flows through it", report.flows)
+            } else if spec.protocol == Protocol::Udp {
+                format!(
+                    "removed {} to the old backend {}",
+                    udp_flows(report.udp_flows),
+                    spec.backend()
+                )
             } else {
-                "established flows keep working".to_string()
+                "established flows keep working until they close".to_string()
             };
             println!(
                 "netfast: unpublished {spec} on instance {} ({} {}); {flows}",
@@ -87,4 +104,9 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "1 UDP flow", "3 UDP flows".
+pub fn udp_flows(n: usize) -> String {
+    format!("{n} UDP {}", if n == 1 { "flow" } else { "flows" })
 }

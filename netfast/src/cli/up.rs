@@ -3,7 +3,8 @@
 use std::{path::Path, process::ExitCode};
 
 use anyhow::Context;
-use netfast::{config::Config, instance};
+use netfast::{config::Config, conntrack::addr, instance};
+use netfast_common::proto;
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_file(config)?;
@@ -21,6 +22,23 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
     for a in &report.attach.attachments {
         println!("  attached {a}");
+    }
+    // Publishes this run moved or dropped, where UDP flows were pinned to the old
+    // backend; TCP flows through them are kept until they close.
+    for (key, old, n) in &report.unpinned_udp {
+        if key.proto == proto::UDP && *n > 0 {
+            let host = match key.host_addr {
+                0 => String::new(),
+                a => format!("{}:", addr(a)),
+            };
+            println!(
+                "  removed {} to the old backend {}:{} ({host}{}/udp)",
+                super::forward::udp_flows(*n),
+                addr(old.addr),
+                u16::from_be(old.port),
+                u16::from_be(key.host_port)
+            );
+        }
     }
     println!(
         "  pins in {}, manifest {}",
