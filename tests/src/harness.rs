@@ -260,6 +260,30 @@ impl Datapath {
         Self { ebpf }
     }
 
+    /// How many instructions the verifier processed to load `prog`
+    /// (`bpf_prog_info.verified_insns`, Linux 5.16 and later).
+    pub fn verified_instructions(&self, prog: Prog) -> u32 {
+        let program = self
+            .ebpf
+            .program(prog.name())
+            .unwrap_or_else(|| panic!("the object has no program {}", prog.name()));
+        let info = match prog {
+            Prog::IngressXdp => <&Xdp>::try_from(program)
+                .expect("uplink_ingress_xdp is Xdp")
+                .info(),
+            Prog::IngressTc | Prog::EgressTc => <&SchedClassifier>::try_from(program)
+                .expect("the tc programs are SchedClassifier")
+                .info(),
+        }
+        .unwrap_or_else(|err| panic!("BPF_OBJ_GET_INFO_BY_FD of {}: {err}", prog.name()));
+        info.verified_instruction_count().unwrap_or_else(|| {
+            panic!(
+                "this kernel does not report verified instructions for {}",
+                prog.name()
+            )
+        })
+    }
+
     /// Loads, then writes the seed's CONFIG and published ports.
     pub fn configured() -> Self {
         let mut datapath = Self::load();
