@@ -32,6 +32,15 @@ pub enum Side {
     Egress,
 }
 
+impl Side {
+    /// Whether an entry that rewrites the destination (true) or the source (false)
+    /// applies to packets crossing on this side.
+    #[inline(always)]
+    fn takes(self, rewrites_destination: bool) -> bool {
+        rewrites_destination == (self == Side::Ingress)
+    }
+}
+
 /// What packets of a flow get: the fields of its entry that translation reads, so a
 /// hit copies 8 bytes, not the 48-byte entry.
 #[derive(Clone, Copy)]
@@ -80,7 +89,7 @@ pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<Rewrite> {
     // harmless.
     let entry = unsafe { &mut *entry };
     let rewrite = Rewrite::of(entry);
-    if rewrite.rewrites_destination() != (side == Side::Ingress) {
+    if !side.takes(rewrite.rewrites_destination()) {
         return None;
     }
     // SAFETY: no preconditions.
@@ -110,7 +119,7 @@ pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<Rewrite> {
 pub fn related(key: &FlowKey, side: Side) -> Option<(u32, u16)> {
     // SAFETY: the fields are copied out at once.
     let entry = unsafe { CONNTRACK.get(key) }?;
-    if entry.rewrites_destination() != (side == Side::Ingress) {
+    if !side.takes(entry.rewrites_destination()) {
         return None;
     }
     Some((entry.nat_addr, entry.nat_port))

@@ -13,29 +13,27 @@ mod parse;
 mod sockets;
 mod uplink;
 
-use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
-};
 use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, xdp_md,
+        BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        xdp_action, xdp_md,
     },
     helpers::{
         bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_meta,
         bpf_xdp_store_bytes,
     },
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
 
 use crate::{
     maps::count,
     nat::Rewriter,
-    parse::{IP_CSUM_OFF, Packet, Unparsed, parse, ptr_at},
+    parse::{IP_CSUM_OFF, IP_OFF, IP_PROTO_OFF, Packet, Unparsed, parse, ptr_at},
     sockets::HostSockets,
 };
 
@@ -147,10 +145,10 @@ fn parse_skb(ctx: &TcContext) -> Result<Packet, Unparsed> {
 /// error quotes a packet). `MAX_HEADERS` when the IPv4 header itself is not linear.
 #[inline(always)]
 fn headers_needed(data: usize, data_end: usize) -> u32 {
-    let Some(vihl) = ptr_at::<u8>(data, data_end, parse::IP_OFF) else {
+    let Some(vihl) = ptr_at::<u8>(data, data_end, IP_OFF) else {
         return MAX_HEADERS;
     };
-    let Some(ip_proto) = ptr_at::<u8>(data, data_end, parse::IP_OFF + 9) else {
+    let Some(ip_proto) = ptr_at::<u8>(data, data_end, IP_PROTO_OFF) else {
         return MAX_HEADERS;
     };
     // SAFETY: both bounds-checked by `ptr_at`.
@@ -158,7 +156,7 @@ fn headers_needed(data: usize, data_end: usize) -> u32 {
     if ip_proto == proto::ICMP {
         return MAX_HEADERS;
     }
-    (parse::IP_OFF as u32) + u32::from(vihl & 0x0f) * 4 + 20
+    (IP_OFF as u32) + u32::from(vihl & 0x0f) * 4 + 20
 }
 
 /// TC: the kernel's checksum helpers, which also keep CHECKSUM_PARTIAL and

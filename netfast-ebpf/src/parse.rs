@@ -15,6 +15,7 @@ use network_types::{
 
 pub const IP_OFF: usize = EthHdr::LEN;
 pub const IP_CSUM_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
+pub const IP_PROTO_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, proto);
 pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
 
@@ -178,7 +179,7 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
     let ip_len = u16::from_be_bytes(read(data, data_end, IP_OFF + offset_of!(Ipv4Hdr, tot_len))?);
     let ip_id: u16 = read(data, data_end, IP_OFF + offset_of!(Ipv4Hdr, id))?;
     let frags = u16::from_be_bytes(read(data, data_end, IP_OFF + offset_of!(Ipv4Hdr, frags))?);
-    let ip_proto: u8 = read(data, data_end, IP_OFF + offset_of!(Ipv4Hdr, proto))?;
+    let ip_proto: u8 = read(data, data_end, IP_PROTO_OFF)?;
     let src_addr: u32 = read(data, data_end, IP_SRC_OFF)?;
     let dst_addr: u32 = read(data, data_end, IP_DST_OFF)?;
     let unparsed = |reason| Unparsed { reason, src_addr };
