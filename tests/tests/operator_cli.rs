@@ -13,7 +13,7 @@ use std::{
 };
 
 use netfast::config::IngressMode;
-use support::{Background, Sandbox, exec, exec_ok, text, unique_prefix, wait_listening};
+use support::{Background, Sandbox, exec, exec_ok, succeeded, text, unique_prefix, wait_listening};
 
 const HOST: &str = "10.0.1.48";
 const LAN: &str = "10.0.1.26";
@@ -73,17 +73,6 @@ fn json(out: &Output, what: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {}", text(&out.stdout)))
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 fn probe(sb: &Sandbox, port: u16) -> bool {
@@ -164,7 +153,7 @@ fn forward_add_and_del_while_traffic_flows() {
         &inst,
         "8081:172.16.0.102:81/tcp",
     ]);
-    let said = ok(&out, "forward add");
+    let said = succeeded(&out, "forward add");
     assert!(
         said.contains("published 8081:172.16.0.102:81/tcp"),
         "{said}"
@@ -260,7 +249,7 @@ fn forward_add_and_del_while_traffic_flows() {
     assert!(flow["packets_reply"].as_u64() >= Some(2), "{flow}");
 
     // Delete: new connections fail, the held one keeps working.
-    let said = ok(
+    let said = succeeded(
         &sb.netfast(&[
             "forward",
             "del",
@@ -277,7 +266,7 @@ fn forward_add_and_del_while_traffic_flows() {
     assert_eq!(reply.trim(), "echo:two", "held connection after del: {err}");
 
     // --kill-flows: re-publish, connect once, delete with the flows.
-    ok(
+    succeeded(
         &sb.netfast(&[
             "forward",
             "add",
@@ -288,7 +277,7 @@ fn forward_add_and_del_while_traffic_flows() {
         "forward add again",
     );
     assert!(eventually(Duration::from_secs(5), || probe(&sb, 8081)));
-    let said = ok(
+    let said = succeeded(
         &sb.netfast(&[
             "forward",
             "del",
@@ -409,7 +398,7 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
     assert_eq!(flow["tcp_state"], serde_json::Value::Null);
 
     // --watch gives rates, bounded by --count.
-    let watch = ok(
+    let watch = succeeded(
         &sb.netfast(&[
             "stats",
             "--instance",
@@ -522,7 +511,7 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
         let mode = programs[0]["mode"].as_str().expect("xdp mode is known");
         assert!(["native", "skb"].contains(&mode), "{mode}");
     }
-    let table = ok(
+    let table = succeeded(
         &sb.netfast(&["status", "--instance", &inst]),
         "status (table)",
     );
@@ -543,7 +532,7 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
         .arg(pins.join("CONNTRACK"))
         .output()
         .expect("run bpftool");
-    let dump = ok(&dump, "bpftool map dump");
+    let dump = succeeded(&dump, "bpftool map dump");
     for field in [
         "src_addr",
         "dst_port",

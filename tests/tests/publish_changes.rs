@@ -15,13 +15,12 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::Output,
     thread,
     time::{Duration, Instant},
 };
 
 use netfast::config::IngressMode;
-use support::{Background, Sandbox, exec, text, wait_listening};
+use support::{Background, Sandbox, exec, succeeded, text, wait_listening};
 
 const HOST: &str = "10.0.1.48";
 const NETNS2: &str = "172.16.0.102";
@@ -107,17 +106,6 @@ impl Drop for TempFiles {
     }
 }
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// Polls `f` every 50 ms for up to `limit`.
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -178,7 +166,8 @@ fn udp_flows_through(sb: &Sandbox, port: u16) -> Vec<String> {
         &port.to_string(),
         "--json",
     ]);
-    let flows: serde_json::Value = serde_json::from_str(&ok(&out, "ct list")).expect("ct JSON");
+    let flows: serde_json::Value =
+        serde_json::from_str(&succeeded(&out, "ct list")).expect("ct JSON");
     flows
         .as_array()
         .expect("array")
@@ -358,7 +347,7 @@ fn forward_del_add_moves_udp_flows_and_keeps_tcp() {
         argv.extend_from_slice(&args[..1]);
         argv.extend_from_slice(&["--instance", &inst]);
         argv.extend_from_slice(&args[1..]);
-        ok(&sb.netfast(&argv), &argv.join(" "))
+        succeeded(&sb.netfast(&argv), &argv.join(" "))
     };
     let start = sent_so_far(t.path(SENT));
     let del_udp = forward(&["del", "5353:172.16.0.102:53/udp"]);
@@ -433,7 +422,7 @@ fn re_up_moves_and_drops_udp_flows_and_keeps_tcp() {
         .to_owned();
     std::fs::write(&sb.config, base + &publishes(NETNS3, NETNS3, true)).expect("new config");
     let start = sent_so_far(t.path(SENT));
-    let up = ok(
+    let up = succeeded(
         &sb.netfast(&["up", "--config", sb.config_str()]),
         "re-up with the publish moved",
     );

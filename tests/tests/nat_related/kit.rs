@@ -282,25 +282,7 @@ pub fn counters_moved(
     names: &[&str],
     before: &[Option<u64>],
 ) -> Result<String, String> {
-    let mut report = Vec::new();
-    let mut ok = true;
-    for (name, before) in names.iter().zip(before) {
-        match (before, counter(sb, name)) {
-            (Some(b), Ok(now)) => {
-                ok &= now > *b;
-                report.push(format!("{name} {b} -> {now}"));
-            }
-            (_, Err(e)) => {
-                ok = false;
-                report.push(e);
-            }
-            (None, Ok(now)) => {
-                ok = false;
-                report.push(format!("{name} appeared mid-test ({now})"));
-            }
-        }
-    }
-    verdict(ok, report.join(", "))
+    counters_compared(sb, names, before, |before, now| now > before)
 }
 
 /// A check that each counter in `names` still reads `before`.
@@ -309,12 +291,23 @@ pub fn counters_stayed(
     names: &[&str],
     before: &[Option<u64>],
 ) -> Result<String, String> {
+    counters_compared(sb, names, before, |before, now| now == before)
+}
+
+/// A check that `holds(before, now)` for each counter in `names`; a counter missing
+/// then or now fails it.
+fn counters_compared(
+    sb: &Sandbox,
+    names: &[&str],
+    before: &[Option<u64>],
+    holds: impl Fn(u64, u64) -> bool,
+) -> Result<String, String> {
     let mut report = Vec::new();
     let mut ok = true;
     for (name, before) in names.iter().zip(before) {
         match (before, counter(sb, name)) {
             (Some(b), Ok(now)) => {
-                ok &= now == *b;
+                ok &= holds(*b, now);
                 report.push(format!("{name} {b} -> {now}"));
             }
             (_, Err(e)) => {

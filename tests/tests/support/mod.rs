@@ -52,6 +52,18 @@ pub fn netfast(netns: Option<&str>, args: &[&str]) -> Output {
     cmd.args(args).output().expect("run netfast")
 }
 
+/// Asserts that a command (`what`, for the message) succeeded and returns its stdout.
+pub fn succeeded(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// Runs a tool inside a namespace and returns its output.
 pub fn exec(ns: &str, argv: &[&str]) -> Output {
     Command::new("ip")
@@ -67,16 +79,7 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// Asserts success and returns stdout.
 pub fn exec_ok(ns: &str, argv: &[&str]) -> String {
-    let out = exec(ns, argv);
-    assert!(
-        out.status.success(),
-        "`{}` in {ns} failed ({}):\nstdout: {}\nstderr: {}",
-        argv.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    succeeded(&exec(ns, argv), &format!("`{}` in {ns}", argv.join(" ")))
 }
 
 /// A background process in a namespace, killed on drop.
