@@ -365,6 +365,13 @@ pub fn measure_classes(
         let icmp_error = frag_needed(PEER, UPLINK, &tcp_frame(masqueraded, lan, ACK)[14..]);
         // A reply datagram in fragments: the first one (run once here) leaves the
         // record the later one is measured with.
+        // Both handshakes complete, so the flows are assured and live in CONNTRACK,
+        // as established traffic does (a flow stuck in CONNTRACK_UNASSURED pays a miss
+        // in CONNTRACK first).
+        test_run(egress_tc.fd, &backend_reply, &mut out, 1)?;
+        test_run(p.fd, &est, &mut out, 1)?;
+        test_run(p.fd, &reply, &mut out, 1)?;
+        test_run(egress_tc.fd, &tcp_frame(container, lan, ACK), &mut out, 1)?;
         let first = fragment_of(&reply, 0x4000 + i as u16, true, 0);
         test_run(p.fd, &first, &mut out, 1)?;
         let later = fragment_of(&reply, 0x4000 + i as u16, false, 5);

@@ -203,17 +203,19 @@ fn tcp_control(
     entry: &FlowState,
     pkt: &Packet,
 ) -> Option<Result<Option<Rewrite>, Counter>> {
+    let flags = pkt.tcp.flags;
+    let rst = flags & tcp_flags::RST != 0;
+    // A SYN-ACK, or a SYN from the reply side, never reopens: no lookup for them.
+    let bare_syn_original = flags & tcp_flags::ACK == 0 && entry.direction == DIR_ORIGINAL;
+    if !rst && !bare_syn_original {
+        return None;
+    }
     let partner_key = entry.partner_key(key);
     let partner = table.get(&partner_key)?;
-    let flags = pkt.tcp.flags;
-    if flags & tcp_flags::RST != 0 {
+    if rst {
         if !tcp::rst_in_window(entry, &partner, &pkt.tcp) {
             return Some(Err(Counter::DropTcpRstOutOfWindow));
         }
-        return None;
-    }
-    let bare_syn = flags & tcp_flags::ACK == 0;
-    if !bare_syn || entry.direction != DIR_ORIGINAL {
         return None;
     }
     if !tcp::tcp_state(entry, &partner).is_closed() {
