@@ -524,8 +524,8 @@ pub struct StatusView {
 pub struct AddressesView {
     /// The uplink's name, or `ifindex N`.
     pub uplink: String,
-    /// Every IPv4 address of the uplink, `ADDR/LEN`, primaries first.
-    pub uplink_addresses: Vec<String>,
+    /// Every IPv4 address of the uplink, primaries first.
+    pub uplink_addresses: Vec<UplinkAddress>,
     /// What a new masqueraded flow takes through a route without a `src` of its own:
     /// the uplink's first primary address (`inet_select_addr`, as MASQUERADE takes
     /// it); toward a subnet of another primary address of the uplink, that one. None
@@ -535,6 +535,21 @@ pub struct AddressesView {
     /// namespace except loopback ones, and the address of `up`, which the datapath
     /// takes without asking.
     pub any_publish: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UplinkAddress {
+    /// `ADDR/LEN`.
+    pub address: String,
+    /// IFA_F_SECONDARY: never taken as a source by `inet_select_addr`.
+    pub secondary: bool,
+}
+
+impl fmt::Display for UplinkAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = if self.secondary { " (secondary)" } else { "" };
+        write!(f, "{}{suffix}", self.address)
+    }
 }
 
 /// Builds the view of the uplink `uplink_index` from every address of the namespace.
@@ -557,9 +572,9 @@ pub fn addresses_view(
         uplink,
         uplink_addresses: on_uplink
             .iter()
-            .map(|a| {
-                let suffix = if a.secondary { " (secondary)" } else { "" };
-                format!("{}{suffix}", a.local)
+            .map(|a| UplinkAddress {
+                address: a.local.to_string(),
+                secondary: a.secondary,
             })
             .collect(),
         masquerade_source: on_uplink
@@ -635,7 +650,11 @@ impl fmt::Display for StatusView {
                 if a.uplink_addresses.is_empty() {
                     "(no IPv4 address)".to_string()
                 } else {
-                    a.uplink_addresses.join(", ")
+                    a.uplink_addresses
+                        .iter()
+                        .map(UplinkAddress::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )?;
             writeln!(
@@ -785,10 +804,13 @@ mod tests {
             host(3, "172.16.0.100/24", false),
         ];
         let view = addresses_view("eth0".into(), 2, ip("10.0.1.48"), &all);
-        assert_eq!(
-            view.uplink_addresses,
-            ["10.0.1.51/24", "10.0.1.52/24 (secondary)"]
-        );
+        let shown: Vec<String> = view
+            .uplink_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.1.51/24", "10.0.1.52/24 (secondary)"]);
+        assert!(view.uplink_addresses[1].secondary);
         assert_eq!(view.masquerade_source, Some(ip("10.0.1.51")));
         assert_eq!(
             view.any_publish,
