@@ -227,8 +227,8 @@ fn insert_original(
 }
 
 /// A new flow out of the masqueraded subnet: the source becomes `uplink_addr` (the
-/// uplink's address in force, network byte order) and a source port chosen the way MASQUERADE chooses it (nf_nat's
-/// `nf_nat_l4proto_unique_tuple`):
+/// uplink's address in force, network byte order) and a source port chosen the way
+/// MASQUERADE chooses it (nf_nat's `nf_nat_l4proto_unique_tuple`):
 /// - the container's own port, when it lies outside the host's ephemeral ports (the
 ///   host may take those for a connection of its own later) and neither a flow nor a
 ///   host socket uses it toward this remote;
