@@ -65,6 +65,9 @@ pub enum Counter {
     DropConntrackClash,
     /// A checksum or store helper failed: dropped rather than sent half-rewritten.
     DropRewriteFailed,
+    /// A TCP RST outside the receiving side's window (`netfast_common::tcp::rst_in_window`):
+    /// dropped without touching the flow, so a blind RST cannot end it.
+    DropTcpRstOutOfWindow,
     /// Not a decision: every extra SNAT port try after the first.
     SnatPortRetries,
     /// Not a decision: a SNAT port passed over because a host socket uses it toward
@@ -81,10 +84,19 @@ pub enum Counter {
     /// driver without XDP metadata), so the tc program behind it looks the frame up
     /// again and counts a second decision (a translated frame finds no flow there).
     XdpMarkFailed,
+    /// Not a decision: a SYN from the original side found its flow closed (TIME_WAIT
+    /// or CLOSE) and started a fresh one, with a new publish lookup or port choice.
+    ConntrackReopened,
+    /// Not a decision: a flow became assured (TCP handshake completed, or a UDP or
+    /// ICMP reply seen) and moved from `CONNTRACK_UNASSURED` to `CONNTRACK`.
+    ConntrackAssured,
+    /// Not a decision: an assured flow could not move to `CONNTRACK` (its tuple was
+    /// taken there, or the insert failed); it stays in `CONNTRACK_UNASSURED`.
+    ConntrackAssureFailed,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::XdpMarkFailed as u32 + 1;
+    pub const COUNT: u32 = Counter::ConntrackAssureFailed as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::DnatNew,
@@ -111,12 +123,16 @@ impl Counter {
         Counter::DropConntrackInsert,
         Counter::DropConntrackClash,
         Counter::DropRewriteFailed,
+        Counter::DropTcpRstOutOfWindow,
         Counter::SnatPortRetries,
         Counter::SnatPortHostSocket,
         Counter::ConntrackHalfRestored,
         Counter::ConntrackRestoreFailed,
         Counter::FragmentRecordFailed,
         Counter::XdpMarkFailed,
+        Counter::ConntrackReopened,
+        Counter::ConntrackAssured,
+        Counter::ConntrackAssureFailed,
     ];
 
     /// Whether this counter is a packet's one decision; the others count events on the
@@ -131,6 +147,9 @@ impl Counter {
                 | Counter::ConntrackRestoreFailed
                 | Counter::FragmentRecordFailed
                 | Counter::XdpMarkFailed
+                | Counter::ConntrackReopened
+                | Counter::ConntrackAssured
+                | Counter::ConntrackAssureFailed
         )
     }
 
@@ -145,6 +164,7 @@ impl Counter {
                 | Counter::DropConntrackInsert
                 | Counter::DropConntrackClash
                 | Counter::DropRewriteFailed
+                | Counter::DropTcpRstOutOfWindow
         )
     }
 
@@ -175,12 +195,16 @@ impl Counter {
             Counter::DropConntrackInsert => "drop_conntrack_insert",
             Counter::DropConntrackClash => "drop_conntrack_clash",
             Counter::DropRewriteFailed => "drop_rewrite_failed",
+            Counter::DropTcpRstOutOfWindow => "drop_tcp_rst_out_of_window",
             Counter::SnatPortRetries => "snat_port_retries",
             Counter::SnatPortHostSocket => "snat_port_host_socket",
             Counter::ConntrackHalfRestored => "conntrack_half_restored",
             Counter::ConntrackRestoreFailed => "conntrack_restore_failed",
             Counter::FragmentRecordFailed => "fragment_record_failed",
             Counter::XdpMarkFailed => "xdp_mark_failed",
+            Counter::ConntrackReopened => "conntrack_reopened",
+            Counter::ConntrackAssured => "conntrack_assured",
+            Counter::ConntrackAssureFailed => "conntrack_assure_failed",
         }
     }
 }

@@ -57,9 +57,18 @@ pub struct FlowState {
     pub nat_port: u16,
     pub kind: u8,
     pub direction: u8,
-    /// Every TCP flag seen in this direction, OR-ed together.
+    /// TCP (`crate::tcp`): every flag this direction sent, OR-ed together.
     pub tcp_flags: u8,
-    pub _pad: [u8; 7],
+    pub _pad: u8,
+    /// TCP: the largest raw (unscaled) window this direction advertised. Host order.
+    pub tcp_window: u16,
+    /// TCP: the sequence number after the furthest segment this direction sent
+    /// (nf_conntrack's `td_end`). Host order; valid once `tcp_flags` is not 0.
+    pub tcp_seq_end: u32,
+    /// TCP: the highest acknowledgement number this direction sent (`td_maxack`).
+    /// Host order; valid once `tcp_flags` has ACK.
+    pub tcp_ack: u32,
+    pub _pad2: [u8; 4],
     /// `bpf_ktime_get_ns` when the flow was created.
     pub created_ns: u64,
     /// `bpf_ktime_get_ns` of the last packet in this direction.
@@ -83,11 +92,9 @@ impl FlowState {
     /// The entry of the other half: the same translation, undone. Everything it holds
     /// follows from this entry and its key, so an evicted half can be rebuilt.
     pub const fn partner_state(&self, key: &FlowKey) -> FlowState {
-        let (nat_addr, nat_port) = if self.rewrites_destination() {
-            (key.dst_addr, key.dst_port)
-        } else {
-            (key.src_addr, key.src_port)
-        };
+        let dst = self.rewrites_destination();
+        let nat_addr = pick32(dst, key.dst_addr, key.src_addr);
+        let nat_port = pick16(dst, key.dst_port, key.src_port);
         FlowState {
             nat_addr,
             nat_port,
@@ -98,7 +105,11 @@ impl FlowState {
                 DIR_ORIGINAL
             },
             tcp_flags: 0,
-            _pad: [0; 7],
+            _pad: 0,
+            tcp_window: 0,
+            tcp_seq_end: 0,
+            tcp_ack: 0,
+            _pad2: [0; 4],
             created_ns: self.created_ns,
             last_seen_ns: self.last_seen_ns,
             packets: 0,
@@ -109,20 +120,31 @@ impl FlowState {
     /// The key of the other half of the flow that `key` (this entry's key) belongs to:
     /// the translated packet, seen coming back.
     pub const fn partner_key(&self, key: &FlowKey) -> FlowKey {
-        let (src_addr, src_port, dst_addr, dst_port) = if self.rewrites_destination() {
-            (self.nat_addr, self.nat_port, key.src_addr, key.src_port)
-        } else {
-            (key.dst_addr, key.dst_port, self.nat_addr, self.nat_port)
-        };
+        let dst = self.rewrites_destination();
         FlowKey {
-            src_addr,
-            dst_addr,
-            src_port,
-            dst_port,
+            src_addr: pick32(dst, self.nat_addr, key.dst_addr),
+            dst_addr: pick32(dst, key.src_addr, self.nat_addr),
+            src_port: pick16(dst, self.nat_port, key.dst_port),
+            dst_port: pick16(dst, key.src_port, self.nat_port),
             proto: key.proto,
             _pad: [0; 3],
         }
     }
+}
+
+/// `if cond { a } else { b }` as masks: LLVM turns a branchy choice between two
+/// fields of one struct into a choice between their addresses (pointer OR), which the
+/// BPF verifier refuses ("bitwise operator |= on pointer prohibited").
+#[inline(always)]
+const fn pick32(cond: bool, a: u32, b: u32) -> u32 {
+    let mask = (cond as u32).wrapping_neg();
+    (a & mask) | (b & !mask)
+}
+
+#[inline(always)]
+const fn pick16(cond: bool, a: u16, b: u16) -> u16 {
+    let mask = (cond as u16).wrapping_neg();
+    (a & mask) | (b & !mask)
 }
 
 #[cfg(feature = "user")]
@@ -134,7 +156,7 @@ mod user {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
-const _: () = assert!(core::mem::size_of::<FlowState>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 56);
 
 #[cfg(test)]
 mod tests {

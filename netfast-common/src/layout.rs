@@ -13,8 +13,10 @@ use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, Fr
 /// 3 adds the conntrack half-restore counters; 4 adds `FRAGMENTS` and the ICMP-error,
 /// fragment and XDP-partial-checksum counters; 5 adds `xdp_mark_failed` and
 /// `drop_conntrack_clash` (main held layout 4 with fewer counters for a while); 6 puts
-/// the host's ephemeral port range in `CONFIG` and adds `snat_port_host_socket`.
-pub const LAYOUT_VERSION: u64 = 6;
+/// the host's ephemeral port range in `CONFIG` and adds `snat_port_host_socket`; 7
+/// adds TCP sequence tracking to `FlowState`, `CONNTRACK_UNASSURED` and the TCP-state
+/// and assurance counters.
+pub const LAYOUT_VERSION: u64 = 7;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
@@ -40,10 +42,10 @@ const fn fingerprint() -> u64 {
     packed
 }
 
-// FlowKey 16, FlowState 48, ForwardKey 8, Backend 8, DatapathConfig 24, FragKey 12,
-// FragEntry 16, 30 counters.
+// FlowKey 16, FlowState 56, ForwardKey 8, Backend 8, DatapathConfig 24, FragKey 12,
+// FragEntry 16, 34 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_30_08_08_18_0c_10_1e,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_18_0c_10_22,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

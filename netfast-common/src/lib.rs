@@ -12,6 +12,7 @@ pub mod forward;
 pub mod fragment;
 pub mod layout;
 pub mod names;
+pub mod tcp;
 
 pub use counters::Counter;
 pub use datapath_config::DatapathConfig;

@@ -6,6 +6,9 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/netfast";
 pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_FORWARDS: &str = "FORWARDS";
 pub const MAP_CONNTRACK: &str = "CONNTRACK";
+/// Flows not yet assured (TCP before its handshake completes, UDP and ICMP before a
+/// reply): kept apart so that a flood of them cannot evict an assured flow.
+pub const MAP_CONNTRACK_UNASSURED: &str = "CONNTRACK_UNASSURED";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 /// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
@@ -27,6 +30,14 @@ pub const LINK_UPLINK_INGRESS_FALLBACK: &str = "link_uplink_ingress_fallback";
 /// The default size of `CONNTRACK`, in entries (two per flow): room for 131072 flows.
 /// The config's `[conntrack] capacity` overrides it at load time.
 pub const CONNTRACK_CAPACITY: u32 = 262_144;
+/// The default size of `CONNTRACK_UNASSURED`: [`unassured_capacity`] of the default.
+pub const CONNTRACK_UNASSURED_CAPACITY: u32 = unassured_capacity(CONNTRACK_CAPACITY);
+
+/// The size of `CONNTRACK_UNASSURED` for a `CONNTRACK` of `capacity` entries: half
+/// of it. Flows wait there only for a handshake or a first reply.
+pub const fn unassured_capacity(capacity: u32) -> u32 {
+    capacity / 2
+}
 pub const FORWARDS_CAPACITY: u32 = 16_384;
 
 /// How many ports a SNAT port search tries before a new flow is refused: a random

@@ -13,10 +13,11 @@ use netfast_common::{
     flow::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     names::SNAT_MAX_TRIES,
     proto,
+    tcp::{self, flags as tcp_flags},
 };
 
 use crate::{
-    maps::{CONNTRACK, count},
+    maps::{CONNTRACK, CONNTRACK_UNASSURED, count},
     parse::Packet,
     sockets::HostSockets,
 };
@@ -77,20 +78,99 @@ impl Rewrite {
 const PARTNER_CHECK_EVERY: u64 = 8;
 const PARTNER_CHECK_IDLE_NS: u64 = 1_000_000_000;
 
+/// Which of the two conntrack maps an entry lives in. Both halves of a flow always
+/// share one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// `CONNTRACK`: assured flows.
+    Assured,
+    /// `CONNTRACK_UNASSURED`: new flows until assured.
+    Unassured,
+}
+
+impl Table {
+    #[inline(always)]
+    fn get(self, key: &FlowKey) -> Option<FlowState> {
+        // SAFETY: the value is copied out at once.
+        unsafe {
+            match self {
+                Table::Assured => CONNTRACK.get(key).copied(),
+                Table::Unassured => CONNTRACK_UNASSURED.get(key).copied(),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn contains(self, key: &FlowKey) -> bool {
+        match self {
+            Table::Assured => CONNTRACK.get_ptr(key).is_some(),
+            Table::Unassured => CONNTRACK_UNASSURED.get_ptr(key).is_some(),
+        }
+    }
+
+    /// Inserts with BPF_NOEXIST: never clobbers another flow's entry.
+    #[inline(always)]
+    fn insert_new(self, key: &FlowKey, state: &FlowState) -> Result<(), i32> {
+        let flags = BPF_NOEXIST.into();
+        match self {
+            Table::Assured => CONNTRACK.insert(key, state, flags),
+            Table::Unassured => CONNTRACK_UNASSURED.insert(key, state, flags),
+        }
+        .map_err(|err| err as i32)
+    }
+
+    /// ENOENT, the only error a delete of a well-formed key can give, means the LRU
+    /// or the GC took the entry already: gone either way.
+    #[inline(always)]
+    fn remove(self, key: &FlowKey) {
+        let _gone_either_way = match self {
+            Table::Assured => CONNTRACK.remove(key),
+            Table::Unassured => CONNTRACK_UNASSURED.remove(key),
+        };
+    }
+}
+
 /// The entry for `key` (the packet's tuple, or for a later fragment its datagram's),
-/// if it is meant for this side of the uplink. A tuple seen on the wrong side (a
-/// spoofed reply from outside, say) is a miss and leaves the entry untouched. The hit
-/// is recorded on the entry.
+/// if it is meant for this side of the uplink: assured flows first, then new ones. A
+/// tuple seen on the wrong side (a spoofed reply from outside, say) is a miss and
+/// leaves the entry untouched. The hit is recorded on the entry.
+///
+/// `Ok(None)` is a miss, also for a SYN that reopens a closed flow (its entries are
+/// gone, so the caller starts a fresh one). `Err` drops the packet: an RST outside
+/// the window, which leaves the flow untouched.
 #[inline(always)]
-pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<Rewrite> {
-    let entry = CONNTRACK.get_ptr_mut(key)?;
+pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Result<Option<Rewrite>, Counter> {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(key) {
+        return hit(Table::Assured, key, entry, pkt, side);
+    }
+    match CONNTRACK_UNASSURED.get_ptr_mut(key) {
+        Some(entry) => hit(Table::Unassured, key, entry, pkt, side),
+        None => Ok(None),
+    }
+}
+
+#[inline(always)]
+fn hit(
+    table: Table,
+    key: &FlowKey,
+    entry: *mut FlowState,
+    pkt: &Packet,
+    side: Side,
+) -> Result<Option<Rewrite>, Counter> {
     // SAFETY: the pointer comes from a lookup in this program run. Two CPUs may race
-    // on the same entry; the fields written are statistics, so a lost update is
-    // harmless.
+    // on the same entry; the fields written are statistics and forward-only TCP
+    // marks, so a lost update is harmless.
     let entry = unsafe { &mut *entry };
     let rewrite = Rewrite::of(entry);
     if !side.takes(rewrite.rewrites_destination()) {
-        return None;
+        return Ok(None);
+    }
+    // A later fragment carries no TCP header: its flags read 0.
+    let tcp = pkt.tcp.flags != 0;
+    if tcp && pkt.tcp.flags & (tcp_flags::RST | tcp_flags::SYN) != 0 {
+        if let Some(outcome) = tcp_control(table, key, entry, pkt) {
+            return outcome;
+        }
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -98,17 +178,98 @@ pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<Rewrite> {
     entry.last_seen_ns = now;
     entry.packets += 1;
     entry.bytes += u64::from(pkt.ip_len);
-    // Written only when it changes: the cache line stays clean on most hits.
-    if pkt.tcp_flags & !entry.tcp_flags != 0 {
-        entry.tcp_flags |= pkt.tcp_flags;
+    if tcp {
+        entry.record_tcp(&pkt.tcp);
     }
-    if entry.packets <= 2
+    if table == Table::Unassured && assured_by(key, entry, pkt) {
+        assure(key, entry);
+    } else if entry.packets <= 2
         || entry.packets % PARTNER_CHECK_EVERY == 0
         || idle > PARTNER_CHECK_IDLE_NS
     {
-        restore_partner(key, entry);
+        restore_partner(table, key, entry);
     }
-    Some(rewrite)
+    Ok(Some(rewrite))
+}
+
+/// The segments that can end a flow or start a new one, checked against the other
+/// half: an RST must fall in the window (`tcp::rst_in_window`), and a SYN from the
+/// original side on a closed flow (TIME_WAIT, CLOSE) removes it, so the caller opens
+/// a fresh one, as nf_conntrack does. None: go on with the hit.
+#[inline(always)]
+fn tcp_control(
+    table: Table,
+    key: &FlowKey,
+    entry: &FlowState,
+    pkt: &Packet,
+) -> Option<Result<Option<Rewrite>, Counter>> {
+    let partner_key = entry.partner_key(key);
+    let partner = table.get(&partner_key)?;
+    let flags = pkt.tcp.flags;
+    if flags & tcp_flags::RST != 0 {
+        if !tcp::rst_in_window(entry, &partner, &pkt.tcp) {
+            return Some(Err(Counter::DropTcpRstOutOfWindow));
+        }
+        return None;
+    }
+    let bare_syn = flags & tcp_flags::ACK == 0;
+    if !bare_syn || entry.direction != DIR_ORIGINAL {
+        return None;
+    }
+    if !tcp::tcp_state(entry, &partner).is_closed() {
+        return None;
+    }
+    table.remove(&partner_key);
+    table.remove(key);
+    count(Counter::ConntrackReopened);
+    Some(Ok(None))
+}
+
+/// Whether this packet makes an unassured flow assured, nf_conntrack's IPS_ASSURED:
+/// for TCP the completed handshake (`TcpState::is_assured`, which needs the other
+/// half), for UDP and ICMP the first reply.
+#[inline(always)]
+fn assured_by(key: &FlowKey, entry: &FlowState, pkt: &Packet) -> bool {
+    if key.proto != proto::TCP {
+        return entry.direction == DIR_REPLY;
+    }
+    if pkt.tcp.flags & tcp_flags::ACK == 0 || entry.direction != DIR_ORIGINAL {
+        return false;
+    }
+    match Table::Unassured.get(&entry.partner_key(key)) {
+        Some(reply) => tcp::tcp_state(entry, &reply).is_assured(),
+        None => false,
+    }
+}
+
+/// Moves an assured flow from `CONNTRACK_UNASSURED` to `CONNTRACK`: both halves with
+/// BPF_NOEXIST (reply half first, as on creation), then out of the unassured map. If
+/// `CONNTRACK` refuses (the tuple is taken there), the flow stays where it is and
+/// keeps working; it is counted.
+#[inline(always)]
+fn assure(key: &FlowKey, entry: &FlowState) {
+    let partner_key = entry.partner_key(key);
+    let partner = match Table::Unassured.get(&partner_key) {
+        Some(partner) => partner,
+        None => entry.partner_state(key),
+    };
+    let (first, first_state, second, second_state) = if entry.direction == DIR_REPLY {
+        (key, entry, &partner_key, &partner)
+    } else {
+        (&partner_key, &partner, key, entry)
+    };
+    if Table::Assured.insert_new(first, first_state).is_err() {
+        count(Counter::ConntrackAssureFailed);
+        return;
+    }
+    if Table::Assured.insert_new(second, second_state).is_err() {
+        Table::Assured.remove(first);
+        count(Counter::ConntrackAssureFailed);
+        return;
+    }
+    Table::Unassured.remove(second);
+    Table::Unassured.remove(first);
+    count(Counter::ConntrackAssured);
 }
 
 /// What an ICMP error about the flow of `key` must say instead: the entry's address
@@ -117,8 +278,10 @@ pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Option<Rewrite> {
 /// refresh a flow's timeout for RELATED packets either).
 #[inline(always)]
 pub fn related(key: &FlowKey, side: Side) -> Option<(u32, u16)> {
-    // SAFETY: the fields are copied out at once.
-    let entry = unsafe { CONNTRACK.get(key) }?;
+    let entry = match Table::Assured.get(key) {
+        Some(entry) => entry,
+        None => Table::Unassured.get(key)?,
+    };
     if !side.takes(entry.rewrites_destination()) {
         return None;
     }
@@ -130,12 +293,12 @@ pub fn related(key: &FlowKey, side: Side) -> Option<(u32, u16)> {
 /// that is left holds all it takes to rebuild it. NOEXIST: never clobber a half that
 /// another CPU just wrote, or a port another flow has claimed since.
 #[inline(always)]
-fn restore_partner(key: &FlowKey, state: &FlowState) {
+fn restore_partner(table: Table, key: &FlowKey, state: &FlowState) {
     let partner = state.partner_key(key);
-    if CONNTRACK.get_ptr(&partner).is_some() {
+    if table.contains(&partner) {
         return;
     }
-    match CONNTRACK.insert(&partner, &state.partner_state(key), BPF_NOEXIST.into()) {
+    match table.insert_new(&partner, &state.partner_state(key)) {
         Ok(()) => count(Counter::ConntrackHalfRestored),
         Err(err) if err == -EEXIST => {}
         Err(_) => count(Counter::ConntrackRestoreFailed),
@@ -152,17 +315,35 @@ fn state(
     now: u64,
 ) -> FlowState {
     let seen = direction == DIR_ORIGINAL;
-    FlowState {
+    let mut state = FlowState {
         nat_addr,
         nat_port,
         kind,
         direction,
-        tcp_flags: if seen { pkt.tcp_flags } else { 0 },
         created_ns: now,
         last_seen_ns: now,
         packets: u64::from(seen),
         bytes: if seen { u64::from(pkt.ip_len) } else { 0 },
         ..FlowState::default()
+    };
+    if seen && pkt.tcp.flags != 0 {
+        state.record_tcp(&pkt.tcp);
+    }
+    state
+}
+
+/// Claims a new flow's reply tuple: the reply half goes into `CONNTRACK_UNASSURED`
+/// with BPF_NOEXIST, unless an assured flow holds the tuple already. False when the
+/// tuple is taken, by either kind of flow.
+#[inline(always)]
+fn claim_reply(pkt: &Packet, reply: &FlowKey, reply_state: &FlowState) -> Result<bool, Counter> {
+    if Table::Assured.contains(reply) {
+        return Ok(false);
+    }
+    match Table::Unassured.insert_new(reply, reply_state) {
+        Ok(()) => Ok(true),
+        Err(err) if err == -EEXIST => Ok(false),
+        Err(err) => Err(insert_failed(pkt, err)),
     }
 }
 
@@ -198,10 +379,8 @@ pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<Rewrite, Counter> 
     );
     // The reply tuple (backend to client) may be another flow's: the backend's own
     // masqueraded connection from that port to that client. It is kept.
-    match CONNTRACK.insert(&reply, &reply_state, BPF_NOEXIST.into()) {
-        Ok(()) => {}
-        Err(err) if err == -EEXIST => return Err(Counter::DropConntrackClash),
-        Err(err) => return Err(insert_failed(pkt, err)),
+    if !claim_reply(pkt, &reply, &reply_state)? {
+        return Err(Counter::DropConntrackClash);
     }
     insert_original(&original, &original_state, &reply)
 }
@@ -215,14 +394,12 @@ fn insert_original(
     original_state: &FlowState,
     reply: &FlowKey,
 ) -> Result<Rewrite, Counter> {
-    let failed = match CONNTRACK.insert(original, original_state, BPF_NOEXIST.into()) {
+    let failed = match Table::Unassured.insert_new(original, original_state) {
         Ok(()) => return Ok(Rewrite::of(original_state)),
         Err(err) if err == -EEXIST => Counter::DropConntrackClash,
         Err(err) => insert_failed(original, err),
     };
-    // ENOENT, the only error a delete of a well-formed key can give, means the LRU or
-    // the GC took the half already: either way nothing is left to hold the tuple.
-    let _gone_either_way = CONNTRACK.remove(reply);
+    Table::Unassured.remove(reply);
     Err(failed)
 }
 
@@ -364,13 +541,11 @@ fn claim<H: HostSockets>(
         proto: original.proto,
         _pad: [0; 3],
     };
-    match CONNTRACK.insert(&reply, reply_state, BPF_NOEXIST.into()) {
-        Ok(()) => {
-            let original_state = state(pkt, uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
-            insert_original(&original, &original_state, &reply).map(Some)
-        }
-        Err(err) if err == -EEXIST => Ok(None),
-        Err(err) => Err(insert_failed(pkt, err)),
+    if claim_reply(pkt, &reply, reply_state)? {
+        let original_state = state(pkt, uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
+        insert_original(&original, &original_state, &reply).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

@@ -6,7 +6,9 @@ use aya_ebpf::{
 };
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
-    names::{CONNTRACK_CAPACITY, FORWARDS_CAPACITY, FRAGMENTS_CAPACITY},
+    names::{
+        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FORWARDS_CAPACITY, FRAGMENTS_CAPACITY,
+    },
 };
 
 #[btf_map]
@@ -15,10 +17,22 @@ pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
 #[btf_map]
 pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }> = HashMap::new();
 
-/// LRU so that a full table evicts the coldest flow instead of refusing new ones.
+/// Assured flows (`netfast_common::tcp::TcpState::is_assured`, or a UDP or ICMP
+/// reply seen). LRU so that a full table evicts the coldest flow instead of refusing
+/// new ones; only assured flows are ever inserted, so only they can push one out.
 #[btf_map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState, { CONNTRACK_CAPACITY as usize }> =
     LruHashMap::new();
+
+/// New flows until they are assured, then they move to `CONNTRACK`. A flood of flows
+/// that never get there (SYNs from spoofed sources, say) evicts only its own kind,
+/// the way nf_conntrack's `early_drop` takes only unassured entries.
+#[btf_map]
+pub static CONNTRACK_UNASSURED: LruHashMap<
+    FlowKey,
+    FlowState,
+    { CONNTRACK_UNASSURED_CAPACITY as usize },
+> = LruHashMap::new();
 
 /// First fragments' ports, for their datagrams' later fragments (`fragment.rs`).
 #[btf_map]

@@ -4,7 +4,10 @@
 
 use core::mem::{offset_of, size_of};
 
-use netfast_common::{Counter, FlowKey, proto};
+use netfast_common::{
+    Counter, FlowKey, proto,
+    tcp::{self, Segment},
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     icmp::Icmpv4Hdr,
@@ -62,7 +65,8 @@ pub struct Packet {
     pub l4_len: u16,
     /// The IP identification field, raw.
     pub ip_id: u16,
-    pub tcp_flags: u8,
+    /// TCP: the segment's flags, sequence numbers and window; zero for other protocols.
+    pub tcp: Segment,
     /// `FRAG_NONE`, `FRAG_FIRST` or `FRAG_LATER`.
     pub fragment: u8,
     /// Whether a miss may start a new flow: TCP, UDP, and of ICMP only an echo
@@ -214,7 +218,7 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
         ip_len,
         l4_len: ip_len.saturating_sub(ihl_bytes as u16),
         ip_id,
-        tcp_flags: 0,
+        tcp: Segment::default(),
         fragment,
         opens_flow: ip_proto != proto::ICMP,
         quote_off: 0,
@@ -251,7 +255,22 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
             let hdr: [u8; TcpHdr::LEN] = read(data, data_end, l4).map_err(truncated)?;
             pkt.key.src_port = u16::from_ne_bytes([hdr[0], hdr[1]]);
             pkt.key.dst_port = u16::from_ne_bytes([hdr[2], hdr[3]]);
-            pkt.tcp_flags = hdr[13];
+            let flags = hdr[13];
+            // Data offset in 32-bit words; what follows the header is payload. SYN and
+            // FIN take one sequence number each.
+            let header_len = u32::from(hdr[12] >> 4) * 4;
+            let payload = u32::from(pkt.l4_len).saturating_sub(header_len);
+            let seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            pkt.tcp = Segment {
+                flags,
+                seq,
+                seq_end: seq
+                    .wrapping_add(payload)
+                    .wrapping_add(u32::from(flags & tcp::flags::SYN != 0))
+                    .wrapping_add(u32::from(flags & tcp::flags::FIN != 0)),
+                ack: u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]),
+                window: u16::from_be_bytes([hdr[14], hdr[15]]),
+            };
             pkt.l4_csum = u16::from_ne_bytes([hdr[16], hdr[17]]);
             pkt.l4_csum_off = (l4 + offset_of!(TcpHdr, check)) as u8;
             pkt.src_port_off = (l4 + offset_of!(TcpHdr, source)) as u8;

@@ -36,7 +36,11 @@ pub fn ingress<R: Rewriter + Routes>(r: &mut R, parsed: Result<Packet, Unparsed>
     if pkt.fragment == FRAG_LATER {
         return later_fragment(r, &pkt, Side::Ingress);
     }
-    if let Some(state) = conntrack::lookup_for(&pkt.key, &pkt, Side::Ingress) {
+    let hit = match conntrack::lookup_for(&pkt.key, &pkt, Side::Ingress) {
+        Ok(hit) => hit,
+        Err(drop) => return drop,
+    };
+    if let Some(state) = hit {
         let outcome = if state.direction == DIR_ORIGINAL {
             Counter::DnatEstablished
         } else {
@@ -87,7 +91,11 @@ fn egress_packet<R: Rewriter + HostSockets + Routes>(
     if pkt.fragment == FRAG_LATER {
         return later_fragment(r, pkt, Side::Egress);
     }
-    if let Some(state) = conntrack::lookup_for(&pkt.key, pkt, Side::Egress) {
+    let hit = match conntrack::lookup_for(&pkt.key, pkt, Side::Egress) {
+        Ok(hit) => hit,
+        Err(drop) => return drop,
+    };
+    if let Some(state) = hit {
         let outcome = if state.direction == DIR_ORIGINAL {
             Counter::SnatEstablished
         } else {
@@ -117,7 +125,8 @@ fn later_fragment<R: Rewriter>(r: &mut R, pkt: &Packet, side: Side) -> Counter {
     let Some(key) = fragment::later_tuple(pkt) else {
         return Counter::PassFragmentUntracked;
     };
-    let Some(state) = conntrack::lookup_for(&key, pkt, side) else {
+    // A later fragment carries no TCP header, so its lookup never drops.
+    let Ok(Some(state)) = conntrack::lookup_for(&key, pkt, side) else {
         return Counter::PassFragmentUntracked;
     };
     match translate(r, pkt, &state) {

@@ -231,8 +231,17 @@ struct RawConntrack {
     capacity: Option<i64>,
     gc_interval: Option<i64>,
     tcp_established: Option<i64>,
+    /// Both SYN states at once; `tcp_syn_sent` and `tcp_syn_recv` override it.
     tcp_syn: Option<i64>,
+    /// Every closing state at once; the per-state keys override it.
     tcp_closing: Option<i64>,
+    tcp_syn_sent: Option<i64>,
+    tcp_syn_recv: Option<i64>,
+    tcp_fin_wait: Option<i64>,
+    tcp_close_wait: Option<i64>,
+    tcp_last_ack: Option<i64>,
+    tcp_time_wait: Option<i64>,
+    tcp_close: Option<i64>,
     udp: Option<i64>,
     icmp: Option<i64>,
 }
@@ -725,13 +734,72 @@ fn parse_conntrack(raw: &RawConntrack) -> Result<ConntrackConfig, String> {
         }
     };
     let t = defaults.timeouts;
+    // The group keys of earlier releases set every state of their group; a
+    // per-state key wins over its group's. Suggested values are the group's longest.
+    let syn = seconds(raw.tcp_syn, "tcp_syn", t.tcp_syn_sent)?;
+    let closing = seconds(raw.tcp_closing, "tcp_closing", t.tcp_fin_wait)?;
+    let state = |value, key, group: Option<i64>, group_value: Duration, default: Duration| {
+        let fallback = if group.is_some() {
+            group_value
+        } else {
+            default
+        };
+        seconds(value, key, fallback)
+    };
     Ok(ConntrackConfig {
         capacity,
         gc_interval: seconds(raw.gc_interval, "gc_interval", defaults.gc_interval)?,
         timeouts: Timeouts {
+            tcp_syn_sent: state(
+                raw.tcp_syn_sent,
+                "tcp_syn_sent",
+                raw.tcp_syn,
+                syn,
+                t.tcp_syn_sent,
+            )?,
+            tcp_syn_recv: state(
+                raw.tcp_syn_recv,
+                "tcp_syn_recv",
+                raw.tcp_syn,
+                syn,
+                t.tcp_syn_recv,
+            )?,
             tcp_established: seconds(raw.tcp_established, "tcp_established", t.tcp_established)?,
-            tcp_syn: seconds(raw.tcp_syn, "tcp_syn", t.tcp_syn)?,
-            tcp_closing: seconds(raw.tcp_closing, "tcp_closing", t.tcp_closing)?,
+            tcp_fin_wait: state(
+                raw.tcp_fin_wait,
+                "tcp_fin_wait",
+                raw.tcp_closing,
+                closing,
+                t.tcp_fin_wait,
+            )?,
+            tcp_close_wait: state(
+                raw.tcp_close_wait,
+                "tcp_close_wait",
+                raw.tcp_closing,
+                closing,
+                t.tcp_close_wait,
+            )?,
+            tcp_last_ack: state(
+                raw.tcp_last_ack,
+                "tcp_last_ack",
+                raw.tcp_closing,
+                closing,
+                t.tcp_last_ack,
+            )?,
+            tcp_time_wait: state(
+                raw.tcp_time_wait,
+                "tcp_time_wait",
+                raw.tcp_closing,
+                closing,
+                t.tcp_time_wait,
+            )?,
+            tcp_close: state(
+                raw.tcp_close,
+                "tcp_close",
+                raw.tcp_closing,
+                closing,
+                t.tcp_close,
+            )?,
             udp: seconds(raw.udp, "udp", t.udp)?,
             icmp: seconds(raw.icmp, "icmp", t.icmp)?,
         },
@@ -1021,6 +1089,23 @@ spec = "9001:172.16.0.50:80""#,
         assert!(r.start() <= r.end());
     }
 
+    /// Every timeout in seconds, SYN_SENT to CLOSE, then UDP and ICMP.
+    fn all_secs(t: &Timeouts) -> [u64; 10] {
+        [
+            t.tcp_syn_sent,
+            t.tcp_syn_recv,
+            t.tcp_established,
+            t.tcp_fin_wait,
+            t.tcp_close_wait,
+            t.tcp_last_ack,
+            t.tcp_time_wait,
+            t.tcp_close,
+            t.udp,
+            t.icmp,
+        ]
+        .map(|d| d.as_secs())
+    }
+
     #[test]
     fn conntrack_defaults_and_overrides() {
         let c = Config::from_toml_str(SEED).unwrap();
@@ -1029,8 +1114,8 @@ spec = "9001:172.16.0.50:80""#,
         assert_eq!(c.conntrack.gc_interval, Duration::from_secs(5));
         let t = c.conntrack.timeouts;
         assert_eq!(
-            [t.tcp_established, t.tcp_syn, t.tcp_closing, t.udp, t.icmp].map(|d| d.as_secs()),
-            [21600, 60, 10, 60, 30]
+            all_secs(&t),
+            [120, 60, 432_000, 120, 60, 30, 120, 10, 60, 30]
         );
 
         let c = Config::from_toml_str(&format!(
@@ -1041,10 +1126,15 @@ spec = "9001:172.16.0.50:80""#,
         assert_eq!(c.conntrack.capacity, 4096);
         assert_eq!(c.conntrack.gc_interval, Duration::from_secs(1));
         let t = c.conntrack.timeouts;
-        assert_eq!(
-            [t.tcp_established, t.tcp_syn, t.tcp_closing, t.udp, t.icmp].map(|d| d.as_secs()),
-            [300, 5, 2, 3, 4]
-        );
+        assert_eq!(all_secs(&t), [5, 5, 300, 2, 2, 2, 2, 2, 3, 4]);
+
+        // A per-state key wins over its group's.
+        let c = Config::from_toml_str(&format!(
+            "{SEED}[conntrack]\ntcp_closing = 2\ntcp_close_wait = 70\ntcp_syn_recv = 9\n"
+        ))
+        .unwrap();
+        let t = c.conntrack.timeouts;
+        assert_eq!(all_secs(&t), [120, 9, 432_000, 2, 70, 2, 2, 2, 60, 30]);
 
         // A partial table keeps the other defaults.
         let c = Config::from_toml_str(&format!("{SEED}[conntrack]\nudp = 7\n")).unwrap();
@@ -1060,9 +1150,11 @@ spec = "9001:172.16.0.50:80""#,
             ("capacity = 100", &["conntrack capacity 100", "(conntrack.capacity)", "too small", "1024 to 4194304", "like 262144"]),
             ("capacity = 99999999", &["(conntrack.capacity)", "too large"]),
             ("capacity = -1", &["(conntrack.capacity)"]),
-            ("tcp_established = 0", &["conntrack tcp_established 0", "(conntrack.tcp_established)", "at least 1 second", "like 21600"]),
-            ("tcp_syn = -5", &["(conntrack.tcp_syn)", "at least 1 second", "like 60"]),
-            ("tcp_closing = 9999999999", &["(conntrack.tcp_closing)", "longer than 30 days", "like 10"]),
+            ("tcp_established = 0", &["conntrack tcp_established 0", "(conntrack.tcp_established)", "at least 1 second", "like 432000"]),
+            ("tcp_syn = -5", &["(conntrack.tcp_syn)", "at least 1 second", "like 120"]),
+            ("tcp_closing = 9999999999", &["(conntrack.tcp_closing)", "longer than 30 days", "like 120"]),
+            ("tcp_close_wait = 0", &["(conntrack.tcp_close_wait)", "at least 1 second", "like 60"]),
+            ("tcp_time_wait = -1", &["(conntrack.tcp_time_wait)", "like 120"]),
             ("udp = 0", &["(conntrack.udp)", "like 60"]),
             ("icmp = 0", &["(conntrack.icmp)", "like 30"]),
             ("gc_interval = 0", &["(conntrack.gc_interval)", "like 5"]),

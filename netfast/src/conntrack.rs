@@ -1,5 +1,6 @@
-//! Conntrack as operators and the GC see it: pairs of `CONNTRACK` entries joined into
-//! flows, and the TCP state derived from the flags both halves have seen.
+//! Conntrack as operators and the GC see it: pairs of `CONNTRACK` (and
+//! `CONNTRACK_UNASSURED`) entries joined into flows, and the TCP state derived from
+//! what both halves recorded (`netfast_common::tcp::tcp_state`).
 //!
 //! Everything here is pure: it works on entries already read from the map, so it is
 //! unit-tested without BPF.
@@ -12,87 +13,23 @@ use netfast_common::{
     proto,
 };
 
-/// TCP flag bits as they sit in the header's flags byte (and in `FlowState::tcp_flags`).
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const ACK: u8 = 0x10;
-}
+pub use netfast_common::tcp::{TcpState, flags as tcp_flags};
 
-/// A TCP flow's state, derived from every flag seen in each direction ([`tcp_state`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TcpState {
-    /// No flag seen yet (an entry written before its first TCP packet was counted).
-    None,
-    /// The original side sent SYN; no SYN-ACK came back yet.
-    SynSent,
-    /// The reply side answered SYN-ACK; the original side's ACK was not seen yet.
-    SynRecv,
-    /// The handshake completed, or the flow was picked up mid-stream (ACKs, no SYN).
-    Established,
-    /// One side sent FIN.
-    FinWait,
-    /// Both sides sent FIN.
-    Closing,
-    /// Either side sent RST.
-    Closed,
-}
-
-impl TcpState {
-    /// The name operators see, in conntrack's spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TcpState::None => "NONE",
-            TcpState::SynSent => "SYN_SENT",
-            TcpState::SynRecv => "SYN_RECV",
-            TcpState::Established => "ESTABLISHED",
-            TcpState::FinWait => "FIN_WAIT",
-            TcpState::Closing => "CLOSING",
-            TcpState::Closed => "CLOSED",
-        }
-    }
-}
-
-/// The TCP state of a flow from the OR of the flags seen in each direction.
-///
-/// The rule, first match wins:
-/// 1. RST in either direction: `Closed`.
-/// 2. FIN in both directions: `Closing`; FIN in one: `FinWait`.
-/// 3. SYN+ACK from the reply side and ACK from the original side: `Established`.
-/// 4. SYN from the reply side (its SYN-ACK) without the original's ACK: `SynRecv`.
-/// 5. SYN from the original side only: `SynSent`.
-/// 6. ACK without any SYN (picked up mid-stream): `Established`.
-/// 7. Nothing: `None`.
-///
-/// Flags are sticky (OR-ed), so a flow only moves forward through these states.
-pub const fn tcp_state(original: u8, reply: u8) -> TcpState {
-    use tcp_flags::{ACK, FIN, RST, SYN};
-    let all = original | reply;
-    if all & RST != 0 {
-        TcpState::Closed
-    } else if original & FIN != 0 && reply & FIN != 0 {
-        TcpState::Closing
-    } else if all & FIN != 0 {
-        TcpState::FinWait
-    } else if reply & SYN != 0 && reply & ACK != 0 && original & ACK != 0 {
-        TcpState::Established
-    } else if reply & SYN != 0 {
-        TcpState::SynRecv
-    } else if original & SYN != 0 {
-        TcpState::SynSent
-    } else if all & ACK != 0 {
-        TcpState::Established
-    } else {
-        TcpState::None
-    }
-}
-
-/// One `CONNTRACK` entry.
+/// One conntrack entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Half {
     pub key: FlowKey,
     pub state: FlowState,
+}
+
+/// Which conntrack map a flow's entries live in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// `CONNTRACK`: assured flows (TCP handshake done, or a UDP or ICMP reply seen).
+    #[default]
+    Assured,
+    /// `CONNTRACK_UNASSURED`: new flows until then.
+    Unassured,
 }
 
 /// A flow: its original and reply entries. Either may be missing, since the LRU map
@@ -101,6 +38,8 @@ pub struct Half {
 pub struct Flow {
     pub original: Option<Half>,
     pub reply: Option<Half>,
+    /// The map both halves are in.
+    pub table: Table,
 }
 
 /// A 5-tuple in host terms.
@@ -176,18 +115,12 @@ impl Flow {
         self.original.is_some() && self.reply.is_some()
     }
 
-    /// TCP flags OR-ed per direction: (original, reply).
-    pub fn tcp_flags(&self) -> (u8, u8) {
-        (
-            self.original.map_or(0, |h| h.state.tcp_flags),
-            self.reply.map_or(0, |h| h.state.tcp_flags),
-        )
-    }
-
-    /// The TCP state, for TCP flows only.
+    /// The TCP state, for TCP flows only. A missing half counts as one that recorded
+    /// nothing.
     pub fn tcp_state(&self) -> Option<TcpState> {
-        let (o, r) = self.tcp_flags();
-        (self.proto() == proto::TCP).then(|| tcp_state(o, r))
+        let o = self.original.map(|h| h.state).unwrap_or_default();
+        let r = self.reply.map(|h| h.state).unwrap_or_default();
+        (self.proto() == proto::TCP).then(|| netfast_common::tcp::tcp_state(&o, &r))
     }
 
     pub fn created_ns(&self) -> u64 {
@@ -276,9 +209,18 @@ pub struct FlowFilter {
     pub kind: Option<u8>,
 }
 
-/// Joins entries into flows through `partner_key`. Entries whose partner is missing
-/// become half flows. The order follows the input's original entries.
+/// Joins entries of `CONNTRACK` into flows through `partner_key`. Entries whose
+/// partner is missing become half flows. The order follows the input's original
+/// entries.
 pub fn pair_flows(entries: impl IntoIterator<Item = (FlowKey, FlowState)>) -> Vec<Flow> {
+    pair_flows_in(Table::Assured, entries)
+}
+
+/// [`pair_flows`] for the entries of one `table`.
+pub fn pair_flows_in(
+    table: Table,
+    entries: impl IntoIterator<Item = (FlowKey, FlowState)>,
+) -> Vec<Flow> {
     let entries: Vec<Half> = entries
         .into_iter()
         .map(|(key, state)| Half { key, state })
@@ -307,6 +249,7 @@ pub fn pair_flows(entries: impl IntoIterator<Item = (FlowKey, FlowState)>) -> Ve
         flows.push(Flow {
             original: Some(*h),
             reply: reply.map(|j| entries[j]),
+            table,
         });
     }
     for (i, h) in entries.iter().enumerate() {
@@ -314,6 +257,7 @@ pub fn pair_flows(entries: impl IntoIterator<Item = (FlowKey, FlowState)>) -> Ve
             flows.push(Flow {
                 original: None,
                 reply: Some(*h),
+                table,
             });
         }
     }
@@ -357,28 +301,7 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tcp_flags::{ACK, FIN, RST, SYN};
-
-    #[test]
-    fn tcp_states() {
-        #[rustfmt::skip]
-        let cases: &[(u8, u8, TcpState)] = &[
-            (0, 0, TcpState::None),
-            (SYN, 0, TcpState::SynSent),
-            (SYN, SYN | ACK, TcpState::SynRecv),
-            (SYN | ACK, SYN | ACK, TcpState::Established),
-            (ACK, ACK, TcpState::Established),
-            (ACK, 0, TcpState::Established),
-            (SYN | ACK | FIN, SYN | ACK, TcpState::FinWait),
-            (SYN | ACK, SYN | ACK | FIN, TcpState::FinWait),
-            (SYN | ACK | FIN, SYN | ACK | FIN, TcpState::Closing),
-            (SYN, RST | ACK, TcpState::Closed),
-            (SYN | ACK | FIN | RST, SYN | ACK, TcpState::Closed),
-        ];
-        for &(o, r, want) in cases {
-            assert_eq!(tcp_state(o, r), want, "original {o:#04x} reply {r:#04x}");
-        }
-    }
+    use tcp_flags::{ACK, SYN};
 
     fn key(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, p: u8) -> FlowKey {
         FlowKey {

@@ -25,8 +25,9 @@ use netfast_common::{
     layout::LAYOUT_VERSION,
     names::{
         LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-        MAP_CONNTRACK, MAP_COUNTERS, MAP_FORWARDS, MAP_FRAGMENTS, MAP_META, PIN_ROOT,
-        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FORWARDS, MAP_FRAGMENTS,
+        MAP_META, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        unassured_capacity,
     },
 };
 
@@ -37,10 +38,11 @@ static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// Every pinned map. META is last: `detach` removes it last, so a half-removed
 /// instance still says which layout its remaining maps have.
-const MAP_NAMES: [&str; 6] = [
+const MAP_NAMES: [&str; 7] = [
     MAP_CONFIG,
     MAP_FORWARDS,
     MAP_CONNTRACK,
+    MAP_CONNTRACK_UNASSURED,
     MAP_COUNTERS,
     MAP_FRAGMENTS,
     MAP_META,
@@ -196,6 +198,10 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         loader.map_pin_path(name, path.as_path());
     }
     loader.map_max_entries(MAP_CONNTRACK, spec.conntrack_capacity);
+    loader.map_max_entries(
+        MAP_CONNTRACK_UNASSURED,
+        unassured_capacity(spec.conntrack_capacity),
+    );
     let mut ebpf = loader.load(object)?;
 
     write_meta(&mut ebpf)?;
@@ -406,11 +412,13 @@ pub fn check_layout(
             value_size: info.value_size(),
             max_entries: info.max_entries(),
         };
-        if name == MAP_CONNTRACK {
-            match conntrack_capacity {
-                Some(capacity) => want.max_entries = capacity,
-                None => want.max_entries = have.max_entries,
+        match (name, conntrack_capacity) {
+            (MAP_CONNTRACK, Some(capacity)) => want.max_entries = capacity,
+            (MAP_CONNTRACK_UNASSURED, Some(capacity)) => {
+                want.max_entries = unassured_capacity(capacity)
             }
+            (MAP_CONNTRACK | MAP_CONNTRACK_UNASSURED, None) => want.max_entries = have.max_entries,
+            _ => {}
         }
         if have == want {
             continue;
@@ -419,7 +427,8 @@ pub fn check_layout(
             max_entries: want.max_entries,
             ..have
         } == want;
-        let detail = if name == MAP_CONNTRACK && only_capacity {
+        let conntrack = name == MAP_CONNTRACK || name == MAP_CONNTRACK_UNASSURED;
+        let detail = if conntrack && only_capacity {
             format!(
                 "{name} holds {} entries, [conntrack] capacity asks for {}; or set capacity = {} to keep the flows",
                 have.max_entries, want.max_entries, have.max_entries

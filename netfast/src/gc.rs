@@ -1,10 +1,12 @@
 //! Conntrack garbage collection: removes flows that have been idle longer than their
 //! protocol's (or TCP state's) timeout, both halves together.
 //!
-//! A pass reads every `CONNTRACK` entry once, joins the entries into flows
-//! ([`conntrack::pair_flows`]), and decides each flow with [`expired`], a pure function.
-//! A flow's idle time counts from the newer `last_seen_ns` of its two halves, and its
-//! TCP state comes from the flags of both ([`conntrack::tcp_state`]). Right before
+//! A pass reads every entry of one conntrack map once (`CONNTRACK`, then
+//! `CONNTRACK_UNASSURED`: a flow's halves always share a map), joins the entries into
+//! flows ([`conntrack::pair_flows`]), and decides each flow with [`expired`], a pure
+//! function. A flow's idle time counts from the newer `last_seen_ns` of its two
+//! halves, and its TCP state comes from what both recorded
+//! (`netfast_common::tcp::tcp_state`). Right before
 //! deleting, both halves are read again: if either moved (a packet arrived since the
 //! scan) or a missing half appeared, the flow is live and is kept.
 //!
@@ -18,22 +20,29 @@ use std::{
 };
 
 use aya::maps::{HashMap, MapData, MapError};
-use netfast_common::{FlowKey, FlowState, names::MAP_CONNTRACK, proto};
+use netfast_common::{
+    FlowKey, FlowState,
+    names::{MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED},
+    proto,
+};
 
 use crate::{
     conntrack::{self, Flow, TcpState},
     datapath::{self, DatapathError},
 };
 
-/// Idle timeouts per protocol and TCP state.
+/// Idle timeouts per protocol and TCP state. The TCP ones are nf_conntrack's
+/// (`nf_conntrack_tcp_timeout_*`), one per state of [`TcpState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    /// TCP after the handshake (or picked up mid-stream).
+    pub tcp_syn_sent: Duration,
+    pub tcp_syn_recv: Duration,
     pub tcp_established: Duration,
-    /// TCP before the handshake completed: SYN sent, SYN-ACK seen, or no flag yet.
-    pub tcp_syn: Duration,
-    /// TCP once a FIN or an RST was seen.
-    pub tcp_closing: Duration,
+    pub tcp_fin_wait: Duration,
+    pub tcp_close_wait: Duration,
+    pub tcp_last_ack: Duration,
+    pub tcp_time_wait: Duration,
+    pub tcp_close: Duration,
     /// UDP, and any other protocol that ever gets an entry.
     pub udp: Duration,
     /// ICMP echo.
@@ -41,27 +50,46 @@ pub struct Timeouts {
 }
 
 impl Default for Timeouts {
-    /// nf_conntrack's spirit, shorter for closing TCP: 6 h, 60 s, 10 s, 60 s, 30 s.
+    /// nf_conntrack's defaults: TCP 120 s, 60 s, 5 days, 120 s, 60 s, 30 s, 120 s,
+    /// 10 s from SYN_SENT to CLOSE; UDP 60 s (its "stream" timeout is 120 s); ICMP 30 s.
     fn default() -> Self {
+        let secs = Duration::from_secs;
         Timeouts {
-            tcp_established: Duration::from_secs(6 * 3600),
-            tcp_syn: Duration::from_secs(60),
-            tcp_closing: Duration::from_secs(10),
-            udp: Duration::from_secs(60),
-            icmp: Duration::from_secs(30),
+            tcp_syn_sent: secs(120),
+            tcp_syn_recv: secs(60),
+            tcp_established: secs(5 * 24 * 3600),
+            tcp_fin_wait: secs(120),
+            tcp_close_wait: secs(60),
+            tcp_last_ack: secs(30),
+            tcp_time_wait: secs(120),
+            tcp_close: secs(10),
+            udp: secs(60),
+            icmp: secs(30),
         }
     }
 }
 
 impl Timeouts {
+    /// The timeout of a TCP flow in `state`; a flow with no segment recorded yet is
+    /// timed as SYN_SENT.
+    pub fn for_tcp(&self, state: TcpState) -> Duration {
+        match state {
+            TcpState::None | TcpState::SynSent => self.tcp_syn_sent,
+            TcpState::SynRecv => self.tcp_syn_recv,
+            TcpState::Established => self.tcp_established,
+            TcpState::FinWait => self.tcp_fin_wait,
+            TcpState::CloseWait => self.tcp_close_wait,
+            TcpState::LastAck => self.tcp_last_ack,
+            TcpState::TimeWait => self.tcp_time_wait,
+            TcpState::Close => self.tcp_close,
+        }
+    }
+
     /// The timeout of a flow of protocol `proto`; `tcp` is its state when TCP.
     pub fn for_flow(&self, proto: u8, tcp: Option<TcpState>) -> Duration {
         match (proto, tcp) {
-            (proto::TCP, Some(TcpState::Established)) => self.tcp_established,
-            (proto::TCP, Some(TcpState::FinWait | TcpState::Closing | TcpState::Closed)) => {
-                self.tcp_closing
-            }
-            (proto::TCP, _) => self.tcp_syn,
+            (proto::TCP, Some(state)) => self.for_tcp(state),
+            (proto::TCP, None) => self.tcp_syn_sent,
             (proto::ICMP, _) => self.icmp,
             _ => self.udp,
         }
@@ -98,6 +126,22 @@ pub struct GcReport {
     pub duration: Duration,
 }
 
+/// Two passes' reports as one (one per conntrack map).
+impl std::ops::Add for GcReport {
+    type Output = GcReport;
+
+    fn add(self, other: GcReport) -> GcReport {
+        GcReport {
+            scanned: self.scanned + other.scanned,
+            expired: self.expired + other.expired,
+            deleted: self.deleted + other.deleted,
+            revived: self.revived + other.revived,
+            half_flows: self.half_flows + other.half_flows,
+            duration: self.duration + other.duration,
+        }
+    }
+}
+
 impl std::fmt::Display for GcReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -124,9 +168,16 @@ pub enum GcError {
     },
 }
 
-/// Opens the instance's pinned `CONNTRACK` for [`collect`].
-pub fn open_conntrack(instance: &str) -> Result<HashMap<MapData, FlowKey, FlowState>, GcError> {
-    let map = datapath::open_pinned_map(instance, MAP_CONNTRACK)?;
+/// The conntrack maps a GC pass covers, in order.
+pub const CONNTRACK_MAPS: [&str; 2] = [MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED];
+
+/// Opens one of the instance's pinned conntrack maps ([`CONNTRACK_MAPS`]) for
+/// [`collect`].
+pub fn open_conntrack(
+    instance: &str,
+    name: &'static str,
+) -> Result<HashMap<MapData, FlowKey, FlowState>, GcError> {
+    let map = datapath::open_pinned_map(instance, name)?;
     HashMap::try_from(map).map_err(|source| GcError::Map {
         what: "open",
         source,
@@ -238,34 +289,76 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::tcp_flags::{ACK, FIN, RST, SYN};
-    use crate::conntrack::tcp_state;
+    use netfast_common::tcp::{Segment, flags::*};
 
     const S: u64 = 1_000_000_000;
 
     fn short() -> Timeouts {
+        let secs = Duration::from_secs;
         Timeouts {
-            tcp_established: Duration::from_secs(100),
-            tcp_syn: Duration::from_secs(20),
-            tcp_closing: Duration::from_secs(5),
-            udp: Duration::from_secs(30),
-            icmp: Duration::from_secs(10),
+            tcp_syn_sent: secs(20),
+            tcp_syn_recv: secs(21),
+            tcp_established: secs(100),
+            tcp_fin_wait: secs(5),
+            tcp_close_wait: secs(6),
+            tcp_last_ack: secs(7),
+            tcp_time_wait: secs(8),
+            tcp_close: secs(9),
+            udp: secs(30),
+            icmp: secs(10),
         }
     }
 
     #[test]
     fn timeout_follows_protocol_and_tcp_state() {
         let t = short();
-        let tcp = |o, r| t.for_flow(proto::TCP, Some(tcp_state(o, r))).as_secs();
-        assert_eq!(tcp(SYN | ACK, SYN | ACK), 100, "handshake done");
-        assert_eq!(tcp(ACK, ACK), 100, "picked up mid-stream");
-        assert_eq!(tcp(SYN, 0), 20, "SYN sent");
-        assert_eq!(tcp(SYN, SYN | ACK), 20, "SYN-ACK, final ACK not seen");
-        assert_eq!(tcp(0, 0), 20, "no flag yet");
-        assert_eq!(tcp(SYN | ACK | FIN, SYN | ACK), 5, "one FIN");
-        assert_eq!(tcp(SYN | ACK | FIN, SYN | ACK | FIN), 5, "both FIN");
-        assert_eq!(tcp(SYN, RST | ACK), 5, "refused");
-        assert_eq!(tcp(SYN | ACK | RST, SYN | ACK), 5, "reset");
+        // What each side sent, as (flags, seq, seq_end, ack): the client's ISN is 100,
+        // the server's 900.
+        let state = |client: &[(u8, u32, u32, u32)], server: &[(u8, u32, u32, u32)]| {
+            let (mut o, mut r) = (FlowState::default(), FlowState::default());
+            for (half, segs) in [(&mut o, client), (&mut r, server)] {
+                for &(flags, seq, seq_end, ack) in segs {
+                    half.record_tcp(&Segment {
+                        flags,
+                        seq,
+                        seq_end,
+                        ack,
+                        window: 1000,
+                    });
+                }
+            }
+            t.for_flow(proto::TCP, Some(netfast_common::tcp::tcp_state(&o, &r)))
+                .as_secs()
+        };
+        let syn = (SYN, 100, 101, 0);
+        let syn_ack = (SYN | ACK, 900, 901, 101);
+        let ack = (ACK, 101, 101, 901);
+        let fin = (FIN | ACK, 101, 102, 901);
+        let ack_fin = (ACK, 901, 901, 102);
+        assert_eq!(state(&[], &[]), 20, "nothing yet");
+        assert_eq!(state(&[syn], &[]), 20, "SYN sent");
+        assert_eq!(state(&[syn], &[syn_ack]), 21, "SYN-ACK, final ACK not seen");
+        assert_eq!(state(&[syn, ack], &[syn_ack]), 100, "handshake done");
+        assert_eq!(state(&[ack], &[]), 100, "picked up mid-stream");
+        assert_eq!(state(&[syn, ack, fin], &[syn_ack]), 5, "FIN_WAIT");
+        assert_eq!(
+            state(&[syn, ack, fin], &[syn_ack, ack_fin]),
+            6,
+            "CLOSE_WAIT"
+        );
+        let server_fin = (FIN | ACK, 901, 902, 102);
+        let last = (ACK, 102, 102, 902);
+        assert_eq!(
+            state(&[syn, ack, fin], &[syn_ack, server_fin]),
+            7,
+            "LAST_ACK"
+        );
+        assert_eq!(
+            state(&[syn, ack, fin, last], &[syn_ack, server_fin]),
+            8,
+            "TIME_WAIT"
+        );
+        assert_eq!(state(&[syn], &[(RST | ACK, 0, 0, 101)]), 9, "refused");
         assert_eq!(t.for_flow(proto::TCP, None).as_secs(), 20);
         assert_eq!(t.for_flow(proto::UDP, None).as_secs(), 30);
         assert_eq!(t.for_flow(proto::ICMP, None).as_secs(), 10);
@@ -285,8 +378,8 @@ mod tests {
         let est = Some(TcpState::Established);
         assert!(!expired(proto::TCP, est, now - 99 * S, now, &t));
         assert!(expired(proto::TCP, est, now - 101 * S, now, &t));
-        let closing = Some(TcpState::Closed);
-        assert!(expired(proto::TCP, closing, now - 6 * S, now, &t));
+        let closing = Some(TcpState::Close);
+        assert!(expired(proto::TCP, closing, now - 10 * S, now, &t));
         assert!(!expired(proto::ICMP, None, now - 10 * S, now, &t));
         assert!(expired(proto::ICMP, None, now - 11 * S, now, &t));
     }

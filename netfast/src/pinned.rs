@@ -20,15 +20,15 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
     names::{
-        FORWARDS_CAPACITY, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-        MAP_FORWARDS, MAP_FRAGMENTS, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
-        PROG_UPLINK_INGRESS_XDP,
+        FORWARDS_CAPACITY, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK,
+        MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FORWARDS, MAP_FRAGMENTS, PIN_ROOT,
+        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
     },
     proto,
 };
 
 use crate::{
-    conntrack::{self, Flow, FlowFilter, addr, raw_addr},
+    conntrack::{self, Flow, FlowFilter, Table, addr, raw_addr},
     publish::{Protocol, PublishSpec},
 };
 
@@ -241,13 +241,11 @@ impl PinnedInstance {
         ))
     }
 
-    fn conntrack_map(&self) -> Result<(HashMap<MapData, FlowKey, FlowState>, u32)> {
-        let (map, cap) =
-            self.open_map(MAP_CONNTRACK, size_of::<FlowKey>(), size_of::<FlowState>())?;
-        Ok((
-            HashMap::try_from(map).map_err(self.map_err(MAP_CONNTRACK))?,
-            cap,
-        ))
+    /// The conntrack map of `table`, and its capacity.
+    fn conntrack_map(&self, table: Table) -> Result<(HashMap<MapData, FlowKey, FlowState>, u32)> {
+        let name = conntrack_map_name(table);
+        let (map, cap) = self.open_map(name, size_of::<FlowKey>(), size_of::<FlowState>())?;
+        Ok((HashMap::try_from(map).map_err(self.map_err(name))?, cap))
     }
 
     fn fragments_map(&self) -> Result<(HashMap<MapData, FragKey, FragEntry>, u32)> {
@@ -281,28 +279,41 @@ impl PinnedInstance {
         Ok(out)
     }
 
-    /// Every CONNTRACK entry (both halves of every flow).
-    pub fn conntrack_entries(&self) -> Result<Vec<(FlowKey, FlowState)>> {
-        let (map, _) = self.conntrack_map()?;
-        read_all(&map).map_err(self.map_err(MAP_CONNTRACK))
+    /// Every entry of `table`'s map (both halves of every flow there).
+    pub fn conntrack_entries(&self, table: Table) -> Result<Vec<(FlowKey, FlowState)>> {
+        let (map, _) = self.conntrack_map(table)?;
+        read_all(&map).map_err(self.map_err(conntrack_map_name(table)))
     }
 
-    /// Every flow, its halves joined by `partner_key`.
+    /// Every flow, its halves joined by `partner_key`: the assured ones, then those
+    /// not assured yet.
     pub fn flows(&self) -> Result<Vec<Flow>> {
-        Ok(conntrack::pair_flows(self.conntrack_entries()?))
+        let mut flows = Vec::new();
+        for table in [Table::Assured, Table::Unassured] {
+            flows.extend(conntrack::pair_flows_in(
+                table,
+                self.conntrack_entries(table)?,
+            ));
+        }
+        Ok(flows)
     }
 
     /// Deletes both halves of each flow; halves already gone are fine. Returns how
     /// many entries were deleted.
     pub fn delete_flows<'a>(&self, flows: impl IntoIterator<Item = &'a Flow>) -> Result<usize> {
-        let (mut map, _) = self.conntrack_map()?;
+        let (mut assured, _) = self.conntrack_map(Table::Assured)?;
+        let (mut unassured, _) = self.conntrack_map(Table::Unassured)?;
         let mut deleted = 0;
         for flow in flows {
+            let map = match flow.table {
+                Table::Assured => &mut assured,
+                Table::Unassured => &mut unassured,
+            };
             for key in flow.keys() {
                 match map.remove(&key) {
                     Ok(()) => deleted += 1,
                     Err(e) if is_errno(&e, libc::ENOENT) => {}
-                    Err(e) => return Err(self.map_err(MAP_CONNTRACK)(e)),
+                    Err(e) => return Err(self.map_err(conntrack_map_name(flow.table))(e)),
                 }
             }
         }
@@ -371,8 +382,10 @@ impl PinnedInstance {
         let config = self.config()?;
         let (forwards, fwd_cap) = self.forwards_map()?;
         let fwd = forwards.keys().filter(|k| k.is_ok()).count();
-        let (conntrack, ct_cap) = self.conntrack_map()?;
+        let (conntrack, ct_cap) = self.conntrack_map(Table::Assured)?;
         let ct = conntrack.keys().filter(|k| k.is_ok()).count();
+        let (unassured, unassured_cap) = self.conntrack_map(Table::Unassured)?;
+        let unassured = unassured.keys().filter(|k| k.is_ok()).count();
         let (fragments, frag_cap) = self.fragments_map()?;
         let frag = fragments.keys().filter(|k| k.is_ok()).count();
         let (_, counters_cap) = self.open_map(MAP_COUNTERS, 4, size_of::<u64>())?;
@@ -394,6 +407,12 @@ impl PinnedInstance {
                 kind: "lru_hash",
                 entries: ct as u32,
                 capacity: ct_cap,
+            },
+            MapFill {
+                name: MAP_CONNTRACK_UNASSURED,
+                kind: "lru_hash",
+                entries: unassured as u32,
+                capacity: unassured_cap,
             },
             MapFill {
                 name: MAP_FRAGMENTS,
@@ -552,6 +571,14 @@ impl PinnedInstance {
             });
         }
         Ok(out)
+    }
+}
+
+/// The pinned map that holds `table`'s flows.
+fn conntrack_map_name(table: Table) -> &'static str {
+    match table {
+        Table::Assured => MAP_CONNTRACK,
+        Table::Unassured => MAP_CONNTRACK_UNASSURED,
     }
 }
 

@@ -172,8 +172,11 @@ pub struct FlowRow {
     pub original: TupleView,
     /// The first packet after translation.
     pub translated: TupleView,
-    /// TCP only: see [`crate::conntrack::tcp_state`].
+    /// TCP only: nf_conntrack's state name (`netfast_common::tcp::tcp_state`).
     pub tcp_state: Option<&'static str>,
+    /// False while the flow waits in `CONNTRACK_UNASSURED` (no TCP handshake or UDP
+    /// reply yet); the table shows it as `[UNASSURED]`.
+    pub assured: bool,
     pub age_ms: u64,
     pub idle_ms: u64,
     pub packets_original: u64,
@@ -193,6 +196,7 @@ pub fn flow_row(f: &Flow, now_ns: u64) -> FlowRow {
         original: Tuple::from(&f.original_key()).into(),
         translated: Tuple::from(&f.translated_key()).into(),
         tcp_state: f.tcp_state().map(|s| s.as_str()),
+        assured: f.table == crate::conntrack::Table::Assured,
         age_ms: now_ns.saturating_sub(f.created_ns()) / 1_000_000,
         idle_ms: now_ns.saturating_sub(f.last_seen_ns()) / 1_000_000,
         packets_original: po,
@@ -216,17 +220,19 @@ pub fn flow_table(rows: &[FlowRow]) -> Table {
         ("BYTES", Align::Right),
     ]);
     for r in rows {
-        let state = r.tcp_state.unwrap_or("-");
+        let mut state = r.tcp_state.unwrap_or("-").to_owned();
+        if !r.assured {
+            state.push_str(" [UNASSURED]");
+        }
+        if !r.complete {
+            state.push_str(" (half)");
+        }
         t.row(vec![
             r.proto.to_string(),
             r.kind.to_string(),
             r.original.to_string(),
             r.translated.to_string(),
-            if r.complete {
-                state.to_string()
-            } else {
-                format!("{state} (half)")
-            },
+            state,
             duration_ms(r.age_ms),
             duration_ms(r.idle_ms),
             format!("{}/{}", r.packets_original, r.packets_reply),
@@ -871,7 +877,7 @@ udp    SNAT  172.16.0.102:5555 -> 10.0.1.26:9001  10.0.1.48:61000 -> 10.0.1.26:9
         );
         assert_eq!(
             serde_json::to_string(&rows[0]).expect("json"),
-            r#"{"proto":"tcp","kind":"DNAT","original":{"src":"10.0.1.26","sport":40000,"dst":"10.0.1.48","dport":8088},"translated":{"src":"10.0.1.26","sport":40000,"dst":"172.16.0.102","dport":80},"tcp_state":"ESTABLISHED","age_ms":4000,"idle_ms":2000,"packets_original":5,"packets_reply":4,"bytes_original":300,"bytes_reply":240,"complete":true}"#
+            r#"{"proto":"tcp","kind":"DNAT","original":{"src":"10.0.1.26","sport":40000,"dst":"10.0.1.48","dport":8088},"translated":{"src":"10.0.1.26","sport":40000,"dst":"172.16.0.102","dport":80},"tcp_state":"ESTABLISHED","assured":true,"age_ms":4000,"idle_ms":2000,"packets_original":5,"packets_reply":4,"bytes_original":300,"bytes_reply":240,"complete":true}"#
         );
     }
 
@@ -932,27 +938,31 @@ icmp   61000-65535     0   4536  0.0%
         );
         assert_eq!(
             lines[25],
-            "snat_port_retries                info        240    120.0"
+            "drop_tcp_rst_out_of_window       drop        240    120.0"
         );
         assert_eq!(
             &lines[26..],
             [
-                "snat_port_host_socket            info        250    125.0",
-                "conntrack_half_restored          info        260    130.0",
-                "conntrack_restore_failed         info        270    135.0",
-                "fragment_record_failed           info        280    140.0",
-                "xdp_mark_failed                  info        290    145.0",
+                "snat_port_retries                info        250    125.0",
+                "snat_port_host_socket            info        260    130.0",
+                "conntrack_half_restored          info        270    135.0",
+                "conntrack_restore_failed         info        280    140.0",
+                "fragment_record_failed           info        290    145.0",
+                "xdp_mark_failed                  info        300    150.0",
+                "conntrack_reopened               info        310    155.0",
+                "conntrack_assured                info        320    160.0",
+                "conntrack_assure_failed          info        330    165.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 240",
+                "snat port retries: 250",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 240);
+        assert_eq!(json["snat_port_retries"], 250);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);

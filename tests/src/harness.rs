@@ -16,8 +16,9 @@ use aya::{
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
     names::{
-        MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_FORWARDS, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK,
+        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FORWARDS,
+        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK,
+        unassured_capacity,
     },
     proto,
 };
@@ -177,6 +178,13 @@ impl Run {
     /// mismatch at once.
     #[track_caller]
     pub fn assert(&self, verdict: Verdict, counter: Counter, expected: &[u8]) {
+        self.assert_counts(verdict, &[(counter, 1)], expected);
+    }
+
+    /// [`TestOutput::assert`] for a run that also counts events: `counted` lists every
+    /// counter that moved, in `Counter::ALL` order, with how much.
+    #[track_caller]
+    pub fn assert_counts(&self, verdict: Verdict, counted: &[(Counter, u64)], expected: &[u8]) {
         let mut problems: Vec<String> = self.xdp_mark_problem().into_iter().collect();
         if self.verdict != verdict {
             problems.push(format!(
@@ -184,10 +192,9 @@ impl Run {
                 self.verdict
             ));
         }
-        if self.counted != [(counter, 1)] {
+        if self.counted != counted {
             problems.push(format!(
-                "counters: expected exactly {} +1, got {:?}",
-                counter.name(),
+                "counters: expected exactly {counted:?}, got {:?}",
                 self.counted
             ));
         }
@@ -232,10 +239,25 @@ impl Datapath {
     /// Panics, never skips, when the process cannot load BPF: these tests prove the
     /// datapath and must not pass where they did not run.
     pub fn load() -> Self {
+        Self::load_with(&mut EbpfLoader::new())
+    }
+
+    /// Loads like [`Datapath::load`], with `CONNTRACK` sized to `capacity` entries
+    /// and `CONNTRACK_UNASSURED` to its share of that, as `netfast up` sizes them for
+    /// `[conntrack] capacity`.
+    pub fn load_with_conntrack_capacity(capacity: u32) -> Self {
+        Self::load_with(
+            EbpfLoader::new()
+                .map_max_entries(MAP_CONNTRACK, capacity)
+                .map_max_entries(MAP_CONNTRACK_UNASSURED, unassured_capacity(capacity)),
+        )
+    }
+
+    fn load_with(loader: &mut EbpfLoader<'_>) -> Self {
         require_root();
         let object = netfast::datapath::object()
             .expect("netfast was built without its eBPF object; rebuild without AYA_BUILD_SKIP");
-        let mut ebpf = EbpfLoader::new().load(object).unwrap_or_else(|err| {
+        let mut ebpf = loader.load(object).unwrap_or_else(|err| {
             panic!("loading the datapath object failed; is this kernel BPF-capable (BTF, CONFIG_BPF_SYSCALL)? {err}")
         });
         for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
@@ -287,20 +309,25 @@ impl Datapath {
     /// Loads, then writes the seed's CONFIG and published ports.
     pub fn configured() -> Self {
         let mut datapath = Self::load();
-        datapath.write_config(&seed_config());
-        datapath.publish(
+        datapath.configure_seed();
+        datapath
+    }
+
+    /// Writes the seed's CONFIG and published ports.
+    pub fn configure_seed(&mut self) {
+        self.write_config(&seed_config());
+        self.publish(
             proto::TCP,
             Ipv4Addr::UNSPECIFIED,
             TCP_PUBLISHED,
             SocketAddrV4::new(BACKEND, TCP_BACKEND_PORT),
         );
-        datapath.publish(
+        self.publish(
             proto::UDP,
             Ipv4Addr::UNSPECIFIED,
             UDP_PUBLISHED,
             SocketAddrV4::new(BACKEND, UDP_BACKEND_PORT),
         );
-        datapath
     }
 
     pub fn write_config(&mut self, config: &DatapathConfig) {
@@ -440,29 +467,45 @@ impl Datapath {
             .unwrap_or_else(|err| panic!("reading COUNTERS in one batch: {err}"))
     }
 
-    /// Every CONNTRACK entry.
+    /// Every conntrack entry: `CONNTRACK`'s (assured flows), then
+    /// `CONNTRACK_UNASSURED`'s.
     pub fn conntrack(&self) -> Vec<(FlowKey, FlowState)> {
+        let mut entries = self.flow_entries(MAP_CONNTRACK);
+        entries.extend(self.flow_entries(MAP_CONNTRACK_UNASSURED));
+        entries
+    }
+
+    /// Every entry of the conntrack map `name` (`CONNTRACK` or `CONNTRACK_UNASSURED`).
+    pub fn flow_entries(&self, name: &str) -> Vec<(FlowKey, FlowState)> {
         let map = self
             .ebpf
-            .map(MAP_CONNTRACK)
-            .expect("the object has a CONNTRACK map");
-        let conntrack: HashMap<&MapData, FlowKey, FlowState> =
-            HashMap::try_from(map).expect("CONNTRACK is an LRU hash of FlowKey to FlowState");
+            .map(name)
+            .unwrap_or_else(|| panic!("the object has no {name} map"));
+        let conntrack: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(map)
+            .unwrap_or_else(|err| panic!("{name} is not a hash of FlowKey to FlowState: {err}"));
         conntrack
             .iter()
-            .map(|entry| entry.expect("iterating CONNTRACK"))
+            .map(|entry| entry.unwrap_or_else(|err| panic!("iterating {name}: {err}")))
             .collect()
     }
 
-    /// Deletes one CONNTRACK entry, as the LRU does when the table is full.
+    /// Deletes one conntrack entry, from whichever map holds it, as the LRU does
+    /// when the table is full.
     pub fn evict(&mut self, key: &FlowKey) {
-        let map = self
-            .ebpf
-            .map_mut(MAP_CONNTRACK)
-            .expect("the object has a CONNTRACK map");
-        let mut conntrack: HashMap<&mut MapData, FlowKey, FlowState> =
-            HashMap::try_from(map).expect("CONNTRACK is an LRU hash of FlowKey to FlowState");
-        conntrack.remove(key).expect("the entry to evict exists");
+        for name in [MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED] {
+            let map = self
+                .ebpf
+                .map_mut(name)
+                .unwrap_or_else(|| panic!("the object has no {name} map"));
+            let mut conntrack: HashMap<&mut MapData, FlowKey, FlowState> = HashMap::try_from(map)
+                .unwrap_or_else(|err| {
+                    panic!("{name} is not a hash of FlowKey to FlowState: {err}")
+                });
+            if conntrack.remove(key).is_ok() {
+                return;
+            }
+        }
+        panic!("the entry to evict, {key:?}, is in no conntrack map");
     }
 
     /// The CONNTRACK entry for `key`, if any.

@@ -8,3 +8,4 @@ pub mod fuzz;
 pub mod harness;
 pub mod packet;
 pub mod percpu;
+pub mod tcp;

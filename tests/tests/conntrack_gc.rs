@@ -30,6 +30,7 @@ use netfast::{
 use netfast_common::{
     FlowKey, FlowState,
     flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    names::MAP_CONNTRACK,
     proto,
 };
 use nix::sys::signal::Signal;
@@ -44,12 +45,18 @@ const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 fn timeouts() -> Timeouts {
+    let secs = Duration::from_secs;
     Timeouts {
-        tcp_established: Duration::from_secs(100),
-        tcp_syn: Duration::from_secs(20),
-        tcp_closing: Duration::from_secs(5),
-        udp: Duration::from_secs(30),
-        icmp: Duration::from_secs(10),
+        tcp_syn_sent: secs(20),
+        tcp_syn_recv: secs(20),
+        tcp_established: secs(100),
+        tcp_fin_wait: secs(5),
+        tcp_close_wait: secs(5),
+        tcp_last_ack: secs(5),
+        tcp_time_wait: secs(5),
+        tcp_close: secs(5),
+        udp: secs(30),
+        icmp: secs(10),
     }
 }
 
@@ -190,7 +197,7 @@ fn orphan(j: u32, now: u64, old: bool) -> (FlowKey, FlowState) {
 #[test]
 fn one_pass_over_100k_flows_removes_exactly_the_expired_pairs() {
     let sb = Sandbox::up("g", IngressMode::Tc, "");
-    let mut map = gc::open_conntrack(&sb.prefix).expect("open the pinned CONNTRACK");
+    let mut map = gc::open_conntrack(&sb.prefix, MAP_CONNTRACK).expect("open the pinned CONNTRACK");
     // The entries' timestamps reach 300 s back from `now`, and the pass is given `now`
     // rather than reading the clock: an hour ahead of the monotonic clock, so the test
     // holds right after boot too, when the clock is below 300 s.
@@ -271,11 +278,20 @@ fn one_pass_over_100k_flows_removes_exactly_the_expired_pairs() {
     }
 }
 
+/// Every entry of both conntrack maps (assured and not yet).
+fn all_entries(sb: &Sandbox) -> Vec<(FlowKey, FlowState)> {
+    gc::CONNTRACK_MAPS
+        .iter()
+        .flat_map(|name| {
+            let map = gc::open_conntrack(&sb.prefix, name).expect("a conntrack map");
+            map.iter().filter_map(Result::ok).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The ICMP echo flow of netns2's ping, as the datapath keyed its original half.
 fn echo_flow(sb: &Sandbox) -> Option<(FlowKey, FlowState)> {
-    let map = gc::open_conntrack(&sb.prefix).expect("CONNTRACK");
-    let entries: Vec<_> = map.iter().filter_map(Result::ok).collect();
-    entries.into_iter().find(|(k, s)| {
+    all_entries(sb).into_iter().find(|(k, s)| {
         k.proto == proto::ICMP
             && s.direction == DIR_ORIGINAL
             && k.src_addr == be(Ipv4Addr::new(172, 16, 0, 102))
@@ -284,9 +300,7 @@ fn echo_flow(sb: &Sandbox) -> Option<(FlowKey, FlowState)> {
 
 /// Both halves of every UDP flow from netns3.
 fn udp_entries(sb: &Sandbox) -> usize {
-    let map = gc::open_conntrack(&sb.prefix).expect("CONNTRACK");
-    let entries: Vec<_> = map.iter().filter_map(Result::ok).collect();
-    pair_flows(entries)
+    pair_flows(all_entries(sb))
         .iter()
         .filter(|f| {
             f.proto() == proto::UDP

@@ -221,9 +221,12 @@ fn port_unreachable_from_a_container_leaves_masqueraded() {
     let far = sock(LAN_PEER, 9000);
     let (container, masqueraded) = masqueraded_udp(&mut datapath, far);
     let reply = Packet::udp(far, masqueraded).payload(b"late answer");
-    datapath
-        .run(Prog::IngressTc, &reply.bytes())
-        .assert_counted(Counter::SnatReply);
+    let run = datapath.run(Prog::IngressTc, &reply.bytes());
+    assert_eq!(
+        run.counted,
+        [(Counter::SnatReply, 1), (Counter::ConntrackAssured, 1)],
+        "the first reply makes the flow assured"
+    );
     let delivered = reply.clone().with_dst(container);
     let error = Packet::icmp_error(
         *container.ip(),

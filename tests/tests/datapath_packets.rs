@@ -202,10 +202,14 @@ fn an_evicted_original_half_is_rebuilt_from_the_reply() {
         );
         assert_eq!(run.out, syn_ack.with_dst(container).bytes(), "{prog:?}");
 
+        // The handshake completes: the flow moves to CONNTRACK.
         let ack = Packet::tcp(container, lan_server(), ACK);
-        datapath.run(Prog::EgressTc, &ack.bytes()).assert(
+        datapath.run(Prog::EgressTc, &ack.bytes()).assert_counts(
             PASS,
-            Counter::SnatEstablished,
+            &[
+                (Counter::SnatEstablished, 1),
+                (Counter::ConntrackAssured, 1),
+            ],
             &ack.with_src(masqueraded).bytes(),
         );
     });
@@ -228,11 +232,12 @@ fn dnat_udp_and_its_reply() {
             flow_state(published, KIND_DNAT, DIR_REPLY, 0, 0, 0),
         );
 
+        // The first reply makes the flow assured.
         let answer = Packet::udp(backend, client).payload(b"the answer");
         let run = datapath.run(Prog::EgressTc, &answer.bytes());
-        run.assert(
+        run.assert_counts(
             PASS,
-            Counter::DnatReply,
+            &[(Counter::DnatReply, 1), (Counter::ConntrackAssured, 1)],
             &answer.with_src(published).bytes(),
         );
     });
@@ -263,9 +268,9 @@ fn dnat_udp_with_checksum_zero_keeps_it_zero() {
             .zero_udp_checksum()
             .payload(b"none here either");
         let run = datapath.run(Prog::EgressTc, &answer.bytes());
-        run.assert(
+        run.assert_counts(
             PASS,
-            Counter::DnatReply,
+            &[(Counter::DnatReply, 1), (Counter::ConntrackAssured, 1)],
             &answer.with_src(published).bytes(),
         );
     });
@@ -466,9 +471,9 @@ fn snat_udp_with_checksum_zero_keeps_it_zero() {
             .zero_udp_checksum()
             .payload(b"answer");
         let run = datapath.run(prog, &answer.bytes());
-        run.assert(
+        run.assert_counts(
             PASS,
-            Counter::SnatReply,
+            &[(Counter::SnatReply, 1), (Counter::ConntrackAssured, 1)],
             &answer.with_dst(container).bytes(),
         );
     });
@@ -554,7 +559,11 @@ fn icmp_echo_request_snat_and_reply() {
             Packet::icmp_echo_reply(LAN_PEER, UPLINK_ADDR, nat_id, 1).payload(b"ping payload 0123");
         let run = datapath.run(prog, &echo_reply.bytes());
         let expected = echo_reply.with_dst_ip(BACKEND).with_icmp_id(id).bytes();
-        run.assert(PASS, Counter::SnatReply, &expected);
+        run.assert_counts(
+            PASS,
+            &[(Counter::SnatReply, 1), (Counter::ConntrackAssured, 1)],
+            &expected,
+        );
     });
 }
 

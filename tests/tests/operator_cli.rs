@@ -353,6 +353,9 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             "fragment_record_failed",
             "xdp_mark_failed",
             "pass_xdp_csum_partial",
+            "conntrack_reopened",
+            "conntrack_assured",
+            "conntrack_assure_failed",
         ]
         .contains(&c["name"].as_str().unwrap_or_default())
         {

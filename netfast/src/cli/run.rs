@@ -117,8 +117,12 @@ async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&
 }
 
 fn collect(cfg: &Config) -> anyhow::Result<GcReport> {
-    let pass = gc::open_conntrack(&cfg.instance)
-        .and_then(|mut map| gc::collect(&mut map, &cfg.conntrack.timeouts));
+    let pass = gc::CONNTRACK_MAPS
+        .iter()
+        .try_fold(GcReport::default(), |sum, name| {
+            let mut map = gc::open_conntrack(&cfg.instance, name)?;
+            Ok(sum + gc::collect(&mut map, &cfg.conntrack.timeouts)?)
+        });
     match pass {
         Ok(report) => Ok(report),
         Err(GcError::Datapath(e @ DatapathError::NotPinned { .. })) => {

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use netfast::{
     config::Config,
+    conntrack::Table,
     netns,
     pinned::{LinkStatus, PinnedInstance},
     render::{self, AddressesView, StatusView},
@@ -61,10 +62,13 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let links = inst.links().context("while reading the pinned links")?;
     let config = inst.config().context("while reading CONFIG")?;
     let forwards = inst.forwards().context("while reading FORWARDS")?.len();
-    let conntrack = inst
-        .conntrack_entries()
-        .context("while reading CONNTRACK")?
-        .len();
+    let mut conntrack = 0;
+    for table in [Table::Assured, Table::Unassured] {
+        conntrack += inst
+            .conntrack_entries(table)
+            .context("while reading the conntrack maps")?
+            .len();
+    }
     let config_view = render::config_view(&config, forwards, conntrack);
     let addresses = addresses(&links, config_view.uplink_addr)?;
     let view = StatusView {

@@ -529,12 +529,21 @@ fn seed_published(datapath: &mut Datapath, original: Leg, original_out: Leg) -> 
         );
     datapath
         .run(Prog::EgressTc, &flow.reply.packet(true).bytes())
-        .assert(
+        .assert_counts(
             Verdict::Pass,
-            Counter::DnatReply,
+            &first_reply(original, Counter::DnatReply),
             &flow.reply_out.packet(true).bytes(),
         );
     flow
+}
+
+/// What a flow's first reply counts: `decision`, and for UDP and ICMP echo the move
+/// to `CONNTRACK` (a TCP flow is assured by the handshake's last ACK instead).
+fn first_reply(original: Leg, decision: Counter) -> Vec<(Counter, u64)> {
+    match original {
+        Leg::Tcp(..) => vec![(decision, 1)],
+        _ => vec![(decision, 1), (Counter::ConntrackAssured, 1)],
+    }
 }
 
 /// A masqueraded flow: the container's first packet on egress, the answer on ingress
@@ -556,9 +565,9 @@ fn seed_masquerade(datapath: &mut Datapath, original: Leg) -> Flow {
     };
     datapath
         .run(Prog::IngressXdp, &flow.reply.packet(true).bytes())
-        .assert(
+        .assert_counts(
             Verdict::Pass,
-            Counter::SnatReply,
+            &first_reply(original, Counter::SnatReply),
             &flow.reply_out.packet(true).bytes(),
         );
     flow
