@@ -133,6 +133,17 @@ fn test_run(
     out: &mut [u8],
     repeat: u32,
 ) -> Result<(u32, u32, usize), BenchError> {
+    test_run_ctx(fd, frame, out, repeat, None)
+}
+
+/// `test_run` with a context (`struct __sk_buff` or `struct xdp_md`, or its head).
+fn test_run_ctx(
+    fd: RawFd,
+    frame: &[u8],
+    out: &mut [u8],
+    repeat: u32,
+    ctx: Option<&[u8]>,
+) -> Result<(u32, u32, usize), BenchError> {
     let mut attr = TestRunAttr {
         prog_fd: fd as u32,
         data_size_in: frame.len() as u32,
@@ -140,6 +151,8 @@ fn test_run(
         data_in: frame.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat,
+        ctx_size_in: ctx.map_or(0, |c| c.len() as u32),
+        ctx_in: ctx.map_or(0, |c| c.as_ptr() as u64),
         ..Default::default()
     };
     // SAFETY: attr and both buffers live across the call; sizes match the buffers.
@@ -282,6 +295,31 @@ pub fn measure(runs: usize, blocks: usize) -> Result<Vec<ClassCost>, BenchError>
     measure_classes(runs, blocks, None)
 }
 
+/// A routing table the new-flow classes can ask (the datapath's `bpf_fib_lookup`):
+/// the calling thread's network namespace, prepared by the caller, with
+/// `other_local` an address of the host there that is not CONFIG's uplink address.
+/// Without one, the new-flow SNAT test runs have no ingress interface and the
+/// route lookup fails at once (the address of `up` is taken), so they do not pay
+/// for a lookup that a forwarded packet pays.
+#[derive(Clone, Copy, Debug)]
+pub struct Routing {
+    /// Where the egress program runs: the uplink.
+    pub uplink_ifindex: u32,
+    /// Where forwarded packets come in from: the bridge.
+    pub bridge_ifindex: u32,
+    pub other_local: Ipv4Addr,
+}
+
+impl Routing {
+    /// The head of `struct __sk_buff` up to `ifindex`: ingress_ifindex, ifindex.
+    fn egress_ctx(self) -> Vec<u8> {
+        let mut words = [0u32; 11];
+        words[9] = self.bridge_ifindex;
+        words[10] = self.uplink_ifindex;
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+}
+
 /// Like [`measure`], for the classes named in `only` (all when None). Classes share the
 /// CPU's caches in each block, so comparing two builds is fair only over one class set:
 /// `only` lets a newer build measure the classes an older one had.
@@ -290,6 +328,18 @@ pub fn measure_classes(
     blocks: usize,
     only: Option<&[&str]>,
 ) -> Result<Vec<ClassCost>, BenchError> {
+    measure_classes_routed(runs, blocks, only, None)
+}
+
+/// [`measure_classes`] with a routing table to ask: new-flow SNAT runs as a packet
+/// forwarded from the bridge, and "new-flow DNAT (other local address)" is measured.
+pub fn measure_classes_routed(
+    runs: usize,
+    blocks: usize,
+    only: Option<&[&str]>,
+    routing: Option<Routing>,
+) -> Result<Vec<ClassCost>, BenchError> {
+    let snat_ctx = routing.map(Routing::egress_ctx);
     let object = netfast::datapath::object()?;
     let mut ebpf = EbpfLoader::new().load(object)?;
     for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
@@ -393,6 +443,8 @@ pub fn measure_classes(
     enum Frame {
         Fixed(usize),
         NewDnat,
+        /// A new flow to an "any" publish on a local address other than CONFIG's.
+        NewDnatOther(Ipv4Addr),
         NewSnat,
     }
     struct Case<'a> {
@@ -440,6 +492,15 @@ pub fn measure_classes(
             frame: Frame::NewDnat,
             samples: Vec::new(),
         });
+        if let Some(routing) = routing {
+            cases.push(Case {
+                prog: p,
+                class: "new-flow DNAT (other local address)",
+                counter: Counter::DnatNew,
+                frame: Frame::NewDnatOther(routing.other_local),
+                samples: Vec::new(),
+            });
+        }
         cases.push(Case {
             prog: p,
             class: "established DNAT",
@@ -490,15 +551,17 @@ pub fn measure_classes(
             let case = &mut cases[(k + block) % n];
             let before = counter(&ebpf, case.counter)?;
             for _ in 0..per_block {
+                let mut ctx = None;
                 let frame = match case.frame {
                     Frame::Fixed(i) => fixed[i].clone(),
-                    Frame::NewDnat => loop {
+                    Frame::NewDnat | Frame::NewDnatOther(_) => loop {
                         let (a, p) = fresh();
-                        let frame = tcp_frame(
-                            SocketAddrV4::new(a, p),
-                            SocketAddrV4::new(UPLINK, 8088),
-                            SYN,
-                        );
+                        let host = match case.frame {
+                            Frame::NewDnatOther(other) => other,
+                            _ => UPLINK,
+                        };
+                        let frame =
+                            tcp_frame(SocketAddrV4::new(a, p), SocketAddrV4::new(host, 8088), SYN);
                         // About 1 tuple in 65536 makes a checksum equal to the bare
                         // pseudo-header sum, which XDP leaves to tc as possibly partial
                         // (`pass_xdp_csum_partial`): not this class's path.
@@ -507,6 +570,7 @@ pub fn measure_classes(
                         }
                     },
                     Frame::NewSnat => {
+                        ctx = snat_ctx.as_deref();
                         // A fresh destination per flow: to one destination the SNAT
                         // range (4536 ports) would run out and the class would
                         // measure port exhaustion instead.
@@ -518,7 +582,7 @@ pub fn measure_classes(
                         )
                     }
                 };
-                let (_, ns, _) = test_run(case.prog.fd, &frame, &mut out, 1)?;
+                let (_, ns, _) = test_run_ctx(case.prog.fd, &frame, &mut out, 1, ctx)?;
                 case.samples.push(f64::from(ns));
             }
             let after = counter(&ebpf, case.counter)?;

@@ -405,9 +405,9 @@ fn insert_original(
     Err(failed)
 }
 
-/// A new flow out of the masqueraded subnet: the source becomes the uplink address
-/// and a source port chosen the way MASQUERADE chooses it (nf_nat's
-/// `nf_nat_l4proto_unique_tuple`):
+/// A new flow out of the masqueraded subnet: the source becomes `uplink_addr` (the
+/// uplink's address in force, network byte order) and a source port chosen the way
+/// MASQUERADE chooses it (nf_nat's `nf_nat_l4proto_unique_tuple`):
 /// - the container's own port, when it lies outside the host's ephemeral ports (the
 ///   host may take those for a connection of its own later) and neither a flow nor a
 ///   host socket uses it toward this remote;
@@ -424,6 +424,7 @@ pub fn create_snat<H: HostSockets>(
     host: &H,
     pkt: &Packet,
     config: &DatapathConfig,
+    uplink_addr: u32,
 ) -> Result<Rewrite, Counter> {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -473,7 +474,7 @@ pub fn create_snat<H: HostSockets>(
                 port + 1
             };
         }
-        if let Some(rewrite) = claim(host, pkt, config, port, &reply_state, now)? {
+        if let Some(rewrite) = claim(host, pkt, uplink_addr, port, &reply_state, now)? {
             return Ok(rewrite);
         }
     }
@@ -514,14 +515,14 @@ fn search_range(pkt: &Packet, own: u32, config: &DatapathConfig) -> (u32, u32) {
     }
 }
 
-/// Claims `port` (host byte order) for the new flow: the reply entry with BPF_NOEXIST,
-/// then the original. None when a host socket or another flow holds it toward this
-/// remote.
+/// Claims `uplink_addr:port` (network, host byte order) for the new flow: the reply
+/// entry with BPF_NOEXIST, then the original. None when a host socket or another
+/// flow holds it toward this remote.
 #[inline(always)]
 fn claim<H: HostSockets>(
     host: &H,
     pkt: &Packet,
-    config: &DatapathConfig,
+    uplink_addr: u32,
     port: u32,
     reply_state: &FlowState,
     now: u64,
@@ -529,8 +530,7 @@ fn claim<H: HostSockets>(
     let original = pkt.key;
     let nat_port = (port as u16).to_be();
     let remote = (original.dst_addr, original.dst_port);
-    if original.proto != proto::ICMP
-        && host.holds(original.proto, remote, (config.uplink_addr, nat_port))
+    if original.proto != proto::ICMP && host.holds(original.proto, remote, (uplink_addr, nat_port))
     {
         count(Counter::SnatPortHostSocket);
         return Ok(None);
@@ -538,20 +538,13 @@ fn claim<H: HostSockets>(
     let reply = FlowKey {
         src_addr: original.dst_addr,
         src_port: original.dst_port,
-        dst_addr: config.uplink_addr,
+        dst_addr: uplink_addr,
         dst_port: nat_port,
         proto: original.proto,
         _pad: [0; 3],
     };
     if claim_reply(pkt, &reply, reply_state)? {
-        let original_state = state(
-            pkt,
-            config.uplink_addr,
-            nat_port,
-            KIND_SNAT,
-            DIR_ORIGINAL,
-            now,
-        );
+        let original_state = state(pkt, uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
         insert_original(&original, &original_state, &reply).map(Some)
     } else {
         Ok(None)

@@ -10,6 +10,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod route;
 mod sockets;
 mod uplink;
 
@@ -18,11 +19,11 @@ use core::mem::size_of;
 use aya_ebpf::{
     bindings::{
         BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
-        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
-        xdp_action, xdp_md,
+        bpf_fib_lookup as FibParams, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, xdp_action, xdp_md,
     },
     helpers::{
-        bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_meta,
+        bpf_fib_lookup, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_meta,
         bpf_xdp_store_bytes,
     },
     macros::{classifier, xdp},
@@ -30,10 +31,15 @@ use aya_ebpf::{
 };
 use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
 
+/// `skb->pkt_type` values (include/uapi/linux/if_packet.h).
+const PACKET_BROADCAST: u32 = 1;
+const PACKET_MULTICAST: u32 = 2;
+
 use crate::{
     maps::count,
     nat::Rewriter,
     parse::{IP_CSUM_OFF, IP_OFF, IP_PROTO_OFF, Packet, Unparsed, parse, ptr_at},
+    route::{FIB_PARAMS_LEN, Routes},
     sockets::HostSockets,
 };
 
@@ -272,6 +278,35 @@ impl HostSockets for SkbRewriter<'_> {
     }
 }
 
+impl Routes for SkbRewriter<'_> {
+    #[inline(always)]
+    fn fib_lookup(&self, params: &mut FibParams, flags: u32) -> i64 {
+        // SAFETY: `skb` is this program's context and `params` a whole, initialised
+        // struct of `FIB_PARAMS_LEN` bytes.
+        unsafe { bpf_fib_lookup(self.ctx.skb.skb.cast(), params, FIB_PARAMS_LEN, flags) }
+    }
+
+    #[inline(always)]
+    fn ifindexes(&self) -> (u32, u32) {
+        // SAFETY: `skb` is the context the kernel passed in; both fields are readable
+        // in tc.
+        unsafe {
+            (
+                (*self.ctx.skb.skb).ingress_ifindex,
+                (*self.ctx.skb.skb).ifindex,
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn to_group_mac(&self) -> bool {
+        // SAFETY: `skb` is the context the kernel passed in; pkt_type is readable in
+        // tc. PACKET_BROADCAST and PACKET_MULTICAST, from `eth_type_trans`.
+        let pkt_type = unsafe { (*self.ctx.skb.skb).pkt_type };
+        pkt_type == PACKET_BROADCAST || pkt_type == PACKET_MULTICAST
+    }
+}
+
 /// XDP: direct packet writes with RFC 1624 checksum updates. Frames from a real NIC
 /// carry full checksums, so plain incremental updates are right here; frames whose
 /// checksum may be partial never get here (`PassXdpCsumPartial`).
@@ -372,6 +407,34 @@ impl Rewriter for XdpRewriter {
     #[inline(always)]
     fn bounds(&self) -> (usize, usize) {
         (self.data, self.data_end)
+    }
+}
+
+impl Routes for XdpRewriter {
+    #[inline(always)]
+    fn fib_lookup(&self, params: &mut FibParams, flags: u32) -> i64 {
+        // SAFETY: `ctx` is this program's context and `params` a whole, initialised
+        // struct of `FIB_PARAMS_LEN` bytes.
+        unsafe { bpf_fib_lookup(self.ctx.cast(), params, FIB_PARAMS_LEN, flags) }
+    }
+
+    #[inline(always)]
+    fn ifindexes(&self) -> (u32, u32) {
+        // SAFETY: `ctx` is the context the kernel passed in; ingress_ifindex is
+        // readable in XDP.
+        let ifindex = unsafe { (*self.ctx).ingress_ifindex };
+        (ifindex, ifindex)
+    }
+
+    #[inline(always)]
+    fn to_group_mac(&self) -> bool {
+        // Two bytes, not one: LLVM turns a one-byte bound at offset 0 into
+        // `data >= data_end`, which gives the verifier no range to read with.
+        let Ok(head) = self.field::<[u8; 2]>(0) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by `field`. The I/G bit of the destination address.
+        unsafe { (*head)[0] & 1 != 0 }
     }
 }
 

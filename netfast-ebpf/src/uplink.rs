@@ -10,6 +10,7 @@ use crate::{
     maps::{CONFIG, FORWARDS},
     nat::{Rewriter, translate},
     parse::{FRAG_FIRST, FRAG_LATER, Packet, Unparsed},
+    route::{self, Routes},
     sockets::HostSockets,
 };
 
@@ -21,7 +22,7 @@ pub fn config() -> Option<&'static DatapathConfig> {
 /// From outside: replies to masqueraded flows, new or established flows to published
 /// ports, their later fragments, and ICMP errors about them.
 #[inline(always)]
-pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
+pub fn ingress<R: Rewriter + Routes>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
     let Some(config) = config() else {
         return Counter::PassNotConfigured;
     };
@@ -47,7 +48,7 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
         };
         return done(&pkt, translate(r, &pkt, &state), outcome);
     }
-    let Some(backend) = published_backend(&pkt, config) else {
+    let Some(backend) = published_backend(r, &pkt, config) else {
         return Counter::PassNoMatch;
     };
     let created = conntrack::create_dnat(&pkt, &backend);
@@ -62,7 +63,10 @@ pub fn ingress<R: Rewriter>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Coun
 /// subnet, their later fragments, and ICMP errors about them. Nothing from the subnet
 /// leaves untranslated.
 #[inline(always)]
-pub fn egress<R: Rewriter + HostSockets>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
+pub fn egress<R: Rewriter + HostSockets + Routes>(
+    r: &mut R,
+    parsed: Result<Packet, Unparsed>,
+) -> Counter {
     let Some(config) = config() else {
         return Counter::PassNotConfigured;
     };
@@ -76,7 +80,7 @@ pub fn egress<R: Rewriter + HostSockets>(r: &mut R, parsed: Result<Packet, Unpar
 }
 
 #[inline(always)]
-fn egress_packet<R: Rewriter + HostSockets>(
+fn egress_packet<R: Rewriter + HostSockets + Routes>(
     r: &mut R,
     pkt: &Packet,
     config: &DatapathConfig,
@@ -105,7 +109,8 @@ fn egress_packet<R: Rewriter + HostSockets>(
     if !pkt.opens_flow {
         return Counter::DropUntranslatableFromSubnet;
     }
-    let created = conntrack::create_snat(r, pkt, config);
+    let uplink_addr = route::masquerade_source(r, pkt).unwrap_or(config.uplink_addr);
+    let created = conntrack::create_snat(r, pkt, config, uplink_addr);
     done(
         pkt,
         created.and_then(|state| translate(r, pkt, &state)),
@@ -145,9 +150,16 @@ fn done(pkt: &Packet, result: Result<(), Counter>, outcome: Counter) -> Counter 
     }
 }
 
-/// An exact host address wins over "any"; "any" means the uplink's own address.
+/// An exact host address wins over "any". "Any" means every address of the host,
+/// as it is when the flow starts: the address of `up` is taken as is, any other
+/// destination is asked of the kernel (`route::is_local`), only after an "any" entry
+/// matched, so a miss costs no more than the two hash lookups.
 #[inline(always)]
-fn published_backend(pkt: &Packet, config: &DatapathConfig) -> Option<netfast_common::Backend> {
+fn published_backend<R: Rewriter + Routes>(
+    r: &R,
+    pkt: &Packet,
+    config: &DatapathConfig,
+) -> Option<netfast_common::Backend> {
     if pkt.key.proto != proto::TCP && pkt.key.proto != proto::UDP {
         return None;
     }
@@ -161,11 +173,13 @@ fn published_backend(pkt: &Packet, config: &DatapathConfig) -> Option<netfast_co
     if let Some(backend) = unsafe { FORWARDS.get(&key) } {
         return Some(*backend);
     }
-    if pkt.key.dst_addr != config.uplink_addr {
+    key.host_addr = 0;
+    // SAFETY: the value is copied out at once.
+    let backend = unsafe { FORWARDS.get(&key) }.copied()?;
+    if pkt.key.dst_addr != config.uplink_addr && !route::is_local(r, pkt) {
         return None;
     }
-    key.host_addr = 0;
-    unsafe { FORWARDS.get(&key) }.copied()
+    Some(backend)
 }
 
 #[inline(always)]

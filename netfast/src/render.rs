@@ -11,6 +11,7 @@ use crate::{
     conntrack::{Flow, Tuple, addr, kind_name, proto_name},
     datapath::FALLBACK_NOTE,
     pinned::{LinkStatus, MapFill},
+    topology::HostAddress,
 };
 
 /// Column alignment: text left, numbers right.
@@ -517,6 +518,77 @@ pub struct StatusView {
     pub pin_dir: String,
     pub programs: Vec<ProgramView>,
     pub config: ConfigView,
+    /// The addresses in force, read from the kernel now; None when no program is
+    /// attached (no uplink to ask about).
+    pub addresses: Option<AddressesView>,
+}
+
+/// The addresses the datapath takes from the kernel when a flow starts, as they are
+/// now (`route.rs` in the datapath): CONFIG's `uplink_addr` is only the address of
+/// `up`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddressesView {
+    /// The uplink's name, or `ifindex N`.
+    pub uplink: String,
+    /// Every IPv4 address of the uplink, primaries first.
+    pub uplink_addresses: Vec<UplinkAddress>,
+    /// What a new masqueraded flow takes through a route without a `src` of its own:
+    /// the uplink's first primary address (`inet_select_addr`, as MASQUERADE takes
+    /// it); toward a subnet of another primary address of the uplink, that one. None
+    /// when the uplink has no address: new flows then take the address of `up`.
+    pub masquerade_source: Option<Ipv4Addr>,
+    /// Where a publish without a host address answers: every address of the host
+    /// namespace except loopback ones, and the address of `up`, which the datapath
+    /// takes without asking.
+    pub any_publish: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UplinkAddress {
+    /// `ADDR/LEN`.
+    pub address: String,
+    /// IFA_F_SECONDARY: never taken as a source by `inet_select_addr`.
+    pub secondary: bool,
+}
+
+impl fmt::Display for UplinkAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = if self.secondary { " (secondary)" } else { "" };
+        write!(f, "{}{suffix}", self.address)
+    }
+}
+
+/// Builds the view of the uplink `uplink_index` from every address of the namespace.
+pub fn addresses_view(
+    uplink: String,
+    uplink_index: u32,
+    up_addr: Ipv4Addr,
+    host: &[HostAddress],
+) -> AddressesView {
+    let on_uplink: Vec<&HostAddress> = host.iter().filter(|a| a.index == uplink_index).collect();
+    let mut any_publish: Vec<Ipv4Addr> = host
+        .iter()
+        .map(|a| a.local.addr())
+        .filter(|a| !a.is_loopback())
+        .collect();
+    if !any_publish.contains(&up_addr) {
+        any_publish.push(up_addr);
+    }
+    AddressesView {
+        uplink,
+        uplink_addresses: on_uplink
+            .iter()
+            .map(|a| UplinkAddress {
+                address: a.local.to_string(),
+                secondary: a.secondary,
+            })
+            .collect(),
+        masquerade_source: on_uplink
+            .iter()
+            .find(|a| !a.secondary)
+            .map(|a| a.local.addr()),
+        any_publish,
+    }
 }
 
 pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
@@ -568,7 +640,42 @@ impl fmt::Display for StatusView {
                 "not configured"
             }
         )?;
-        writeln!(f, "uplink addr: {}", c.uplink_addr)?;
+        writeln!(f, "uplink addr: {} (at up)", c.uplink_addr)?;
+        if let Some(a) = &self.addresses {
+            let list = |addrs: &[Ipv4Addr]| {
+                addrs
+                    .iter()
+                    .map(Ipv4Addr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            writeln!(
+                f,
+                "uplink now:  {} {}",
+                a.uplink,
+                if a.uplink_addresses.is_empty() {
+                    "(no IPv4 address)".to_string()
+                } else {
+                    a.uplink_addresses
+                        .iter()
+                        .map(UplinkAddress::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )?;
+            writeln!(
+                f,
+                "new SNAT:    {}",
+                a.masquerade_source.map_or_else(
+                    || format!(
+                        "{} (the uplink has no address; the one of up)",
+                        c.uplink_addr
+                    ),
+                    |s| format!("{s} (the uplink's primary address now; a route's own src wins)")
+                )
+            )?;
+            writeln!(f, "any publish: {}", list(&a.any_publish))?;
+        }
         writeln!(
             f,
             "masquerade:  {}",
@@ -687,6 +794,42 @@ mod tests {
             ephemeral_max: 60_999,
             _pad: [0; 2],
         }
+    }
+
+    #[test]
+    fn addresses_in_force() {
+        let host = |index, cidr: &str, secondary| HostAddress {
+            index,
+            local: cidr.parse().expect("cidr"),
+            secondary,
+        };
+        let all = [
+            host(1, "127.0.0.1/8", false),
+            host(2, "10.0.1.51/24", false),
+            host(2, "10.0.1.52/24", true),
+            host(3, "172.16.0.100/24", false),
+        ];
+        let view = addresses_view("eth0".into(), 2, ip("10.0.1.48"), &all);
+        let shown: Vec<String> = view
+            .uplink_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.1.51/24", "10.0.1.52/24 (secondary)"]);
+        assert!(view.uplink_addresses[1].secondary);
+        assert_eq!(view.masquerade_source, Some(ip("10.0.1.51")));
+        assert_eq!(
+            view.any_publish,
+            [
+                ip("10.0.1.51"),
+                ip("10.0.1.52"),
+                ip("172.16.0.100"),
+                ip("10.0.1.48")
+            ]
+        );
+        let bare = addresses_view("eth0".into(), 9, ip("10.0.1.48"), &all);
+        assert_eq!(bare.masquerade_source, None);
+        assert!(bare.uplink_addresses.is_empty());
     }
 
     #[test]
@@ -876,6 +1019,16 @@ icmp   61000-65535     0   4536  0.0%
             pin_dir: "/sys/fs/bpf/netfast/demo".into(),
             programs: program_views(&links),
             config: config_view(&seed_config(), 1, 4),
+            addresses: Some(addresses_view(
+                "eth0".into(),
+                2,
+                ip("10.0.1.48"),
+                &[HostAddress {
+                    index: 2,
+                    local: "10.0.1.49/24".parse().expect("cidr"),
+                    secondary: false,
+                }],
+            )),
         };
         assert_eq!(
             view.to_string(),
@@ -883,7 +1036,10 @@ icmp   61000-65535     0   4536  0.0%
 instance:    demo
 pins:        /sys/fs/bpf/netfast/demo
 datapath:    enabled
-uplink addr: 10.0.1.48
+uplink addr: 10.0.1.48 (at up)
+uplink now:  eth0 10.0.1.49/24
+new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins)
+any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 forwards:    1
 conntrack:   4 entries

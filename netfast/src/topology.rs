@@ -18,7 +18,7 @@ use rtnetlink::{
     Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         AddressFamily,
-        address::{AddressAttribute, AddressMessage},
+        address::{AddressAttribute, AddressHeaderFlags, AddressMessage},
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         route::RouteAttribute,
     },
@@ -275,6 +275,57 @@ pub async fn ipv4_addresses(h: &Handle, index: u32) -> Result<Vec<Ipv4Address>> 
         out.push(Ipv4Address {
             local: net,
             peer: address.filter(|a| *a != addr),
+        });
+    }
+    Ok(out)
+}
+
+/// An IPv4 address of the namespace, with what the kernel's choice of a source
+/// address depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostAddress {
+    /// The interface's index.
+    pub index: u32,
+    pub local: Ipv4Net,
+    /// IFA_F_SECONDARY: a further address in a subnet that has a primary one;
+    /// `inet_select_addr` (the source MASQUERADE and unset route sources take) skips
+    /// it.
+    pub secondary: bool,
+}
+
+/// Every IPv4 address of every interface of the calling thread's namespace, in the
+/// kernel's order (per interface, primaries first).
+pub async fn host_ipv4_addresses(h: &Handle) -> Result<Vec<HostAddress>> {
+    let msgs: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list the namespace's addresses".to_string()))?;
+    let mut out = Vec::new();
+    for msg in msgs {
+        if msg.header.family != AddressFamily::Inet {
+            continue;
+        }
+        let local = msg.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Local(IpAddr::V4(a)) => Some(*a),
+            _ => None,
+        });
+        let address = msg.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(IpAddr::V4(a)) => Some(*a),
+            _ => None,
+        });
+        let Some(addr) = local.or(address) else {
+            continue;
+        };
+        let Ok(net) = Ipv4Net::new(addr, msg.header.prefix_len) else {
+            continue;
+        };
+        out.push(HostAddress {
+            index: msg.header.index,
+            local: net,
+            secondary: msg.header.flags.contains(AddressHeaderFlags::Secondary),
         });
     }
     Ok(out)

@@ -372,13 +372,21 @@ impl Datapath {
 
     /// Runs `prog` once on `frame`.
     pub fn run(&mut self, prog: Prog, frame: &[u8]) -> Run {
+        self.run_on(prog, frame, None)
+    }
+
+    /// Runs `prog` once on `frame` as if it crossed `on`: for tc, `ifindex` becomes
+    /// the skb's device and `ingress_ifindex` the interface it came in on; XDP takes
+    /// `ifindex` as its receiving interface. Without `on`, both programs run on the
+    /// calling thread's loopback and a tc skb has no ingress interface (0).
+    pub fn run_on(&mut self, prog: Prog, frame: &[u8], on: Option<Ifindexes>) -> Run {
         let before = self.counters();
         let TestOutput {
             return_value,
             out,
             xdp_meta,
         } = self
-            .test_run(prog, frame)
+            .test_run_on(prog, frame, on)
             .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} failed: {err:?}", prog.name()));
         let after = self.counters();
         let counted = Counter::ALL
@@ -400,15 +408,27 @@ impl Datapath {
     /// left it, or the kernel's error as is (EINVAL for a frame shorter than an
     /// Ethernet header); reads no counters.
     pub fn test_run(&self, prog: Prog, frame: &[u8]) -> Result<TestOutput, ProgramError> {
+        self.test_run_on(prog, frame, None)
+    }
+
+    /// `test_run` with the interfaces of `run_on`.
+    pub fn test_run_on(
+        &self,
+        prog: Prog,
+        frame: &[u8],
+        on: Option<Ifindexes>,
+    ) -> Result<TestOutput, ProgramError> {
         // Room for anything the program could grow the packet by.
         let mut out = vec![0u8; frame.len() + 256];
         let program = self
             .ebpf
             .program(prog.name())
             .unwrap_or_else(|| panic!("the object has no program {}", prog.name()));
+        let ctx = on.map(|on| on.ctx(prog, frame.len()));
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
             repeat: 1,
             ..Default::default()
         };
@@ -493,6 +513,45 @@ impl Datapath {
         self.conntrack()
             .into_iter()
             .find_map(|(k, state)| (k == *key).then_some(state))
+    }
+}
+
+/// The interfaces a test run pretends a packet crossed (`Datapath::run_on`).
+#[derive(Clone, Copy, Debug)]
+pub struct Ifindexes {
+    /// The interface the program runs on: the uplink.
+    pub ifindex: u32,
+    /// tc only: the interface the packet came in on (for egress, the one a forwarded
+    /// packet arrived from).
+    pub ingress_ifindex: u32,
+}
+
+impl Ifindexes {
+    /// The context BPF_PROG_TEST_RUN takes: the head of `struct __sk_buff` up to
+    /// `ifindex` (the kernel zero-fills the rest and accepts only mark, priority,
+    /// ingress_ifindex and ifindex there), or `struct xdp_md` (data 0, data_end the
+    /// frame's length, ingress_ifindex, rx queue 0).
+    fn ctx(self, prog: Prog, frame_len: usize) -> Vec<u8> {
+        let words: Vec<u32> = match prog {
+            Prog::IngressTc | Prog::EgressTc => {
+                // len, pkt_type, mark, queue_mapping, protocol, vlan_present, vlan_tci,
+                // vlan_proto, priority, ingress_ifindex, ifindex.
+                let mut words = vec![0; 11];
+                words[9] = self.ingress_ifindex;
+                words[10] = self.ifindex;
+                words
+            }
+            // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+            Prog::IngressXdp => vec![
+                0,
+                u32::try_from(frame_len).expect("a test frame fits in u32"),
+                0,
+                self.ifindex,
+                0,
+                0,
+            ],
+        };
+        words.iter().flat_map(|word| word.to_ne_bytes()).collect()
     }
 }
 

@@ -18,8 +18,8 @@ use netfast_tests::{
         ip_len, lan_server, published_tcp, sock,
     },
     harness::{
-        BACKEND, Datapath, LAN_PEER, Prog, SNAT_PORT_MAX, SNAT_PORT_MIN, TCP_PUBLISHED,
-        UDP_BACKEND_PORT, UDP_PUBLISHED, UPLINK_ADDR, addr_be, flow_key, port_be, seed_config,
+        BACKEND, Datapath, LAN_PEER, Prog, SNAT_PORT_MAX, SNAT_PORT_MIN, UDP_BACKEND_PORT,
+        UDP_PUBLISHED, UPLINK_ADDR, addr_be, flow_key, port_be, seed_config,
     },
     packet::{
         ETH_LEN, ICMP_TIMESTAMP, IPV4_LEN, PROTO_GRE, Packet, arp_request, ipv6_udp,
@@ -287,24 +287,6 @@ fn dnat_to_an_exact_host_address() {
         let syn = Packet::tcp(client(), host, SYN);
         let run = datapath.run(prog, &syn.bytes());
         run.assert(PASS, Counter::DnatNew, &syn.with_dst(backend).bytes());
-    });
-}
-
-#[test]
-fn published_port_on_another_address_is_a_miss() {
-    each_ingress(|prog| {
-        let mut datapath = Datapath::configured();
-        // 8088 is published on "any" address, which means the uplink's only.
-        let syn = Packet::tcp(
-            client(),
-            sock(Ipv4Addr::new(10, 0, 1, 99), TCP_PUBLISHED),
-            SYN,
-        );
-        let bytes = syn.bytes();
-        datapath
-            .run(prog, &bytes)
-            .assert(PASS, Counter::PassNoMatch, &bytes);
-        assert!(datapath.conntrack().is_empty());
     });
 }
 

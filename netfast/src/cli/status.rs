@@ -7,8 +7,10 @@ use clap::Args;
 use netfast::{
     config::Config,
     conntrack::Table,
-    pinned::PinnedInstance,
-    render::{self, StatusView},
+    netns,
+    pinned::{LinkStatus, PinnedInstance},
+    render::{self, AddressesView, StatusView},
+    topology,
 };
 
 /// `--instance NAME` or `--config FILE` (the instance named in the file).
@@ -67,12 +69,49 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .context("while reading the conntrack maps")?
             .len();
     }
+    let config_view = render::config_view(&config, forwards, conntrack);
+    let addresses = addresses(&links, config_view.uplink_addr)?;
     let view = StatusView {
         instance: inst.name().to_owned(),
         pin_dir: inst.dir().display().to_string(),
         programs: render::program_views(&links),
-        config: render::config_view(&config, forwards, conntrack),
+        config: config_view,
+        addresses,
     };
     super::print(&view, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The uplink's addresses in force, asked of this namespace's kernel: the uplink is
+/// the interface the egress program is attached to (or any attached program's).
+fn addresses(
+    links: &[LinkStatus],
+    up_addr: std::net::Ipv4Addr,
+) -> anyhow::Result<Option<AddressesView>> {
+    let uplink = links
+        .iter()
+        .find(|l| l.hook == "egress")
+        .or_else(|| links.first());
+    let Some(uplink) = uplink else {
+        return Ok(None);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting a runtime to read the host's addresses")?;
+    let handle = netns::netlink_here(rt.handle())
+        .context("while opening rtnetlink to read the host's addresses")?;
+    let host = rt
+        .block_on(topology::host_ipv4_addresses(&handle))
+        .context("while reading the host's addresses")?;
+    let name = uplink
+        .interface
+        .clone()
+        .unwrap_or_else(|| format!("ifindex {}", uplink.ifindex));
+    Ok(Some(render::addresses_view(
+        name,
+        uplink.ifindex,
+        up_addr,
+        &host,
+    )))
 }
