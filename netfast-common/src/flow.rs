@@ -69,9 +69,10 @@ pub struct FlowState {
     /// Host order; valid once `tcp_flags` has ACK.
     pub tcp_ack: u32,
     pub _pad2: [u8; 4],
-    /// `bpf_ktime_get_ns` when the flow was created.
+    /// When the flow was created: `bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC_COARSE in
+    /// ns (one scheduler tick of resolution; see `netfast-ebpf/src/conntrack.rs`).
     pub created_ns: u64,
-    /// `bpf_ktime_get_ns` of the last packet in this direction.
+    /// The same clock at the last packet in this direction.
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,

@@ -29,7 +29,7 @@ pub struct FragEntry {
     /// Network byte order.
     pub dst_port: u16,
     pub _pad: u32,
-    /// `bpf_ktime_get_ns` when the first fragment passed. Records older than
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, ns) when the first fragment passed. Records older than
     /// [`crate::names::FRAGMENT_TIMEOUT_NS`] are ignored, as the kernel's reassembly
     /// gives up after `net.ipv4.ipfrag_time`.
     pub seen_ns: u64,

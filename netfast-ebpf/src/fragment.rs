@@ -1,7 +1,7 @@
 //! Later fragments carry no ports: a translated first fragment leaves its ports in
 //! `FRAGMENTS`, and the later fragments of its datagram find their flow through them.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use netfast_common::{Counter, FlowKey, FragEntry, FragKey, names::FRAGMENT_TIMEOUT_NS};
 
 use crate::{
@@ -29,7 +29,7 @@ pub fn record_first(pkt: &Packet) {
         dst_port: pkt.key.dst_port,
         _pad: 0,
         // SAFETY: no preconditions.
-        seen_ns: unsafe { bpf_ktime_get_ns() },
+        seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
     };
     if FRAGMENTS.insert(&frag_key(pkt), &entry, 0).is_err() {
         count(Counter::FragmentRecordFailed);
@@ -44,7 +44,7 @@ pub fn later_tuple(pkt: &Packet) -> Option<FlowKey> {
     // SAFETY: the value is copied out at once.
     let entry = unsafe { FRAGMENTS.get(&frag_key(pkt)) }?;
     // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if now.wrapping_sub(entry.seen_ns) > FRAGMENT_TIMEOUT_NS {
         return None;
     }

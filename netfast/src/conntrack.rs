@@ -282,7 +282,8 @@ pub fn proto_name(p: u8) -> &'static str {
     }
 }
 
-/// `CLOCK_MONOTONIC` in ns: the clock `bpf_ktime_get_ns` reads.
+/// `CLOCK_MONOTONIC` in ns: the base of the datapath's stamps
+/// (`bpf_ktime_get_coarse_ns` reads its coarse variant, at most one tick behind).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -97,7 +97,7 @@ impl Timeouts {
 }
 
 /// Whether a flow last seen at `last_seen_ns` is expired at `now_ns` (both
-/// `CLOCK_MONOTONIC`, as `bpf_ktime_get_ns`). A `last_seen_ns` after `now_ns` (a packet
+/// `CLOCK_MONOTONIC`; the datapath's coarse stamps lag it by at most one tick). A `last_seen_ns` after `now_ns` (a packet
 /// that arrived after the clock was read) is idle 0. Idle exactly the timeout is kept.
 pub fn expired(
     proto: u8,
