@@ -1,9 +1,20 @@
 //! Per-CPU counters: one per outcome, and one per reason a packet was passed
 //! untouched or dropped. The datapath bumps exactly one decision counter per packet.
 
-/// Index into the `COUNTERS` per-CPU array.
+/// Index into the `COUNTERS` per-CPU array. The operators' name of each counter is
+/// its variant's name in `snake_case` (`Counter::name`), derived by strum.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::EnumCount,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Counter {
     /// A new published-port flow: destination rewritten to the backend.
     DnatNew,
@@ -96,44 +107,11 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ConntrackAssureFailed as u32 + 1;
+    /// How many counters there are: the `COUNTERS` array's size.
+    pub const COUNT: u32 = <Counter as strum::EnumCount>::COUNT as u32;
 
-    pub const ALL: [Counter; Counter::COUNT as usize] = [
-        Counter::DnatNew,
-        Counter::DnatEstablished,
-        Counter::DnatReply,
-        Counter::SnatNew,
-        Counter::SnatEstablished,
-        Counter::SnatReply,
-        Counter::IcmpErrorIn,
-        Counter::IcmpErrorOut,
-        Counter::FragmentTranslated,
-        Counter::PassNoMatch,
-        Counter::PassNotConfigured,
-        Counter::PassNotIpv4,
-        Counter::PassFragmentUntracked,
-        Counter::PassOtherProtocol,
-        Counter::PassIcmpOther,
-        Counter::PassIcmpErrorUntracked,
-        Counter::PassXdpCsumPartial,
-        Counter::DropTruncated,
-        Counter::DropFragmentFromSubnet,
-        Counter::DropUntranslatableFromSubnet,
-        Counter::DropSnatPortsExhausted,
-        Counter::DropConntrackInsert,
-        Counter::DropConntrackClash,
-        Counter::DropRewriteFailed,
-        Counter::DropTcpRstOutOfWindow,
-        Counter::SnatPortRetries,
-        Counter::SnatPortHostSocket,
-        Counter::ConntrackHalfRestored,
-        Counter::ConntrackRestoreFailed,
-        Counter::FragmentRecordFailed,
-        Counter::XdpMarkFailed,
-        Counter::ConntrackReopened,
-        Counter::ConntrackAssured,
-        Counter::ConntrackAssureFailed,
-    ];
+    /// Every counter, in index order.
+    pub const ALL: &'static [Counter] = <Counter as strum::VariantArray>::VARIANTS;
 
     /// Whether this counter is a packet's one decision; the others count events on the
     /// way (SNAT port retries, conntrack halves rebuilt).
@@ -168,44 +146,9 @@ impl Counter {
         )
     }
 
-    /// The name operators see, in `snake_case`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::DnatNew => "dnat_new",
-            Counter::DnatEstablished => "dnat_established",
-            Counter::DnatReply => "dnat_reply",
-            Counter::SnatNew => "snat_new",
-            Counter::SnatEstablished => "snat_established",
-            Counter::SnatReply => "snat_reply",
-            Counter::IcmpErrorIn => "icmp_error_in",
-            Counter::IcmpErrorOut => "icmp_error_out",
-            Counter::FragmentTranslated => "fragment_translated",
-            Counter::PassNoMatch => "pass_no_match",
-            Counter::PassNotConfigured => "pass_not_configured",
-            Counter::PassNotIpv4 => "pass_not_ipv4",
-            Counter::PassFragmentUntracked => "pass_fragment_untracked",
-            Counter::PassOtherProtocol => "pass_other_protocol",
-            Counter::PassIcmpOther => "pass_icmp_other",
-            Counter::PassIcmpErrorUntracked => "pass_icmp_error_untracked",
-            Counter::PassXdpCsumPartial => "pass_xdp_csum_partial",
-            Counter::DropTruncated => "drop_truncated",
-            Counter::DropFragmentFromSubnet => "drop_fragment_from_subnet",
-            Counter::DropUntranslatableFromSubnet => "drop_untranslatable_from_subnet",
-            Counter::DropSnatPortsExhausted => "drop_snat_ports_exhausted",
-            Counter::DropConntrackInsert => "drop_conntrack_insert",
-            Counter::DropConntrackClash => "drop_conntrack_clash",
-            Counter::DropRewriteFailed => "drop_rewrite_failed",
-            Counter::DropTcpRstOutOfWindow => "drop_tcp_rst_out_of_window",
-            Counter::SnatPortRetries => "snat_port_retries",
-            Counter::SnatPortHostSocket => "snat_port_host_socket",
-            Counter::ConntrackHalfRestored => "conntrack_half_restored",
-            Counter::ConntrackRestoreFailed => "conntrack_restore_failed",
-            Counter::FragmentRecordFailed => "fragment_record_failed",
-            Counter::XdpMarkFailed => "xdp_mark_failed",
-            Counter::ConntrackReopened => "conntrack_reopened",
-            Counter::ConntrackAssured => "conntrack_assured",
-            Counter::ConntrackAssureFailed => "conntrack_assure_failed",
-        }
+    /// The name operators see: the variant's name in `snake_case`.
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -220,3 +163,53 @@ const _: () = {
         i += 1;
     }
 };
+
+#[cfg(test)]
+mod tests {
+    use super::Counter;
+
+    /// The names are the operators' interface (`stats`, `--json`, the daemon's
+    /// summary): a renamed variant must not rename a counter by accident.
+    #[test]
+    fn names_are_stable() {
+        let names: [&str; Counter::COUNT as usize] = [
+            "dnat_new",
+            "dnat_established",
+            "dnat_reply",
+            "snat_new",
+            "snat_established",
+            "snat_reply",
+            "icmp_error_in",
+            "icmp_error_out",
+            "fragment_translated",
+            "pass_no_match",
+            "pass_not_configured",
+            "pass_not_ipv4",
+            "pass_fragment_untracked",
+            "pass_other_protocol",
+            "pass_icmp_other",
+            "pass_icmp_error_untracked",
+            "pass_xdp_csum_partial",
+            "drop_truncated",
+            "drop_fragment_from_subnet",
+            "drop_untranslatable_from_subnet",
+            "drop_snat_ports_exhausted",
+            "drop_conntrack_insert",
+            "drop_conntrack_clash",
+            "drop_rewrite_failed",
+            "drop_tcp_rst_out_of_window",
+            "snat_port_retries",
+            "snat_port_host_socket",
+            "conntrack_half_restored",
+            "conntrack_restore_failed",
+            "fragment_record_failed",
+            "xdp_mark_failed",
+            "conntrack_reopened",
+            "conntrack_assured",
+            "conntrack_assure_failed",
+        ];
+        for (counter, name) in Counter::ALL.iter().zip(names) {
+            assert_eq!(counter.name(), name);
+        }
+    }
+}
