@@ -686,8 +686,8 @@ pub fn check_forward_add(
     let total = existing.len() + spec.port_count();
     if total > FORWARDS_CAPACITY as usize {
         return Err(format!(
-            "publish spec \"{spec}\": {} more ports would make {total}, above the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports",
-            spec.port_count()
+            "publish spec \"{spec}\": {} more would make {total}, above the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports",
+            crate::count(spec.port_count() as u64, "port", "ports")
         ));
     }
     Ok(())

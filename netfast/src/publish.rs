@@ -128,6 +128,38 @@ fn range_len(r: &RangeInclusive<u16>) -> usize {
     usize::from(r.end().saturating_sub(*r.start())) + 1
 }
 
+impl PublishSpec {
+    /// Parses a spec given as one word (`SPEC`) or as the three columns of a
+    /// `forward list` row (`PROTO HOST BACKEND`, e.g. `tcp *:8088 172.16.0.102:80`),
+    /// so `forward del` takes what `forward list` prints.
+    pub fn from_words<S: AsRef<str>>(words: &[S]) -> Result<PublishSpec, PublishSpecError> {
+        match words {
+            [spec] => spec.as_ref().parse(),
+            [proto, host, backend] => {
+                let (proto, host, backend) = (proto.as_ref(), host.as_ref(), backend.as_ref());
+                let joined = format!("{host}:{backend}/{proto}");
+                joined
+                    .parse()
+                    .map_err(|e: PublishSpecError| PublishSpecError {
+                        spec: format!("{proto} {host} {backend}"),
+                        reason: e.reason,
+                    })
+            }
+            _ => Err(PublishSpecError {
+                spec: words
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                reason: format!(
+                    "give one spec ({SYNTAX}, like \"{EXAMPLE}\") or the three columns of a \
+                     `forward list` row (PROTO HOST BACKEND, like \"tcp *:8088 172.16.0.102:80\")"
+                ),
+            }),
+        }
+    }
+}
+
 impl FromStr for PublishSpec {
     type Err = PublishSpecError;
 
@@ -197,6 +229,10 @@ fn parse_protocol(p: &str) -> Result<Protocol, String> {
 }
 
 fn parse_host_addr(a: &str) -> Result<Option<Ipv4Addr>, String> {
+    // `forward list` shows "every address" as `*:PORT`; take it back as given.
+    if a == "*" {
+        return Ok(None);
+    }
     let addr: Ipv4Addr = a.parse().map_err(|_| {
         format!(
             "host IP \"{a}\" is not an IPv4 address; write one like 10.0.1.48, or leave it out to publish on every address"
@@ -323,6 +359,7 @@ mod tests {
             ("8000-8009:172.16.0.102:80", None, 8000..=8009, "172.16.0.102", 80..=80, Protocol::Tcp, "8000-8009:172.16.0.102:80/tcp"),
             ("1:172.16.0.102:65535", None, 1..=1, "172.16.0.102", 65535..=65535, Protocol::Tcp, "1:172.16.0.102:65535/tcp"),
             ("80-80:172.16.0.102:80-80", None, 80..=80, "172.16.0.102", 80..=80, Protocol::Tcp, "80:172.16.0.102:80/tcp"),
+            ("*:8088:172.16.0.102:80/tcp", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
             (" 8088:172.16.0.102:80 ", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
         ];
         for (input, host, hp, backend, bp, proto, canonical) in cases {
@@ -366,6 +403,7 @@ mod tests {
             ("8088:0.0.0.0:80", &["0.0.0.0", "not a unicast"]),
             ("8088:224.0.0.1:80", &["224.0.0.1", "not a unicast"]),
             ("localhost:8088:172.16.0.102:80", &["\"localhost\"", "host IP"]),
+            ("**:8088:172.16.0.102:80", &["\"**\"", "host IP"]),
             ("255.255.255.255:8088:172.16.0.102:80", &["255.255.255.255", "host IP"]),
         ];
         for (input, needles) in cases {
@@ -381,6 +419,34 @@ mod tests {
                 assert!(text.contains(n), "{input:?}: {text:?} lacks {n:?}");
             }
         }
+    }
+
+    /// What `forward list` prints, row by row, parses back to the entry it shows.
+    #[test]
+    fn list_rows_parse_back() {
+        for (words, canonical) in [
+            (
+                &["tcp", "*:8088", "172.16.0.102:80"][..],
+                "8088:172.16.0.102:80/tcp",
+            ),
+            (
+                &["udp", "10.0.1.48:5353", "172.16.0.103:53"],
+                "10.0.1.48:5353:172.16.0.103:53/udp",
+            ),
+            (&["*:8088:172.16.0.102:80/tcp"], "8088:172.16.0.102:80/tcp"),
+        ] {
+            let spec = PublishSpec::from_words(words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+            assert_eq!(spec.to_string(), canonical);
+        }
+        let err = PublishSpec::from_words(&["tcp", "*:8088"]).expect_err("two words");
+        assert!(err.to_string().contains("\"tcp *:8088\""), "{err}");
+        assert!(err.to_string().contains("PROTO HOST BACKEND"), "{err}");
+        let err =
+            PublishSpec::from_words(&["sctp", "*:8088", "172.16.0.102:80"]).expect_err("sctp");
+        assert!(
+            err.to_string().contains("\"sctp *:8088 172.16.0.102:80\""),
+            "{err}"
+        );
     }
 
     #[test]

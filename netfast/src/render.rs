@@ -685,7 +685,11 @@ impl fmt::Display for StatusView {
             )
         )?;
         writeln!(f, "forwards:    {}", c.forwards)?;
-        writeln!(f, "conntrack:   {} entries", c.conntrack_entries)?;
+        writeln!(
+            f,
+            "conntrack:   {}",
+            crate::count(c.conntrack_entries as u64, "entry", "entries")
+        )?;
         writeln!(f)?;
         let mut t = Table::new(&[
             ("PROGRAM", Align::Left),

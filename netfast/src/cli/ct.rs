@@ -57,8 +57,9 @@ pub struct FilterArgs {
     pub proto: Option<Proto>,
     #[arg(long, value_name = "IP")]
     pub addr: Option<Ipv4Addr>,
-    /// A port, or an ICMP echo identifier.
-    #[arg(long, value_name = "N")]
+    /// A port, or an ICMP echo identifier (0 to 65535).
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = super::number::<u16>(0, 65535))]
     pub port: Option<u16>,
     #[arg(long, value_enum)]
     pub kind: Option<Kind>,
@@ -102,7 +103,7 @@ pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
             if *json {
                 super::print_json(&rows)?;
             } else {
-                print!("{}", render::flow_table(&rows));
+                super::emit(&render::flow_table(&rows).to_string())?;
             }
         }
         CtCmd::Flush { target, filter } => {
@@ -110,10 +111,12 @@ pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
             let (flows, entries) = inst
                 .flush_flows(&FlowFilter::from(filter))
                 .context("while flushing CONNTRACK")?;
-            println!(
-                "netfast: deleted {flows} flows ({entries} entries) from instance {}",
+            super::emit_line(&format!(
+                "netfast: deleted {} ({}) from instance {}",
+                netfast::count(flows as u64, "flow", "flows"),
+                netfast::count(entries as u64, "entry", "entries"),
                 inst.name()
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)

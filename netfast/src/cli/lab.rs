@@ -109,11 +109,12 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
     // Parse it here too, so a bad --prefix is refused before anything is created.
     lab::seed_config(prefix, ingress).with_context(|| format!("--prefix {prefix:?}"))?;
     let exe = std::env::current_exe().context("while locating the netfast binary")?;
+    // The namespaces first: a lab with this prefix that is still running keeps its
+    // config file (exit 2, nothing changed). Dropping `lab` removes them on failure.
+    let lab = Lab::create(prefix).context("while creating the lab namespaces")?;
     let config = std::env::temp_dir().join(format!("netfast-lab-{prefix}.toml"));
     std::fs::write(&config, &text)
         .with_context(|| format!("while writing the lab config {}", config.display()))?;
-
-    let lab = Lab::create(prefix).context("while creating the lab namespaces")?;
     let host = lab.host_ns();
     println!(
         "lab: {host} (eth0 {}/{}) <-> {} (eth0 {}/{}); config {}",
