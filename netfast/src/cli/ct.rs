@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use netfast::{
     conntrack::{FlowFilter, monotonic_ns},
+    gc::Timeouts,
     render,
 };
 use netfast_common::{
@@ -18,7 +19,8 @@ use super::status::Target;
 #[derive(Debug, Subcommand)]
 pub enum CtCmd {
     /// One row per flow: original and translated tuple, DNAT/SNAT, TCP state, age,
-    /// idle time, packets and bytes (original/reply).
+    /// idle time, time until the GC removes it, packets and bytes (original/reply);
+    /// then a count line. EXPIRES uses the timeouts of --config FILE, else the defaults.
     List {
         #[command(flatten)]
         target: Target,
@@ -83,6 +85,15 @@ impl From<&FilterArgs> for FlowFilter {
     }
 }
 
+/// A `ct list --json` row: the flow, and where its `expires_ms` came from
+/// ("defaults", or the config file given with --config).
+#[derive(serde::Serialize)]
+struct JsonFlow<'a> {
+    #[serde(flatten)]
+    row: &'a render::FlowRow,
+    timeouts: &'a str,
+}
+
 pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         CtCmd::List {
@@ -90,20 +101,45 @@ pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
             filter,
             json,
         } => {
-            let (inst, _) = target.open()?;
+            let (inst, config) = target.open()?;
+            // The GC's timeouts are the config's; without --config, nf_conntrack's defaults.
+            let (timeouts, source) = match &config {
+                Some(c) => (
+                    c.conntrack.timeouts,
+                    c.source
+                        .as_ref()
+                        .map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
+                ),
+                None => (Timeouts::default(), "defaults".to_owned()),
+            };
             let filter = FlowFilter::from(filter);
             let flows = inst.flows().context("while reading CONNTRACK")?;
             let now = monotonic_ns();
             let mut rows: Vec<_> = flows
                 .iter()
                 .filter(|f| f.matches(&filter))
-                .map(|f| render::flow_row(f, now))
+                .map(|f| render::flow_row(f, now, &timeouts))
                 .collect();
             rows.sort_by(|a, b| (a.proto, a.kind, a.age_ms).cmp(&(b.proto, b.kind, b.age_ms)));
             if *json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|row| JsonFlow {
+                        row,
+                        timeouts: &source,
+                    })
+                    .collect();
                 super::print_json(&rows)?;
             } else {
-                super::emit(&render::flow_table(&rows).to_string())?;
+                let which = match &config {
+                    Some(_) => format!("the timeouts of {source}"),
+                    None => "the default timeouts (give --config FILE for the instance's)".into(),
+                };
+                super::emit(&format!(
+                    "{}{}; EXPIRES from {which}\n",
+                    render::flow_table(&rows),
+                    render::flow_count(&rows)
+                ))?;
             }
         }
         CtCmd::Flush { target, filter } => {
