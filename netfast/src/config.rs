@@ -29,6 +29,11 @@ pub const IFNAME_MAX: usize = 15;
 pub const INSTANCE_MAX: usize = 32;
 /// Default SNAT source ports: above Linux's default ip_local_port_range (32768-60999).
 pub const DEFAULT_SNAT_PORTS: RangeInclusive<u16> = 61000..=65535;
+/// The bridge's network and the masquerade subnet: shorter than /8 claims (or
+/// masquerades) much of the Internet, which is a mistake, not a policy.
+pub const BRIDGE_PREFIX_MIN: u8 = 8;
+/// A bridge network longer than /30 has no room for a container next to the bridge.
+pub const BRIDGE_PREFIX_MAX: u8 = 30;
 /// Name of the container end of a veth when the config gives none.
 pub const DEFAULT_PEER: &str = "eth0";
 
@@ -412,6 +417,19 @@ impl Config {
 
         let bridge_net = self.bridge.address.trunc();
         check_host_in_net(&self.bridge.address, "bridge address", "bridge.address")?;
+        let len = self.bridge.address.prefix_len();
+        if !(BRIDGE_PREFIX_MIN..=BRIDGE_PREFIX_MAX).contains(&len) {
+            return Err(format!(
+                "bridge address \"{}\" (bridge.address): a /{len} network {}; \
+                 use a prefix from /{BRIDGE_PREFIX_MIN} to /{BRIDGE_PREFIX_MAX}, like \"172.16.0.100/24\"",
+                self.bridge.address,
+                if len < BRIDGE_PREFIX_MIN {
+                    "claims much of the Internet as on-link"
+                } else {
+                    "has no room for a container next to the bridge"
+                }
+            ));
+        }
 
         let mut netns: HashMap<&str, usize> = HashMap::new();
         // Every address a host or container owns; none may repeat.
@@ -480,6 +498,14 @@ impl Config {
         }
 
         if let Some(m) = &self.masquerade {
+            if m.subnet.prefix_len() < BRIDGE_PREFIX_MIN {
+                return Err(format!(
+                    "masquerade subnet \"{}\" (masquerade.subnet): a /{} masquerades far more than \
+                     containers (the host's own traffic too); give the containers' subnet, like \"{bridge_net}\"",
+                    m.subnet,
+                    m.subnet.prefix_len()
+                ));
+            }
             let (lo, hi) = (*m.ports.start(), *m.ports.end());
             if lo == 0 || lo > hi {
                 return Err(format!(
@@ -1081,6 +1107,10 @@ ports = "40000-40100"
             ("netns = \"netns3\"", "netns = \"netns2\"", &["\"netns2\"", "container[2].netns", "container[1]"]),
             ("netns = \"netns3\"", "netns = \"a/b\"", &["\"a/b\"", "container[2].netns"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0\"", &["masquerade.subnet", "/24"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"0.0.0.0/0\"", &["masquerade subnet \"0.0.0.0/0\" (masquerade.subnet)", "a /0", "like \"172.16.0.0/24\""]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.0.0.0/7\"", &["\"172.0.0.0/7\"", "a /7"]),
+            ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/4\"", &["bridge address \"172.16.0.100/4\" (bridge.address)", "/8 to /30"]),
+            ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/31\"", &["\"172.16.0.100/31\"", "no room for a container"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"0-100\"", &["\"0-100\"", "masquerade.ports", "port 0"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"65000-61000\"", &["\"65000-61000\"", "inverted"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"61000-70000\"", &["70000", "above 65535"]),

@@ -91,6 +91,30 @@ impl PublishSpec {
             && other.host_ports.start() <= self.host_ports.end()
     }
 
+    /// The one rule for a spec's host IP, for `up` and `forward add` alike: it must be
+    /// an address of the host (`host`: the host namespace's addresses, plus those `up`
+    /// is about to add), or absent for every address. A packet to any other address
+    /// never reaches the host, so such a publish would never match.
+    pub fn check_host_addr(&self, host: &[Ipv4Addr]) -> Result<(), String> {
+        let Some(addr) = self.host_addr else {
+            return Ok(());
+        };
+        if host.contains(&addr) {
+            return Ok(());
+        }
+        let mut known: Vec<String> = host.iter().map(Ipv4Addr::to_string).collect();
+        known.dedup();
+        Err(format!(
+            "host IP {addr} is not an address of this host (it has {}); use one of those, \
+             add {addr} to an interface first, or leave the host IP out to publish on every address",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+
     /// The backend as `CONTAINER_IP:PORT[-END]`, for messages.
     pub fn backend(&self) -> String {
         format!("{}:{}", self.backend_addr, show_range(&self.backend_ports))
@@ -418,6 +442,30 @@ mod tests {
             for n in *needles {
                 assert!(text.contains(n), "{input:?}: {text:?} lacks {n:?}");
             }
+        }
+    }
+
+    #[test]
+    fn host_ip_must_be_the_hosts() {
+        let host = [ip("10.0.1.48"), ip("172.16.0.100")];
+        for ok in [
+            "8088:172.16.0.102:80",
+            "10.0.1.48:8088:172.16.0.102:80",
+            "172.16.0.100:53:172.16.0.103:53/udp",
+        ] {
+            let spec: PublishSpec = ok.parse().unwrap();
+            spec.check_host_addr(&host)
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let spec: PublishSpec = "10.9.9.9:8088:172.16.0.102:80".parse().unwrap();
+        let err = spec.check_host_addr(&host).expect_err("not the host's");
+        for n in [
+            "host IP 10.9.9.9",
+            "not an address of this host",
+            "10.0.1.48, 172.16.0.100",
+            "leave the host IP out",
+        ] {
+            assert!(err.contains(n), "{err:?} lacks {n:?}");
         }
     }
 

@@ -58,7 +58,11 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
                 .iter()
                 .flat_map(|c| c.containers.iter().map(|c| c.address.addr()))
                 .collect();
-            let report = inst.add_forward(&spec, &containers)?;
+            let host: Vec<_> = super::status::host_addresses()?
+                .iter()
+                .map(|a| a.local.addr())
+                .collect();
+            let report = inst.add_forward(&spec, &host, &containers)?;
             let n = report.entries;
             let stale = match report.udp_flows {
                 0 => String::new(),
