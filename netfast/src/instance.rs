@@ -1033,7 +1033,10 @@ mod tests {
         let host = vec![addr(2, "172.16.0.48/24")];
         let p = address_problems(&cfg, &links, &host, &[]);
         assert!(p[0].contains("the uplink's own subnet"), "{p:?}");
-        assert!(p[1].contains("contains 172.16.0.48, the uplink's own address"), "{p:?}");
+        assert!(
+            p[1].contains("contains 172.16.0.48, the uplink's own address"),
+            "{p:?}"
+        );
         // A masquerade subnet holding the uplink's address.
         let mut wide = cfg.clone();
         wide.masquerade.as_mut().unwrap().subnet = "10.0.0.0/8".parse().unwrap();
