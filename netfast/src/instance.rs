@@ -594,7 +594,7 @@ pub fn address_problems(
         let whose = if name == cfg.uplink {
             "the uplink's own subnet".to_owned()
         } else if let Some((inst, _)) = others.iter().find(|(_, l)| *l == name) {
-            format!("the bridge {name} of running instance \"{inst}\"")
+            format!("{name} of running instance \"{inst}\"")
         } else {
             format!("interface {name}")
         };
@@ -1023,7 +1023,7 @@ mod tests {
         for n in [
             "\"172.16.0.100/24\" (bridge.address)",
             "172.16.0.0/16",
-            "bridge br9 of running instance \"other\"",
+            "br9 of running instance \"other\"",
         ] {
             assert!(err.contains(n), "{err:?} lacks {n:?}");
         }

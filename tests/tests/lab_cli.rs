@@ -1,6 +1,10 @@
 //! `netfast lab` itself, as root: its live loop collects conntrack (flows expire), and
 //! a second lab with the same prefix is refused with exit 2, changing nothing.
 
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
 mod support;
 
 use std::{
