@@ -8,6 +8,14 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata_ebpf_root()?;
+    // aya-build turns every stderr line of its nested `cargo build` into a
+    // `cargo:warning`, so a fresh build ended in dozens of "warning: netfast@0.1.0:
+    // Compiling ..." lines. A quiet nested cargo prints no progress; compiler warnings
+    // and errors still come through (they travel as JSON on stdout). Progress is the
+    // caller's to say: cargo's own status line, or xtask's "building ..." step.
+    // SAFETY: a build script is single-threaded here; no other thread reads the
+    // environment while it changes.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [Package {
             name: "netfast-ebpf",

@@ -29,6 +29,11 @@ pub const IFNAME_MAX: usize = 15;
 pub const INSTANCE_MAX: usize = 32;
 /// Default SNAT source ports: above Linux's default ip_local_port_range (32768-60999).
 pub const DEFAULT_SNAT_PORTS: RangeInclusive<u16> = 61000..=65535;
+/// The bridge's network and the masquerade subnet: shorter than /8 claims (or
+/// masquerades) much of the Internet, which is a mistake, not a policy.
+pub const BRIDGE_PREFIX_MIN: u8 = 8;
+/// A bridge network longer than /30 has no room for a container next to the bridge.
+pub const BRIDGE_PREFIX_MAX: u8 = 30;
 /// Name of the container end of a veth when the config gives none.
 pub const DEFAULT_PEER: &str = "eth0";
 
@@ -224,26 +229,27 @@ struct RawConfig {
     conntrack: Option<RawConntrack>,
 }
 
-/// Integers, so a negative or huge value gets our message rather than serde's.
+/// Any TOML value, so a negative, huge or mistyped value (`capacity = "x"`) gets our
+/// message, with the key and the allowed range, rather than serde's "expected i64".
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConntrack {
-    capacity: Option<i64>,
-    gc_interval: Option<i64>,
-    tcp_established: Option<i64>,
+    capacity: Option<toml::Value>,
+    gc_interval: Option<toml::Value>,
+    tcp_established: Option<toml::Value>,
     /// Both SYN states at once; `tcp_syn_sent` and `tcp_syn_recv` override it.
-    tcp_syn: Option<i64>,
+    tcp_syn: Option<toml::Value>,
     /// Every closing state at once; the per-state keys override it.
-    tcp_closing: Option<i64>,
-    tcp_syn_sent: Option<i64>,
-    tcp_syn_recv: Option<i64>,
-    tcp_fin_wait: Option<i64>,
-    tcp_close_wait: Option<i64>,
-    tcp_last_ack: Option<i64>,
-    tcp_time_wait: Option<i64>,
-    tcp_close: Option<i64>,
-    udp: Option<i64>,
-    icmp: Option<i64>,
+    tcp_closing: Option<toml::Value>,
+    tcp_syn_sent: Option<toml::Value>,
+    tcp_syn_recv: Option<toml::Value>,
+    tcp_fin_wait: Option<toml::Value>,
+    tcp_close_wait: Option<toml::Value>,
+    tcp_last_ack: Option<toml::Value>,
+    tcp_time_wait: Option<toml::Value>,
+    tcp_close: Option<toml::Value>,
+    udp: Option<toml::Value>,
+    icmp: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -411,6 +417,19 @@ impl Config {
 
         let bridge_net = self.bridge.address.trunc();
         check_host_in_net(&self.bridge.address, "bridge address", "bridge.address")?;
+        let len = self.bridge.address.prefix_len();
+        if !(BRIDGE_PREFIX_MIN..=BRIDGE_PREFIX_MAX).contains(&len) {
+            return Err(format!(
+                "bridge address \"{}\" (bridge.address): a /{len} network {}; \
+                 use a prefix from /{BRIDGE_PREFIX_MIN} to /{BRIDGE_PREFIX_MAX}, like \"172.16.0.100/24\"",
+                self.bridge.address,
+                if len < BRIDGE_PREFIX_MIN {
+                    "claims much of the Internet as on-link"
+                } else {
+                    "has no room for a container next to the bridge"
+                }
+            ));
+        }
 
         let mut netns: HashMap<&str, usize> = HashMap::new();
         // Every address a host or container owns; none may repeat.
@@ -479,6 +498,14 @@ impl Config {
         }
 
         if let Some(m) = &self.masquerade {
+            if m.subnet.prefix_len() < BRIDGE_PREFIX_MIN {
+                return Err(format!(
+                    "masquerade subnet \"{}\" (masquerade.subnet): a /{} masquerades far more than \
+                     containers (the host's own traffic too); give the containers' subnet, like \"{bridge_net}\"",
+                    m.subnet,
+                    m.subnet.prefix_len()
+                ));
+            }
             let (lo, hi) = (*m.ports.start(), *m.ports.end());
             if lo == 0 || lo > hi {
                 return Err(format!(
@@ -694,7 +721,87 @@ fn check_host_in_net(net: &Ipv4Net, what: &str, key: &str) -> Result<(), String>
     Ok(())
 }
 
+/// `[conntrack]` with every value checked to be a whole number.
+struct ConntrackInts {
+    capacity: Option<i64>,
+    gc_interval: Option<i64>,
+    tcp_established: Option<i64>,
+    tcp_syn: Option<i64>,
+    tcp_closing: Option<i64>,
+    tcp_syn_sent: Option<i64>,
+    tcp_syn_recv: Option<i64>,
+    tcp_fin_wait: Option<i64>,
+    tcp_close_wait: Option<i64>,
+    tcp_last_ack: Option<i64>,
+    tcp_time_wait: Option<i64>,
+    tcp_close: Option<i64>,
+    udp: Option<i64>,
+    icmp: Option<i64>,
+}
+
+/// The whole number at `conntrack.<key>`; anything else is refused naming the key,
+/// the value and `range` (which says what to write).
+fn conntrack_int(
+    value: &Option<toml::Value>,
+    key: &str,
+    range: &str,
+) -> Result<Option<i64>, String> {
+    match value {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) => Ok(Some(*n)),
+        Some(v) => Err(format!(
+            "conntrack {key} {v} (conntrack.{key}): is {} {}, not a whole number; {range}",
+            if v.type_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            },
+            v.type_str()
+        )),
+    }
+}
+
+impl RawConntrack {
+    fn ints(&self) -> Result<ConntrackInts, String> {
+        let t = Timeouts::default();
+        let secs = |value: &Option<toml::Value>, key: &str, like: Duration| {
+            conntrack_int(
+                value,
+                key,
+                &format!(
+                    "give whole seconds from 1 to {TIMEOUT_MAX_SECS} (30 days), like {}",
+                    like.as_secs()
+                ),
+            )
+        };
+        Ok(ConntrackInts {
+            capacity: conntrack_int(
+                &self.capacity,
+                "capacity",
+                &format!(
+                    "use {CONNTRACK_CAPACITY_MIN} to {CONNTRACK_CAPACITY_MAX} entries (two per flow), \
+                     like {CONNTRACK_CAPACITY}"
+                ),
+            )?,
+            gc_interval: secs(&self.gc_interval, "gc_interval", DEFAULT_GC_INTERVAL)?,
+            tcp_established: secs(&self.tcp_established, "tcp_established", t.tcp_established)?,
+            tcp_syn: secs(&self.tcp_syn, "tcp_syn", t.tcp_syn_sent)?,
+            tcp_closing: secs(&self.tcp_closing, "tcp_closing", t.tcp_fin_wait)?,
+            tcp_syn_sent: secs(&self.tcp_syn_sent, "tcp_syn_sent", t.tcp_syn_sent)?,
+            tcp_syn_recv: secs(&self.tcp_syn_recv, "tcp_syn_recv", t.tcp_syn_recv)?,
+            tcp_fin_wait: secs(&self.tcp_fin_wait, "tcp_fin_wait", t.tcp_fin_wait)?,
+            tcp_close_wait: secs(&self.tcp_close_wait, "tcp_close_wait", t.tcp_close_wait)?,
+            tcp_last_ack: secs(&self.tcp_last_ack, "tcp_last_ack", t.tcp_last_ack)?,
+            tcp_time_wait: secs(&self.tcp_time_wait, "tcp_time_wait", t.tcp_time_wait)?,
+            tcp_close: secs(&self.tcp_close, "tcp_close", t.tcp_close)?,
+            udp: secs(&self.udp, "udp", t.udp)?,
+            icmp: secs(&self.icmp, "icmp", t.icmp)?,
+        })
+    }
+}
+
 fn parse_conntrack(raw: &RawConntrack) -> Result<ConntrackConfig, String> {
+    let raw = &raw.ints()?;
     let defaults = ConntrackConfig::default();
     let capacity = match raw.capacity {
         None => defaults.capacity,
@@ -1000,6 +1107,10 @@ ports = "40000-40100"
             ("netns = \"netns3\"", "netns = \"netns2\"", &["\"netns2\"", "container[2].netns", "container[1]"]),
             ("netns = \"netns3\"", "netns = \"a/b\"", &["\"a/b\"", "container[2].netns"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0\"", &["masquerade.subnet", "/24"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"0.0.0.0/0\"", &["masquerade subnet \"0.0.0.0/0\" (masquerade.subnet)", "a /0", "like \"172.16.0.0/24\""]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.0.0.0/7\"", &["\"172.0.0.0/7\"", "a /7"]),
+            ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/4\"", &["bridge address \"172.16.0.100/4\" (bridge.address)", "/8 to /30"]),
+            ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/31\"", &["\"172.16.0.100/31\"", "no room for a container"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"0-100\"", &["\"0-100\"", "masquerade.ports", "port 0"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"65000-61000\"", &["\"65000-61000\"", "inverted"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"61000-70000\"", &["70000", "above 65535"]),
@@ -1158,7 +1269,11 @@ spec = "9001:172.16.0.50:80""#,
             ("udp = 0", &["(conntrack.udp)", "like 60"]),
             ("icmp = 0", &["(conntrack.icmp)", "like 30"]),
             ("gc_interval = 0", &["(conntrack.gc_interval)", "like 5"]),
-            ("udp = \"60s\"", &["line 26", "\"60s\""]),
+            ("udp = \"60s\"", &["conntrack udp \"60s\" (conntrack.udp)", "is a string, not a whole number", "1 to 2592000", "like 60"]),
+            ("capacity = \"x\"", &["conntrack capacity \"x\" (conntrack.capacity)", "not a whole number", "1024 to 4194304", "like 262144"]),
+            ("capacity = 2048.5", &["2048.5", "(conntrack.capacity)", "is a float", "1024 to 4194304"]),
+            ("tcp_syn = true", &["(conntrack.tcp_syn)", "is a boolean", "like 120"]),
+            ("gc_interval = [1]", &["(conntrack.gc_interval)", "is an array", "like 5"]),
             ("tcp = 5", &["`tcp`", "remove the key or fix its spelling"]),
         ];
         for (line, needles) in cases {

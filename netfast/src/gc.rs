@@ -146,10 +146,10 @@ impl std::fmt::Display for GcReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "scanned {} entries, {} flows expired, {} entries deleted, {} revived, in {:.1} ms",
-            self.scanned,
-            self.expired,
-            self.deleted,
+            "scanned {}, {} expired, {} deleted, {} revived, in {:.1} ms",
+            crate::count(self.scanned as u64, "entry", "entries"),
+            crate::count(self.expired as u64, "flow", "flows"),
+            crate::count(self.deleted as u64, "entry", "entries"),
             self.revived,
             self.duration.as_secs_f64() * 1e3
         )

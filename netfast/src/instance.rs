@@ -485,6 +485,14 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         }
     }
 
+    let host_addrs = topology::host_ipv4_addresses(host).await?;
+    problems.extend(address_problems(
+        cfg,
+        &links,
+        &host_addrs,
+        &other_instances_links(&cfg.instance),
+    ));
+
     // Pins from another build or another [conntrack] capacity: refuse before anything
     // changes, with the migration advice.
     match datapath::check_layout(
@@ -511,6 +519,108 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         }),
         _ => Err(InstanceError::Invalid(problems)),
     }
+}
+
+/// The interfaces each other running instance (a pin directory under
+/// `/sys/fs/bpf/netfast/`) created, from its manifest: (instance, interface).
+fn other_instances_links(instance: &str) -> Vec<(String, String)> {
+    let Ok(dirs) = std::fs::read_dir(netfast_common::names::PIN_ROOT) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for dir in dirs.flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name == instance {
+            continue;
+        }
+        // An unreadable manifest only costs the instance's name in a message.
+        if let Ok(Some(m)) = load_manifest(&name) {
+            for c in m.created {
+                if let Created::Link { name: link } = c {
+                    out.push((name.clone(), link));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The address checks of `up` against the host namespace, pure so they are tested
+/// without one (`links` and `host` are that namespace's interfaces and addresses;
+/// `others` what [`other_instances_links`] found):
+/// - a publish host IP must be an address of the host, or one `up` adds (the bridge's,
+///   a point-to-point host address): the rule `forward add` applies too
+///   ([`crate::publish::PublishSpec::check_host_addr`]);
+/// - the bridge's network may not overlap the network of an address on an interface
+///   that is not this instance's: the uplink's own subnet, or another instance's bridge
+///   (named when its manifest says so); routes to it would be ambiguous;
+/// - the masquerade subnet may not contain an address of the uplink: the host's own
+///   traffic would be taken for a container's.
+pub fn address_problems(
+    cfg: &Config,
+    links: &[topology::Link],
+    host: &[topology::HostAddress],
+    others: &[(String, String)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let link_name = |index: u32| {
+        links
+            .iter()
+            .find(|l| l.index == index)
+            .map_or_else(|| format!("ifindex {index}"), |l| l.name.clone())
+    };
+    let mut known: Vec<Ipv4Addr> = host.iter().map(|a| a.local.addr()).collect();
+    known.push(cfg.bridge.address.addr());
+    known.extend(cfg.containers.iter().filter_map(|c| c.host_address));
+    for (i, p) in cfg.publish.iter().enumerate() {
+        if let Err(why) = p.check_host_addr(&known) {
+            problems.push(format!("publish spec \"{p}\" (publish[{i}]): {why}"));
+        }
+    }
+
+    let ours: Vec<&str> = std::iter::once(cfg.bridge.name.as_str())
+        .chain(cfg.containers.iter().map(|c| c.veth.as_str()))
+        .collect();
+    let bridge_net = cfg.bridge.address.trunc();
+    for a in host {
+        let name = link_name(a.index);
+        if ours.contains(&name.as_str()) || a.local.addr().is_loopback() {
+            continue;
+        }
+        let net = a.local.trunc();
+        if !(bridge_net.contains(&net.network()) || net.contains(&bridge_net.network())) {
+            continue;
+        }
+        let whose = if name == cfg.uplink {
+            "the uplink's own subnet".to_owned()
+        } else if let Some((inst, _)) = others.iter().find(|(_, l)| *l == name) {
+            format!("{name} of running instance \"{inst}\"")
+        } else {
+            format!("interface {name}")
+        };
+        problems.push(format!(
+            "bridge address \"{}\" (bridge.address): network {bridge_net} overlaps {net} of {whose} \
+             ({} on {name}); pick a network of its own, like 172.31.0.1/24",
+            cfg.bridge.address,
+            a.local.addr()
+        ));
+    }
+
+    if let Some(m) = &cfg.masquerade {
+        let uplink = links.iter().find(|l| l.name == cfg.uplink).map(|l| l.index);
+        for a in host.iter().filter(|a| Some(a.index) == uplink) {
+            if m.subnet.contains(&a.local.addr()) {
+                problems.push(format!(
+                    "masquerade subnet \"{}\" (masquerade.subnet): contains {}, the uplink's own \
+                     address, so the host's own traffic would be masqueraded; give the containers' \
+                     subnet, like {bridge_net}",
+                    m.subnet,
+                    a.local.addr()
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// The CONFIG map entry for `cfg`, with the host's ephemeral port range.
@@ -866,6 +976,86 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains(r#""kind":"address""#), "{text}");
         assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+    }
+
+    /// The address checks of `up`: publish host IPs, the bridge against other
+    /// interfaces' networks, the masquerade subnet against the uplink.
+    #[test]
+    fn address_problems_name_the_value() {
+        let cfg = crate::lab::seed_config("t", crate::config::IngressMode::Tc).unwrap();
+        let link = |index, name: &str| topology::Link {
+            index,
+            name: name.into(),
+            kind: None,
+            master: None,
+            up: true,
+        };
+        let addr = |index, net: &str| topology::HostAddress {
+            index,
+            local: net.parse().unwrap(),
+            secondary: false,
+        };
+        let links = vec![
+            link(1, "lo"),
+            link(2, "eth0"),
+            link(3, "br9"),
+            link(4, &cfg.bridge.name),
+        ];
+        let base = vec![
+            addr(1, "127.0.0.1/8"),
+            addr(2, "10.0.1.48/24"),
+            addr(4, "172.16.0.100/24"),
+        ];
+        assert_eq!(
+            address_problems(&cfg, &links, &base, &[]),
+            Vec::<String>::new()
+        );
+
+        let one = |cfg: &Config, host: &[topology::HostAddress], others: &[(String, String)]| {
+            let p = address_problems(cfg, &links, host, others);
+            assert_eq!(p.len(), 1, "{p:?}");
+            p[0].clone()
+        };
+        // Another interface's network overlaps the bridge's: named, and its instance too.
+        let mut host = base.clone();
+        host.push(addr(3, "172.16.0.1/16"));
+        let err = one(&cfg, &host, &[("other".into(), "br9".into())]);
+        for n in [
+            "\"172.16.0.100/24\" (bridge.address)",
+            "172.16.0.0/16",
+            "br9 of running instance \"other\"",
+        ] {
+            assert!(err.contains(n), "{err:?} lacks {n:?}");
+        }
+        assert!(one(&cfg, &host, &[]).contains("interface br9"));
+        // The uplink on the bridge's network.
+        // The uplink on the bridge's network (which then also holds the uplink's address).
+        let host = vec![addr(2, "172.16.0.48/24")];
+        let p = address_problems(&cfg, &links, &host, &[]);
+        assert!(p[0].contains("the uplink's own subnet"), "{p:?}");
+        assert!(
+            p[1].contains("contains 172.16.0.48, the uplink's own address"),
+            "{p:?}"
+        );
+        // A masquerade subnet holding the uplink's address.
+        let mut wide = cfg.clone();
+        wide.masquerade.as_mut().unwrap().subnet = "10.0.0.0/8".parse().unwrap();
+        let err = one(&wide, &base, &[]);
+        assert!(
+            err.contains("\"10.0.0.0/8\" (masquerade.subnet)") && err.contains("10.0.1.48"),
+            "{err}"
+        );
+        // A publish on an address the host lacks; the bridge's own address is fine.
+        let mut publish = cfg.clone();
+        publish.publish = vec![
+            "10.9.9.9:8089:172.16.0.102:80".parse().unwrap(),
+            "172.16.0.100:8090:172.16.0.102:80".parse().unwrap(),
+        ];
+        let err = one(&publish, &base, &[]);
+        assert!(
+            err.contains("(publish[0]): host IP 10.9.9.9 is not an address of this host"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -53,6 +53,14 @@ pub enum LabError {
     Runtime(std::io::Error),
 }
 
+impl LabError {
+    /// True when the lab was refused before anything was created (its namespaces
+    /// exist: another lab with that prefix is running, or one was not torn down).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, LabError::Exists { .. })
+    }
+}
+
 pub fn host_ns(prefix: &str) -> String {
     format!("{prefix}-host")
 }

@@ -21,3 +21,20 @@ pub mod pinned;
 pub mod publish;
 pub mod render;
 pub mod topology;
+
+/// `n` and the noun in the right number, for messages: "1 flow", "2 flows",
+/// "1 entry", "0 entries".
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn count_picks_the_number() {
+        assert_eq!(super::count(1u32, "flow", "flows"), "1 flow");
+        assert_eq!(super::count(0u32, "flow", "flows"), "0 flows");
+        assert_eq!(super::count(2u64, "entry", "entries"), "2 entries");
+    }
+}

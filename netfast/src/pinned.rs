@@ -440,12 +440,19 @@ impl PinnedInstance {
     /// backend are removed (as Docker clears conntrack for a UDP publish), so a sender
     /// with a fixed source port reaches the backend just published. `forward del`
     /// removed them already; this catches any flow created meanwhile.
-    pub fn add_forward(&self, spec: &PublishSpec, containers: &[Ipv4Addr]) -> Result<AddReport> {
+    /// Publishes `spec` now, after [`check_forward_add`]; `host` is the host
+    /// namespace's addresses, `containers` the config's container addresses (if known).
+    pub fn add_forward(
+        &self,
+        spec: &PublishSpec,
+        host: &[Ipv4Addr],
+        containers: &[Ipv4Addr],
+    ) -> Result<AddReport> {
         let _turn = crate::lock::forwards(&self.dir)?;
         let config = self.config()?;
         let (mut map, _) = self.forwards_map()?;
         let existing = read_all(&map).map_err(self.map_err(MAP_FORWARDS))?;
-        check_forward_add(&self.name, spec, &config, &existing, containers)
+        check_forward_add(&self.name, spec, &config, &existing, host, containers)
             .map_err(PinnedError::Refused)?;
         let mut inserted: Vec<ForwardKey> = Vec::new();
         for (key, backend) in spec.entries() {
@@ -641,16 +648,20 @@ fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
 }
 
 /// The checks `forward add` runs before it changes anything, as in config validation:
-/// the backend must be in the masquerade subnet (or a `containers` address), no host
-/// port may be published already (an any-address port conflicts with every address),
-/// and FORWARDS must have room.
+/// a host IP must be one of `host`'s ([`PublishSpec::check_host_addr`], the rule `up`
+/// applies too), the backend must be in the masquerade subnet (or a `containers`
+/// address), no host port may be published already (an any-address port conflicts
+/// with every address), and FORWARDS must have room.
 pub fn check_forward_add(
     instance: &str,
     spec: &PublishSpec,
     config: &DatapathConfig,
     existing: &[(ForwardKey, Backend)],
+    host: &[Ipv4Addr],
     containers: &[Ipv4Addr],
 ) -> std::result::Result<(), String> {
+    spec.check_host_addr(host)
+        .map_err(|why| format!("publish spec \"{spec}\": {why}"))?;
     let backend = spec.backend_addr;
     let in_subnet =
         config.masquerade != 0 && raw_addr(backend) & config.subnet_mask == config.subnet_addr;
@@ -686,8 +697,8 @@ pub fn check_forward_add(
     let total = existing.len() + spec.port_count();
     if total > FORWARDS_CAPACITY as usize {
         return Err(format!(
-            "publish spec \"{spec}\": {} more ports would make {total}, above the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports",
-            spec.port_count()
+            "publish spec \"{spec}\": {} more would make {total}, above the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports",
+            crate::count(spec.port_count() as u64, "port", "ports")
         ));
     }
     Ok(())
@@ -850,6 +861,11 @@ mod tests {
         }
     }
 
+    /// The lab host's addresses.
+    fn host() -> Vec<Ipv4Addr> {
+        vec![Ipv4Addr::new(10, 0, 1, 48), Ipv4Addr::new(10, 0, 1, 49)]
+    }
+
     fn entries(spec: &str) -> Vec<(ForwardKey, Backend)> {
         spec.parse::<PublishSpec>()
             .expect("test spec")
@@ -871,10 +887,11 @@ mod tests {
             ("8088:172.16.0.103:80", &["8088/tcp", "already published", "8088:172.16.0.102:80/tcp", "forward del"]),
             ("10.0.1.48:8088:172.16.0.103:80", &["8088/tcp", "already published"]),
             ("9000-9005:172.16.0.103:90/udp", &["9000/udp", "10.0.1.48:9000:172.16.0.103:90/udp"]),
+            ("10.9.9.9:8089:172.16.0.102:80", &["\"10.9.9.9:8089:172.16.0.102:80/tcp\"", "host IP 10.9.9.9 is not an address of this host", "10.0.1.48, 10.0.1.49"]),
         ];
         for (spec, needles) in add_cases {
             let parsed: PublishSpec = spec.parse().expect("spec");
-            let err = check_forward_add("demo", &parsed, &config, &existing, &[])
+            let err = check_forward_add("demo", &parsed, &config, &existing, &host(), &[])
                 .expect_err(&format!("{spec} must be refused"));
             for n in *needles {
                 assert!(err.contains(n), "{spec}: {err:?} lacks {n:?}");
@@ -887,7 +904,7 @@ mod tests {
             "8089:172.16.0.102:80",
         ] {
             let parsed: PublishSpec = ok.parse().expect("spec");
-            check_forward_add("demo", &parsed, &config, &existing, &[])
+            check_forward_add("demo", &parsed, &config, &existing, &host(), &[])
                 .unwrap_or_else(|e| panic!("{ok} refused: {e}"));
         }
         // No masquerade: only --config's containers can vouch for a backend.
@@ -896,10 +913,17 @@ mod tests {
             ..config
         };
         let spec: PublishSpec = "8089:172.16.0.102:80".parse().expect("spec");
-        let err = check_forward_add("demo", &spec, &bare, &[], &[]).expect_err("refused");
+        let err = check_forward_add("demo", &spec, &bare, &[], &host(), &[]).expect_err("refused");
         assert!(err.contains("--config"), "{err}");
-        check_forward_add("demo", &spec, &bare, &[], &[Ipv4Addr::new(172, 16, 0, 102)])
-            .expect("a container address is fine");
+        check_forward_add(
+            "demo",
+            &spec,
+            &bare,
+            &[],
+            &host(),
+            &[Ipv4Addr::new(172, 16, 0, 102)],
+        )
+        .expect("a container address is fine");
 
         #[rustfmt::skip]
         let del_cases: &[(&str, &[&str])] = &[
@@ -928,8 +952,8 @@ mod tests {
             .flat_map(|p| entries(&format!("{p}:172.16.0.102:80/udp")))
             .collect();
         let spec: PublishSpec = "8088:172.16.0.102:80/tcp".parse().expect("spec");
-        let err =
-            check_forward_add("demo", &spec, &seed_config(), &existing, &[]).expect_err("full");
+        let err = check_forward_add("demo", &spec, &seed_config(), &existing, &host(), &[])
+            .expect_err("full");
         assert!(err.contains("16384"), "{err}");
     }
 

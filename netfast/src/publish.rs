@@ -91,6 +91,30 @@ impl PublishSpec {
             && other.host_ports.start() <= self.host_ports.end()
     }
 
+    /// The one rule for a spec's host IP, for `up` and `forward add` alike: it must be
+    /// an address of the host (`host`: the host namespace's addresses, plus those `up`
+    /// is about to add), or absent for every address. A packet to any other address
+    /// never reaches the host, so such a publish would never match.
+    pub fn check_host_addr(&self, host: &[Ipv4Addr]) -> Result<(), String> {
+        let Some(addr) = self.host_addr else {
+            return Ok(());
+        };
+        if host.contains(&addr) {
+            return Ok(());
+        }
+        let mut known: Vec<String> = host.iter().map(Ipv4Addr::to_string).collect();
+        known.dedup();
+        Err(format!(
+            "host IP {addr} is not an address of this host (it has {}); use one of those, \
+             add {addr} to an interface first, or leave the host IP out to publish on every address",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+
     /// The backend as `CONTAINER_IP:PORT[-END]`, for messages.
     pub fn backend(&self) -> String {
         format!("{}:{}", self.backend_addr, show_range(&self.backend_ports))
@@ -126,6 +150,38 @@ impl PublishSpec {
 
 fn range_len(r: &RangeInclusive<u16>) -> usize {
     usize::from(r.end().saturating_sub(*r.start())) + 1
+}
+
+impl PublishSpec {
+    /// Parses a spec given as one word (`SPEC`) or as the three columns of a
+    /// `forward list` row (`PROTO HOST BACKEND`, e.g. `tcp *:8088 172.16.0.102:80`),
+    /// so `forward del` takes what `forward list` prints.
+    pub fn from_words<S: AsRef<str>>(words: &[S]) -> Result<PublishSpec, PublishSpecError> {
+        match words {
+            [spec] => spec.as_ref().parse(),
+            [proto, host, backend] => {
+                let (proto, host, backend) = (proto.as_ref(), host.as_ref(), backend.as_ref());
+                let joined = format!("{host}:{backend}/{proto}");
+                joined
+                    .parse()
+                    .map_err(|e: PublishSpecError| PublishSpecError {
+                        spec: format!("{proto} {host} {backend}"),
+                        reason: e.reason,
+                    })
+            }
+            _ => Err(PublishSpecError {
+                spec: words
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                reason: format!(
+                    "give one spec ({SYNTAX}, like \"{EXAMPLE}\") or the three columns of a \
+                     `forward list` row (PROTO HOST BACKEND, like \"tcp *:8088 172.16.0.102:80\")"
+                ),
+            }),
+        }
+    }
 }
 
 impl FromStr for PublishSpec {
@@ -197,6 +253,10 @@ fn parse_protocol(p: &str) -> Result<Protocol, String> {
 }
 
 fn parse_host_addr(a: &str) -> Result<Option<Ipv4Addr>, String> {
+    // `forward list` shows "every address" as `*:PORT`; take it back as given.
+    if a == "*" {
+        return Ok(None);
+    }
     let addr: Ipv4Addr = a.parse().map_err(|_| {
         format!(
             "host IP \"{a}\" is not an IPv4 address; write one like 10.0.1.48, or leave it out to publish on every address"
@@ -323,6 +383,7 @@ mod tests {
             ("8000-8009:172.16.0.102:80", None, 8000..=8009, "172.16.0.102", 80..=80, Protocol::Tcp, "8000-8009:172.16.0.102:80/tcp"),
             ("1:172.16.0.102:65535", None, 1..=1, "172.16.0.102", 65535..=65535, Protocol::Tcp, "1:172.16.0.102:65535/tcp"),
             ("80-80:172.16.0.102:80-80", None, 80..=80, "172.16.0.102", 80..=80, Protocol::Tcp, "80:172.16.0.102:80/tcp"),
+            ("*:8088:172.16.0.102:80/tcp", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
             (" 8088:172.16.0.102:80 ", None, 8088..=8088, "172.16.0.102", 80..=80, Protocol::Tcp, "8088:172.16.0.102:80/tcp"),
         ];
         for (input, host, hp, backend, bp, proto, canonical) in cases {
@@ -366,6 +427,7 @@ mod tests {
             ("8088:0.0.0.0:80", &["0.0.0.0", "not a unicast"]),
             ("8088:224.0.0.1:80", &["224.0.0.1", "not a unicast"]),
             ("localhost:8088:172.16.0.102:80", &["\"localhost\"", "host IP"]),
+            ("**:8088:172.16.0.102:80", &["\"**\"", "host IP"]),
             ("255.255.255.255:8088:172.16.0.102:80", &["255.255.255.255", "host IP"]),
         ];
         for (input, needles) in cases {
@@ -381,6 +443,58 @@ mod tests {
                 assert!(text.contains(n), "{input:?}: {text:?} lacks {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn host_ip_must_be_the_hosts() {
+        let host = [ip("10.0.1.48"), ip("172.16.0.100")];
+        for ok in [
+            "8088:172.16.0.102:80",
+            "10.0.1.48:8088:172.16.0.102:80",
+            "172.16.0.100:53:172.16.0.103:53/udp",
+        ] {
+            let spec: PublishSpec = ok.parse().unwrap();
+            spec.check_host_addr(&host)
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let spec: PublishSpec = "10.9.9.9:8088:172.16.0.102:80".parse().unwrap();
+        let err = spec.check_host_addr(&host).expect_err("not the host's");
+        for n in [
+            "host IP 10.9.9.9",
+            "not an address of this host",
+            "10.0.1.48, 172.16.0.100",
+            "leave the host IP out",
+        ] {
+            assert!(err.contains(n), "{err:?} lacks {n:?}");
+        }
+    }
+
+    /// What `forward list` prints, row by row, parses back to the entry it shows.
+    #[test]
+    fn list_rows_parse_back() {
+        for (words, canonical) in [
+            (
+                &["tcp", "*:8088", "172.16.0.102:80"][..],
+                "8088:172.16.0.102:80/tcp",
+            ),
+            (
+                &["udp", "10.0.1.48:5353", "172.16.0.103:53"],
+                "10.0.1.48:5353:172.16.0.103:53/udp",
+            ),
+            (&["*:8088:172.16.0.102:80/tcp"], "8088:172.16.0.102:80/tcp"),
+        ] {
+            let spec = PublishSpec::from_words(words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+            assert_eq!(spec.to_string(), canonical);
+        }
+        let err = PublishSpec::from_words(&["tcp", "*:8088"]).expect_err("two words");
+        assert!(err.to_string().contains("\"tcp *:8088\""), "{err}");
+        assert!(err.to_string().contains("PROTO HOST BACKEND"), "{err}");
+        let err =
+            PublishSpec::from_words(&["sctp", "*:8088", "172.16.0.102:80"]).expect_err("sctp");
+        assert!(
+            err.to_string().contains("\"sctp *:8088 172.16.0.102:80\""),
+            "{err}"
+        );
     }
 
     #[test]

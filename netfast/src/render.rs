@@ -179,6 +179,9 @@ pub struct FlowRow {
     pub assured: bool,
     pub age_ms: u64,
     pub idle_ms: u64,
+    /// Time left until the GC removes the flow: its timeout (protocol and TCP state,
+    /// [`crate::gc::Timeouts::for_flow`]) minus its idle time; 0 once it is due.
+    pub expires_ms: u64,
     pub packets_original: u64,
     pub packets_reply: u64,
     pub bytes_original: u64,
@@ -187,9 +190,13 @@ pub struct FlowRow {
     pub complete: bool,
 }
 
-pub fn flow_row(f: &Flow, now_ns: u64) -> FlowRow {
+/// One `ct list` row for `f` at `now_ns`, its EXPIRES from `timeouts`.
+pub fn flow_row(f: &Flow, now_ns: u64, timeouts: &crate::gc::Timeouts) -> FlowRow {
     let (po, pr) = f.packets();
     let (bo, br) = f.bytes();
+    let idle_ms = now_ns.saturating_sub(f.last_seen_ns()) / 1_000_000;
+    let timeout_ms =
+        u64::try_from(timeouts.for_flow(f.proto(), f.tcp_state()).as_millis()).unwrap_or(u64::MAX);
     FlowRow {
         proto: proto_name(f.proto()),
         kind: kind_name(f.kind()),
@@ -198,7 +205,8 @@ pub fn flow_row(f: &Flow, now_ns: u64) -> FlowRow {
         tcp_state: f.tcp_state().map(|s| s.as_str()),
         assured: f.table == crate::conntrack::Table::Assured,
         age_ms: now_ns.saturating_sub(f.created_ns()) / 1_000_000,
-        idle_ms: now_ns.saturating_sub(f.last_seen_ns()) / 1_000_000,
+        idle_ms,
+        expires_ms: timeout_ms.saturating_sub(idle_ms),
         packets_original: po,
         packets_reply: pr,
         bytes_original: bo,
@@ -207,6 +215,18 @@ pub fn flow_row(f: &Flow, now_ns: u64) -> FlowRow {
     }
 }
 
+/// `ct list`'s last line, like conntrack's "N flow entries have been shown":
+/// "3 flows (2 assured, 1 unassured)".
+pub fn flow_count(rows: &[FlowRow]) -> String {
+    let assured = rows.iter().filter(|r| r.assured).count();
+    format!(
+        "{} ({assured} assured, {} unassured)",
+        crate::count(rows.len() as u64, "flow", "flows"),
+        rows.len() - assured
+    )
+}
+
+/// `ct list`'s table: one row per flow.
 pub fn flow_table(rows: &[FlowRow]) -> Table {
     let mut t = Table::new(&[
         ("PROTO", Align::Left),
@@ -216,6 +236,7 @@ pub fn flow_table(rows: &[FlowRow]) -> Table {
         ("STATE", Align::Left),
         ("AGE", Align::Right),
         ("IDLE", Align::Right),
+        ("EXPIRES", Align::Right),
         ("PACKETS", Align::Right),
         ("BYTES", Align::Right),
     ]);
@@ -235,6 +256,11 @@ pub fn flow_table(rows: &[FlowRow]) -> Table {
             state,
             duration_ms(r.age_ms),
             duration_ms(r.idle_ms),
+            match r.expires_ms {
+                // Past its timeout: the next GC pass removes it.
+                0 => "due".to_owned(),
+                ms => duration_ms(ms),
+            },
             format!("{}/{}", r.packets_original, r.packets_reply),
             format!("{}/{}", r.bytes_original, r.bytes_reply),
         ]);
@@ -685,7 +711,11 @@ impl fmt::Display for StatusView {
             )
         )?;
         writeln!(f, "forwards:    {}", c.forwards)?;
-        writeln!(f, "conntrack:   {} entries", c.conntrack_entries)?;
+        writeln!(
+            f,
+            "conntrack:   {}",
+            crate::count(c.conntrack_entries as u64, "entry", "entries")
+        )?;
         writeln!(f)?;
         let mut t = Table::new(&[
             ("PROGRAM", Align::Left),
@@ -865,19 +895,29 @@ udp    10.0.1.48:5353  172.16.0.103:53
     fn flow_table_and_json() {
         let rows: Vec<FlowRow> = sample_flows()
             .iter()
-            .map(|f| flow_row(f, 5_000_000_000))
+            .map(|f| flow_row(f, 5_000_000_000, &crate::gc::Timeouts::default()))
             .collect();
         assert_eq!(
             flow_table(&rows).to_string(),
             "\
-PROTO  KIND  ORIGINAL                             TRANSLATED                          STATE         AGE  IDLE  PACKETS    BYTES
-tcp    DNAT  10.0.1.26:40000 -> 10.0.1.48:8088    10.0.1.26:40000 -> 172.16.0.102:80  ESTABLISHED  4.0s  2.0s      5/4  300/240
-udp    SNAT  172.16.0.102:5555 -> 10.0.1.26:9001  10.0.1.48:61000 -> 10.0.1.26:9001   -            4.0s  2.0s      1/1    60/60
+PROTO  KIND  ORIGINAL                             TRANSLATED                          STATE         AGE  IDLE  EXPIRES  PACKETS    BYTES
+tcp    DNAT  10.0.1.26:40000 -> 10.0.1.48:8088    10.0.1.26:40000 -> 172.16.0.102:80  ESTABLISHED  4.0s  2.0s  119h59m      5/4  300/240
+udp    SNAT  172.16.0.102:5555 -> 10.0.1.26:9001  10.0.1.48:61000 -> 10.0.1.26:9001   -            4.0s  2.0s    58.0s      1/1    60/60
 "
         );
+        assert_eq!(flow_count(&rows), "2 flows (2 assured, 0 unassured)");
+        assert_eq!(flow_count(&rows[..1]), "1 flow (1 assured, 0 unassured)");
+        // Idle past the UDP timeout (60 s): due at the next GC pass.
+        let late = flow_row(
+            &sample_flows()[1],
+            70_000_000_000,
+            &crate::gc::Timeouts::default(),
+        );
+        assert_eq!(late.expires_ms, 0);
+        assert!(flow_table(&[late]).to_string().contains(" due "));
         assert_eq!(
             serde_json::to_string(&rows[0]).expect("json"),
-            r#"{"proto":"tcp","kind":"DNAT","original":{"src":"10.0.1.26","sport":40000,"dst":"10.0.1.48","dport":8088},"translated":{"src":"10.0.1.26","sport":40000,"dst":"172.16.0.102","dport":80},"tcp_state":"ESTABLISHED","assured":true,"age_ms":4000,"idle_ms":2000,"packets_original":5,"packets_reply":4,"bytes_original":300,"bytes_reply":240,"complete":true}"#
+            r#"{"proto":"tcp","kind":"DNAT","original":{"src":"10.0.1.26","sport":40000,"dst":"10.0.1.48","dport":8088},"translated":{"src":"10.0.1.26","sport":40000,"dst":"172.16.0.102","dport":80},"tcp_state":"ESTABLISHED","assured":true,"age_ms":4000,"idle_ms":2000,"expires_ms":431998000,"packets_original":5,"packets_reply":4,"bytes_original":300,"bytes_reply":240,"complete":true}"#
         );
     }
 

@@ -8,4 +8,5 @@ pub mod fuzz;
 pub mod harness;
 pub mod packet;
 pub mod percpu;
+pub mod snapshot;
 pub mod tcp;

@@ -366,7 +366,7 @@ fn under_the_daemon_a_busy_flow_survives_and_an_idle_one_goes() {
     );
     assert!(output.contains("SIGTERM; taking instance"), "{output}");
     assert!(
-        output.contains("1 flows expired, 2 entries deleted"),
+        output.contains("1 flow expired, 2 entries deleted"),
         "{output}"
     );
     assert!(

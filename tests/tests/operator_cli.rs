@@ -696,3 +696,126 @@ fn bad_input_exits_2_and_changes_no_map() {
     assert!(err.contains("root"), "{err}");
     assert_eq!(snapshot(), before, "a refused command changed a map");
 }
+
+/// `netfast ... | head -1`: every read command ends with exit 0 and says nothing on
+/// stderr when its stdout pipe closes, whether before its first write or between two
+/// `--watch` samples.
+#[test]
+fn read_commands_end_quietly_when_the_pipe_closes() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::Stdio,
+    };
+    let sb = Sandbox::up("bp", IngressMode::Tc, "");
+    let inst = sb.prefix.clone();
+    let host = sb.host();
+    let commands: &[&[&str]] = &[
+        &["ct", "list"],
+        &["ct", "list", "--json"],
+        &["forward", "list"],
+        &["forward", "list", "--json"],
+        &["nat", "list"],
+        &["nat", "list", "--json"],
+        &["status"],
+        &["status", "--json"],
+        &["stats"],
+        &["stats", "--json"],
+        &["stats", "--watch", "1", "--count", "3"],
+        &["stats", "--watch", "1", "--count", "3", "--json"],
+    ];
+    for args in commands {
+        let mut cmd = Command::new(support::netfast_bin());
+        cmd.args(["--netns", &host])
+            .args(*args)
+            .args(["--instance", &inst])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn netfast");
+        let stdout = child.stdout.take().expect("stdout");
+        if args.contains(&"--watch") {
+            // Like `head -1`: read one line, then close the pipe.
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read the first line");
+            assert!(!line.is_empty(), "{args:?} printed nothing");
+        } else {
+            // Closed before netfast writes anything.
+            drop(stdout);
+        }
+        let out = child.wait_with_output().expect("wait for netfast");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} wrote to stderr: {err}");
+    }
+}
+
+/// `forward del` takes back every row `forward list` prints, as the row's three
+/// columns or joined into one spec (`*:8088:172.16.0.102:80/tcp`): any address and one
+/// address, TCP and UDP, and each port of a published range.
+#[test]
+fn forward_del_takes_what_forward_list_prints() {
+    let sb = Sandbox::up("fd", IngressMode::Tc, "");
+    let inst = sb.prefix.clone();
+    let publish = || {
+        for spec in [
+            "8090-8091:172.16.0.103:90/udp",
+            "10.0.1.48:8092:172.16.0.102:81/tcp",
+            "10.0.1.48:5353:172.16.0.103:53/udp",
+        ] {
+            succeeded(
+                &sb.netfast(&["forward", "add", "--instance", &inst, spec]),
+                "forward add",
+            );
+        }
+    };
+    let rows = || -> Vec<Vec<String>> {
+        let list = succeeded(
+            &sb.netfast(&["forward", "list", "--instance", &inst]),
+            "forward list",
+        );
+        list.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    };
+    for joined in [false, true] {
+        if joined {
+            // The seed's 8088 went in the first round; put it back with the others.
+            succeeded(
+                &sb.netfast(&[
+                    "forward",
+                    "add",
+                    "--instance",
+                    &inst,
+                    "8088:172.16.0.102:80",
+                ]),
+                "forward add",
+            );
+        }
+        publish();
+        let listed = rows();
+        assert_eq!(listed.len(), 5, "{listed:?}");
+        assert!(
+            listed.iter().any(|r| r[1] == "*:8088")
+                && listed.iter().any(|r| r[1] == "10.0.1.48:8092"),
+            "{listed:?}"
+        );
+        for row in &listed {
+            let [proto, host, backend] = row.as_slice() else {
+                panic!("a row of three columns: {row:?}");
+            };
+            let spec = format!("{host}:{backend}/{proto}");
+            let mut args = vec!["forward", "del", "--instance", &inst];
+            if joined {
+                args.push(&spec);
+            } else {
+                args.extend([proto.as_str(), host.as_str(), backend.as_str()]);
+            }
+            let out = sb.netfast(&args);
+            let said = succeeded(&out, &format!("{args:?}"));
+            assert!(said.contains("unpublished"), "{said}");
+        }
+        assert_eq!(rows(), Vec::<Vec<String>>::new(), "every row was deleted");
+    }
+}

@@ -26,7 +26,8 @@ struct Cli {
 enum Commands {
     /// Install what the machine lacks (packages, nightly rust-src, bpf-linker, bpffs).
     Setup,
-    /// Set up, build, and run the seed lab: sandbox, datapath, checks, live counters.
+    /// Set up, build in release, and run the seed lab: sandbox, datapath, checks, live
+    /// counters.
     Run {
         /// Uplink ingress program: tcx or XDP.
         #[arg(long, value_enum)]
@@ -123,10 +124,13 @@ fn dispatch(command: Commands) -> anyhow::Result<ExitCode> {
 }
 
 fn lab(ingress: Option<Ingress>, once: bool) -> anyhow::Result<ExitCode> {
-    // Debug, like `test`, so the two share one build.
-    run(Command::new(cargo()).args(["build", "-p", "netfast", "--bins"]))
+    // Release: the lab shows the datapath as it is meant to run.
+    step(
+        "building netfast in release, with its eBPF programs (bpf-linker; about a minute the first time)",
+    );
+    run(Command::new(cargo()).args(["build", "--release", "-p", "netfast", "--bins"]))
         .context("while building netfast")?;
-    let bin = target_dir().join("debug").join("netfast");
+    let bin = target_dir().join("release").join("netfast");
     let mut cmd = Command::new(&bin);
     cmd.arg("lab");
     if let Some(i) = ingress {
@@ -150,6 +154,9 @@ fn lab(ingress: Option<Ingress>, once: bool) -> anyhow::Result<ExitCode> {
 fn test(args: &[String]) -> anyhow::Result<ExitCode> {
     // Integration tests exec target/debug/netfast, which `cargo test` doesn't build.
     // netfast-ebpf is built for the BPF target by netfast's build.rs, never for the host.
+    step(
+        "building the workspace binaries and the eBPF programs (bpf-linker; a few minutes the first time)",
+    );
     run(Command::new(cargo()).args([
         "build",
         "--workspace",
@@ -264,6 +271,11 @@ impl Totals {
             }
         }
     }
+}
+
+/// Says what the next step does and how long it takes, before it starts.
+pub fn step(what: &str) {
+    println!("xtask: {what}");
 }
 
 /// Runs a command in the foreground, printed first; fails on a non-zero exit.

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use netfast::{
     conntrack::{FlowFilter, monotonic_ns},
+    gc::Timeouts,
     render,
 };
 use netfast_common::{
@@ -18,7 +19,8 @@ use super::status::Target;
 #[derive(Debug, Subcommand)]
 pub enum CtCmd {
     /// One row per flow: original and translated tuple, DNAT/SNAT, TCP state, age,
-    /// idle time, packets and bytes (original/reply).
+    /// idle time, time until the GC removes it, packets and bytes (original/reply);
+    /// then a count line. EXPIRES uses the timeouts of --config FILE, else the defaults.
     List {
         #[command(flatten)]
         target: Target,
@@ -57,8 +59,9 @@ pub struct FilterArgs {
     pub proto: Option<Proto>,
     #[arg(long, value_name = "IP")]
     pub addr: Option<Ipv4Addr>,
-    /// A port, or an ICMP echo identifier.
-    #[arg(long, value_name = "N")]
+    /// A port, or an ICMP echo identifier (0 to 65535).
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = super::number::<u16>(0, 65535))]
     pub port: Option<u16>,
     #[arg(long, value_enum)]
     pub kind: Option<Kind>,
@@ -82,6 +85,15 @@ impl From<&FilterArgs> for FlowFilter {
     }
 }
 
+/// A `ct list --json` row: the flow, and where its `expires_ms` came from
+/// ("defaults", or the config file given with --config).
+#[derive(serde::Serialize)]
+struct JsonFlow<'a> {
+    #[serde(flatten)]
+    row: &'a render::FlowRow,
+    timeouts: &'a str,
+}
+
 pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         CtCmd::List {
@@ -89,20 +101,45 @@ pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
             filter,
             json,
         } => {
-            let (inst, _) = target.open()?;
+            let (inst, config) = target.open()?;
+            // The GC's timeouts are the config's; without --config, nf_conntrack's defaults.
+            let (timeouts, source) = match &config {
+                Some(c) => (
+                    c.conntrack.timeouts,
+                    c.source
+                        .as_ref()
+                        .map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
+                ),
+                None => (Timeouts::default(), "defaults".to_owned()),
+            };
             let filter = FlowFilter::from(filter);
             let flows = inst.flows().context("while reading CONNTRACK")?;
             let now = monotonic_ns();
             let mut rows: Vec<_> = flows
                 .iter()
                 .filter(|f| f.matches(&filter))
-                .map(|f| render::flow_row(f, now))
+                .map(|f| render::flow_row(f, now, &timeouts))
                 .collect();
             rows.sort_by(|a, b| (a.proto, a.kind, a.age_ms).cmp(&(b.proto, b.kind, b.age_ms)));
             if *json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|row| JsonFlow {
+                        row,
+                        timeouts: &source,
+                    })
+                    .collect();
                 super::print_json(&rows)?;
             } else {
-                print!("{}", render::flow_table(&rows));
+                let which = match &config {
+                    Some(_) => format!("the timeouts of {source}"),
+                    None => "the default timeouts (give --config FILE for the instance's)".into(),
+                };
+                super::emit(&format!(
+                    "{}{}; EXPIRES from {which}\n",
+                    render::flow_table(&rows),
+                    render::flow_count(&rows)
+                ))?;
             }
         }
         CtCmd::Flush { target, filter } => {
@@ -110,10 +147,12 @@ pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
             let (flows, entries) = inst
                 .flush_flows(&FlowFilter::from(filter))
                 .context("while flushing CONNTRACK")?;
-            println!(
-                "netfast: deleted {flows} flows ({entries} entries) from instance {}",
+            super::emit_line(&format!(
+                "netfast: deleted {} ({}) from instance {}",
+                netfast::count(flows as u64, "flow", "flows"),
+                netfast::count(entries as u64, "entry", "entries"),
                 inst.name()
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)

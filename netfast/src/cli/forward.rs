@@ -22,14 +22,18 @@ pub enum ForwardCmd {
         /// e.g. 8088:172.16.0.102:80/tcp
         spec: String,
     },
-    /// Unpublish a port (or range), given exactly as `forward list` shows it.
-    /// TCP flows keep working until they close, unless --kill-flows is given; UDP
-    /// flows still going to the removed backend are deleted, so a sender with a fixed
-    /// source port reaches whatever is published there next.
+    /// Unpublish a port (or range), given as a spec or as a `forward list` row
+    /// (`tcp '*:8088' 172.16.0.102:80`). TCP flows keep working until they close,
+    /// unless --kill-flows is given; UDP flows still going to the removed backend are
+    /// deleted, so a sender with a fixed source port reaches whatever is published
+    /// there next.
     Del {
         #[command(flatten)]
         target: Target,
-        spec: String,
+        /// SPEC (`8088:172.16.0.102:80/tcp`, `*:` for every address allowed), or the
+        /// three columns PROTO HOST BACKEND of a `forward list` row.
+        #[arg(value_name = "SPEC", num_args = 1..=3, required = true)]
+        spec: Vec<String>,
         /// Also delete the conntrack entries of flows through these ports.
         #[arg(long)]
         kill_flows: bool,
@@ -54,7 +58,11 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
                 .iter()
                 .flat_map(|c| c.containers.iter().map(|c| c.address.addr()))
                 .collect();
-            let report = inst.add_forward(&spec, &containers)?;
+            let host: Vec<_> = super::status::host_addresses()?
+                .iter()
+                .map(|a| a.local.addr())
+                .collect();
+            let report = inst.add_forward(&spec, &host, &containers)?;
             let n = report.entries;
             let stale = match report.udp_flows {
                 0 => String::new(),
@@ -71,11 +79,14 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
             spec,
             kill_flows,
         } => {
-            let spec: PublishSpec = spec.parse()?;
+            let spec = PublishSpec::from_words(spec)?;
             let (inst, _) = target.open()?;
             let report = inst.remove_forward(&spec, *kill_flows)?;
             let flows = if *kill_flows {
-                format!("deleted {} flows through it", report.flows)
+                format!(
+                    "deleted {} through it",
+                    netfast::count(report.flows as u64, "flow", "flows")
+                )
             } else if spec.protocol == Protocol::Udp {
                 format!(
                     "removed {} to the old backend {}",
@@ -99,7 +110,7 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
             if *json {
                 super::print_json(&rows)?;
             } else {
-                print!("{}", render::forward_table(&rows));
+                super::emit(&render::forward_table(&rows).to_string())?;
             }
         }
     }
@@ -108,5 +119,5 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
 
 /// "1 UDP flow", "3 UDP flows".
 pub fn udp_flows(n: usize) -> String {
-    format!("{n} UDP {}", if n == 1 { "flow" } else { "flows" })
+    netfast::count(n as u64, "UDP flow", "UDP flows")
 }

@@ -106,14 +106,16 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
     };
 
     let text = lab::seed_config_toml(prefix, ingress);
-    // Parse it here too, so a bad --prefix is refused before anything is created.
-    lab::seed_config(prefix, ingress).with_context(|| format!("--prefix {prefix:?}"))?;
+    // Parse it here too, so a bad --prefix is refused before anything is created; the
+    // live loop's conntrack GC takes its timeouts from it.
+    let cfg = lab::seed_config(prefix, ingress).with_context(|| format!("--prefix {prefix:?}"))?;
     let exe = std::env::current_exe().context("while locating the netfast binary")?;
+    // The namespaces first: a lab with this prefix that is still running keeps its
+    // config file (exit 2, nothing changed). Dropping `lab` removes them on failure.
+    let lab = Lab::create(prefix).context("while creating the lab namespaces")?;
     let config = std::env::temp_dir().join(format!("netfast-lab-{prefix}.toml"));
     std::fs::write(&config, &text)
         .with_context(|| format!("while writing the lab config {}", config.display()))?;
-
-    let lab = Lab::create(prefix).context("while creating the lab namespaces")?;
     let host = lab.host_ns();
     println!(
         "lab: {host} (eth0 {}/{}) <-> {} (eth0 {}/{}); config {}",
@@ -168,13 +170,25 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
         });
     }
 
-    println!("lab: live counters every 2 s; Ctrl-C tears everything down");
+    println!(
+        "lab: live counters every 2 s, conntrack GC with the default timeouts (as `netfast run`); \
+         Ctrl-C tears everything down"
+    );
     while !signals.wait(&rt, Duration::from_secs(2)) {
+        // As the daemon does: without it, flows would stay listed past their timeouts.
+        let gc = match super::run::collect(&cfg) {
+            Ok(r) if r.expired == 0 => String::new(),
+            Ok(r) => format!(
+                " | gc: {} expired",
+                netfast::count(r.expired as u64, "flow", "flows")
+            ),
+            Err(e) => format!(" | gc failed: {e:#}"),
+        };
         let instance = prefix.to_string();
         match netns::run_in(&host, move || datapath::read_counters(&instance)) {
-            Ok(Ok(counters)) => println!("counters: {}", summary(&counters)),
-            Ok(Err(e)) => println!("counters unavailable: {e}"),
-            Err(e) => println!("counters unavailable: {e}"),
+            Ok(Ok(counters)) => println!("counters: {}{gc}", summary(&counters)),
+            Ok(Err(e)) => println!("counters unavailable: {e}{gc}"),
+            Err(e) => println!("counters unavailable: {e}{gc}"),
         }
     }
     println!();

@@ -57,9 +57,9 @@ pub enum Commands {
         /// Leave the instance up when the daemon stops.
         #[arg(long)]
         keep: bool,
-        /// Seconds between two counter summaries.
+        /// Seconds between two counter summaries (1 to 3600).
         #[arg(long, value_name = "SECONDS", default_value_t = 5,
-              value_parser = clap::value_parser!(u64).range(1..=3600))]
+              allow_negative_numbers = true, value_parser = number::<u64>(1, 3600))]
         interval: u64,
     },
     /// Build the seed topology in a sandbox of namespaces, run the seed checks, then show
@@ -107,6 +107,21 @@ impl From<Ingress> for IngressMode {
     }
 }
 
+/// The value parser of every numeric option: whole numbers from `lo` to `hi`. With
+/// `allow_negative_numbers` on the option, `-1` is read as its value and refused as
+/// out of range, naming the option and the range ("-1 is not in 1..=3600"), instead
+/// of being taken for an unknown flag.
+fn number<T: TryFrom<i64> + Clone + Send + Sync + 'static>(
+    lo: i64,
+    hi: i64,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::value_parser!(i64)
+        .range(lo..=hi)
+        // In range, so it fits T: callers pass bounds within T's.
+        .try_map(|n| T::try_from(n).map_err(|_| format!("{n} does not fit")))
+}
+
 /// Exit code for refused input (bad config, not root): nothing was changed.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -147,6 +162,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `netfast ct list | head -1`: the reader has all it wants.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("netfast: {e:#}");
             ExitCode::from(exit_code(&e))
@@ -166,10 +183,38 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 .downcast_ref::<InstanceError>()
                 .is_some_and(InstanceError::is_invalid_input)
             || cause
+                .downcast_ref::<netfast::lab::LabError>()
+                .is_some_and(netfast::lab::LabError::is_invalid_input)
+            || cause
                 .downcast_ref::<netfast::lock::LockError>()
                 .is_some_and(netfast::lock::LockError::is_invalid_input)
     });
     if refused { EXIT_USAGE } else { 1 }
+}
+
+/// True when `e` comes from writing to a stdout whose reader went away (EPIPE; Rust
+/// ignores SIGPIPE, so the write fails instead of killing the process).
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` to stdout and flushes it. Unlike `print!`, a closed pipe is an error
+/// (which [`main`] turns into a quiet exit 0), not a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// [`emit`] with a newline.
+fn emit_line(line: &str) -> anyhow::Result<()> {
+    emit(&format!("{line}\n"))
 }
 
 /// Prints a view as JSON (`json`) or as its aligned text.
@@ -177,16 +222,47 @@ fn print<T: serde::Serialize + std::fmt::Display>(view: &T, json: bool) -> anyho
     if json {
         print_json(view)
     } else {
-        print!("{view}");
-        Ok(())
+        emit(&view.to_string())
     }
 }
 
 fn print_json<T: serde::Serialize + ?Sized>(view: &T) -> anyhow::Result<()> {
     use anyhow::Context;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(view).context("while encoding JSON")?
-    );
-    Ok(())
+    emit_line(&serde_json::to_string_pretty(view).context("while encoding JSON")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// Every numeric option refuses a negative or too large value as out of range,
+    /// naming the option and the range, with clap's usage exit code 2.
+    #[test]
+    fn numbers_out_of_range_name_the_option_and_range() {
+        #[rustfmt::skip]
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["stats", "-i", "x", "--watch", "-1"], &["'-1'", "--watch <SECONDS>", "1..=3600"]),
+            (&["stats", "-i", "x", "--watch", "0"], &["'0'", "--watch", "1..=3600"]),
+            (&["stats", "-i", "x", "--watch", "3601"], &["3601", "1..=3600"]),
+            (&["stats", "-i", "x", "--watch", "1", "--count", "-1"], &["'-1'", "--count <N>", "1..=1000000000"]),
+            (&["ct", "list", "-i", "x", "--port", "-1"], &["'-1'", "--port <N>", "0..=65535"]),
+            (&["ct", "list", "-i", "x", "--port", "70000"], &["70000", "--port", "0..=65535"]),
+            (&["ct", "flush", "-i", "x", "--port", "-5"], &["'-5'", "--port", "0..=65535"]),
+            (&["run", "-c", "x.toml", "--interval", "-1"], &["'-1'", "--interval <SECONDS>", "1..=3600"]),
+        ];
+        for (args, needles) in cases {
+            let err = Cli::try_parse_from(std::iter::once("netfast").chain(args.iter().copied()))
+                .expect_err(&format!("{args:?} must be refused"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(!text.contains("unexpected argument"), "{args:?}: {text}");
+            for n in *needles {
+                assert!(text.contains(n), "{args:?}: {text:?} lacks {n:?}");
+            }
+        }
+        let ok = Cli::try_parse_from(["netfast", "ct", "list", "-i", "x", "--port", "0"]);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 }

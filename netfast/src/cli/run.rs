@@ -116,7 +116,8 @@ async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&
     }
 }
 
-fn collect(cfg: &Config) -> anyhow::Result<GcReport> {
+/// One GC pass over both conntrack maps of `cfg`'s instance, with its timeouts.
+pub(super) fn collect(cfg: &Config) -> anyhow::Result<GcReport> {
     let pass = gc::CONNTRACK_MAPS
         .iter()
         .try_fold(GcReport::default(), |sum, name| {

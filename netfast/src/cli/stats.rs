@@ -19,11 +19,14 @@ use super::status::Target;
 pub struct StatsArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Print again every SECONDS, with per-second rates, until Ctrl-C (or --count).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Print again every SECONDS (1 to 3600), with per-second rates, until Ctrl-C
+    /// (or --count).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true,
+          value_parser = super::number::<u64>(1, 3600))]
     pub watch: Option<u64>,
-    /// With --watch: stop after this many samples.
-    #[arg(long, value_name = "N", requires = "watch")]
+    /// With --watch: stop after this many samples (1 to 1000000000).
+    #[arg(long, value_name = "N", requires = "watch", allow_negative_numbers = true,
+          value_parser = super::number::<u64>(1, 1_000_000_000))]
     pub count: Option<u64>,
     /// Print JSON instead of tables (one object per line with --watch).
     #[arg(long)]
@@ -60,13 +63,9 @@ pub fn run(args: &StatsArgs) -> anyhow::Result<ExitCode> {
         at = Instant::now();
         let view = render::stats_view(inst.name(), &counters, Some((&previous, secs)), &fill);
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&view).context("while encoding JSON")?
-            );
+            super::emit_line(&serde_json::to_string(&view).context("while encoding JSON")?)?;
         } else {
-            println!("--- {} every {every}s ---", inst.name());
-            print!("{view}");
+            super::emit(&format!("--- {} every {every}s ---\n{view}", inst.name()))?;
         }
         previous = counters;
         n += 1;
