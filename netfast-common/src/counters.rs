@@ -5,14 +5,7 @@
 /// its variant's name in `snake_case` (`Counter::name`), derived by strum.
 #[repr(u32)]
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    strum::EnumCount,
-    strum::VariantArray,
-    strum::IntoStaticStr,
+    Clone, Copy, Debug, PartialEq, Eq, strum::EnumCount, strum::VariantArray, strum::IntoStaticStr,
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum Counter {
