@@ -384,6 +384,40 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
 }
 
 #[test]
+fn status_outside_the_instance_namespace_names_its_uplink() {
+    let a = Sandbox::up("os", IngressMode::Tc, "");
+    // The LAN peer's namespace has an eth0 of its own (10.0.1.26); the test's own
+    // namespace has other interfaces. Both must be told about the host's eth0.
+    for netns in [Some(a.lan()), None] {
+        let out = netfast(
+            netns.as_deref(),
+            &["status", "--instance", &a.prefix, "--json"],
+        );
+        let stdout = succeeded(&out, "status outside the instance's namespace");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
+        assert_eq!(v["netns"], a.host(), "{netns:?}: {stdout}");
+        for p in v["programs"].as_array().expect("programs") {
+            assert_eq!(p["interface"], "eth0", "{netns:?}: {stdout}");
+        }
+        let addrs: Vec<&str> = v["addresses"]["uplink_addresses"]
+            .as_array()
+            .expect("uplink addresses")
+            .iter()
+            .filter_map(|a| a["address"].as_str())
+            .collect();
+        assert_eq!(addrs, ["10.0.1.48/24"], "{netns:?}: {stdout}");
+        let table = succeeded(
+            &netfast(netns.as_deref(), &["status", "--instance", &a.prefix]),
+            "status",
+        );
+        assert!(
+            table.contains(&format!("netns:       {}", a.host())),
+            "{netns:?}: {table}"
+        );
+    }
+}
+
+#[test]
 fn down_reports_only_what_it_removed() {
     let a = Sandbox::up("od", IngressMode::Tc, "");
     exec_ok(&a.host(), &["ip", "link", "del", "br0"]);
