@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::{Config, ConfigError},
     datapath::{self, AttachReport, DatapathError, DatapathSpec},
-    netns::{self, NetnsError},
-    pinned::PinnedInstance,
+    netns::{self, NetnsError, NetnsId},
+    pinned::{PinnedInstance, claims_same_port, entry_spec},
     topology::{self, Ipv4Address, TopologyError},
 };
 
@@ -53,6 +53,9 @@ pub enum InstanceError {
     },
     #[error("{} holds something netfast cannot read ({reason}); remove it by hand once the instance is down", path.display())]
     BadManifest { path: PathBuf, reason: String },
+    /// Waiting for the instance's FORWARDS lock failed.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("could not start a tokio runtime: {0}")]
     Runtime(io::Error),
     #[error("a worker thread panicked: {0}")]
@@ -164,6 +167,175 @@ impl std::fmt::Display for Created {
 pub struct Manifest {
     pub instance: String,
     pub created: Vec<Created>,
+    /// Whose instance this is; None in manifests written before owners were recorded
+    /// (the next `up` records one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// What an instance belongs to: the host namespace and the topology of the `up` that
+/// made it. `up` refuses another namespace or another topology under the same name,
+/// and `down` refuses another namespace, because both would act on the wrong links.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The host namespace.
+    pub netns: NetnsId,
+    /// The config file of the last `up`, for messages; None when it was not a file.
+    pub config: Option<PathBuf>,
+    /// `(key, value)` pairs of what the topology is made of (see [`topology_of`]).
+    pub topology: Vec<(String, String)>,
+    /// The FORWARDS entries the config of the last `up` wrote, as specs: whatever
+    /// else FORWARDS holds was published live with `forward add`.
+    pub publishes: Vec<String>,
+}
+
+/// The parts of `cfg` that make the instance's topology, as `(key, value)` pairs:
+/// uplink, bridge, each container (by namespace) and the masquerade subnet. A re-`up`
+/// may change anything else (publishes, ingress mode, SNAT ports, timeouts).
+pub fn topology_of(cfg: &Config) -> Vec<(String, String)> {
+    let mut t = vec![
+        ("uplink".to_owned(), cfg.uplink.clone()),
+        (
+            "bridge".to_owned(),
+            format!("{} {}", cfg.bridge.name, cfg.bridge.address),
+        ),
+        (
+            "masquerade.subnet".to_owned(),
+            cfg.masquerade
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |m| m.subnet.to_string()),
+        ),
+    ];
+    let mut containers: Vec<(String, String)> = cfg
+        .containers
+        .iter()
+        .map(|c| {
+            let mut v = format!("{} on {}/{}", c.address, c.veth, c.peer);
+            if let Some(h) = c.host_address {
+                v += &format!(" point to point with {h}");
+            }
+            (format!("container {}", c.netns), v)
+        })
+        .collect();
+    containers.sort();
+    t.extend(containers);
+    t
+}
+
+fn config_name(path: Option<&Path>) -> String {
+    path.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string())
+}
+
+/// The owner's namespace as it is known now (its current `/run/netns` name), falling
+/// back to the name recorded at `up`.
+fn owner_netns(owner: &Owner) -> NetnsId {
+    let mut now = netns::identify(owner.netns.dev, owner.netns.ino);
+    if now.name.is_none() && !now.root {
+        now.name.clone_from(&owner.netns.name);
+    }
+    now
+}
+
+/// Refuses an `up` of an instance that belongs to another namespace, or to another
+/// topology in this one. One sentence naming the instance, its namespace and config,
+/// and the fix.
+fn check_owner(cfg: &Config, owner: &Owner, here: &NetnsId) -> Result<()> {
+    let theirs = owner_netns(owner);
+    let config = config_name(owner.config.as_deref());
+    let down = format!("netfast {}down --config {config}", theirs.netns_arg());
+    if !owner.netns.same(here) {
+        let msg = if netns::alive(&owner.netns) {
+            format!(
+                "instance \"{}\" belongs to {theirs} (config {config}), not to {here}; \
+                 take it down there first (`{down}`), or pick another instance name",
+                cfg.instance
+            )
+        } else {
+            format!(
+                "instance \"{}\" was brought up in {theirs} (config {config}), which no \
+                 longer exists; remove what is left of it with `netfast down --config \
+                 {config}`, or pick another instance name",
+                cfg.instance
+            )
+        };
+        return Err(InstanceError::Invalid(vec![msg]));
+    }
+    let mine = topology_of(cfg);
+    let value = |t: &[(String, String)], key: &str| {
+        t.iter()
+            .find(|(k, _)| k == key)
+            .map_or_else(|| "absent".to_owned(), |(_, v)| format!("\"{v}\""))
+    };
+    let mut keys: Vec<&String> = owner.topology.iter().chain(&mine).map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    let this = config_name(cfg.source.as_deref());
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| value(&owner.topology, k) != value(&mine, k))
+        .map(|k| {
+            format!(
+                "{k} is {} there, {} in {this}",
+                value(&owner.topology, k),
+                value(&mine, k)
+            )
+        })
+        .collect();
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(InstanceError::Invalid(vec![format!(
+        "instance \"{}\" is up in {theirs} with another topology (config {config}): {}; \
+         take it down first (`{down}`), or pick another instance name",
+        cfg.instance,
+        diffs.join(", ")
+    )]))
+}
+
+/// The FORWARDS entries published live (with `forward add`) that a re-`up` keeps: what
+/// FORWARDS holds beyond what the last `up`'s config wrote. A live entry that claims a
+/// port the config publishes otherwise is refused, naming both and the fix. Before the
+/// first `up`, or over a manifest without an owner, there are none.
+fn live_publishes(
+    cfg: &Config,
+    owner: Option<&Owner>,
+    here: &NetnsId,
+) -> Result<Vec<(ForwardKey, Backend)>> {
+    let Some(owner) = owner else {
+        return Ok(Vec::new());
+    };
+    if !datapath::pin_dir(&cfg.instance).exists() {
+        return Ok(Vec::new());
+    }
+    let pinned = PinnedInstance::open(&cfg.instance)
+        .and_then(|inst| inst.forwards())
+        .map_err(|e| InstanceError::Pinned(Box::new(e)))?;
+    let wanted: Vec<(ForwardKey, Backend)> = cfg.forward_entries().collect();
+    let mut live = Vec::new();
+    let mut conflicts = Vec::new();
+    for (key, backend) in pinned {
+        let spec = entry_spec(&key, &backend);
+        if owner.publishes.contains(&spec) || wanted.contains(&(key, backend)) {
+            continue;
+        }
+        match wanted.iter().find(|(k, _)| claims_same_port(k, &key)) {
+            None => live.push((key, backend)),
+            Some((k, b)) => conflicts.push(format!(
+                "live publish {spec} (added with `netfast forward add`) claims the host port \
+                 that {} publishes as \"{}\"; remove it first (`netfast {}forward del \
+                 --instance {} {spec}`), or drop that publish from the config",
+                config_name(cfg.source.as_deref()),
+                entry_spec(k, b),
+                here.netns_arg(),
+                cfg.instance
+            )),
+        }
+    }
+    if conflicts.is_empty() {
+        Ok(live)
+    } else {
+        Err(InstanceError::Invalid(conflicts))
+    }
 }
 
 impl Manifest {
@@ -279,17 +451,15 @@ where
 }
 
 /// Removes one thing `up` made, acting on the calling thread's namespace as host.
-/// Things already gone count as removed.
-pub fn remove(c: &Created) -> Result<()> {
+/// Returns false when it was already gone (deleted by hand, say).
+pub fn remove(c: &Created) -> Result<bool> {
     match c {
-        Created::Namespace { name } => {
-            netns::delete(name)?;
-        }
+        Created::Namespace { name } => Ok(netns::delete(name)?),
         Created::Link { name } => {
             let name = name.clone();
             netlink_blocking(None, |h| async move {
                 topology::delete_link_by_name(&h, &name).await
-            })?;
+            })
         }
         Created::Address {
             netns: ns,
@@ -300,7 +470,7 @@ pub fn remove(c: &Created) -> Result<()> {
             if let Some(ns) = ns
                 && !netns::exists(ns)
             {
-                return Ok(());
+                return Ok(false);
             }
             let local: Ipv4Net = local.parse().map_err(|_| InstanceError::BadManifest {
                 path: PathBuf::from("(manifest)"),
@@ -313,16 +483,33 @@ pub fn remove(c: &Created) -> Result<()> {
                     Some(index) => topology::delete_address(&h, index, &address).await,
                     None => Ok(false),
                 }
-            })?;
+            })
         }
-        Created::IpForward { previous } => topology::set_ip_forward(*previous)?,
-        Created::Datapath { instance } => {
-            if datapath::pin_dir(instance).exists() {
-                datapath::detach(instance)?;
+        Created::IpForward { previous } => {
+            if topology::ip_forward()? == *previous {
+                return Ok(false);
             }
+            topology::set_ip_forward(*previous)?;
+            Ok(true)
+        }
+        Created::Datapath { instance } => {
+            if !datapath::pin_dir(instance).exists() {
+                return Ok(false);
+            }
+            datapath::detach(instance)?;
+            Ok(true)
         }
     }
-    Ok(())
+}
+
+/// Whether `c` lives in the host namespace (and died with it), rather than in a named
+/// namespace or on bpffs, which outlive it.
+fn in_host_netns(c: &Created) -> bool {
+    match c {
+        Created::Link { .. } | Created::IpForward { .. } => true,
+        Created::Address { netns, .. } => netns.is_none(),
+        Created::Namespace { .. } | Created::Datapath { .. } => false,
+    }
 }
 
 /// Everything created so far by one `up`. Dropping it without [`UndoLog::commit`]
@@ -388,13 +575,20 @@ pub struct UpReport {
     /// Publishes this run removed or pointed at another backend: (host key, old
     /// backend, UDP flows to that backend removed).
     pub unpinned_udp: Vec<(ForwardKey, Backend, usize)>,
+    /// Publishes added live with `forward add`, not in the config, that this run kept
+    /// (as specs).
+    pub kept_live: Vec<String>,
     pub manifest: PathBuf,
 }
 
 /// What `down` did.
 #[derive(Clone, Debug, Default)]
 pub struct DownReport {
+    /// What this run removed.
     pub removed: Vec<Created>,
+    /// What the manifest recorded but was gone already (deleted by hand, or with the
+    /// host namespace).
+    pub already_gone: Vec<Created>,
 }
 
 /// What validation learned from the system.
@@ -409,6 +603,10 @@ pub struct Plan {
 /// changing anything. Every problem is reported, each naming the value and the fix.
 pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
     cfg.validate()?;
+    // Another namespace's or another topology's instance: nothing else matters.
+    if let Some(owner) = load_manifest(&cfg.instance)?.and_then(|m| m.owner) {
+        check_owner(cfg, &owner, &netns::current()?)?;
+    }
     let mut problems = Vec::new();
     let links = topology::links(host).await?;
     let find = |name: &str| links.iter().find(|l| l.name == name);
@@ -663,12 +861,24 @@ pub fn up(cfg: &Config) -> Result<UpReport> {
 /// that thread briefly for namespace work and for `datapath::attach`.
 pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     let rt = tokio::runtime::Handle::current();
+    let here = netns::current()?;
     let host = netns::netlink_here(&rt)?;
     let plan = validate(cfg, &host).await?;
 
+    // FORWARDS takes turns with `forward add`/`del` from here on, so a publish added
+    // live meanwhile is neither missed nor dropped.
+    let pins = datapath::pin_dir(&cfg.instance);
+    let _turn = if pins.exists() {
+        Some(crate::lock::forwards(&pins)?)
+    } else {
+        None
+    };
+    let owner = load_manifest(&cfg.instance)?.and_then(|m| m.owner);
+    let live = live_publishes(cfg, owner.as_ref(), &here)?;
+
     let mut undo = UndoLog::default();
     let mut kept = Vec::new();
-    let built = build(cfg, &plan, &host, &rt, &mut undo, &mut kept).await;
+    let built = build(cfg, &plan, &live, &host, &rt, &mut undo, &mut kept).await;
     let attach = match built {
         Ok(a) => a,
         Err(e) => {
@@ -691,7 +901,7 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     let mut manifest = match load_manifest(&cfg.instance) {
         Ok(m) => m.unwrap_or_else(|| Manifest {
             instance: cfg.instance.clone(),
-            created: Vec::new(),
+            ..Manifest::default()
         }),
         Err(e) => {
             return Err(InstanceError::UpFailed {
@@ -704,6 +914,18 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     manifest.merge(&[Created::Datapath {
         instance: cfg.instance.clone(),
     }]);
+    manifest.owner = Some(Owner {
+        netns: here,
+        config: cfg
+            .source
+            .as_ref()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+        topology: topology_of(cfg),
+        publishes: cfg
+            .forward_entries()
+            .map(|(k, b)| entry_spec(&k, &b))
+            .collect(),
+    });
     if let Err(e) = store_manifest(&manifest) {
         return Err(InstanceError::UpFailed {
             error: Box::new(e),
@@ -717,6 +939,7 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
         kept,
         attach,
         unpinned_udp,
+        kept_live: live.iter().map(|(k, b)| entry_spec(k, b)).collect(),
         manifest: manifest_path(&cfg.instance),
     })
 }
@@ -752,6 +975,7 @@ fn remove_pinned_udp_flows(
 async fn build(
     cfg: &Config,
     plan: &Plan,
+    live: &[(ForwardKey, Backend)],
     host: &rtnetlink::Handle,
     rt: &tokio::runtime::Handle,
     undo: &mut UndoLog,
@@ -876,7 +1100,8 @@ async fn build(
         uplink: cfg.uplink.clone(),
         ingress: cfg.ingress,
         config: datapath_config(cfg, plan.uplink_addr, &plan.ephemeral_ports),
-        forwards: cfg.forward_entries().collect(),
+        // The config's publishes, and those added live that it does not contradict.
+        forwards: cfg.forward_entries().chain(live.iter().copied()).collect(),
         conntrack_capacity: cfg.conntrack.capacity,
         config_path: cfg.source.clone(),
     };
@@ -892,10 +1117,31 @@ async fn build(
 
 /// `down` for sync callers: removes what the manifest records, newest first, acting on
 /// the calling thread's namespace as host. Nothing to remove is a success.
+///
+/// An instance of another namespace is refused (its links are not here). If that
+/// namespace no longer exists, only what outlives it is removed: named namespaces and
+/// the pins; the rest is reported as already gone.
 pub fn down(cfg: &Config) -> Result<DownReport> {
-    let mut entries = match load_manifest(&cfg.instance)? {
-        Some(m) => m.created,
-        None => Vec::new(),
+    let (mut entries, owner) = match load_manifest(&cfg.instance)? {
+        Some(m) => (m.created, m.owner),
+        None => (Vec::new(), None),
+    };
+    let here = netns::current()?;
+    let host_gone = match &owner {
+        Some(owner) if !owner.netns.same(&here) => {
+            if netns::alive(&owner.netns) {
+                let theirs = owner_netns(owner);
+                return Err(InstanceError::Invalid(vec![format!(
+                    "instance \"{}\" belongs to {theirs}, not to {here}; take it down there \
+                     (`netfast {}down --config {}`)",
+                    cfg.instance,
+                    theirs.netns_arg(),
+                    config_name(owner.config.as_deref())
+                )]));
+            }
+            true
+        }
+        _ => false,
     };
     // Pins are named after the instance; remove them even if the manifest was lost.
     let datapath = Created::Datapath {
@@ -908,8 +1154,13 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
     let mut failed = Vec::new();
     let mut failures = Vec::new();
     for c in entries.into_iter().rev() {
+        if host_gone && in_host_netns(&c) {
+            report.already_gone.push(c);
+            continue;
+        }
         match remove(&c) {
-            Ok(()) => report.removed.push(c),
+            Ok(true) => report.removed.push(c),
+            Ok(false) => report.already_gone.push(c),
             Err(e) => {
                 failures.push(format!("{c}: {e}"));
                 failed.push(c);
@@ -924,6 +1175,7 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
         store_manifest(&Manifest {
             instance: cfg.instance.clone(),
             created: failed,
+            owner,
         })?;
         Err(InstanceError::DownIncomplete(failures))
     }
@@ -941,6 +1193,7 @@ mod tests {
                 Created::Namespace { name: "a".into() },
                 Created::IpForward { previous: false },
             ],
+            owner: None,
         };
         m.merge(&[
             Created::Namespace { name: "a".into() },
@@ -972,6 +1225,7 @@ mod tests {
                     instance: "t".into(),
                 },
             ],
+            owner: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains(r#""kind":"address""#), "{text}");

@@ -122,6 +122,123 @@ pub fn list() -> Result<Vec<String>, NetnsError> {
     Ok(names)
 }
 
+/// A network namespace's identity: the device and inode of its nsfs file, as `stat`
+/// on `/proc/thread-self/ns/net` or on a `/run/netns` bind mount gives them.
+/// `name` is what it was known as when recorded; it names the namespace in messages.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+    /// The `/run/netns` name, or None for the root namespace or an unnamed one.
+    pub name: Option<String>,
+    /// True for the namespace of PID 1 (the machine's own).
+    #[serde(default)]
+    pub root: bool,
+}
+
+impl NetnsId {
+    /// The same namespace, whatever it was called.
+    pub fn same(&self, other: &NetnsId) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+
+    /// `--netns NAME ` for a command run from elsewhere, empty for the root namespace.
+    pub fn netns_arg(&self) -> String {
+        match &self.name {
+            Some(n) if !self.root => format!("--netns {n} "),
+            _ => String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.name, self.root) {
+            (_, true) => write!(f, "the root network namespace"),
+            (Some(n), false) => write!(f, "network namespace {n}"),
+            (None, false) => write!(f, "an unnamed network namespace (inode {})", self.ino),
+        }
+    }
+}
+
+/// The device and inode of an nsfs file (dev_t and ino_t are u64 on Linux).
+fn nsfs_id(p: &Path) -> Result<(u64, u64), Errno> {
+    nix::sys::stat::stat(p).map(|st| (st.st_dev, st.st_ino))
+}
+
+fn stat_id(p: &Path) -> Option<(u64, u64)> {
+    nsfs_id(p).ok()
+}
+
+/// The calling thread's network namespace, with its `/run/netns` name if it has one.
+pub fn current() -> Result<NetnsId, NetnsError> {
+    let here = Path::new("/proc/thread-self/ns/net");
+    let (dev, ino) = nsfs_id(here).map_err(|error| NetnsError::Sys {
+        action: "stat",
+        path: here.into(),
+        error,
+    })?;
+    Ok(identify(dev, ino))
+}
+
+/// Names the namespace `dev`/`ino` as it is known now: its `/run/netns` name, and
+/// whether it is the root namespace.
+pub fn identify(dev: u64, ino: u64) -> NetnsId {
+    let name = list()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|n| is_nsfs(&path(n)) && stat_id(&path(n)) == Some((dev, ino)));
+    let root = stat_id(Path::new("/proc/1/ns/net")) == Some((dev, ino));
+    NetnsId {
+        dev,
+        ino,
+        name,
+        root,
+    }
+}
+
+/// Whether namespace `id` still exists: a `/run/netns` mount or a process holds it.
+/// (A namespace held only by an open file or a socket is not seen.)
+pub fn alive(id: &NetnsId) -> bool {
+    let wanted = Some((id.dev, id.ino));
+    if identify(id.dev, id.ino).name.is_some() || id.root {
+        return true;
+    }
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.filter_map(Result::ok).any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            && stat_id(&e.path().join("ns/net")) == wanted
+    })
+}
+
+/// Enters namespace `id` on the calling thread, through its `/run/netns` name or, for
+/// the root namespace, PID 1's. Returns false when it has neither (nothing changed).
+/// The same caveat as [`enter_current_thread`]: call it before other threads start.
+pub fn enter(id: &NetnsId) -> Result<bool, NetnsError> {
+    let file = if id.root {
+        let p = Path::new("/proc/1/ns/net");
+        File::open(p).map_err(|error| NetnsError::Io {
+            action: "open",
+            path: p.into(),
+            error,
+        })?
+    } else if let Some(name) = &id.name {
+        open(name)?
+    } else {
+        return Ok(false);
+    };
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|error| NetnsError::Enter {
+        name: id.to_string(),
+        error,
+    })?;
+    Ok(true)
+}
+
 /// Makes `/run/netns` exist and be a shared mount point, as `ip netns add` does.
 fn prepare_run_dir() -> Result<(), NetnsError> {
     let dir = Path::new(NETNS_RUN_DIR);

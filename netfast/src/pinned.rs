@@ -641,7 +641,10 @@ pub fn entry_spec(key: &ForwardKey, backend: &Backend) -> String {
     )
 }
 
-fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
+/// True when both FORWARDS keys claim one (proto, host address, host port): an
+/// any-address key claims its port on every address. `forward add` and a re-`up`
+/// over live publishes both decide conflicts with it.
+pub fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
     a.proto == b.proto
         && a.host_port == b.host_port
         && (a.host_addr == 0 || b.host_addr == 0 || a.host_addr == b.host_addr)

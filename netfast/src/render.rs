@@ -541,6 +541,12 @@ pub struct ConfigView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatusView {
     pub instance: String,
+    /// The instance's host namespace as `up` recorded it: its `/run/netns` name,
+    /// "root", or "unnamed (inode N)"; None when the manifest does not say (an
+    /// instance from an older build).
+    pub netns: Option<String>,
+    /// Set when status ran in another namespace: whether it entered the instance's.
+    pub netns_note: Option<String>,
     pub pin_dir: String,
     pub programs: Vec<ProgramView>,
     pub config: ConfigView,
@@ -655,6 +661,12 @@ pub fn config_view(c: &DatapathConfig, forwards: usize, conntrack_entries: usize
 impl fmt::Display for StatusView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "instance:    {}", self.instance)?;
+        if let Some(ns) = &self.netns {
+            match &self.netns_note {
+                Some(note) => writeln!(f, "netns:       {ns} ({note})")?,
+                None => writeln!(f, "netns:       {ns}")?,
+            }
+        }
         writeln!(f, "pins:        {}", self.pin_dir)?;
         let c = &self.config;
         writeln!(
@@ -1056,6 +1068,8 @@ icmp   61000-65535     0   4536  0.0%
         ];
         let view = StatusView {
             instance: "demo".into(),
+            netns: Some("lab-host".into()),
+            netns_note: Some("entered it: this command ran in the root network namespace".into()),
             pin_dir: "/sys/fs/bpf/netfast/demo".into(),
             programs: program_views(&links),
             config: config_view(&seed_config(), 1, 4),
@@ -1074,6 +1088,7 @@ icmp   61000-65535     0   4536  0.0%
             view.to_string(),
             "\
 instance:    demo
+netns:       lab-host (entered it: this command ran in the root network namespace)
 pins:        /sys/fs/bpf/netfast/demo
 datapath:    enabled
 uplink addr: 10.0.1.48 (at up)
@@ -1097,6 +1112,7 @@ uplink_egress_t    eth0       tcx egress                      -            43   
         assert_eq!(json["programs"][1]["pin"], "link_uplink_ingress_fallback");
         assert_eq!(json["programs"][2]["mode"], serde_json::Value::Null);
         assert_eq!(json["config"]["masquerade"], "172.16.0.0/24");
+        assert_eq!(json["netns"], "lab-host");
     }
 
     #[test]

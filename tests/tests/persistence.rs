@@ -294,6 +294,19 @@ fn a_second_daemon_for_the_same_instance_is_refused() {
     let mut first = Daemon::start(&sb, &["--interval", "1"]);
     first.wait_for("netfast: running instance", Duration::from_secs(30));
 
+    // The programs and links attached now: the refused daemon must not swap them.
+    let attached = || {
+        netfast::pinned::PinnedInstance::open(&sb.prefix)
+            .expect("pins")
+            .links()
+            .expect("pinned links")
+            .iter()
+            .map(|l| (l.pin, l.prog_id, l.link_id))
+            .collect::<Vec<_>>()
+    };
+    let before = attached();
+    assert!(!before.is_empty(), "the first daemon attached the programs");
+
     // Started like the first, so that if it were not refused the test fails, not hangs.
     let mut second = Daemon::start(&sb, &["--interval", "1"]);
     let status = second.wait_exit(Duration::from_secs(30));
@@ -302,6 +315,13 @@ fn a_second_daemon_for_the_same_instance_is_refused() {
     assert!(
         err.contains("already has a running `netfast run`"),
         "the refusal says why: {err}"
+    );
+    // It took the lock before anything else: no `up`, so no program was re-attached.
+    assert!(!err.contains("is up"), "the refused daemon ran up: {err}");
+    assert_eq!(
+        attached(),
+        before,
+        "the refused daemon re-attached the programs (prog or link ids changed)"
     );
     // The refused daemon neither took the instance down nor disturbed the first one.
     assert!(

@@ -25,13 +25,23 @@ use tokio::signal::unix::{SignalKind, signal};
 const LOG_EVERY: Duration = Duration::from_millis(500);
 
 pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<ExitCode> {
-    // The same code path, and the same report, as `netfast up`.
-    super::up::run(config)?;
     let cfg = Config::from_file(config)?;
-    // `up` is idempotent, so a second daemon gets this far harmlessly; it stops here,
-    // before it could run a second GC loop or take the instance down on exit.
-    let _one_daemon =
-        netfast::lock::daemon(&cfg.instance, &netfast::instance::state_dir(&cfg.instance))?;
+    // One daemon per instance, decided before anything else: a second one must not
+    // even run the (idempotent) `up`, which would swap the attached programs.
+    let state = netfast::instance::state_dir(&cfg.instance);
+    let created = !state.exists();
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("while creating {}", state.display()))?;
+    let _one_daemon = netfast::lock::daemon(&cfg.instance, &state)?;
+    // The same code path, and the same report, as `netfast up`.
+    if let Err(e) = super::up::run(config) {
+        // A refused or rolled-back `up` leaves no state directory behind; remove_dir
+        // only removes it empty.
+        if created {
+            let _ = std::fs::remove_dir(&state);
+        }
+        return Err(e);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@ use clap::Args;
 use netfast::{
     config::Config,
     conntrack::Table,
-    netns,
+    instance, netns,
     pinned::{LinkStatus, PinnedInstance},
     render::{self, AddressesView, StatusView},
     topology,
@@ -59,7 +59,15 @@ pub struct StatusArgs {
 
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let (inst, _) = args.target.open()?;
-    let links = inst.links().context("while reading the pinned links")?;
+    // Interface names and addresses are the host namespace's: enter it first.
+    let (netns, netns_note, elsewhere) = enter_host_netns(inst.name())?;
+    let mut links = inst.links().context("while reading the pinned links")?;
+    if elsewhere {
+        // An ifindex names nothing here: better none than another namespace's name.
+        for l in &mut links {
+            l.interface = None;
+        }
+    }
     let config = inst.config().context("while reading CONFIG")?;
     let forwards = inst.forwards().context("while reading FORWARDS")?.len();
     let mut conntrack = 0;
@@ -70,9 +78,15 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .len();
     }
     let config_view = render::config_view(&config, forwards, conntrack);
-    let addresses = addresses(&links, config_view.uplink_addr)?;
+    let addresses = if elsewhere {
+        None
+    } else {
+        addresses(&links, config_view.uplink_addr)?
+    };
     let view = StatusView {
         instance: inst.name().to_owned(),
+        netns,
+        netns_note,
         pin_dir: inst.dir().display().to_string(),
         programs: render::program_views(&links),
         config: config_view,
@@ -118,4 +132,45 @@ fn addresses(
         up_addr,
         &host,
     )))
+}
+
+/// Enters the instance's host namespace (recorded by `up`) when this command runs in
+/// another one. Returns how status names that namespace, a note when it is not this
+/// command's own, and true when it could not be entered (interface names and
+/// addresses would then be another namespace's).
+fn enter_host_netns(instance: &str) -> anyhow::Result<(Option<String>, Option<String>, bool)> {
+    let owner = instance::load_manifest(instance)
+        .context("while reading the instance's manifest")?
+        .and_then(|m| m.owner);
+    let Some(owner) = owner else {
+        return Ok((None, None, false));
+    };
+    let here = netns::current().context("while identifying this network namespace")?;
+    let theirs = netns::identify(owner.netns.dev, owner.netns.ino);
+    let short = match (&theirs.name, theirs.root) {
+        (_, true) => "root".to_owned(),
+        (Some(n), false) => n.clone(),
+        (None, false) => match &owner.netns.name {
+            Some(n) => format!("{n} (no longer in /run/netns, inode {})", owner.netns.ino),
+            None => format!("unnamed (inode {})", owner.netns.ino),
+        },
+    };
+    if owner.netns.same(&here) {
+        return Ok((Some(short), None, false));
+    }
+    if netns::enter(&theirs).context("while entering the instance's network namespace")? {
+        return Ok((
+            Some(short),
+            Some(format!("entered it: this command ran in {here}")),
+            false,
+        ));
+    }
+    Ok((
+        Some(short),
+        Some(format!(
+            "not entered (it has no /run/netns name): this command runs in {here}, so \
+             interfaces show as ifindex; run status inside the instance's namespace"
+        )),
+        true,
+    ))
 }

@@ -40,6 +40,16 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // Publishes added live with `forward add` stay: the config does not list them,
+    // but it does not contradict them either.
+    if !report.kept_live.is_empty() {
+        let n = report.kept_live.len();
+        println!(
+            "  kept {n} live {} not in the config: {}",
+            if n == 1 { "publish" } else { "publishes" },
+            report.kept_live.join(", ")
+        );
+    }
     println!(
         "  pins in {}, manifest {}",
         report.attach.pin_dir.display(),

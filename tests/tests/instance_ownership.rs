@@ -1,0 +1,438 @@
+//! What an instance is (issue 9): it belongs to one host namespace and one topology.
+//! `up` or `down` from another namespace, or `up` with another topology, is refused
+//! with exit 2 and changes nothing (namespaces, links, addresses, pins, maps and the
+//! manifest are compared before and after); a re-`up` keeps the publishes added live
+//! and says so; `status` outside the instance's namespace names the right interface;
+//! `down` reports only what it removed.
+
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
+mod support;
+
+use std::{path::PathBuf, process::Output};
+
+use aya::maps::MapInfo;
+use netfast::{config::IngressMode, lab, pinned::PinnedInstance};
+use support::{Sandbox, exec_ok, netfast, succeeded, text, unique_prefix};
+
+/// Everything a refused command must leave as it was, for the instance and the
+/// namespaces named.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    namespaces: Vec<String>,
+    /// Per namespace: links (see [`link_identity`]), IPv4 addresses (IPv6 link-local
+    /// ones change state on their own while DAD runs), routes and ip_forward.
+    per_netns: Vec<(String, String)>,
+    /// Pin files with the map ids behind them.
+    pins: Vec<(String, Option<u32>)>,
+    /// Per pinned link: program id and link id.
+    links: Vec<(u32, u32)>,
+    config: String,
+    forwards: Vec<String>,
+    manifest: Option<String>,
+}
+
+/// What `ip -o link show` says a link is, without what changes on its own: the
+/// kernel allocates `link-netnsid`s on first use, which a read may do, and carrier
+/// (`LOWER_UP`, `NO-CARRIER`, `state`) settles for a while after a link comes up.
+fn link_identity(line: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = line.split_whitespace();
+    out.extend(words.by_ref().take(2).map(str::to_owned));
+    while let Some(w) = words.next() {
+        if w.starts_with('<') {
+            let admin: Vec<&str> = w
+                .trim_matches(|c| c == '<' || c == '>')
+                .split(',')
+                .filter(|f| !matches!(*f, "LOWER_UP" | "NO-CARRIER" | "M-DOWN" | "DORMANT"))
+                .collect();
+            out.push(admin.join(","));
+        } else if matches!(w, "mtu" | "master" | "link/ether" | "link-netns") {
+            out.push(w.to_owned());
+            out.extend(words.next().map(str::to_owned));
+        }
+    }
+    out.join(" ")
+}
+
+fn snapshot(instance: &str, prefixes: &[&str], netns: &[String]) -> Snapshot {
+    let namespaces = text(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list")
+            .stdout,
+    )
+    .lines()
+    .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+    .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+    .collect::<Vec<_>>();
+    let per_netns = netns
+        .iter()
+        .map(|ns| {
+            let mut s: String = exec_ok(ns, &["ip", "-o", "link", "show"])
+                .lines()
+                .map(|l| link_identity(l) + "\n")
+                .collect();
+            for argv in [
+                &["ip", "-4", "-o", "addr", "show"][..],
+                &["ip", "route", "show"],
+                &["cat", "/proc/sys/net/ipv4/ip_forward"],
+            ] {
+                s += &exec_ok(ns, argv);
+            }
+            (ns.clone(), s)
+        })
+        .collect();
+    let dir = netfast::datapath::pin_dir(instance);
+    let mut pins: Vec<(String, Option<u32>)> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let id = MapInfo::from_pin(e.path()).ok().map(|m| m.id());
+                    (name, id)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pins.sort();
+    let (links, config, forwards) = match PinnedInstance::open(instance) {
+        Ok(inst) => (
+            inst.links()
+                .expect("pinned links")
+                .iter()
+                .map(|l| (l.prog_id, l.link_id))
+                .collect(),
+            format!("{:?}", inst.config().expect("CONFIG")),
+            inst.forwards()
+                .expect("FORWARDS")
+                .iter()
+                .map(|(k, b)| netfast::pinned::entry_spec(k, b))
+                .collect(),
+        ),
+        Err(_) => (Vec::new(), String::new(), Vec::new()),
+    };
+    Snapshot {
+        namespaces,
+        per_netns,
+        pins,
+        links,
+        config,
+        forwards,
+        manifest: std::fs::read_to_string(netfast::instance::manifest_path(instance)).ok(),
+    }
+}
+
+/// Asserts exit 2, one line on stderr naming every needle, and returns stderr.
+#[track_caller]
+fn refused(out: &Output, what: &str, needles: &[&str]) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what} must be refused with exit 2: {}{stderr}",
+        text(&out.stdout)
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "{what}: {stderr:?} lacks {n:?}");
+    }
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "{what}: one line: {stderr}"
+    );
+    eprintln!("{what}: {stderr}");
+    stderr
+}
+
+/// A config file removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(prefix: &str, tag: &str, toml: &str) -> TempConfig {
+        let path = std::env::temp_dir().join(format!("netfast-test-{prefix}-{tag}.toml"));
+        std::fs::write(&path, toml).expect("write config");
+        TempConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn up_or_down_from_another_namespace_is_refused_and_changes_nothing() {
+    let a = Sandbox::up("oa", IngressMode::Tc, "");
+    // A second lab: its host namespace has an uplink eth0 too.
+    let other = lab::Lab::create(&unique_prefix("ob")).expect("create the second lab");
+    let h2 = other.host_ns();
+    // Its own seed topology, under instance A's name.
+    let toml = lab::seed_config_toml(other.prefix(), IngressMode::Tc).replace(
+        &format!("instance = \"{}\"", other.prefix()),
+        &format!("instance = \"{}\"", a.prefix),
+    );
+    let b = TempConfig::new(other.prefix(), "b", &toml);
+    let prefixes = [a.prefix.as_str(), other.prefix()];
+    let nss = [a.host(), h2.clone()];
+    let before = snapshot(&a.prefix, &prefixes, &nss);
+    assert!(before.manifest.is_some() && !before.links.is_empty());
+
+    let out = netfast(Some(&h2), &["up", "--config", b.path()]);
+    refused(
+        &out,
+        "up from another namespace",
+        &[
+            &format!("instance \"{}\"", a.prefix),
+            &format!("network namespace {}", a.host()),
+            a.config_str(),
+            &format!(
+                "netfast --netns {} down --config {}",
+                a.host(),
+                a.config_str()
+            ),
+            "another instance name",
+        ],
+    );
+    assert_eq!(
+        snapshot(&a.prefix, &prefixes, &nss),
+        before,
+        "the refused up changed something"
+    );
+
+    let out = netfast(Some(&h2), &["down", "--config", b.path()]);
+    refused(
+        &out,
+        "down from another namespace",
+        &[
+            &format!("instance \"{}\"", a.prefix),
+            &format!("network namespace {}", a.host()),
+            &format!("netfast --netns {} down", a.host()),
+        ],
+    );
+    assert_eq!(
+        snapshot(&a.prefix, &prefixes, &nss),
+        before,
+        "the refused down changed something"
+    );
+
+    // The owner's re-up stays idempotent.
+    let again = succeeded(
+        &a.netfast(&["up", "--config", a.config_str()]),
+        "re-up from the owning namespace",
+    );
+    assert!(!again.contains("created"), "nothing new: {again}");
+}
+
+#[test]
+fn up_with_another_topology_is_refused_and_changes_nothing() {
+    let a = Sandbox::up("ot", IngressMode::Tc, "");
+    let original = std::fs::read_to_string(&a.config).expect("read config");
+    let nss = [a.host()];
+    let before = snapshot(&a.prefix, &[&a.prefix], &nss);
+
+    let bridge = TempConfig::new(
+        &a.prefix,
+        "bridge",
+        &original.replace("name = \"br0\"", "name = \"br9\""),
+    );
+    let out = a.netfast(&["up", "--config", bridge.path()]);
+    refused(
+        &out,
+        "up with another bridge",
+        &[
+            &format!("instance \"{}\"", a.prefix),
+            a.config_str(),
+            "bridge",
+            "br0",
+            "br9",
+            &format!(
+                "netfast --netns {} down --config {}",
+                a.host(),
+                a.config_str()
+            ),
+            "another instance name",
+        ],
+    );
+    assert_eq!(
+        snapshot(&a.prefix, &[&a.prefix], &nss),
+        before,
+        "the refused up changed something"
+    );
+
+    let subnet = TempConfig::new(
+        &a.prefix,
+        "subnet",
+        &original.replace("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/16\""),
+    );
+    let out = a.netfast(&["up", "--config", subnet.path()]);
+    refused(
+        &out,
+        "up with another masquerade subnet",
+        &["masquerade.subnet", "172.16.0.0/24", "172.16.0.0/16"],
+    );
+    assert_eq!(
+        snapshot(&a.prefix, &[&a.prefix], &nss),
+        before,
+        "the refused up changed something"
+    );
+
+    // The same topology from a copy of the file is the same instance: a publish may
+    // change (see publish_changes).
+    let copy = TempConfig::new(&a.prefix, "copy", &original);
+    succeeded(
+        &a.netfast(&["up", "--config", copy.path()]),
+        "re-up with the same topology from another path",
+    );
+}
+
+#[test]
+fn reup_keeps_live_publishes_or_refuses_a_conflict() {
+    let a = Sandbox::up("ol", IngressMode::Tc, "");
+    let inst = a.prefix.clone();
+    succeeded(
+        &a.netfast(&[
+            "forward",
+            "add",
+            "--instance",
+            &inst,
+            "8000-8001:172.16.0.103:80/tcp",
+        ]),
+        "forward add",
+    );
+    let out = succeeded(
+        &a.netfast(&["up", "--config", a.config_str()]),
+        "re-up with live publishes",
+    );
+    assert!(
+        out.contains("kept 2 live publishes not in the config: 8000:172.16.0.103:80/tcp, 8001:172.16.0.103:80/tcp"),
+        "the report names the live publishes it kept: {out}"
+    );
+    let forwards = |sb: &Sandbox| {
+        PinnedInstance::open(&sb.prefix)
+            .expect("pins")
+            .forwards()
+            .expect("FORWARDS")
+            .iter()
+            .map(|(k, b)| netfast::pinned::entry_spec(k, b))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        forwards(&a),
+        [
+            "8000:172.16.0.103:80/tcp",
+            "8001:172.16.0.103:80/tcp",
+            "8088:172.16.0.102:80/tcp"
+        ]
+    );
+
+    // A config that publishes a live port itself, elsewhere: refused, nothing changes.
+    let original = std::fs::read_to_string(&a.config).expect("read config");
+    let conflict = TempConfig::new(
+        &inst,
+        "conflict",
+        &format!("{original}\n[[publish]]\nspec = \"8001:172.16.0.102:80/tcp\"\n"),
+    );
+    let nss = [a.host()];
+    let before = snapshot(&inst, &[&inst], &nss);
+    let out = a.netfast(&["up", "--config", conflict.path()]);
+    refused(
+        &out,
+        "re-up over a live publish",
+        &[
+            "8001:172.16.0.103:80/tcp",
+            "8001:172.16.0.102:80/tcp",
+            &format!(
+                "netfast --netns {} forward del --instance {inst} 8001:172.16.0.103:80/tcp",
+                a.host()
+            ),
+        ],
+    );
+    assert_eq!(
+        snapshot(&inst, &[&inst], &nss),
+        before,
+        "the refused up changed something"
+    );
+
+    // The config taking over a live publish exactly: it is the config's now.
+    let same = TempConfig::new(
+        &inst,
+        "same",
+        &format!("{original}\n[[publish]]\nspec = \"8001:172.16.0.103:80/tcp\"\n"),
+    );
+    let out = succeeded(&a.netfast(&["up", "--config", same.path()]), "re-up");
+    assert!(
+        out.contains("kept 1 live publish not in the config: 8000:172.16.0.103:80/tcp"),
+        "{out}"
+    );
+    // A publish the config drops again goes: it was the config's, not live.
+    let out = succeeded(&a.netfast(&["up", "--config", a.config_str()]), "re-up");
+    assert_eq!(
+        forwards(&a),
+        ["8000:172.16.0.103:80/tcp", "8088:172.16.0.102:80/tcp"],
+        "{out}"
+    );
+}
+
+#[test]
+fn status_outside_the_instance_namespace_names_its_uplink() {
+    let a = Sandbox::up("os", IngressMode::Tc, "");
+    // The LAN peer's namespace has an eth0 of its own (10.0.1.26); the test's own
+    // namespace has other interfaces. Both must be told about the host's eth0.
+    for netns in [Some(a.lan()), None] {
+        let out = netfast(
+            netns.as_deref(),
+            &["status", "--instance", &a.prefix, "--json"],
+        );
+        let stdout = succeeded(&out, "status outside the instance's namespace");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
+        assert_eq!(v["netns"], a.host(), "{netns:?}: {stdout}");
+        for p in v["programs"].as_array().expect("programs") {
+            assert_eq!(p["interface"], "eth0", "{netns:?}: {stdout}");
+        }
+        let addrs: Vec<&str> = v["addresses"]["uplink_addresses"]
+            .as_array()
+            .expect("uplink addresses")
+            .iter()
+            .filter_map(|a| a["address"].as_str())
+            .collect();
+        assert_eq!(addrs, ["10.0.1.48/24"], "{netns:?}: {stdout}");
+        let table = succeeded(
+            &netfast(netns.as_deref(), &["status", "--instance", &a.prefix]),
+            "status",
+        );
+        assert!(
+            table.contains(&format!("netns:       {}", a.host())),
+            "{netns:?}: {table}"
+        );
+    }
+}
+
+#[test]
+fn down_reports_only_what_it_removed() {
+    let a = Sandbox::up("od", IngressMode::Tc, "");
+    exec_ok(&a.host(), &["ip", "link", "del", "br0"]);
+    let out = succeeded(&a.netfast(&["down", "--config", a.config_str()]), "down");
+    assert!(
+        !out.contains("removed interface br0"),
+        "br0 was deleted by hand, not by down: {out}"
+    );
+    assert!(out.contains("already gone: interface br0"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "removed datapath pins {}",
+            netfast::datapath::pin_dir(&a.prefix).display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("removed interface veth1"), "{out}");
+}
