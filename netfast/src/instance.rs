@@ -603,11 +603,22 @@ pub struct Plan {
 /// changing anything. Every problem is reported, each naming the value and the fix.
 pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
     cfg.validate()?;
-    // Another namespace's or another topology's instance: nothing else matters.
-    if let Some(owner) = load_manifest(&cfg.instance)?.and_then(|m| m.owner) {
-        check_owner(cfg, &owner, &netns::current()?)?;
+    // Another namespace's instance: nothing here matters, its interfaces are not here.
+    let owner = load_manifest(&cfg.instance)?.and_then(|m| m.owner);
+    let here = netns::current()?;
+    if let Some(owner) = &owner
+        && !owner.netns.same(&here)
+    {
+        check_owner(cfg, owner, &here)?;
     }
+    // Another topology in this namespace comes first, with whatever else is wrong with
+    // the config here (an uplink that does not exist, say): every problem is named.
     let mut problems = Vec::new();
+    if let Some(owner) = &owner
+        && let Err(e) = check_owner(cfg, owner, &here)
+    {
+        problems.push(e.to_string());
+    }
     let links = topology::links(host).await?;
     let find = |name: &str| links.iter().find(|l| l.name == name);
 
