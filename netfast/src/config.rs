@@ -7,7 +7,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fmt,
     net::Ipv4Addr,
     ops::RangeInclusive,
     path::{Path, PathBuf},
@@ -21,7 +20,9 @@ use netfast_common::{
 };
 use serde::Deserialize;
 
-use crate::{gc::Timeouts, publish::PublishSpec};
+/// The attach mode lives with the loader; re-exported where configs always found it.
+pub use crate::datapath::IngressMode;
+use crate::{conntrack::Timeouts, publish::PublishSpec};
 
 /// Linux's IFNAMSIZ is 16, including the NUL.
 pub const IFNAME_MAX: usize = 15;
@@ -84,44 +85,6 @@ pub const CONNTRACK_CAPACITY_MIN: u32 = 1024;
 pub const CONNTRACK_CAPACITY_MAX: u32 = 1 << 22;
 /// 30 days: longer idle times are a configuration mistake, not a policy.
 pub const TIMEOUT_MAX_SECS: u64 = 30 * 24 * 3600;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IngressMode {
-    /// tcx on the uplink's ingress.
-    #[default]
-    Tc,
-    /// XDP on the uplink (native mode, falling back to skb mode with a message).
-    Xdp,
-}
-
-impl IngressMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IngressMode::Tc => "tc",
-            IngressMode::Xdp => "xdp",
-        }
-    }
-}
-
-impl fmt::Display for IngressMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for IngressMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tc" => Ok(IngressMode::Tc),
-            "xdp" => Ok(IngressMode::Xdp),
-            _ => Err(format!(
-                "ingress mode \"{s}\" is unknown; use \"tc\" or \"xdp\""
-            )),
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {

@@ -31,7 +31,44 @@ use netfast_common::{
     },
 };
 
-use crate::config::IngressMode;
+/// Where the uplink's ingress program attaches (`ingress` in the config, `--ingress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IngressMode {
+    /// tcx on the uplink's ingress.
+    #[default]
+    Tc,
+    /// XDP on the uplink (native mode, falling back to skb mode with a message).
+    Xdp,
+}
+
+impl IngressMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressMode::Tc => "tc",
+            IngressMode::Xdp => "xdp",
+        }
+    }
+}
+
+impl std::fmt::Display for IngressMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IngressMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tc" => Ok(IngressMode::Tc),
+            "xdp" => Ok(IngressMode::Xdp),
+            _ => Err(format!(
+                "ingress mode \"{s}\" is unknown; use \"tc\" or \"xdp\""
+            )),
+        }
+    }
+}
 
 /// The datapath object, built by `build.rs` from `netfast-ebpf`.
 static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfast"));

@@ -6,13 +6,13 @@
 //! - [`instance`] ties them together: `up` and `down`, with rollback and a manifest.
 //! - [`pinned`] reads and changes a running instance's pinned maps; [`conntrack`] joins
 //!   its entries into flows; [`render`] prints what the operator commands show.
-//! - [`gc`] expires idle conntrack flows for `netfast run`.
+//! - [`conntrack::gc`] expires idle flows, after their [`conntrack::Timeouts`], for
+//!   `netfast run` and the lab.
 //! - [`lab`] builds the seed's sandbox: a "host" and a "LAN peer" namespace.
 
 pub mod config;
 pub mod conntrack;
 pub mod datapath;
-pub mod gc;
 pub mod instance;
 pub mod lab;
 pub mod lock;
@@ -21,6 +21,9 @@ pub mod pinned;
 pub mod publish;
 pub mod render;
 pub mod topology;
+
+/// The GC, where it always was for callers: it lives in the conntrack layer.
+pub use conntrack::gc;
 
 /// `n` and the noun in the right number, for messages: "1 flow", "2 flows",
 /// "1 entry", "0 entries".

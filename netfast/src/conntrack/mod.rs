@@ -5,6 +5,11 @@
 //! Everything here is pure: it works on entries already read from the map, so it is
 //! unit-tested without BPF.
 
+pub mod gc;
+mod timeouts;
+
+pub use timeouts::{Timeouts, expired};
+
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use netfast_common::{
@@ -285,18 +290,13 @@ pub fn proto_name(p: u8) -> &'static str {
 /// `CLOCK_MONOTONIC` in ns: the base of the datapath's stamps
 /// (`bpf_ktime_get_coarse_ns` reads its coarse variant, at most one tick behind).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    // CLOCK_MONOTONIC exists on every Linux; an error cannot happen, and 0 (boot)
+    // would only make flows look idle longer.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        (ts.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec() as u64)
+    })
 }
 
 #[cfg(test)]
