@@ -5,7 +5,7 @@
 //! - [`datapath`] loads, attaches and pins the eBPF programs and fills their maps.
 //! - [`instance`] ties them together: `up` and `down`, with rollback and a manifest.
 //! - [`pinned`] reads and changes a running instance's pinned maps; [`conntrack`] joins
-//!   its entries into flows; [`render`] prints what the operator commands show.
+//!   its entries into flows.
 //! - [`conntrack::gc`] expires idle flows, after their [`conntrack::Timeouts`], for
 //!   `netfast run` and the lab.
 //! - [`lab`] builds the seed's sandbox: a "host" and a "LAN peer" namespace.
@@ -19,7 +19,6 @@ pub mod lock;
 pub mod netns;
 pub mod pinned;
 pub mod publish;
-pub mod render;
 pub mod topology;
 
 /// The GC, where it always was for callers: it lives in the conntrack layer.

@@ -7,8 +7,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use netfast::{
     conntrack::{FlowFilter, monotonic_ns},
     gc::Timeouts,
-    render,
 };
+
+use super::render;
 use netfast_common::{
     flow::{KIND_DNAT, KIND_SNAT},
     proto,

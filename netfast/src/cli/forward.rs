@@ -4,10 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use netfast::{
-    publish::{Protocol, PublishSpec},
-    render,
-};
+use netfast::publish::{Protocol, PublishSpec};
+
+use super::render;
 
 use super::status::Target;
 

@@ -9,6 +9,7 @@ mod down;
 mod forward;
 mod lab;
 mod nat;
+mod render;
 mod run;
 mod stats;
 mod status;

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use super::render;
 use anyhow::Context;
 use clap::Subcommand;
-use netfast::render;
 
 use super::status::Target;
 

@@ -7,10 +7,9 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use netfast::{
-    pinned::{MapFill, PinnedInstance},
-    render,
-};
+use netfast::pinned::{MapFill, PinnedInstance};
+
+use super::render;
 use netfast_common::Counter;
 
 use super::status::Target;

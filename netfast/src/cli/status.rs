@@ -9,9 +9,10 @@ use netfast::{
     conntrack::Table,
     instance, netns,
     pinned::{LinkStatus, PinnedInstance},
-    render::{self, AddressesView, StatusView},
     topology,
 };
+
+use super::render::{self, AddressesView, StatusView};
 
 /// `--instance NAME` or `--config FILE` (the instance named in the file).
 #[derive(Debug, Clone, Args)]

@@ -1,13 +1,13 @@
 //! What the read commands print: one serde view per command, shown either as an
 //! aligned table for people or as JSON (`--json`) for machines. The views are built
-//! from [`crate::pinned`] data by pure functions, so the output is tested golden.
+//! from [`netfast::pinned`] data by pure functions, so the output is tested golden.
 
 use std::{fmt, net::Ipv4Addr};
 
 use netfast_common::{Backend, Counter, DatapathConfig, ForwardKey, flow::KIND_SNAT};
 use serde::Serialize;
 
-use crate::{
+use netfast::{
     conntrack::{Flow, Tuple, addr, kind_name, proto_name},
     datapath::FALLBACK_NOTE,
     pinned::{LinkStatus, MapFill},
@@ -180,7 +180,7 @@ pub struct FlowRow {
     pub age_ms: u64,
     pub idle_ms: u64,
     /// Time left until the GC removes the flow: its timeout (protocol and TCP state,
-    /// [`crate::gc::Timeouts::for_flow`]) minus its idle time; 0 once it is due.
+    /// [`netfast::gc::Timeouts::for_flow`]) minus its idle time; 0 once it is due.
     pub expires_ms: u64,
     pub packets_original: u64,
     pub packets_reply: u64,
@@ -191,7 +191,7 @@ pub struct FlowRow {
 }
 
 /// One `ct list` row for `f` at `now_ns`, its EXPIRES from `timeouts`.
-pub fn flow_row(f: &Flow, now_ns: u64, timeouts: &crate::gc::Timeouts) -> FlowRow {
+pub fn flow_row(f: &Flow, now_ns: u64, timeouts: &netfast::gc::Timeouts) -> FlowRow {
     let (po, pr) = f.packets();
     let (bo, br) = f.bytes();
     let idle_ms = now_ns.saturating_sub(f.last_seen_ns()) / 1_000_000;
@@ -203,7 +203,7 @@ pub fn flow_row(f: &Flow, now_ns: u64, timeouts: &crate::gc::Timeouts) -> FlowRo
         original: Tuple::from(&f.original_key()).into(),
         translated: Tuple::from(&f.translated_key()).into(),
         tcp_state: f.tcp_state().map(|s| s.as_str()),
-        assured: f.table == crate::conntrack::Table::Assured,
+        assured: f.table == netfast::conntrack::Table::Assured,
         age_ms: now_ns.saturating_sub(f.created_ns()) / 1_000_000,
         idle_ms,
         expires_ms: timeout_ms.saturating_sub(idle_ms),
@@ -221,7 +221,7 @@ pub fn flow_count(rows: &[FlowRow]) -> String {
     let assured = rows.iter().filter(|r| r.assured).count();
     format!(
         "{} ({assured} assured, {} unassured)",
-        crate::count(rows.len() as u64, "flow", "flows"),
+        netfast::count(rows.len() as u64, "flow", "flows"),
         rows.len() - assured
     )
 }
@@ -726,7 +726,7 @@ impl fmt::Display for StatusView {
         writeln!(
             f,
             "conntrack:   {}",
-            crate::count(c.conntrack_entries as u64, "entry", "entries")
+            netfast::count(c.conntrack_entries as u64, "entry", "entries")
         )?;
         writeln!(f)?;
         let mut t = Table::new(&[
@@ -770,7 +770,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{conntrack::pair_flows, conntrack::raw_addr, publish::PublishSpec};
+    use netfast::{conntrack::pair_flows, conntrack::raw_addr, publish::PublishSpec};
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().expect("test address")
@@ -907,7 +907,7 @@ udp    10.0.1.48:5353  172.16.0.103:53
     fn flow_table_and_json() {
         let rows: Vec<FlowRow> = sample_flows()
             .iter()
-            .map(|f| flow_row(f, 5_000_000_000, &crate::gc::Timeouts::default()))
+            .map(|f| flow_row(f, 5_000_000_000, &netfast::gc::Timeouts::default()))
             .collect();
         assert_eq!(
             flow_table(&rows).to_string(),
@@ -923,7 +923,7 @@ udp    SNAT  172.16.0.102:5555 -> 10.0.1.26:9001  10.0.1.48:61000 -> 10.0.1.26:9
         let late = flow_row(
             &sample_flows()[1],
             70_000_000_000,
-            &crate::gc::Timeouts::default(),
+            &netfast::gc::Timeouts::default(),
         );
         assert_eq!(late.expires_ms, 0);
         assert!(flow_table(&[late]).to_string().contains(" due "));
