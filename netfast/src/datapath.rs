@@ -138,6 +138,21 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    /// A pinned map's key or value has another size than this build reads.
+    #[error(
+        "pinned map {} has {what} size {found} but this netfast expects {expected}: another netfast version made it; \
+         run `netfast down` with that version, then `netfast up` with this one",
+        path.display()
+    )]
+    MapLayout {
+        path: PathBuf,
+        /// "key" or "value".
+        what: &'static str,
+        /// Bytes.
+        found: u32,
+        /// Bytes.
+        expected: u32,
+    },
     /// The pinned maps were made by another build or another capacity. Nothing was
     /// loaded or changed.
     #[error(
@@ -485,7 +500,8 @@ pub fn read_meta(instance: &str) -> Result<u64, DatapathError> {
         source,
     };
     let array: Array<MapData, u64> =
-        Array::try_from(open_pinned_map(instance, MAP_META)?).map_err(map_error)?;
+        Array::try_from(open_pinned_map(instance, MAP_META, 4, size_of::<u64>())?.0)
+            .map_err(map_error)?;
     array.get(&0, 0).map_err(map_error)
 }
 
@@ -497,7 +513,8 @@ pub fn write_meta_pinned(instance: &str, version: u64) -> Result<(), DatapathErr
         source,
     };
     let mut array: Array<MapData, u64> =
-        Array::try_from(open_pinned_map(instance, MAP_META)?).map_err(map_error)?;
+        Array::try_from(open_pinned_map(instance, MAP_META, 4, size_of::<u64>())?.0)
+            .map_err(map_error)?;
     array.set(0, version, 0).map_err(map_error)
 }
 
@@ -515,7 +532,7 @@ pub fn ingress_prog_id(instance: &str) -> Result<u32, DatapathError> {
 
 /// Sums every counter over all CPUs.
 pub fn read_counters(instance: &str) -> Result<Vec<(Counter, u64)>, DatapathError> {
-    let map = open_pinned_map(instance, MAP_COUNTERS)?;
+    let (map, _) = open_pinned_map(instance, MAP_COUNTERS, 4, size_of::<u64>())?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
             name: MAP_COUNTERS,
@@ -536,8 +553,18 @@ pub fn read_counters(instance: &str) -> Result<Vec<(Counter, u64)>, DatapathErro
         .collect()
 }
 
-/// Opens one of the instance's pinned maps.
-pub fn open_pinned_map(instance: &str, name: &'static str) -> Result<Map, DatapathError> {
+/// Opens one of the instance's pinned maps, after checking that its key and value
+/// have the sizes this build reads (`key`, `value`, in bytes): the one way every
+/// reader opens a pin. Returns the map and its capacity (entries).
+///
+/// Errors: `NotPinned` when the pin is missing, `MapLayout` when a size differs,
+/// `Map` when the kernel refuses the pin.
+pub fn open_pinned_map(
+    instance: &str,
+    name: &'static str,
+    key: usize,
+    value: usize,
+) -> Result<(Map, u32), DatapathError> {
     let path = pin_dir(instance).join(name);
     if !path.exists() {
         return Err(DatapathError::NotPinned {
@@ -545,8 +572,24 @@ pub fn open_pinned_map(instance: &str, name: &'static str) -> Result<Map, Datapa
             path,
         });
     }
-    let data = MapData::from_pin(&path).map_err(|source| DatapathError::Map { name, source })?;
-    Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })
+    let map_error = |source| DatapathError::Map { name, source };
+    let data = MapData::from_pin(&path).map_err(map_error)?;
+    let info = data.info().map_err(map_error)?;
+    for (what, found, expected) in [
+        ("key", info.key_size(), key as u32),
+        ("value", info.value_size(), value as u32),
+    ] {
+        if found != expected {
+            return Err(DatapathError::MapLayout {
+                path,
+                what,
+                found,
+                expected,
+            });
+        }
+    }
+    let capacity = info.max_entries();
+    Ok((Map::from_map_data(data).map_err(map_error)?, capacity))
 }
 
 fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {

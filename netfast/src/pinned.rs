@@ -29,6 +29,7 @@ use netfast_common::{
 
 use crate::{
     conntrack::{self, Flow, FlowFilter, Table, addr, raw_addr},
+    datapath::DatapathError,
     publish::{Protocol, PublishSpec},
 };
 
@@ -82,7 +83,7 @@ pub enum PinnedError {
     Lock(#[from] crate::lock::LockError),
     /// The pins were written by a build with another map layout (or the check failed).
     #[error(transparent)]
-    Datapath(crate::datapath::DatapathError),
+    Datapath(DatapathError),
 }
 
 impl PinnedError {
@@ -94,7 +95,7 @@ impl PinnedError {
                 | PinnedError::UnknownInstance { .. }
                 | PinnedError::MissingPin { .. }
                 | PinnedError::Refused(_)
-                | PinnedError::Datapath(crate::datapath::DatapathError::LayoutMismatch { .. })
+                | PinnedError::Datapath(DatapathError::LayoutMismatch { .. })
         )
     }
 }
@@ -203,33 +204,31 @@ impl PinnedInstance {
         }
     }
 
-    /// Opens a pinned map after checking its key and value sizes.
+    /// Opens a pinned map after checking its key and value sizes (bytes), through
+    /// the one opener, `datapath::open_pinned_map`; its errors in this façade's terms.
     fn open_map(&self, name: &'static str, key: usize, value: usize) -> Result<(Map, u32)> {
-        let path = self.dir.join(name);
-        if !path.exists() {
-            return Err(PinnedError::MissingPin {
-                instance: self.name.clone(),
-                path,
-            });
-        }
-        let data = MapData::from_pin(&path).map_err(self.map_err(name))?;
-        let info = data.info().map_err(self.map_err(name))?;
-        for (what, found, expected) in [
-            ("key", info.key_size(), key as u32),
-            ("value", info.value_size(), value as u32),
-        ] {
-            if found != expected {
-                return Err(PinnedError::Layout {
-                    path,
-                    what,
-                    found,
-                    expected,
-                });
+        crate::datapath::open_pinned_map(&self.name, name, key, value).map_err(|e| match e {
+            DatapathError::NotPinned { instance, path } => {
+                PinnedError::MissingPin { instance, path }
             }
-        }
-        let capacity = info.max_entries();
-        let map = Map::from_map_data(data).map_err(self.map_err(name))?;
-        Ok((map, capacity))
+            DatapathError::MapLayout {
+                path,
+                what,
+                found,
+                expected,
+            } => PinnedError::Layout {
+                path,
+                what,
+                found,
+                expected,
+            },
+            DatapathError::Map { name, source } => PinnedError::Map {
+                instance: self.name.clone(),
+                name,
+                source,
+            },
+            other => PinnedError::Datapath(other),
+        })
     }
 
     fn forwards_map(&self) -> Result<(HashMap<MapData, ForwardKey, Backend>, u32)> {

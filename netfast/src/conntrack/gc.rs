@@ -99,7 +99,8 @@ pub fn open_conntrack(
     instance: &str,
     name: &'static str,
 ) -> Result<HashMap<MapData, FlowKey, FlowState>, GcError> {
-    let map = datapath::open_pinned_map(instance, name)?;
+    let (map, _) =
+        datapath::open_pinned_map(instance, name, size_of::<FlowKey>(), size_of::<FlowState>())?;
     HashMap::try_from(map).map_err(|source| GcError::Map {
         what: "open",
         source,
