@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use netfast_common::{
     Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
     names::{
@@ -207,7 +207,13 @@ impl PinnedInstance {
     /// Opens a pinned map after checking its key and value sizes (bytes), through
     /// the one opener, `datapath::open_pinned_map`; its errors in this façade's terms.
     fn open_map(&self, name: &'static str, key: usize, value: usize) -> Result<(Map, u32)> {
-        crate::datapath::open_pinned_map(&self.name, name, key, value).map_err(|e| match e {
+        crate::datapath::open_pinned_map(&self.name, name, key, value)
+            .map_err(|e| self.datapath_err(e))
+    }
+
+    /// A loader error in this façade's terms (the messages operators know).
+    fn datapath_err(&self, e: DatapathError) -> PinnedError {
+        match e {
             DatapathError::NotPinned { instance, path } => {
                 PinnedError::MissingPin { instance, path }
             }
@@ -228,7 +234,7 @@ impl PinnedInstance {
                 source,
             },
             other => PinnedError::Datapath(other),
-        })
+        }
     }
 
     fn forwards_map(&self) -> Result<(HashMap<MapData, ForwardKey, Backend>, u32)> {
@@ -359,20 +365,10 @@ impl PinnedInstance {
         Ok(removed)
     }
 
-    /// Every counter, summed over CPUs, in `Counter::ALL` order.
+    /// Every counter, summed over CPUs, in `Counter::ALL` order
+    /// (`datapath::read_counters`, the one reader).
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
-        let (map, _) = self.open_map(MAP_COUNTERS, 4, size_of::<u64>())?;
-        let array: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(map).map_err(self.map_err(MAP_COUNTERS))?;
-        Counter::ALL
-            .iter()
-            .map(|&c| {
-                let per_cpu = array
-                    .get(&(c as u32), 0)
-                    .map_err(self.map_err(MAP_COUNTERS))?;
-                Ok((c, per_cpu.iter().sum()))
-            })
-            .collect()
+        crate::datapath::read_counters(&self.name).map_err(|e| self.datapath_err(e))
     }
 
     /// Entries and capacity of every map. Arrays are always full (preallocated);
