@@ -428,26 +428,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(InstanceError::Runtime)
 }
 
-/// Runs `f` with an rtnetlink handle of namespace `ns` (None: the calling thread's) on a
-/// fresh thread with its own runtime, so it works from sync code, from `Drop`, and from
-/// inside another runtime alike.
+/// `netns::netlink_blocking` with both errors in this module's terms.
 fn netlink_blocking<F, Fut, T>(ns: Option<&str>, f: F) -> Result<T>
 where
     F: FnOnce(rtnetlink::Handle) -> Fut + Send,
     Fut: Future<Output = std::result::Result<T, TopologyError>>,
     T: Send,
 {
-    let work = move || -> Result<T> {
-        let rt = runtime()?;
-        let h = netns::netlink_here(rt.handle())?;
-        Ok(rt.block_on(f(h))?)
-    };
-    match ns {
-        Some(ns) => netns::run_in(ns, work)?,
-        // A new thread inherits the network namespace of the thread that starts it.
-        None => std::thread::scope(|s| s.spawn(work).join())
-            .map_err(|_| InstanceError::Panicked("netlink worker".to_string()))?,
-    }
+    Ok(netns::netlink_blocking(ns, f)??)
 }
 
 /// Removes one thing `up` made, acting on the calling thread's namespace as host.

@@ -158,20 +158,13 @@ async fn address_up(
     topology::set_up(h, index).await
 }
 
-/// Runs netlink work inside namespace `ns` on its own thread and runtime.
+/// Runs netlink work inside namespace `ns` (`netns::netlink_blocking`).
 fn in_ns<F, Fut>(ns: &str, f: F) -> Result<(), LabError>
 where
     F: FnOnce(rtnetlink::Handle) -> Fut + Send,
     Fut: std::future::Future<Output = Result<(), TopologyError>>,
 {
-    netns::run_in(ns, move || -> Result<(), LabError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(LabError::Runtime)?;
-        let h = netns::netlink_here(rt.handle())?;
-        Ok(rt.block_on(f(h))?)
-    })?
+    Ok(netns::netlink_blocking(Some(ns), f)??)
 }
 
 /// The seed topology as a config file, for an instance named `prefix` whose host is

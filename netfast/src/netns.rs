@@ -57,6 +57,8 @@ pub enum NetnsError {
     ThreadPanicked { name: String, message: String },
     #[error("could not start a worker thread for network namespace {name:?}: {error}")]
     Spawn { name: String, error: io::Error },
+    #[error("could not start a runtime for netlink work: {0}")]
+    Runtime(io::Error),
 }
 
 /// The bind-mount path of a named namespace: `/run/netns/NAME`.
@@ -447,6 +449,38 @@ where
             })?;
         join(name, worker)?
     })
+}
+
+/// Runs `f` with an rtnetlink handle of namespace `ns` (None: the calling thread's)
+/// on a thread of its own, with its own current-thread runtime, so it works from sync
+/// code, from `Drop`, and from inside another runtime alike: the one way netlink work
+/// runs outside a runtime. The outer error is the thread's, the runtime's or the
+/// socket's; the inner one is `f`'s.
+pub fn netlink_blocking<F, Fut, T, E>(ns: Option<&str>, f: F) -> Result<Result<T, E>, NetnsError>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    T: Send,
+    E: Send,
+{
+    let work = move || -> Result<Result<T, E>, NetnsError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(NetnsError::Runtime)?;
+        let h = netlink_here(rt.handle())?;
+        Ok(rt.block_on(f(h)))
+    };
+    match ns {
+        Some(ns) => run_in(ns, work)?,
+        // A new thread inherits the network namespace of the thread that starts it.
+        None => std::thread::scope(|s| s.spawn(work).join()).map_err(|panic| {
+            NetnsError::ThreadPanicked {
+                name: "(current)".to_string(),
+                message: panic_message(panic.as_ref()),
+            }
+        })?,
+    }
 }
 
 /// An rtnetlink handle whose socket lives in the calling thread's network namespace.

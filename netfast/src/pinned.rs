@@ -802,22 +802,17 @@ fn raw_link_info(path: &Path) -> io::Result<RawLinkInfo> {
 fn xdp_mode(ifindex: u32, prog_id: u32) -> Option<&'static str> {
     use futures::TryStreamExt;
     use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let handle = crate::netns::netlink_here(rt.handle()).ok()?;
-    let msg = rt
-        .block_on(async {
-            handle
-                .link()
-                .get()
-                .match_index(ifindex)
-                .execute()
-                .try_next()
-                .await
-        })
-        .ok()??;
+    let msg = crate::netns::netlink_blocking(None, |handle| async move {
+        handle
+            .link()
+            .get()
+            .match_index(ifindex)
+            .execute()
+            .try_next()
+            .await
+    })
+    .ok()?
+    .ok()??;
     let xdp = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Xdp(x) => Some(x),
         _ => None,

@@ -99,14 +99,11 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Every IPv4 address of this (the host) namespace, asked of the kernel over rtnetlink.
 pub fn host_addresses() -> anyhow::Result<Vec<topology::HostAddress>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("while starting a runtime to read the host's addresses")?;
-    let handle = netns::netlink_here(rt.handle())
-        .context("while opening rtnetlink to read the host's addresses")?;
-    rt.block_on(topology::host_ipv4_addresses(&handle))
-        .context("while reading the host's addresses")
+    netns::netlink_blocking(None, |handle| async move {
+        topology::host_ipv4_addresses(&handle).await
+    })
+    .context("while opening rtnetlink to read the host's addresses")?
+    .context("while reading the host's addresses")
 }
 
 /// The uplink's addresses in force, asked of this namespace's kernel: the uplink is
