@@ -52,17 +52,6 @@ pub enum PinnedError {
         path.display()
     )]
     MissingPin { instance: String, path: PathBuf },
-    #[error(
-        "pinned map {} has {what} size {found} but this netfast expects {expected}: another netfast version made it; \
-         run `netfast down` with that version, then `netfast up` with this one",
-        path.display()
-    )]
-    Layout {
-        path: PathBuf,
-        what: &'static str,
-        found: u32,
-        expected: u32,
-    },
     #[error("map {name} of instance {instance:?}: {source}")]
     Map {
         instance: String,
@@ -217,17 +206,6 @@ impl PinnedInstance {
             DatapathError::NotPinned { instance, path } => {
                 PinnedError::MissingPin { instance, path }
             }
-            DatapathError::MapLayout {
-                path,
-                what,
-                found,
-                expected,
-            } => PinnedError::Layout {
-                path,
-                what,
-                found,
-                expected,
-            },
             DatapathError::Map { name, source } => PinnedError::Map {
                 instance: self.name.clone(),
                 name,
