@@ -22,7 +22,8 @@ use crate::{
     config::{Config, ConfigError},
     datapath::{self, AttachReport, DatapathError, DatapathSpec},
     netns::{self, NetnsError, NetnsId},
-    pinned::{PinnedInstance, claims_same_port, entry_spec},
+    pinned::{PinnedInstance, entry_spec},
+    publish::claims_same_port,
     topology::{self, Ipv4Address, TopologyError},
 };
 

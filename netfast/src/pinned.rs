@@ -30,7 +30,7 @@ use netfast_common::{
 use crate::{
     conntrack::{self, Flow, FlowFilter, Table, addr, raw_addr},
     datapath::DatapathError,
-    publish::{Protocol, PublishSpec},
+    publish::{Protocol, PublishSpec, claims_same_port},
 };
 
 /// `BPF_NOEXIST`: insert only when the key is not there yet.
@@ -612,15 +612,6 @@ pub fn entry_spec(key: &ForwardKey, backend: &Backend) -> String {
         u16::from_be(backend.port),
         conntrack::proto_name(key.proto)
     )
-}
-
-/// True when both FORWARDS keys claim one (proto, host address, host port): an
-/// any-address key claims its port on every address. `forward add` and a re-`up`
-/// over live publishes both decide conflicts with it.
-pub fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
-    a.proto == b.proto
-        && a.host_port == b.host_port
-        && (a.host_addr == 0 || b.host_addr == 0 || a.host_addr == b.host_addr)
 }
 
 /// The checks `forward add` runs before it changes anything, as in config validation:

@@ -81,12 +81,8 @@ impl PublishSpec {
     /// "Any address" claims the port on every address, so it conflicts with a
     /// specific address too; otherwise the datapath would have to guess which wins.
     pub fn conflicts_with(&self, other: &PublishSpec) -> bool {
-        let addr_clash = match (self.host_addr, other.host_addr) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
         self.protocol == other.protocol
-            && addr_clash
+            && host_addrs_clash(self.host_addr, other.host_addr)
             && self.host_ports.start() <= other.host_ports.end()
             && other.host_ports.start() <= self.host_ports.end()
     }
@@ -348,6 +344,26 @@ impl fmt::Display for PublishSpec {
             self.protocol
         )
     }
+}
+
+/// Whether two publishes' host addresses clash on a port: the same address, or either
+/// one on every address (None). The one rule behind [`PublishSpec::conflicts_with`]
+/// (between a config's publishes, for `up`) and [`claims_same_port`] (against what
+/// FORWARDS holds, for `forward add` and a re-`up`).
+pub fn host_addrs_clash(a: Option<Ipv4Addr>, b: Option<Ipv4Addr>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// Whether two FORWARDS keys claim the same host port: one protocol, one port, and
+/// host addresses that clash ([`host_addrs_clash`]; 0 in a key is every address).
+pub fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
+    let addr = |raw: u32| (raw != 0).then(|| Ipv4Addr::from(raw.to_ne_bytes()));
+    a.proto == b.proto
+        && a.host_port == b.host_port
+        && host_addrs_clash(addr(a.host_addr), addr(b.host_addr))
 }
 
 #[cfg(test)]
