@@ -233,8 +233,9 @@ fn icmp_errors(ingress: IngressMode, tag: &str) {
         verdict(
             private.is_empty() && !errors.is_empty(),
             format!(
-                "{} ICMP errors; with a private address: {private:?}",
-                errors.len()
+                "{} ICMP errors; with a private address: {private:?} ({})",
+                errors.len(),
+                capture.summary()
             ),
         ),
     );

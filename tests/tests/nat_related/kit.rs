@@ -149,14 +149,21 @@ impl Capture {
         let file = std::env::temp_dir().join(format!("netfast-{name}.pcap"));
         let _ = fs::remove_file(&file);
         let path = file.to_str().expect("utf-8 temp path");
+        // tcpdump's own words, for `summary` when a capture comes back empty.
+        // --immediate-mode: without it libpcap hands packets over a TPACKET_V3 block
+        // at a time, after up to 1 s, and a stop within that second loses the block
+        // ("received by filter" but not "captured"): one CI run saw 0 ICMP errors so.
+        let log = fs::File::create(file.with_extension("log"))
+            .unwrap_or_else(|e| panic!("tcpdump log next to {path}: {e}"));
         let child = Command::new("ip")
             .args([
                 "netns", "exec", ns, "tcpdump", "-i", iface, "-U", "-Z", "root",
             ])
+            .arg("--immediate-mode")
             .args(["-s", "256", "-w", path])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("tcpdump in {ns}: {e} (cargo xtask setup installs it)"));
         let capture = Capture {
@@ -195,6 +202,17 @@ impl Capture {
         let _ = child.wait();
     }
 
+    /// The capture file's size and what tcpdump printed (its packet counts once
+    /// stopped), to tell an empty capture from a missing one.
+    pub fn summary(&self) -> String {
+        let size = fs::metadata(&self.file).map_or(0, |m| m.len());
+        let said = fs::read_to_string(self.file.with_extension("log")).unwrap_or_default();
+        format!(
+            "pcap {size} bytes; tcpdump said: {}",
+            said.split_whitespace().collect::<Vec<_>>().join(" ")
+        )
+    }
+
     /// The captured frames that match a pcap `filter`, as `tcpdump -nn -r` prints them.
     pub fn read(&mut self, filter: &str) -> Vec<String> {
         self.stop();
@@ -208,6 +226,7 @@ impl Drop for Capture {
     fn drop(&mut self) {
         self.stop();
         let _ = fs::remove_file(&self.file);
+        let _ = fs::remove_file(self.file.with_extension("log"));
     }
 }
 
