@@ -124,7 +124,8 @@ impl Snapshot {
     }
 }
 
-fn namespaces(prefix: &str) -> Vec<String> {
+/// The network namespaces whose names start with `prefix`, sorted.
+pub fn namespaces(prefix: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()

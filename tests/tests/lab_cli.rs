@@ -96,21 +96,6 @@ fn flows(prefix: &str, proto: &str) -> Vec<serde_json::Value> {
     json.as_array().expect("an array").clone()
 }
 
-fn namespaces(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let mut names: Vec<String> = text(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn lab_collects_conntrack_and_a_second_lab_is_refused() {
     require_root();
@@ -121,7 +106,7 @@ fn lab_collects_conntrack_and_a_second_lab_is_refused() {
     // A second lab with the prefix: exit 2, naming the namespace, nothing changed.
     let config = std::env::temp_dir().join(format!("netfast-lab-{prefix}.toml"));
     let config_before = std::fs::read(&config).expect("the first lab's config");
-    let ns_before = namespaces(&prefix);
+    let ns_before = netfast_tests::snapshot::namespaces(&prefix);
     let second = Command::new(netfast_bin())
         .args(["lab", "--prefix", &prefix, "--once"])
         .output()
@@ -133,7 +118,7 @@ fn lab_collects_conntrack_and_a_second_lab_is_refused() {
         "{err}"
     );
     assert_eq!(
-        namespaces(&prefix),
+        netfast_tests::snapshot::namespaces(&prefix),
         ns_before,
         "the second lab changed namespaces"
     );

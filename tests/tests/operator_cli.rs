@@ -9,11 +9,13 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netfast::config::IngressMode;
-use support::{Background, Sandbox, exec, exec_ok, succeeded, text, unique_prefix, wait_listening};
+use support::{
+    Background, Sandbox, eventually, exec, exec_ok, succeeded, text, unique_prefix, wait_listening,
+};
 
 const HOST: &str = "10.0.1.48";
 const LAN: &str = "10.0.1.26";
@@ -82,18 +84,6 @@ fn probe(sb: &Sandbox, port: u16) -> bool {
     )
     .status
     .success()
-}
-
-/// Polls `f` every 100 ms for up to `limit`.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// Temp files removed on drop.

@@ -16,11 +16,11 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netfast::config::IngressMode;
-use support::{Background, Sandbox, exec, succeeded, text, wait_listening};
+use support::{Background, Sandbox, eventually, exec, succeeded, text, wait_listening};
 
 const HOST: &str = "10.0.1.48";
 const NETNS2: &str = "172.16.0.102";
@@ -104,18 +104,6 @@ impl Drop for TempFiles {
             let _ = std::fs::remove_file(p.with_extension("tmp"));
         }
     }
-}
-
-/// Polls `f` every 50 ms for up to `limit`.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 /// The (source port, seq) lines a receiver wrote; a line still being written is skipped.

@@ -2,6 +2,10 @@
 //! `netfast` binary, with real clients (curl, nc, ping) and real servers in the
 //! namespaces. Each test has its own prefix and cleans up on drop, also on failure.
 
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
 mod support;
 
 use std::{net::Ipv4Addr, path::Path, time::Duration};

@@ -47,7 +47,7 @@ use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
 };
 use serde_json::Value;
-use support::{Sandbox, succeeded};
+use support::{Sandbox, eventually, succeeded};
 
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 48);
 const LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 26);
@@ -158,18 +158,6 @@ fn read_line(stream: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&line).trim_end().to_owned()
-}
-
-/// Polls `f` every 50 ms for up to `limit`.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 /// Accepts one connection within `limit`.

@@ -137,6 +137,19 @@ impl Drop for Background {
     }
 }
 
+/// Polls `f` every 50 ms for up to `limit`, then asks once more: true as soon as
+/// `f` holds.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
 /// Polls until `port` is bound for TCP or UDP in `ns` (`ss`), bounded.
 pub fn wait_listening(ns: &str, proto: &str, port: u16) {
     let flag = if proto == "udp" { "-uln" } else { "-tln" };
