@@ -175,8 +175,11 @@ pub fn echo_exchange(stream: &mut TcpStream, tag: &str, len: usize) -> usize {
 }
 
 /// A TCP echo server for many connections in turn. For each one it prints
-/// "ADDR PORT BYTES eof|reset|<error>" when the connection ends.
+/// "ADDR PORT BYTES eof|reset|<error>" when the connection ends, one whole line at a
+/// time (print() writes its arguments one by one, so two connections ending together
+/// interleaved their lines).
 pub const TCP_ECHO_SERVER: &str = "import socket,sys,threading
+out=threading.Lock()
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.bind((sys.argv[1],int(sys.argv[2]))); s.listen()
 def serve(c,a):
@@ -188,6 +191,7 @@ def serve(c,a):
             c.sendall(d); n+=len(d)
     except ConnectionResetError: how='reset'
     except Exception as e: how=type(e).__name__
-    print(a[0],a[1],n,how,flush=True); c.close()
+    with out: sys.stdout.write(f'{a[0]} {a[1]} {n} {how}\\n'); sys.stdout.flush()
+    c.close()
 while True:
     c,a=s.accept(); threading.Thread(target=serve,args=(c,a),daemon=True).start()";
