@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
             r.elapsed.as_secs_f64()
         );
     }
-    let counters = netfast::datapath::read_counters(lane.prefix())
+    let counters = netfast::bpf::maps::read_counters(lane.prefix())
         .context("while reading netfast's counters")?;
     for (c, v) in counters.into_iter().filter(|(_, v)| *v > 0) {
         println!("netfast {}: {v}", c.name());

@@ -388,7 +388,7 @@ fn ip(args: &[&str]) -> Result<(), BenchError> {
 /// The same bridge and container that netfast builds, made with iproute2 for the lanes
 /// netfast does not run in: br0 172.16.0.100/24, veth2 in br0 ↔ eth0 172.16.0.102/24.
 fn build_bridge_and_container(host: &str, ctr: &str) -> Result<(), BenchError> {
-    netfast::netns::create(ctr)?;
+    netfast::host::netns::create(ctr)?;
     ip(&["-n", host, "link", "add", "br0", "type", "bridge"])?;
     ip(&["-n", host, "addr", "add", BRIDGE_CIDR, "dev", "br0"])?;
     ip(&["-n", host, "link", "set", "br0", "up"])?;

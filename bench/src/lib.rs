@@ -57,11 +57,11 @@ pub enum BenchError {
     #[error("{what}")]
     Check { what: String },
     #[error(transparent)]
-    Netns(#[from] netfast::netns::NetnsError),
+    Netns(#[from] netfast::host::netns::NetnsError),
     #[error(transparent)]
     Lab(#[from] netfast::lab::LabError),
     #[error(transparent)]
-    Datapath(#[from] netfast::datapath::DatapathError),
+    Datapath(#[from] netfast::bpf::DatapathError),
     #[error("loading the datapath object: {0}")]
     Ebpf(#[from] aya::EbpfError),
 }

@@ -20,10 +20,10 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use netfast_common::{
-    Backend, Counter, DatapathConfig, ForwardKey,
+    Backend, Counter, DatapathConfig, PublishKey,
     names::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_FORWARDS, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
-        PROG_UPLINK_INGRESS_XDP,
+        MAP_CONFIG, MAP_COUNTERS, MAP_PUBLISHED_PORTS, PROG_UPLINK_EGRESS_TC,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
     },
     proto,
 };
@@ -340,7 +340,7 @@ pub fn measure_classes_routed(
     routing: Option<Routing>,
 ) -> Result<Vec<ClassCost>, BenchError> {
     let snat_ctx = routing.map(Routing::egress_ctx);
-    let object = netfast::datapath::object()?;
+    let object = netfast::bpf::object::object()?;
     let mut ebpf = EbpfLoader::new().load(object)?;
     for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
         let p: &mut SchedClassifier = ebpf
@@ -673,11 +673,11 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         Array::try_from(map).map_err(|e| bpf(MAP_CONFIG, e))?;
     array.set(0, config, 0).map_err(|e| bpf(MAP_CONFIG, e))?;
     let map = ebpf
-        .map_mut(MAP_FORWARDS)
-        .ok_or_else(|| missing(MAP_FORWARDS))?;
-    let mut forwards: HashMap<&mut MapData, ForwardKey, Backend> =
-        HashMap::try_from(map).map_err(|e| bpf(MAP_FORWARDS, e))?;
-    let key = ForwardKey {
+        .map_mut(MAP_PUBLISHED_PORTS)
+        .ok_or_else(|| missing(MAP_PUBLISHED_PORTS))?;
+    let mut forwards: HashMap<&mut MapData, PublishKey, Backend> =
+        HashMap::try_from(map).map_err(|e| bpf(MAP_PUBLISHED_PORTS, e))?;
+    let key = PublishKey {
         host_addr: 0,
         host_port: 8088u16.to_be(),
         proto: proto::TCP,
@@ -690,7 +690,7 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
     };
     forwards
         .insert(key, value, 0)
-        .map_err(|e| bpf(MAP_FORWARDS, e))
+        .map_err(|e| bpf(MAP_PUBLISHED_PORTS, e))
 }
 
 fn counter(ebpf: &Ebpf, c: Counter) -> Result<u64, BenchError> {

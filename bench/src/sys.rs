@@ -195,12 +195,11 @@ pub fn pin_to_cpu(cpu: usize) {
 pub fn sysctl_in(ns: &str, path: &str, value: &str) -> Result<(), BenchError> {
     let path = path.to_string();
     let value = value.to_string();
-    netfast::netns::run_in(ns, move || fs::write(&path, &value).map_err(|e| (path, e)))?.map_err(
-        |(path, source)| BenchError::Io {
+    netfast::host::netns::run_in(ns, move || fs::write(&path, &value).map_err(|e| (path, e)))?
+        .map_err(|(path, source)| BenchError::Io {
             what: format!("writing {path} in {ns}"),
             source,
-        },
-    )
+        })
 }
 
 pub fn loadavg() -> f64 {

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netfast::netns;
+use netfast::host::netns;
 
 use crate::{BenchError, sys};
 

@@ -24,7 +24,7 @@ pub struct FragKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FragEntry {
-    /// Network byte order (the ICMP echo identifier, as in `FlowKey`).
+    /// Network byte order (the ICMP echo identifier, as in `CtTuple`).
     pub src_port: u16,
     /// Network byte order.
     pub dst_port: u16,

@@ -6,7 +6,7 @@
 //! the bump: update both together. A change that keeps every size (reordered fields,
 //! a flag whose meaning changes) is not caught; bump the version by hand for it.
 
-use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey};
+use crate::{Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey};
 
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
 /// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
@@ -14,9 +14,11 @@ use crate::{Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, Fr
 /// fragment and XDP-partial-checksum counters; 5 adds `xdp_mark_failed` and
 /// `drop_conntrack_clash` (main held layout 4 with fewer counters for a while); 6 puts
 /// the host's ephemeral port range in `CONFIG` and adds `snat_port_host_socket`; 7
-/// adds TCP sequence tracking to `FlowState`, `CONNTRACK_UNASSURED` and the TCP-state
-/// and assurance counters.
-pub const LAYOUT_VERSION: u64 = 7;
+/// adds TCP sequence tracking to `CtEntry`, `CONNTRACK_UNASSURED` and the TCP-state
+/// and assurance counters; 8 renames the `FORWARDS` map to `PUBLISHED_PORTS` (a map is
+/// found by its name, so an instance pinned under the old name must be brought down
+/// with the build that made it, or with this one, and up again).
+pub const LAYOUT_VERSION: u64 = 8;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
@@ -24,9 +26,9 @@ pub const LAYOUT_FINGERPRINT: u64 = fingerprint();
 
 const fn fingerprint() -> u64 {
     let sizes = [
-        core::mem::size_of::<FlowKey>(),
-        core::mem::size_of::<FlowState>(),
-        core::mem::size_of::<ForwardKey>(),
+        core::mem::size_of::<CtTuple>(),
+        core::mem::size_of::<CtEntry>(),
+        core::mem::size_of::<PublishKey>(),
         core::mem::size_of::<Backend>(),
         core::mem::size_of::<DatapathConfig>(),
         core::mem::size_of::<FragKey>(),
@@ -42,7 +44,7 @@ const fn fingerprint() -> u64 {
     packed
 }
 
-// FlowKey 16, FlowState 56, ForwardKey 8, Backend 8, DatapathConfig 24, FragKey 12,
+// CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 24, FragKey 12,
 // FragEntry 16, 34 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(

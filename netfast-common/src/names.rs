@@ -4,7 +4,7 @@
 pub const PIN_ROOT: &str = "/sys/fs/bpf/netfast";
 
 pub const MAP_CONFIG: &str = "CONFIG";
-pub const MAP_FORWARDS: &str = "FORWARDS";
+pub const MAP_PUBLISHED_PORTS: &str = "PUBLISHED_PORTS";
 pub const MAP_CONNTRACK: &str = "CONNTRACK";
 /// Flows not yet assured (TCP before its handshake completes, UDP and ICMP before a
 /// reply): kept apart so that a flood of them cannot evict an assured flow.
@@ -38,7 +38,7 @@ pub const CONNTRACK_UNASSURED_CAPACITY: u32 = unassured_capacity(CONNTRACK_CAPAC
 pub const fn unassured_capacity(capacity: u32) -> u32 {
     capacity / 2
 }
-pub const FORWARDS_CAPACITY: u32 = 16_384;
+pub const PUBLISHED_PORTS_CAPACITY: u32 = 16_384;
 
 /// How many ports a SNAT port search tries before a new flow is refused: a random
 /// start, then the next ports in turn (at most the range's size). nf_nat bounds its

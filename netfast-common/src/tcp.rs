@@ -7,9 +7,9 @@
 //! the other direction's entry. The states and their timeouts are nf_conntrack's
 //! (`nf_conntrack_proto_tcp.c`).
 
-use crate::FlowState;
+use crate::CtEntry;
 
-/// TCP flag bits as they sit in the header's flags byte (and in `FlowState::tcp_flags`).
+/// TCP flag bits as they sit in the header's flags byte (and in `CtEntry::tcp_flags`).
 pub mod flags {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
@@ -96,7 +96,7 @@ pub const fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-impl FlowState {
+impl CtEntry {
     /// Records a segment this half's direction sent: the flags, the sequence number
     /// reached, the acknowledgement and the window, each only when it moves forward
     /// (a retransmission or a reordered segment changes nothing). Fields are written
@@ -120,7 +120,7 @@ impl FlowState {
 
     /// Whether this half's FIN was acknowledged by the other half's direction.
     #[inline(always)]
-    const fn fin_acked_by(&self, other: &FlowState) -> bool {
+    const fn fin_acked_by(&self, other: &CtEntry) -> bool {
         self.tcp_flags & FIN != 0
             && other.tcp_flags & ACK != 0
             && !after(self.tcp_seq_end, other.tcp_ack)
@@ -138,7 +138,7 @@ impl FlowState {
 ///    `Established`.
 /// 7. Nothing: `None`.
 #[inline(always)]
-pub const fn tcp_state(original: &FlowState, reply: &FlowState) -> TcpState {
+pub const fn tcp_state(original: &CtEntry, reply: &CtEntry) -> TcpState {
     let (o, r) = (original.tcp_flags, reply.tcp_flags);
     let all = o | r;
     if all & RST != 0 {
@@ -190,7 +190,7 @@ pub const fn tcp_state(original: &FlowState, reply: &FlowState) -> TcpState {
 /// - the receiver sent nothing (or its half was rebuilt): the RST's sequence number
 ///   lies within `MAX_RAW_WINDOW` of what the sender has sent.
 #[inline(always)]
-pub const fn rst_in_window(sender: &FlowState, receiver: &FlowState, seg: &Segment) -> bool {
+pub const fn rst_in_window(sender: &CtEntry, receiver: &CtEntry, seg: &Segment) -> bool {
     if receiver.tcp_flags & ACK != 0 {
         let window = if receiver.tcp_window == 0 {
             1
@@ -220,8 +220,8 @@ pub const fn rst_in_window(sender: &FlowState, receiver: &FlowState, seg: &Segme
 mod tests {
     use super::*;
 
-    fn half() -> FlowState {
-        FlowState::default()
+    fn half() -> CtEntry {
+        CtEntry::default()
     }
 
     fn seg(flags: u8, seq: u32, len: u32, ack: u32) -> Segment {
@@ -236,7 +236,7 @@ mod tests {
     }
 
     /// A client (original) and server (reply) through the handshake.
-    fn established() -> (FlowState, FlowState) {
+    fn established() -> (CtEntry, CtEntry) {
         let (mut c, mut s) = (half(), half());
         c.record_tcp(&seg(SYN, 1000, 0, 0));
         assert_eq!(tcp_state(&c, &s), TcpState::SynSent);

@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netfast_common::{
-    Backend, Counter, DatapathConfig, FlowKey, FlowState,
-    flow::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig,
+    ct::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     names::SNAT_MAX_TRIES,
     proto,
     tcp::{self, flags as tcp_flags},
@@ -46,7 +46,7 @@ impl Side {
 /// hit copies 8 bytes, not the 48-byte entry.
 #[derive(Clone, Copy)]
 pub struct Rewrite {
-    /// Network byte order, as in `FlowState`.
+    /// Network byte order, as in `CtEntry`.
     pub nat_addr: u32,
     pub nat_port: u16,
     pub kind: u8,
@@ -55,7 +55,7 @@ pub struct Rewrite {
 
 impl Rewrite {
     #[inline(always)]
-    fn of(entry: &FlowState) -> Self {
+    fn of(entry: &CtEntry) -> Self {
         Self {
             nat_addr: entry.nat_addr,
             nat_port: entry.nat_port,
@@ -66,16 +66,16 @@ impl Rewrite {
 
     #[inline(always)]
     pub fn rewrites_destination(&self) -> bool {
-        flow::rewrites_destination(self.kind, self.direction)
+        ct::rewrites_destination(self.kind, self.direction)
     }
 }
 
-/// A flow's other half is looked for (`restore_partner`) on its first packets, every
-/// `PARTNER_CHECK_EVERY` packets, and after `PARTNER_CHECK_IDLE_NS` without one: the
+/// A flow's other half is looked for (`restore_reverse`) on its first packets, every
+/// `REVERSE_CHECK_EVERY` packets, and after `REVERSE_CHECK_IDLE_NS` without one: the
 /// LRU evicts the least recently used entries, so a half goes while the flow idles, or
 /// while only the other direction is busy. Checking every packet costs a second hash
 /// lookup each time (about 15 ns).
-const PARTNER_CHECK_EVERY: u64 = 8;
+const REVERSE_CHECK_EVERY: u64 = 8;
 
 // Stamps (`created_ns`, `last_seen_ns`) come from `bpf_ktime_get_coarse_ns`:
 // CLOCK_MONOTONIC_COARSE, one scheduler tick of resolution, which timeouts in seconds
@@ -83,7 +83,7 @@ const PARTNER_CHECK_EVERY: u64 = 8;
 // virtual machine's kvm-clock cost about 45 ns per packet in BPF_PROG_TEST_RUN, more
 // than the rest of an established hit. Cilium's `bpf_mono_now()` takes jiffies for
 // the same reason.
-const PARTNER_CHECK_IDLE_NS: u64 = 1_000_000_000;
+const REVERSE_CHECK_IDLE_NS: u64 = 1_000_000_000;
 
 /// Which of the two conntrack maps an entry lives in. Both halves of a flow always
 /// share one.
@@ -97,7 +97,7 @@ enum Table {
 
 impl Table {
     #[inline(always)]
-    fn get(self, key: &FlowKey) -> Option<FlowState> {
+    fn get(self, key: &CtTuple) -> Option<CtEntry> {
         // SAFETY: the value is copied out at once.
         unsafe {
             match self {
@@ -108,7 +108,7 @@ impl Table {
     }
 
     #[inline(always)]
-    fn contains(self, key: &FlowKey) -> bool {
+    fn contains(self, key: &CtTuple) -> bool {
         match self {
             Table::Assured => CONNTRACK.get_ptr(key).is_some(),
             Table::Unassured => CONNTRACK_UNASSURED.get_ptr(key).is_some(),
@@ -117,7 +117,7 @@ impl Table {
 
     /// Inserts with BPF_NOEXIST: never clobbers another flow's entry.
     #[inline(always)]
-    fn insert_new(self, key: &FlowKey, state: &FlowState) -> Result<(), i32> {
+    fn insert_new(self, key: &CtTuple, state: &CtEntry) -> Result<(), i32> {
         let flags = BPF_NOEXIST.into();
         match self {
             Table::Assured => CONNTRACK.insert(key, state, flags),
@@ -129,7 +129,7 @@ impl Table {
     /// ENOENT, the only error a delete of a well-formed key can give, means the LRU
     /// or the GC took the entry already: gone either way.
     #[inline(always)]
-    fn remove(self, key: &FlowKey) {
+    fn remove(self, key: &CtTuple) {
         let _gone_either_way = match self {
             Table::Assured => CONNTRACK.remove(key),
             Table::Unassured => CONNTRACK_UNASSURED.remove(key),
@@ -146,7 +146,7 @@ impl Table {
 /// gone, so the caller starts a fresh one). `Err` drops the packet: an RST outside
 /// the window, which leaves the flow untouched.
 #[inline(always)]
-pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Result<Option<Rewrite>, Counter> {
+pub fn lookup_for(key: &CtTuple, pkt: &Packet, side: Side) -> Result<Option<Rewrite>, Counter> {
     if let Some(entry) = CONNTRACK.get_ptr_mut(key) {
         return hit(Table::Assured, key, entry, pkt, side);
     }
@@ -159,8 +159,8 @@ pub fn lookup_for(key: &FlowKey, pkt: &Packet, side: Side) -> Result<Option<Rewr
 #[inline(always)]
 fn hit(
     table: Table,
-    key: &FlowKey,
-    entry: *mut FlowState,
+    key: &CtTuple,
+    entry: *mut CtEntry,
     pkt: &Packet,
     side: Side,
 ) -> Result<Option<Rewrite>, Counter> {
@@ -191,10 +191,10 @@ fn hit(
     if table == Table::Unassured && assured_by(key, entry, pkt) {
         assure(key, entry);
     } else if entry.packets <= 2
-        || entry.packets % PARTNER_CHECK_EVERY == 0
-        || idle > PARTNER_CHECK_IDLE_NS
+        || entry.packets % REVERSE_CHECK_EVERY == 0
+        || idle > REVERSE_CHECK_IDLE_NS
     {
-        restore_partner(table, key, entry);
+        restore_reverse(table, key, entry);
     }
     Ok(Some(rewrite))
 }
@@ -206,8 +206,8 @@ fn hit(
 #[inline(always)]
 fn tcp_control(
     table: Table,
-    key: &FlowKey,
-    entry: &FlowState,
+    key: &CtTuple,
+    entry: &CtEntry,
     pkt: &Packet,
 ) -> Option<Result<Option<Rewrite>, Counter>> {
     let flags = pkt.tcp.flags;
@@ -217,18 +217,18 @@ fn tcp_control(
     if !rst && !bare_syn_original {
         return None;
     }
-    let partner_key = entry.partner_key(key);
-    let partner = table.get(&partner_key)?;
+    let reverse_tuple = entry.reverse_tuple(key);
+    let reverse = table.get(&reverse_tuple)?;
     if rst {
-        if !tcp::rst_in_window(entry, &partner, &pkt.tcp) {
+        if !tcp::rst_in_window(entry, &reverse, &pkt.tcp) {
             return Some(Err(Counter::DropTcpRstOutOfWindow));
         }
         return None;
     }
-    if !tcp::tcp_state(entry, &partner).is_closed() {
+    if !tcp::tcp_state(entry, &reverse).is_closed() {
         return None;
     }
-    table.remove(&partner_key);
+    table.remove(&reverse_tuple);
     table.remove(key);
     count(Counter::ConntrackReopened);
     Some(Ok(None))
@@ -238,14 +238,14 @@ fn tcp_control(
 /// for TCP the completed handshake (`TcpState::is_assured`, which needs the other
 /// half), for UDP and ICMP the first reply.
 #[inline(always)]
-fn assured_by(key: &FlowKey, entry: &FlowState, pkt: &Packet) -> bool {
+fn assured_by(key: &CtTuple, entry: &CtEntry, pkt: &Packet) -> bool {
     if key.proto != proto::TCP {
         return entry.direction == DIR_REPLY;
     }
     if pkt.tcp.flags & tcp_flags::ACK == 0 || entry.direction != DIR_ORIGINAL {
         return false;
     }
-    match Table::Unassured.get(&entry.partner_key(key)) {
+    match Table::Unassured.get(&entry.reverse_tuple(key)) {
         Some(reply) => tcp::tcp_state(entry, &reply).is_assured(),
         None => false,
     }
@@ -256,16 +256,16 @@ fn assured_by(key: &FlowKey, entry: &FlowState, pkt: &Packet) -> bool {
 /// `CONNTRACK` refuses (the tuple is taken there), the flow stays where it is and
 /// keeps working; it is counted.
 #[inline(always)]
-fn assure(key: &FlowKey, entry: &FlowState) {
-    let partner_key = entry.partner_key(key);
-    let partner = match Table::Unassured.get(&partner_key) {
-        Some(partner) => partner,
-        None => entry.partner_state(key),
+fn assure(key: &CtTuple, entry: &CtEntry) {
+    let reverse_tuple = entry.reverse_tuple(key);
+    let reverse = match Table::Unassured.get(&reverse_tuple) {
+        Some(reverse) => reverse,
+        None => entry.reverse_entry(key),
     };
     let (first, first_state, second, second_state) = if entry.direction == DIR_REPLY {
-        (key, entry, &partner_key, &partner)
+        (key, entry, &reverse_tuple, &reverse)
     } else {
-        (&partner_key, &partner, key, entry)
+        (&reverse_tuple, &reverse, key, entry)
     };
     if Table::Assured.insert_new(first, first_state).is_err() {
         count(Counter::ConntrackAssureFailed);
@@ -286,7 +286,7 @@ fn assure(key: &FlowKey, entry: &FlowState) {
 /// traffic, so the entry is neither touched nor rebuilt (nf_conntrack does not
 /// refresh a flow's timeout for RELATED packets either).
 #[inline(always)]
-pub fn related(key: &FlowKey, side: Side) -> Option<(u32, u16)> {
+pub fn related(key: &CtTuple, side: Side) -> Option<(u32, u16)> {
     let entry = match Table::Assured.get(key) {
         Some(entry) => entry,
         None => Table::Unassured.get(key)?,
@@ -302,12 +302,12 @@ pub fn related(key: &FlowKey, side: Side) -> Option<(u32, u16)> {
 /// that is left holds all it takes to rebuild it. NOEXIST: never clobber a half that
 /// another CPU just wrote, or a port another flow has claimed since.
 #[inline(always)]
-fn restore_partner(table: Table, key: &FlowKey, state: &FlowState) {
-    let partner = state.partner_key(key);
-    if table.contains(&partner) {
+fn restore_reverse(table: Table, key: &CtTuple, state: &CtEntry) {
+    let reverse = state.reverse_tuple(key);
+    if table.contains(&reverse) {
         return;
     }
-    match table.insert_new(&partner, &state.partner_state(key)) {
+    match table.insert_new(&reverse, &state.reverse_entry(key)) {
         Ok(()) => count(Counter::ConntrackHalfRestored),
         Err(err) if err == -EEXIST => {}
         Err(_) => count(Counter::ConntrackRestoreFailed),
@@ -315,16 +315,9 @@ fn restore_partner(table: Table, key: &FlowKey, state: &FlowState) {
 }
 
 #[inline(always)]
-fn state(
-    pkt: &Packet,
-    nat_addr: u32,
-    nat_port: u16,
-    kind: u8,
-    direction: u8,
-    now: u64,
-) -> FlowState {
+fn state(pkt: &Packet, nat_addr: u32, nat_port: u16, kind: u8, direction: u8, now: u64) -> CtEntry {
     let seen = direction == DIR_ORIGINAL;
-    let mut state = FlowState {
+    let mut state = CtEntry {
         nat_addr,
         nat_port,
         kind,
@@ -333,7 +326,7 @@ fn state(
         last_seen_ns: now,
         packets: u64::from(seen),
         bytes: if seen { u64::from(pkt.ip_len) } else { 0 },
-        ..FlowState::default()
+        ..CtEntry::default()
     };
     if seen && pkt.tcp.flags != 0 {
         state.record_tcp(&pkt.tcp);
@@ -345,7 +338,7 @@ fn state(
 /// with BPF_NOEXIST, unless an assured flow holds the tuple already. False when the
 /// tuple is taken, by either kind of flow.
 #[inline(always)]
-fn claim_reply(pkt: &Packet, reply: &FlowKey, reply_state: &FlowState) -> Result<bool, Counter> {
+fn claim_reply(pkt: &Packet, reply: &CtTuple, reply_state: &CtEntry) -> Result<bool, Counter> {
     if Table::Assured.contains(reply) {
         return Ok(false);
     }
@@ -362,7 +355,7 @@ fn claim_reply(pkt: &Packet, reply: &FlowKey, reply_state: &FlowState) -> Result
 pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<Rewrite, Counter> {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let original = pkt.key;
-    let reply = FlowKey {
+    let reply = CtTuple {
         src_addr: backend.addr,
         src_port: backend.port,
         dst_addr: original.src_addr,
@@ -399,9 +392,9 @@ pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<Rewrite, Counter> 
 /// (Cilium's `__snat_update` rolls back the same way).
 #[inline(always)]
 fn insert_original(
-    original: &FlowKey,
-    original_state: &FlowState,
-    reply: &FlowKey,
+    original: &CtTuple,
+    original_state: &CtEntry,
+    reply: &CtTuple,
 ) -> Result<Rewrite, Counter> {
     let failed = match Table::Unassured.insert_new(original, original_state) {
         Ok(()) => return Ok(Rewrite::of(original_state)),
@@ -531,7 +524,7 @@ fn claim<H: HostSockets>(
     pkt: &Packet,
     uplink_addr: u32,
     port: u32,
-    reply_state: &FlowState,
+    reply_state: &CtEntry,
     now: u64,
 ) -> Result<Option<Rewrite>, Counter> {
     let original = pkt.key;
@@ -542,7 +535,7 @@ fn claim<H: HostSockets>(
         count(Counter::SnatPortHostSocket);
         return Ok(None);
     }
-    let reply = FlowKey {
+    let reply = CtTuple {
         src_addr: original.dst_addr,
         src_port: original.dst_port,
         dst_addr: uplink_addr,

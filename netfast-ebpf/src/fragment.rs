@@ -2,7 +2,7 @@
 //! `FRAGMENTS`, and the later fragments of its datagram find their flow through them.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use netfast_common::{Counter, FlowKey, FragEntry, FragKey, names::FRAGMENT_TIMEOUT_NS};
+use netfast_common::{Counter, CtTuple, FragEntry, FragKey, names::FRAGMENT_TIMEOUT_NS};
 
 use crate::{
     maps::{FRAGMENTS, count},
@@ -40,7 +40,7 @@ pub fn record_first(pkt: &Packet) {
 /// None when no fresh record exists (the first fragment was not translated, has not
 /// arrived yet, or is older than the kernel's reassembly timeout).
 #[inline(always)]
-pub fn later_tuple(pkt: &Packet) -> Option<FlowKey> {
+pub fn later_tuple(pkt: &Packet) -> Option<CtTuple> {
     // SAFETY: the value is copied out at once.
     let entry = unsafe { FRAGMENTS.get(&frag_key(pkt)) }?;
     // SAFETY: no preconditions.
@@ -48,7 +48,7 @@ pub fn later_tuple(pkt: &Packet) -> Option<FlowKey> {
     if now.wrapping_sub(entry.seen_ns) > FRAGMENT_TIMEOUT_NS {
         return None;
     }
-    Some(FlowKey {
+    Some(CtTuple {
         src_port: entry.src_port,
         dst_port: entry.dst_port,
         ..pkt.key

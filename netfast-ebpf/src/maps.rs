@@ -5,9 +5,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netfast_common::{
-    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey, FragEntry, FragKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey,
     names::{
-        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FORWARDS_CAPACITY, FRAGMENTS_CAPACITY,
+        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FRAGMENTS_CAPACITY,
+        PUBLISHED_PORTS_CAPACITY,
     },
 };
 
@@ -15,13 +16,14 @@ use netfast_common::{
 pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
 
 #[btf_map]
-pub static FORWARDS: HashMap<ForwardKey, Backend, { FORWARDS_CAPACITY as usize }> = HashMap::new();
+pub static PUBLISHED_PORTS: HashMap<PublishKey, Backend, { PUBLISHED_PORTS_CAPACITY as usize }> =
+    HashMap::new();
 
 /// Assured flows (`netfast_common::tcp::TcpState::is_assured`, or a UDP or ICMP
 /// reply seen). LRU so that a full table evicts the coldest flow instead of refusing
 /// new ones; only assured flows are ever inserted, so only they can push one out.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowKey, FlowState, { CONNTRACK_CAPACITY as usize }> =
+pub static CONNTRACK: LruHashMap<CtTuple, CtEntry, { CONNTRACK_CAPACITY as usize }> =
     LruHashMap::new();
 
 /// New flows until they are assured, then they move to `CONNTRACK`. A flood of flows
@@ -29,8 +31,8 @@ pub static CONNTRACK: LruHashMap<FlowKey, FlowState, { CONNTRACK_CAPACITY as usi
 /// the way nf_conntrack's `early_drop` takes only unassured entries.
 #[btf_map]
 pub static CONNTRACK_UNASSURED: LruHashMap<
-    FlowKey,
-    FlowState,
+    CtTuple,
+    CtEntry,
     { CONNTRACK_UNASSURED_CAPACITY as usize },
 > = LruHashMap::new();
 

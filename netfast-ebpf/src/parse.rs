@@ -5,7 +5,7 @@
 use core::mem::{offset_of, size_of};
 
 use netfast_common::{
-    Counter, FlowKey, proto,
+    Counter, CtTuple, proto,
     tcp::{self, Segment},
 };
 use network_types::{
@@ -51,7 +51,7 @@ pub const FRAG_LATER: u8 = 2;
 pub struct Packet {
     /// The tuple. Ports are 0 for a later fragment and for an ICMP error (whose
     /// translation follows from the packet it quotes).
-    pub key: FlowKey,
+    pub key: CtTuple,
     /// Offset of the L4 checksum, or 0 when there is none to fix (UDP checksum 0, or a
     /// later fragment: the checksum is in the first one).
     pub l4_csum_off: u8,
@@ -84,7 +84,7 @@ pub struct Packet {
 /// frame's start; checksums are raw bytes read natively.
 pub struct Quoted {
     /// The quoted packet's tuple, as it crossed the uplink.
-    pub key: FlowKey,
+    pub key: CtTuple,
     pub ip_off: u8,
     pub ip_csum: u16,
     /// The quoted L4 checksum, or offset 0 when there is none to fix: UDP checksum 0,
@@ -205,11 +205,11 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
     let truncated = |_| unparsed(Counter::DropTruncated);
 
     let mut pkt = Packet {
-        key: FlowKey {
+        key: CtTuple {
             src_addr,
             dst_addr,
             proto: ip_proto,
-            ..FlowKey::default()
+            ..CtTuple::default()
         },
         l4_csum_off: 0,
         l4_csum: 0,
@@ -348,11 +348,11 @@ pub fn parse_quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted
         return None;
     }
     let mut quoted = Quoted {
-        key: FlowKey {
+        key: CtTuple {
             src_addr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
             dst_addr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
             proto: ip_proto,
-            ..FlowKey::default()
+            ..CtTuple::default()
         },
         ip_off: ip_off as u8,
         ip_csum: u16::from_ne_bytes([ip[10], ip[11]]),

@@ -2,12 +2,12 @@
 //! XDP entry points; every path ends in exactly one `Counter`, which also decides
 //! pass or drop (`Counter::is_drop`).
 
-use netfast_common::{Counter, DatapathConfig, ForwardKey, flow::DIR_ORIGINAL, proto};
+use netfast_common::{Counter, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto};
 
 use crate::{
     conntrack::{self, Side},
     fragment, icmp,
-    maps::{CONFIG, FORWARDS},
+    maps::{CONFIG, PUBLISHED_PORTS},
     nat::{Rewriter, translate},
     parse::{FRAG_FIRST, FRAG_LATER, Packet, Unparsed},
     route::{self, Routes},
@@ -163,19 +163,19 @@ fn published_backend<R: Rewriter + Routes>(
     if pkt.key.proto != proto::TCP && pkt.key.proto != proto::UDP {
         return None;
     }
-    let mut key = ForwardKey {
+    let mut key = PublishKey {
         host_addr: pkt.key.dst_addr,
         host_port: pkt.key.dst_port,
         proto: pkt.key.proto,
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    if let Some(backend) = unsafe { FORWARDS.get(&key) } {
+    if let Some(backend) = unsafe { PUBLISHED_PORTS.get(&key) } {
         return Some(*backend);
     }
     key.host_addr = 0;
     // SAFETY: the value is copied out at once.
-    let backend = unsafe { FORWARDS.get(&key) }.copied()?;
+    let backend = unsafe { PUBLISHED_PORTS.get(&key) }.copied()?;
     if pkt.key.dst_addr != config.uplink_addr && !route::is_local(r, pkt) {
         return None;
     }

@@ -6,7 +6,7 @@
 //! (the lab) gets the same checks.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::Ipv4Addr,
     ops::RangeInclusive,
     path::{Path, PathBuf},
@@ -15,19 +15,24 @@ use std::{
 
 use ipnet::Ipv4Net;
 use netfast_common::{
-    Backend, ForwardKey,
-    names::{CONNTRACK_CAPACITY, FORWARDS_CAPACITY, PIN_ROOT},
+    Backend, PublishKey,
+    names::{CONNTRACK_CAPACITY, PIN_ROOT},
 };
 use serde::Deserialize;
 
 /// The attach mode lives with the loader; re-exported where configs always found it.
-pub use crate::datapath::IngressMode;
-use crate::{conntrack::Timeouts, publish::PublishSpec};
+pub use crate::bpf::loader::IngressMode;
+use crate::{
+    bpf::pins::{INSTANCE_NAME_FIX, instance_name_problem},
+    conntrack::Timeouts,
+    publish::{AllowedBackends, PortClash, PortMappings, PublishSpec},
+};
 
 /// Linux's IFNAMSIZ is 16, including the NUL.
 pub const IFNAME_MAX: usize = 15;
-/// The instance name prefixes namespaces and names a bpffs directory; keep it short.
-pub const INSTANCE_MAX: usize = 32;
+/// The longest instance name, in bytes: it prefixes namespaces and names a bpffs
+/// directory ([`crate::bpf::pins`] holds the rule).
+pub use crate::bpf::pins::INSTANCE_MAX;
 /// Default SNAT source ports: above Linux's default ip_local_port_range (32768-60999).
 pub const DEFAULT_SNAT_PORTS: RangeInclusive<u16> = 61000..=65535;
 /// The bridge's network and the masquerade subnet: shorter than /8 claims (or
@@ -482,31 +487,32 @@ impl Config {
             }
         }
 
-        let container_addrs: HashSet<Ipv4Addr> =
-            self.containers.iter().map(|c| c.address.addr()).collect();
-        let mut total = 0usize;
+        // The rules `publish add` applies too (crate::publish); the host IPs are
+        // checked against the host's addresses by `up` (instance::address_problems).
+        let containers: Vec<Ipv4Addr> = self.containers.iter().map(|c| c.address.addr()).collect();
+        let backends = AllowedBackends {
+            subnet: self.masquerade.as_ref().map(|m| m.subnet),
+            containers: Some(&containers),
+        };
+        let mut published = PortMappings::default();
         for (i, p) in self.publish.iter().enumerate() {
-            let in_subnet = self
-                .masquerade
-                .as_ref()
-                .is_some_and(|m| m.subnet.contains(&p.backend_addr));
-            if !in_subnet && !container_addrs.contains(&p.backend_addr) {
-                let where_ = match &self.masquerade {
-                    Some(m) => format!("outside masquerade subnet {}", m.subnet),
-                    None => "not a container address, and there is no [masquerade] subnet".into(),
-                };
-                return Err(format!(
-                    "publish spec \"{p}\" (publish[{i}]): backend {} is {where_}; use a container address",
-                    p.backend_addr
-                ));
-            }
-            total += p.port_count();
-        }
-        check_publish_overlaps(&self.publish)?;
-        if total > FORWARDS_CAPACITY as usize {
-            return Err(format!(
-                "publish: {total} published ports exceed the FORWARDS map's {FORWARDS_CAPACITY} entries; publish fewer ports"
-            ));
+            let refused = |why: String| format!("publish spec \"{p}\" (publish[{i}]): {why}");
+            backends.check(p).map_err(refused)?;
+            published.add(p).map_err(|clash| {
+                refused(match clash {
+                    // Name the earlier publish as the file has it.
+                    PortClash::Taken { port, protocol, by } => {
+                        match self.publish.iter().position(|q| q.entries().any(|e| e == by)) {
+                            Some(j) => format!(
+                                "host port {port}/{protocol} is already published by \"{}\" (publish[{j}]); pick another host port",
+                                self.publish[j]
+                            ),
+                            None => format!("{clash}; pick another host port"),
+                        }
+                    }
+                    PortClash::Full { .. } => clash.to_string(),
+                })
+            })?;
         }
         Ok(())
     }
@@ -516,8 +522,8 @@ impl Config {
         Path::new(PIN_ROOT).join(&self.instance)
     }
 
-    /// Every FORWARDS entry of every publish spec.
-    pub fn forward_entries(&self) -> impl Iterator<Item = (ForwardKey, Backend)> + '_ {
+    /// Every PUBLISHED_PORTS entry of every publish spec.
+    pub fn publish_entries(&self) -> impl Iterator<Item = (PublishKey, Backend)> + '_ {
         self.publish.iter().flat_map(PublishSpec::entries)
     }
 }
@@ -567,29 +573,15 @@ pub fn default_veth(netns: &str) -> String {
         .collect()
 }
 
+/// The instance-name rule of the pins ([`crate::bpf::pins::instance_name_problem`]),
+/// with the key named.
 fn check_instance(name: &str) -> Result<(), String> {
-    let bad = |why: &str| {
-        Err(format!(
-            "instance name \"{name}\" (instance): {why}; use 1 to {INSTANCE_MAX} letters, digits, '-' or '_', \
-             starting with a letter or digit, like \"demo\""
-        ))
-    };
-    if name.is_empty() {
-        return bad("is empty");
+    match instance_name_problem(name) {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "instance name \"{name}\" (instance): {why}; {INSTANCE_NAME_FIX}"
+        )),
     }
-    if name.len() > INSTANCE_MAX {
-        return bad(&format!("is {} bytes long", name.len()));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return bad("does not start with a letter or digit");
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return bad(&format!("contains {c:?}"));
-    }
-    Ok(())
 }
 
 /// The kernel's dev_valid_name(), which rtnetlink enforces.
@@ -903,32 +895,6 @@ fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(lo..=hi)
 }
 
-/// Sorted sweep rather than all pairs: the benchmark publishes thousands of ports.
-fn check_publish_overlaps(specs: &[PublishSpec]) -> Result<(), String> {
-    let mut order: Vec<usize> = (0..specs.len()).collect();
-    order.sort_by_key(|&i| (specs[i].protocol as u8, *specs[i].host_ports.start(), i));
-    for (n, &i) in order.iter().enumerate() {
-        let a = &specs[i];
-        for &j in &order[n + 1..] {
-            let b = &specs[j];
-            if b.protocol != a.protocol || b.host_ports.start() > a.host_ports.end() {
-                break;
-            }
-            if a.conflicts_with(b) {
-                let (first, second) = if i < j { (i, j) } else { (j, i) };
-                let (p, q) = (&specs[first], &specs[second]);
-                let port = (*p.host_ports.start()).max(*q.host_ports.start());
-                return Err(format!(
-                    "publish spec \"{q}\" (publish[{second}]): host port {port}/{} is already published by \"{p}\" (publish[{first}]); \
-                     pick another host port",
-                    q.protocol
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -985,7 +951,7 @@ spec = "8088:172.16.0.102:80/tcp"
         assert_eq!(m.ports, 61000..=65535);
         assert_eq!(c.publish.len(), 1);
         assert_eq!(c.publish[0].protocol, Protocol::Tcp);
-        assert_eq!(c.forward_entries().count(), 1);
+        assert_eq!(c.publish_entries().count(), 1);
         assert_eq!(c.pin_dir(), Path::new("/sys/fs/bpf/netfast/demo"));
         assert_eq!(c.source, None);
     }
@@ -1122,7 +1088,7 @@ spec = "9001:172.16.0.50:80""#,
         );
         let c = Config::from_toml_str(&text).unwrap();
         assert_eq!(c.publish.len(), 6);
-        assert_eq!(c.forward_entries().count(), 7);
+        assert_eq!(c.publish_entries().count(), 7);
     }
 
     #[test]

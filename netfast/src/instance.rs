@@ -15,16 +15,18 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use netfast_common::{Backend, DatapathConfig, ForwardKey};
+use netfast_common::{Backend, DatapathConfig, PublishKey};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    bpf::{self, AttachReport, DatapathError, DatapathSpec, PinnedInstance},
     config::{Config, ConfigError},
-    datapath::{self, AttachReport, DatapathError, DatapathSpec},
-    netns::{self, NetnsError, NetnsId},
-    pinned::{PinnedInstance, entry_spec},
-    publish::claims_same_port,
-    topology::{self, Ipv4Address, TopologyError},
+    host::{
+        netlink,
+        netns::{self, NetnsError, NetnsId},
+        topology::{self, Ipv4Address, TopologyError},
+    },
+    publish::{PortMappings, entry_spec},
 };
 
 /// Per-instance state lives under here: `/run/netfast/<instance>/manifest.json`.
@@ -45,7 +47,7 @@ pub enum InstanceError {
     #[error("attaching the datapath failed: {0}")]
     Datapath(DatapathError),
     #[error("removing the UDP flows of changed publishes failed: {0}")]
-    Pinned(Box<crate::pinned::PinnedError>),
+    Pinned(Box<crate::bpf::pinned::PinnedError>),
     #[error("{action} {}: {error}", path.display())]
     State {
         action: &'static str,
@@ -54,7 +56,7 @@ pub enum InstanceError {
     },
     #[error("{} holds something netfast cannot read ({reason}); remove it by hand once the instance is down", path.display())]
     BadManifest { path: PathBuf, reason: String },
-    /// Waiting for the instance's FORWARDS lock failed.
+    /// Waiting for the instance's PUBLISHED_PORTS lock failed.
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error("could not start a tokio runtime: {0}")]
@@ -157,7 +159,11 @@ impl std::fmt::Display for Created {
                 )
             }
             Created::Datapath { instance } => {
-                write!(f, "datapath pins {}", datapath::pin_dir(instance).display())
+                write!(
+                    f,
+                    "datapath pins {}",
+                    bpf::pins::pin_dir(instance).display()
+                )
             }
         }
     }
@@ -185,8 +191,8 @@ pub struct Owner {
     pub config: Option<PathBuf>,
     /// `(key, value)` pairs of what the topology is made of (see [`topology_of`]).
     pub topology: Vec<(String, String)>,
-    /// The FORWARDS entries the config of the last `up` wrote, as specs: whatever
-    /// else FORWARDS holds was published live with `forward add`.
+    /// The PUBLISHED_PORTS entries the config of the last `up` wrote, as specs: whatever
+    /// else PUBLISHED_PORTS holds was published live with `publish add`.
     pub publishes: Vec<String>,
 }
 
@@ -293,25 +299,26 @@ fn check_owner(cfg: &Config, owner: &Owner, here: &NetnsId) -> Result<()> {
     )]))
 }
 
-/// The FORWARDS entries published live (with `forward add`) that a re-`up` keeps: what
-/// FORWARDS holds beyond what the last `up`'s config wrote. A live entry that claims a
+/// The PUBLISHED_PORTS entries published live (with `publish add`) that a re-`up` keeps: what
+/// PUBLISHED_PORTS holds beyond what the last `up`'s config wrote. A live entry that claims a
 /// port the config publishes otherwise is refused, naming both and the fix. Before the
 /// first `up`, or over a manifest without an owner, there are none.
 fn live_publishes(
     cfg: &Config,
     owner: Option<&Owner>,
     here: &NetnsId,
-) -> Result<Vec<(ForwardKey, Backend)>> {
+) -> Result<Vec<(PublishKey, Backend)>> {
     let Some(owner) = owner else {
         return Ok(Vec::new());
     };
-    if !datapath::pin_dir(&cfg.instance).exists() {
+    if !bpf::pins::pin_dir(&cfg.instance).exists() {
         return Ok(Vec::new());
     }
     let pinned = PinnedInstance::open(&cfg.instance)
-        .and_then(|inst| inst.forwards())
+        .and_then(|inst| inst.publishes())
         .map_err(|e| InstanceError::Pinned(Box::new(e)))?;
-    let wanted: Vec<(ForwardKey, Backend)> = cfg.forward_entries().collect();
+    let wanted: Vec<(PublishKey, Backend)> = cfg.publish_entries().collect();
+    let wanted_ports = PortMappings::new(wanted.iter().copied());
     let mut live = Vec::new();
     let mut conflicts = Vec::new();
     for (key, backend) in pinned {
@@ -319,14 +326,14 @@ fn live_publishes(
         if owner.publishes.contains(&spec) || wanted.contains(&(key, backend)) {
             continue;
         }
-        match wanted.iter().find(|(k, _)| claims_same_port(k, &key)) {
+        match wanted_ports.claimant(&key) {
             None => live.push((key, backend)),
             Some((k, b)) => conflicts.push(format!(
-                "live publish {spec} (added with `netfast forward add`) claims the host port \
-                 that {} publishes as \"{}\"; remove it first (`netfast {}forward del \
+                "live publish {spec} (added with `netfast publish add`) claims the host port \
+                 that {} publishes as \"{}\"; remove it first (`netfast {}publish del \
                  --instance {} {spec}`), or drop that publish from the config",
                 config_name(cfg.source.as_deref()),
-                entry_spec(k, b),
+                entry_spec(&k, &b),
                 here.netns_arg(),
                 cfg.instance
             )),
@@ -429,14 +436,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(InstanceError::Runtime)
 }
 
-/// `netns::netlink_blocking` with both errors in this module's terms.
+/// `netlink::netlink_blocking` with both errors in this module's terms.
 fn netlink_blocking<F, Fut, T>(ns: Option<&str>, f: F) -> Result<T>
 where
     F: FnOnce(rtnetlink::Handle) -> Fut + Send,
     Fut: Future<Output = std::result::Result<T, TopologyError>>,
     T: Send,
 {
-    Ok(netns::netlink_blocking(ns, f)??)
+    Ok(netlink::netlink_blocking(ns, f)??)
 }
 
 /// Removes one thing `up` made, acting on the calling thread's namespace as host.
@@ -482,10 +489,10 @@ pub fn remove(c: &Created) -> Result<bool> {
             Ok(true)
         }
         Created::Datapath { instance } => {
-            if !datapath::pin_dir(instance).exists() {
+            if !bpf::pins::pin_dir(instance).exists() {
                 return Ok(false);
             }
-            datapath::detach(instance)?;
+            bpf::loader::detach(instance)?;
             Ok(true)
         }
     }
@@ -563,8 +570,8 @@ pub struct UpReport {
     pub attach: AttachReport,
     /// Publishes this run removed or pointed at another backend: (host key, old
     /// backend, UDP flows to that backend removed).
-    pub unpinned_udp: Vec<(ForwardKey, Backend, usize)>,
-    /// Publishes added live with `forward add`, not in the config, that this run kept
+    pub unpinned_udp: Vec<(PublishKey, Backend, usize)>,
+    /// Publishes added live with `publish add`, not in the config, that this run kept
     /// (as specs).
     pub kept_live: Vec<String>,
     pub manifest: PathBuf,
@@ -661,7 +668,7 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         // A peer name already taken inside an existing namespace would make the veth
         // creation fail half-way; refuse it now.
         if find(&c.veth).is_none() && netns::exists(&c.netns) {
-            let inside = netns::netlink_in(&c.netns, &tokio::runtime::Handle::current())?;
+            let inside = netlink::netlink_in(&c.netns, &tokio::runtime::Handle::current())?;
             if topology::link_index(&inside, &c.peer).await?.is_some() {
                 problems.push(format!(
                     "peer \"{}\" (container[{i}].peer): network namespace {} already has an \
@@ -693,7 +700,7 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
 
     // Pins from another build or another [conntrack] capacity: refuse before anything
     // changes, with the migration advice.
-    match datapath::check_layout(
+    match bpf::layout::check_layout(
         &cfg.instance,
         Some(cfg.conntrack.capacity),
         cfg.source.as_deref(),
@@ -747,7 +754,7 @@ fn other_instances_links(instance: &str) -> Vec<(String, String)> {
 /// without one (`links` and `host` are that namespace's interfaces and addresses;
 /// `others` what [`other_instances_links`] found):
 /// - a publish host IP must be an address of the host, or one `up` adds (the bridge's,
-///   a point-to-point host address): the rule `forward add` applies too
+///   a point-to-point host address): the rule `publish add` applies too
 ///   ([`crate::publish::PublishSpec::check_host_addr`]);
 /// - the bridge's network may not overlap the network of an address on an interface
 ///   that is not this instance's: the uplink's own subnet, or another instance's bridge
@@ -858,18 +865,18 @@ pub fn up(cfg: &Config) -> Result<UpReport> {
 
 /// Validates, builds and attaches; see the module docs. The host namespace is the one of
 /// the thread that first polls this future (it opens the host netlink socket). Blocks
-/// that thread briefly for namespace work and for `datapath::attach`.
+/// that thread briefly for namespace work and for `bpf::loader::attach`.
 pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     let rt = tokio::runtime::Handle::current();
     let here = netns::current()?;
-    let host = netns::netlink_here(&rt)?;
+    let host = netlink::netlink_here(&rt)?;
     let plan = validate(cfg, &host).await?;
 
-    // FORWARDS takes turns with `forward add`/`del` from here on, so a publish added
+    // PUBLISHED_PORTS takes turns with `publish add`/`del` from here on, so a publish added
     // live meanwhile is neither missed nor dropped.
-    let pins = datapath::pin_dir(&cfg.instance);
+    let pins = bpf::pins::pin_dir(&cfg.instance);
     let _turn = if pins.exists() {
-        Some(crate::lock::forwards(&pins)?)
+        Some(crate::lock::publishes(&pins)?)
     } else {
         None
     };
@@ -922,7 +929,7 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
             .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
         topology: topology_of(cfg),
         publishes: cfg
-            .forward_entries()
+            .publish_entries()
             .map(|(k, b)| entry_spec(&k, &b))
             .collect(),
     });
@@ -945,20 +952,20 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
 }
 
 /// A re-`up` that dropped a publish or pointed it at another backend removes the UDP
-/// flows still pinned to the old backend, as `forward del` does (TCP flows are kept
+/// flows still pinned to the old backend, as `publish del` does (TCP flows are kept
 /// until they close). Returns, per displaced publish, how many flows went.
 ///
-/// Order: `attach` wrote the new FORWARDS before this runs, and that is what makes it
+/// Order: `attach` wrote the new PUBLISHED_PORTS before this runs, and that is what makes it
 /// safe. From then on every lookup finds the new backend (or no publish), so no new
 /// flow to the old backend can start after the flows are removed; removing them first
-/// would let a datagram arriving before the FORWARDS write create one again, pinned
+/// would let a datagram arriving before the PUBLISHED_PORTS write create one again, pinned
 /// for as long as its sender sends. A packet that read the old entry just before the
 /// write has long created its flow by now (programs run to completion in microseconds;
 /// attaching took milliseconds), so this pass sees and removes it.
 fn remove_pinned_udp_flows(
     instance: &str,
-    displaced: &[(ForwardKey, Backend)],
-) -> Result<Vec<(ForwardKey, Backend, usize)>> {
+    displaced: &[(PublishKey, Backend)],
+) -> Result<Vec<(PublishKey, Backend, usize)>> {
     if displaced.is_empty() {
         return Ok(Vec::new());
     }
@@ -975,7 +982,7 @@ fn remove_pinned_udp_flows(
 async fn build(
     cfg: &Config,
     plan: &Plan,
-    live: &[(ForwardKey, Backend)],
+    live: &[(PublishKey, Backend)],
     host: &rtnetlink::Handle,
     rt: &tokio::runtime::Handle,
     undo: &mut UndoLog,
@@ -1016,7 +1023,7 @@ async fn build(
             kept.push(format!("network namespace {}", c.netns));
         }
         let ns_file = netns::open(&c.netns)?;
-        let inside = netns::netlink_in(&c.netns, rt)?;
+        let inside = netlink::netlink_in(&c.netns, rt)?;
 
         let (veth, veth_created) = match topology::link_index(host, &c.veth).await? {
             Some(i) => {
@@ -1101,13 +1108,13 @@ async fn build(
         ingress: cfg.ingress,
         config: datapath_config(cfg, plan.uplink_addr, &plan.ephemeral_ports),
         // The config's publishes, and those added live that it does not contradict.
-        forwards: cfg.forward_entries().chain(live.iter().copied()).collect(),
+        publishes: cfg.publish_entries().chain(live.iter().copied()).collect(),
         conntrack_capacity: cfg.conntrack.capacity,
         config_path: cfg.source.clone(),
     };
-    let pins_existed = datapath::pin_dir(&cfg.instance).exists();
-    let attached = datapath::attach(&spec);
-    if !pins_existed && (attached.is_ok() || datapath::pin_dir(&cfg.instance).exists()) {
+    let pins_existed = bpf::pins::pin_dir(&cfg.instance).exists();
+    let attached = bpf::loader::attach(&spec);
+    if !pins_existed && (attached.is_ok() || bpf::pins::pin_dir(&cfg.instance).exists()) {
         undo.push(Created::Datapath {
             instance: cfg.instance.clone(),
         });
@@ -1147,7 +1154,7 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
     let datapath = Created::Datapath {
         instance: cfg.instance.clone(),
     };
-    if !entries.contains(&datapath) && datapath::pin_dir(&cfg.instance).exists() {
+    if !entries.contains(&datapath) && bpf::pins::pin_dir(&cfg.instance).exists() {
         entries.push(datapath);
     }
     let mut report = DownReport::default();

@@ -17,10 +17,13 @@ use std::{
 use ipnet::Ipv4Net;
 
 use crate::{
+    bpf,
     config::{Config, ConfigError, IngressMode},
-    datapath,
-    netns::{self, NetnsError},
-    topology::{self, TopologyError},
+    host::{
+        netlink,
+        netns::{self, NetnsError},
+        topology::{self, TopologyError},
+    },
 };
 
 pub const UPLINK: &str = "eth0";
@@ -124,8 +127,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let p = &self.prefix;
-        if datapath::pin_dir(p).exists()
-            && let Err(e) = datapath::detach(p)
+        if bpf::pins::pin_dir(p).exists()
+            && let Err(e) = bpf::loader::detach(p)
         {
             eprintln!("netfast lab: could not remove the pins of instance {p}: {e}");
         }
@@ -158,13 +161,13 @@ async fn address_up(
     topology::set_up(h, index).await
 }
 
-/// Runs netlink work inside namespace `ns` (`netns::netlink_blocking`).
+/// Runs netlink work inside namespace `ns` (`netlink::netlink_blocking`).
 fn in_ns<F, Fut>(ns: &str, f: F) -> Result<(), LabError>
 where
     F: FnOnce(rtnetlink::Handle) -> Fut + Send,
     Fut: std::future::Future<Output = Result<(), TopologyError>>,
 {
-    Ok(netns::netlink_blocking(Some(ns), f)??)
+    Ok(netlink::netlink_blocking(Some(ns), f)??)
 }
 
 /// The seed topology as a config file, for an instance named `prefix` whose host is
@@ -288,7 +291,7 @@ pub fn run_seed_checks(prefix: &str) -> Vec<Check> {
         ),
         Check::new(
             format!(
-                "port forward: {LAN_ADDR} -> {HOST_ADDR}:{PUBLISHED_PORT} tcp reaches netns2:{BACKEND_PORT}"
+                "published port: {LAN_ADDR} -> {HOST_ADDR}:{PUBLISHED_PORT} tcp reaches netns2:{BACKEND_PORT}"
             ),
             tcp_exchange(
                 &ns2,

@@ -1,25 +1,24 @@
 //! netfast: Docker-style bridge networking with the NAT done in eBPF instead of iptables.
 //!
-//! - [`config`] and [`publish`] parse and validate what the operator asks for.
-//! - [`netns`] and [`topology`] build namespaces, veths, the bridge and routes over rtnetlink.
-//! - [`datapath`] loads, attaches and pins the eBPF programs and fills their maps.
-//! - [`instance`] ties them together: `up` and `down`, with rollback and a manifest.
-//! - [`pinned`] reads and changes a running instance's pinned maps; [`conntrack`] joins
-//!   its entries into flows.
-//! - [`conntrack::gc`] expires idle flows, after their [`conntrack::Timeouts`], for
-//!   `netfast run` and the lab.
-//! - [`lab`] builds the seed's sandbox: a "host" and a "LAN peer" namespace.
+//! The modules, from the operator's intent down to the kernel (imports point down):
+//! - [`config`] and [`publish`]: what the operator asks for, and the one set of rules a
+//!   published port must pass, for `up` and `publish add` alike;
+//! - [`instance`]: `up` and `down`, with ownership, rollback and a manifest; [`lab`]
+//!   builds the seed's sandbox on top of it; [`lock`] makes changes take turns;
+//! - [`conntrack`]: ct entries joined into flows, their [`conntrack::Timeouts`] and the
+//!   GC ([`conntrack::gc`]);
+//! - [`bpf`]: the embedded object, its pins and layout check, the loader, a typed
+//!   handle per map and [`bpf::PinnedInstance`] for the operator commands;
+//! - [`host`]: namespaces, links, addresses and routes over rtnetlink.
 
+pub mod bpf;
 pub mod config;
 pub mod conntrack;
-pub mod datapath;
+pub mod host;
 pub mod instance;
 pub mod lab;
 pub mod lock;
-pub mod netns;
-pub mod pinned;
 pub mod publish;
-pub mod topology;
 
 /// The GC, where it always was for callers: it lives in the conntrack layer.
 pub use conntrack::gc;

@@ -1,9 +1,9 @@
 //! Advisory locks on directories that live and die with the instance, so they leave
 //! nothing behind, and the kernel drops them when the process dies.
 //!
-//! Changes to an instance's FORWARDS take turns, under a lock on the instance's pin
+//! Changes to an instance's PUBLISHED_PORTS take turns, under a lock on the instance's pin
 //! directory (`/sys/fs/bpf/netfast/<instance>`).
-//! BPF_NOEXIST only serializes identical keys, so two `forward add` of one port, one
+//! BPF_NOEXIST only serializes identical keys, so two `publish add` of one port, one
 //! on every address and one on a single address, could both pass their checks. The
 //! lock makes check-and-insert one step.
 //!
@@ -41,8 +41,8 @@ pub struct DirLock {
     _lock: Flock<fs::File>,
 }
 
-/// Waits for the forwards lock on the instance's `pin_dir`.
-pub fn forwards(pin_dir: &Path) -> Result<DirLock, LockError> {
+/// Waits for the publish lock on the instance's `pin_dir`.
+pub fn publishes(pin_dir: &Path) -> Result<DirLock, LockError> {
     lock_dir(pin_dir, FlockArg::LockExclusive)
         .map_err(|(path, source)| LockError::Io { path, source })
 }

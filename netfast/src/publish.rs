@@ -1,11 +1,17 @@
-//! Docker's `-p` syntax: `[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp]`.
+//! Published ports (port mappings): Docker's `-p` syntax,
+//! `[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp]`, and the one set of
+//! rules a publish must pass, whether a config brings it to `up` or `publish add`
+//! brings it live: a host IP of the host ([`PublishSpec::check_host_addr`]), a backend
+//! the instance may reach ([`AllowedBackends`]), a host port nobody claims and room in
+//! PUBLISHED_PORTS ([`PortMappings`]).
 //!
 //! Unlike Docker, the container is named by its IP address, because netfast has no
 //! container registry to look a name up in.
 
-use std::{fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
+use std::{collections::HashMap, fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
 
-use netfast_common::{Backend, ForwardKey, proto};
+use ipnet::Ipv4Net;
+use netfast_common::{Backend, PublishKey, names::PUBLISHED_PORTS_CAPACITY, proto};
 
 /// The syntax, quoted in error messages so the fix is on screen.
 const SYNTAX: &str = "[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp]";
@@ -61,7 +67,7 @@ pub struct PublishSpecError {
 }
 
 impl PublishSpec {
-    /// How many host ports (and so FORWARDS entries) this spec publishes.
+    /// How many host ports (and so PUBLISHED_PORTS entries) this spec publishes.
     pub fn port_count(&self) -> usize {
         range_len(&self.host_ports)
     }
@@ -77,17 +83,7 @@ impl PublishSpec {
         Some(self.backend_ports.start() + (host_port - self.host_ports.start()))
     }
 
-    /// True when both specs would claim the same (proto, host addr, host port).
-    /// "Any address" claims the port on every address, so it conflicts with a
-    /// specific address too; otherwise the datapath would have to guess which wins.
-    pub fn conflicts_with(&self, other: &PublishSpec) -> bool {
-        self.protocol == other.protocol
-            && host_addrs_clash(self.host_addr, other.host_addr)
-            && self.host_ports.start() <= other.host_ports.end()
-            && other.host_ports.start() <= self.host_ports.end()
-    }
-
-    /// The one rule for a spec's host IP, for `up` and `forward add` alike: it must be
+    /// The one rule for a spec's host IP, for `up` and `publish add` alike: it must be
     /// an address of the host (`host`: the host namespace's addresses, plus those `up`
     /// is about to add), or absent for every address. A packet to any other address
     /// never reaches the host, so such a publish would never match.
@@ -116,8 +112,8 @@ impl PublishSpec {
         format!("{}:{}", self.backend_addr, show_range(&self.backend_ports))
     }
 
-    /// One FORWARDS entry per host port, in network byte order as the datapath reads them.
-    pub fn entries(&self) -> impl Iterator<Item = (ForwardKey, Backend)> {
+    /// One PUBLISHED_PORTS entry per host port, in network byte order as the datapath reads them.
+    pub fn entries(&self) -> impl Iterator<Item = (PublishKey, Backend)> + use<> {
         let host_addr = self.host_addr.map_or(0, |a| u32::from_ne_bytes(a.octets()));
         let backend_addr = u32::from_ne_bytes(self.backend_addr.octets());
         let proto = self.protocol.number();
@@ -128,7 +124,7 @@ impl PublishSpec {
                 .backend_port_for(host_port)
                 .unwrap_or(*spec.backend_ports.start());
             (
-                ForwardKey {
+                PublishKey {
                     host_addr,
                     host_port: host_port.to_be(),
                     proto,
@@ -150,8 +146,8 @@ fn range_len(r: &RangeInclusive<u16>) -> usize {
 
 impl PublishSpec {
     /// Parses a spec given as one word (`SPEC`) or as the three columns of a
-    /// `forward list` row (`PROTO HOST BACKEND`, e.g. `tcp *:8088 172.16.0.102:80`),
-    /// so `forward del` takes what `forward list` prints.
+    /// `publish list` row (`PROTO HOST BACKEND`, e.g. `tcp *:8088 172.16.0.102:80`),
+    /// so `publish del` takes what `publish list` prints.
     pub fn from_words<S: AsRef<str>>(words: &[S]) -> Result<PublishSpec, PublishSpecError> {
         match words {
             [spec] => spec.as_ref().parse(),
@@ -173,7 +169,7 @@ impl PublishSpec {
                     .join(" "),
                 reason: format!(
                     "give one spec ({SYNTAX}, like \"{EXAMPLE}\") or the three columns of a \
-                     `forward list` row (PROTO HOST BACKEND, like \"tcp *:8088 172.16.0.102:80\")"
+                     `publish list` row (PROTO HOST BACKEND, like \"tcp *:8088 172.16.0.102:80\")"
                 ),
             }),
         }
@@ -249,7 +245,7 @@ fn parse_protocol(p: &str) -> Result<Protocol, String> {
 }
 
 fn parse_host_addr(a: &str) -> Result<Option<Ipv4Addr>, String> {
-    // `forward list` shows "every address" as `*:PORT`; take it back as given.
+    // `publish list` shows "every address" as `*:PORT`; take it back as given.
     if a == "*" {
         return Ok(None);
     }
@@ -346,24 +342,257 @@ impl fmt::Display for PublishSpec {
     }
 }
 
-/// Whether two publishes' host addresses clash on a port: the same address, or either
-/// one on every address (None). The one rule behind [`PublishSpec::conflicts_with`]
-/// (between a config's publishes, for `up`) and [`claims_same_port`] (against what
-/// FORWARDS holds, for `forward add` and a re-`up`).
-pub fn host_addrs_clash(a: Option<Ipv4Addr>, b: Option<Ipv4Addr>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a == b,
-        _ => true,
+/// A PUBLISHED_PORTS entry written back as a spec (`[HOST_IP:]PORT:BACKEND:PORT/PROTO`),
+/// as `publish list` shows it and `publish del` takes it.
+pub fn entry_spec(key: &PublishKey, backend: &Backend) -> String {
+    let host = match key.host_addr {
+        0 => String::new(),
+        a => format!("{}:", raw_to_addr(a)),
+    };
+    format!(
+        "{host}{}:{}:{}/{}",
+        u16::from_be(key.host_port),
+        raw_to_addr(backend.addr),
+        u16::from_be(backend.port),
+        protocol_name(key.proto)
+    )
+}
+
+fn raw_to_addr(raw: u32) -> Ipv4Addr {
+    Ipv4Addr::from(raw.to_ne_bytes())
+}
+
+fn protocol_name(p: u8) -> &'static str {
+    match p {
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        _ => "?",
     }
 }
 
-/// Whether two FORWARDS keys claim the same host port: one protocol, one port, and
-/// host addresses that clash ([`host_addrs_clash`]; 0 in a key is every address).
-pub fn claims_same_port(a: &ForwardKey, b: &ForwardKey) -> bool {
-    let addr = |raw: u32| (raw != 0).then(|| Ipv4Addr::from(raw.to_ne_bytes()));
+/// Whether two keys claim the same host port: one protocol, one port, and the same
+/// host address, or either one on every address (0). "Every address" claims the port
+/// on each address, so it clashes with a specific one too; otherwise the datapath
+/// would have to guess which wins.
+fn claims_same_port(a: &PublishKey, b: &PublishKey) -> bool {
     a.proto == b.proto
         && a.host_port == b.host_port
-        && host_addrs_clash(addr(a.host_addr), addr(b.host_addr))
+        && (a.host_addr == b.host_addr || a.host_addr == 0 || b.host_addr == 0)
+}
+
+/// The backends an instance may publish: an address in its masquerade subnet, or
+/// one of its containers'.
+#[derive(Clone, Copy, Debug)]
+pub struct AllowedBackends<'a> {
+    /// The masquerade subnet, if the instance has one.
+    pub subnet: Option<Ipv4Net>,
+    /// The containers' addresses; None when they are not known (`publish add`
+    /// without `--config`).
+    pub containers: Option<&'a [Ipv4Addr]>,
+}
+
+impl AllowedBackends<'_> {
+    /// Why `spec`'s backend is not allowed, with the fix; the text reads after
+    /// `publish spec "...": `.
+    pub fn check(&self, spec: &PublishSpec) -> Result<(), String> {
+        let backend = spec.backend_addr;
+        if self.subnet.is_some_and(|s| s.contains(&backend))
+            || self.containers.is_some_and(|c| c.contains(&backend))
+        {
+            return Ok(());
+        }
+        Err(match (self.subnet, self.containers) {
+            (Some(subnet), _) => format!(
+                "backend {backend} is outside masquerade subnet {subnet}; use a container address"
+            ),
+            (None, Some(_)) => format!(
+                "backend {backend} is not a container address, and there is no [masquerade] subnet; use a container address"
+            ),
+            (None, None) => format!(
+                "there is no masquerade subnet to check backend {backend} against; \
+                 give --config FILE so netfast checks it against the containers"
+            ),
+        })
+    }
+}
+
+/// Why a publish cannot join the ports already published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortClash {
+    /// `port`/`protocol` is published already, by the entry `by`.
+    Taken {
+        /// Host order.
+        port: u16,
+        protocol: Protocol,
+        by: (PublishKey, Backend),
+    },
+    /// `more` ports would make `total`, above PUBLISHED_PORTS' capacity.
+    Full { more: usize, total: usize },
+}
+
+impl fmt::Display for PortClash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortClash::Taken { port, protocol, by } => write!(
+                f,
+                "host port {port}/{protocol} is already published by \"{}\"",
+                entry_spec(&by.0, &by.1)
+            ),
+            PortClash::Full { more, total } => {
+                write!(
+                    f,
+                    "{} would be more than the PUBLISHED_PORTS map holds ({PUBLISHED_PORTS_CAPACITY} entries)",
+                    crate::count(*total as u64, "published port", "published ports")
+                )?;
+                if total != more {
+                    write!(f, ": {} already, {more} more", total - more)?;
+                }
+                f.write_str("; publish fewer ports")
+            }
+        }
+    }
+}
+
+/// Every rule for one more publish on a running instance (`publish add`), in the
+/// order a reader would check them: the host IP (`host`: the host's addresses), the
+/// backend, then the host ports against what is `published`. The text starts with the
+/// spec, names the value and the fix. `up` applies the same three rules to a config
+/// (`Config::validate` and `instance::address_problems`).
+pub fn check_add(
+    spec: &PublishSpec,
+    host: &[Ipv4Addr],
+    backends: AllowedBackends<'_>,
+    published: &PortMappings,
+) -> Result<(), String> {
+    let refused = |why: String| format!("publish spec \"{spec}\": {why}");
+    spec.check_host_addr(host).map_err(refused)?;
+    backends.check(spec).map_err(refused)?;
+    published.check_add(spec).map_err(|clash| {
+        refused(match clash {
+            PortClash::Taken { .. } => format!(
+                "{clash}; pick another host port, or remove that one with `netfast publish del`"
+            ),
+            PortClash::Full { .. } => clash.to_string(),
+        })
+    })
+}
+
+/// An instance's published ports, indexed by protocol and host port: what
+/// PUBLISHED_PORTS holds, or what a config is about to write. Every check is one hash
+/// lookup per port, so a config with thousands of ports is checked in linear time.
+#[derive(Clone, Debug, Default)]
+pub struct PortMappings {
+    by_port: HashMap<(u8, u16), Vec<(PublishKey, Backend)>>,
+    len: usize,
+}
+
+impl PortMappings {
+    /// The mappings `entries` make, as they are (no checks: PUBLISHED_PORTS' content).
+    pub fn new(entries: impl IntoIterator<Item = (PublishKey, Backend)>) -> Self {
+        let mut m = Self::default();
+        for e in entries {
+            m.insert(e);
+        }
+        m
+    }
+
+    fn insert(&mut self, (key, backend): (PublishKey, Backend)) {
+        self.by_port
+            .entry((key.proto, key.host_port))
+            .or_default()
+            .push((key, backend));
+        self.len += 1;
+    }
+
+    /// How many entries (host ports) are published.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entry that already claims `key`'s host port, if any.
+    pub fn claimant(&self, key: &PublishKey) -> Option<(PublishKey, Backend)> {
+        self.by_port
+            .get(&(key.proto, key.host_port))?
+            .iter()
+            .find(|(k, _)| claims_same_port(k, key))
+            .copied()
+    }
+
+    /// The exact entry for `key`, if published.
+    pub fn get(&self, key: &PublishKey) -> Option<Backend> {
+        self.by_port
+            .get(&(key.proto, key.host_port))?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, b)| *b)
+    }
+
+    /// Whether `spec` can join: none of its host ports claimed, and room left.
+    pub fn check_add(&self, spec: &PublishSpec) -> Result<(), PortClash> {
+        for (key, _) in spec.entries() {
+            if let Some(by) = self.claimant(&key) {
+                return Err(PortClash::Taken {
+                    port: u16::from_be(key.host_port),
+                    protocol: spec.protocol,
+                    by,
+                });
+            }
+        }
+        let total = self.len + spec.port_count();
+        if total > PUBLISHED_PORTS_CAPACITY as usize {
+            return Err(PortClash::Full {
+                more: spec.port_count(),
+                total,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`check_add`](Self::check_add), then adds `spec`'s entries.
+    pub fn add(&mut self, spec: &PublishSpec) -> Result<(), PortClash> {
+        self.check_add(spec)?;
+        for e in spec.entries() {
+            self.insert(e);
+        }
+        Ok(())
+    }
+
+    /// Whether `spec` can be unpublished: each of its entries is published exactly so.
+    /// The text names the value and the fix.
+    pub fn check_del(&self, spec: &PublishSpec) -> Result<(), String> {
+        for (key, backend) in spec.entries() {
+            let port = u16::from_be(key.host_port);
+            match self.get(&key) {
+                None => {
+                    return Err(format!(
+                        "host port {}{port}/{} is not published; see `netfast publish list`",
+                        match key.host_addr {
+                            0 => String::new(),
+                            a => format!("{}:", raw_to_addr(a)),
+                        },
+                        spec.protocol
+                    ));
+                }
+                Some(b) if b != backend => {
+                    return Err(format!(
+                        "host port {port}/{} leads to {}:{}, not {}:{}; give the spec as `netfast publish list` shows it (\"{}\")",
+                        spec.protocol,
+                        raw_to_addr(b.addr),
+                        u16::from_be(b.port),
+                        raw_to_addr(backend.addr),
+                        u16::from_be(backend.port),
+                        entry_spec(&key, &b)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -485,7 +714,7 @@ mod tests {
         }
     }
 
-    /// What `forward list` prints, row by row, parses back to the entry it shows.
+    /// What `publish list` prints, row by row, parses back to the entry it shows.
     #[test]
     fn list_rows_parse_back() {
         for (words, canonical) in [
@@ -556,8 +785,28 @@ mod tests {
         assert_eq!(ports, [(65534, 65534), (65535, 65535)]);
     }
 
+    /// The lab host's addresses.
+    fn host() -> Vec<Ipv4Addr> {
+        vec![ip("10.0.1.48"), ip("10.0.1.49")]
+    }
+
+    fn subnet() -> AllowedBackends<'static> {
+        AllowedBackends {
+            subnet: Some("172.16.0.0/24".parse().unwrap()),
+            containers: None,
+        }
+    }
+
+    fn mappings(specs: &[&str]) -> PortMappings {
+        PortMappings::new(
+            specs
+                .iter()
+                .flat_map(|s| s.parse::<PublishSpec>().unwrap().entries()),
+        )
+    }
+
     #[test]
-    fn conflicts() {
+    fn a_port_is_claimed_per_protocol_and_address() {
         #[rustfmt::skip]
         let cases: &[(&str, &str, bool)] = &[
             ("8088:172.16.0.102:80", "8088:172.16.0.103:80", true),
@@ -568,9 +817,124 @@ mod tests {
             ("10.0.1.48:8088:172.16.0.102:80", "8088:172.16.0.102:80", true),
         ];
         for (a, b, want) in cases {
-            let (a, b): (PublishSpec, PublishSpec) = (a.parse().unwrap(), b.parse().unwrap());
-            assert_eq!(a.conflicts_with(&b), *want, "{a} vs {b}");
-            assert_eq!(b.conflicts_with(&a), *want, "{b} vs {a}");
+            let (pa, pb): (PublishSpec, PublishSpec) = (a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(
+                mappings(&[a]).check_add(&pb).is_err(),
+                *want,
+                "{a} then {b}"
+            );
+            assert_eq!(
+                mappings(&[b]).check_add(&pa).is_err(),
+                *want,
+                "{b} then {a}"
+            );
+        }
+    }
+
+    /// Every refused `publish add`/`publish del` names the value and the fix.
+    #[test]
+    fn refused_live_changes_name_value_and_fix() {
+        let published = mappings(&[
+            "8088:172.16.0.102:80/tcp",
+            "10.0.1.48:9000-9001:172.16.0.103:90/udp",
+        ]);
+        #[rustfmt::skip]
+        let add_cases: &[(&str, &[&str])] = &[
+            ("8089:172.16.9.9:80", &["172.16.9.9", "outside masquerade subnet 172.16.0.0/24", "use a container address"]),
+            ("8088:172.16.0.103:80", &["8088/tcp", "already published", "8088:172.16.0.102:80/tcp", "publish del"]),
+            ("10.0.1.48:8088:172.16.0.103:80", &["8088/tcp", "already published"]),
+            ("9000-9005:172.16.0.103:90/udp", &["9000/udp", "10.0.1.48:9000:172.16.0.103:90/udp"]),
+            ("10.9.9.9:8089:172.16.0.102:80", &["\"10.9.9.9:8089:172.16.0.102:80/tcp\"", "host IP 10.9.9.9 is not an address of this host", "10.0.1.48, 10.0.1.49"]),
+        ];
+        for (spec, needles) in add_cases {
+            let parsed: PublishSpec = spec.parse().expect("spec");
+            let err = check_add(&parsed, &host(), subnet(), &published)
+                .expect_err(&format!("{spec} must be refused"));
+            for n in *needles {
+                assert!(err.contains(n), "{spec}: {err:?} lacks {n:?}");
+            }
+        }
+        // Different protocol, different address from a specific one: fine.
+        for ok in [
+            "8088:172.16.0.102:80/udp",
+            "10.0.1.49:9000:172.16.0.103:90/udp",
+            "8089:172.16.0.102:80",
+        ] {
+            let parsed: PublishSpec = ok.parse().expect("spec");
+            check_add(&parsed, &host(), subnet(), &published)
+                .unwrap_or_else(|e| panic!("{ok} refused: {e}"));
+        }
+        // No masquerade: only the containers can vouch for a backend.
+        let spec: PublishSpec = "8089:172.16.0.102:80".parse().expect("spec");
+        let unknown = AllowedBackends {
+            subnet: None,
+            containers: None,
+        };
+        let err = check_add(&spec, &host(), unknown, &published).expect_err("refused");
+        assert!(err.contains("--config"), "{err}");
+        let none = AllowedBackends {
+            subnet: None,
+            containers: Some(&[]),
+        };
+        let err = check_add(&spec, &host(), none, &published).expect_err("refused");
+        assert!(err.contains("not a container address"), "{err}");
+        let containers = [ip("172.16.0.102")];
+        let known = AllowedBackends {
+            subnet: None,
+            containers: Some(&containers),
+        };
+        check_add(&spec, &host(), known, &published).expect("a container address is fine");
+
+        #[rustfmt::skip]
+        let del_cases: &[(&str, &[&str])] = &[
+            ("8090:172.16.0.102:80", &["host port 8090/tcp is not published", "publish list"]),
+            ("8088:172.16.0.102:80/udp", &["8088/udp is not published"]),
+            ("8088:172.16.0.103:80", &["leads to 172.16.0.102:80, not 172.16.0.103:80", "\"8088:172.16.0.102:80/tcp\""]),
+            ("10.0.1.48:9000-9002:172.16.0.103:90/udp", &["host port 10.0.1.48:9002/udp is not published"]),
+            // Published on one address only: "every address" is another entry.
+            ("9000:172.16.0.103:90/udp", &["host port 9000/udp is not published"]),
+        ];
+        for (spec, needles) in del_cases {
+            let parsed: PublishSpec = spec.parse().expect("spec");
+            let err = published
+                .check_del(&parsed)
+                .expect_err(&format!("{spec} must be refused"));
+            for n in *needles {
+                assert!(err.contains(n), "{spec}: {err:?} lacks {n:?}");
+            }
+        }
+        published
+            .check_del(&"8088:172.16.0.102:80".parse().expect("spec"))
+            .expect("exact match removes");
+    }
+
+    #[test]
+    fn capacity_is_checked() {
+        let mut published = PortMappings::default();
+        for p in 1..=PUBLISHED_PORTS_CAPACITY as u16 {
+            published
+                .add(&format!("{p}:172.16.0.102:80/udp").parse().unwrap())
+                .expect("room");
+        }
+        assert_eq!(published.len(), PUBLISHED_PORTS_CAPACITY as usize);
+        let spec: PublishSpec = "8088:172.16.0.102:80/tcp".parse().expect("spec");
+        let err = check_add(&spec, &host(), subnet(), &published).expect_err("full");
+        assert!(
+            err.contains("16385 published ports would be more than the PUBLISHED_PORTS map holds (16384 entries): 16384 already, 1 more"),
+            "{err}"
+        );
+        assert!(err.contains("16384"), "{err}");
+    }
+
+    #[test]
+    fn entry_spec_round_trips() {
+        for s in [
+            "8088:172.16.0.102:80/tcp",
+            "10.0.1.48:53:172.16.0.103:5353/udp",
+        ] {
+            let spec: PublishSpec = s.parse().unwrap();
+            let (k, b) = spec.entries().next().unwrap();
+            assert_eq!(entry_spec(&k, &b), s);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netfast_common::{FlowKey, FlowState};
+use netfast_common::{CtEntry, CtTuple};
 
 use crate::{
     harness::{
@@ -60,8 +60,8 @@ pub fn flow_state(
     tcp_flags: u8,
     packets: u64,
     bytes: u64,
-) -> FlowState {
-    FlowState {
+) -> CtEntry {
+    CtEntry {
         nat_addr: addr_be(*nat.ip()),
         nat_port: port_be(nat.port()),
         kind,
@@ -69,7 +69,7 @@ pub fn flow_state(
         tcp_flags,
         packets,
         bytes,
-        ..FlowState::default()
+        ..CtEntry::default()
     }
 }
 
@@ -77,7 +77,7 @@ pub fn flow_state(
 /// An `expected` with no TCP sequence tracking (window, seq_end and ack all 0) leaves
 /// those fields unchecked: `tcp_packets.rs` asserts them.
 #[track_caller]
-pub fn assert_flow(datapath: &Datapath, key: &FlowKey, expected: FlowState) {
+pub fn assert_flow(datapath: &Datapath, key: &CtTuple, expected: CtEntry) {
     let state = datapath.flow(key).unwrap_or_else(|| {
         panic!(
             "no CONNTRACK entry for {key:?}; have {:?}",
@@ -89,7 +89,7 @@ pub fn assert_flow(datapath: &Datapath, key: &FlowKey, expected: FlowState) {
         state.last_seen_ns >= state.created_ns,
         "last_seen_ns before created_ns in {state:?}"
     );
-    let mut untimed = FlowState {
+    let mut untimed = CtEntry {
         created_ns: 0,
         last_seen_ns: 0,
         ..state

@@ -14,9 +14,9 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netfast_common::{
-    Backend, Counter, DatapathConfig, FlowKey, FlowState, ForwardKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, PublishKey,
     names::{
-        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FORWARDS,
+        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_PUBLISHED_PORTS,
         PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK,
         unassured_capacity,
     },
@@ -48,8 +48,8 @@ pub fn port_be(port: u16) -> u16 {
 }
 
 /// The `CONNTRACK` key of a packet from `src` to `dst` (ports in host order).
-pub fn flow_key(proto: u8, src: SocketAddrV4, dst: SocketAddrV4) -> FlowKey {
-    FlowKey {
+pub fn flow_key(proto: u8, src: SocketAddrV4, dst: SocketAddrV4) -> CtTuple {
+    CtTuple {
         src_addr: addr_be(*src.ip()),
         dst_addr: addr_be(*dst.ip()),
         src_port: port_be(src.port()),
@@ -234,7 +234,7 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads the object and all three programs; CONFIG and FORWARDS stay empty.
+    /// Loads the object and all three programs; CONFIG and PUBLISHED_PORTS stay empty.
     ///
     /// Panics, never skips, when the process cannot load BPF: these tests prove the
     /// datapath and must not pass where they did not run.
@@ -255,7 +255,7 @@ impl Datapath {
 
     fn load_with(loader: &mut EbpfLoader<'_>) -> Self {
         require_root();
-        let object = netfast::datapath::object()
+        let object = netfast::bpf::object::object()
             .expect("netfast was built without its eBPF object; rebuild without AYA_BUILD_SKIP");
         let mut ebpf = loader.load(object).unwrap_or_else(|err| {
             panic!("loading the datapath object failed; is this kernel BPF-capable (BTF, CONFIG_BPF_SYSCALL)? {err}")
@@ -350,11 +350,11 @@ impl Datapath {
     ) {
         let map = self
             .ebpf
-            .map_mut(MAP_FORWARDS)
-            .expect("the object has a FORWARDS map");
-        let mut forwards: HashMap<&mut MapData, ForwardKey, Backend> =
-            HashMap::try_from(map).expect("FORWARDS is a hash of ForwardKey to Backend");
-        let key = ForwardKey {
+            .map_mut(MAP_PUBLISHED_PORTS)
+            .expect("the object has a PUBLISHED_PORTS map");
+        let mut forwards: HashMap<&mut MapData, PublishKey, Backend> =
+            HashMap::try_from(map).expect("PUBLISHED_PORTS is a hash of PublishKey to Backend");
+        let key = PublishKey {
             host_addr: addr_be(host_addr),
             host_port: port_be(host_port),
             proto,
@@ -367,7 +367,7 @@ impl Datapath {
         };
         forwards
             .insert(key, value, 0)
-            .expect("inserting into FORWARDS");
+            .expect("inserting into PUBLISHED_PORTS");
     }
 
     /// Runs `prog` once on `frame`.
@@ -469,20 +469,20 @@ impl Datapath {
 
     /// Every conntrack entry: `CONNTRACK`'s (assured flows), then
     /// `CONNTRACK_UNASSURED`'s.
-    pub fn conntrack(&self) -> Vec<(FlowKey, FlowState)> {
+    pub fn conntrack(&self) -> Vec<(CtTuple, CtEntry)> {
         let mut entries = self.flow_entries(MAP_CONNTRACK);
         entries.extend(self.flow_entries(MAP_CONNTRACK_UNASSURED));
         entries
     }
 
     /// Every entry of the conntrack map `name` (`CONNTRACK` or `CONNTRACK_UNASSURED`).
-    pub fn flow_entries(&self, name: &str) -> Vec<(FlowKey, FlowState)> {
+    pub fn flow_entries(&self, name: &str) -> Vec<(CtTuple, CtEntry)> {
         let map = self
             .ebpf
             .map(name)
             .unwrap_or_else(|| panic!("the object has no {name} map"));
-        let conntrack: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(map)
-            .unwrap_or_else(|err| panic!("{name} is not a hash of FlowKey to FlowState: {err}"));
+        let conntrack: HashMap<&MapData, CtTuple, CtEntry> = HashMap::try_from(map)
+            .unwrap_or_else(|err| panic!("{name} is not a hash of CtTuple to CtEntry: {err}"));
         conntrack
             .iter()
             .map(|entry| entry.unwrap_or_else(|err| panic!("iterating {name}: {err}")))
@@ -491,16 +491,14 @@ impl Datapath {
 
     /// Deletes one conntrack entry, from whichever map holds it, as the LRU does
     /// when the table is full.
-    pub fn evict(&mut self, key: &FlowKey) {
+    pub fn evict(&mut self, key: &CtTuple) {
         for name in [MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED] {
             let map = self
                 .ebpf
                 .map_mut(name)
                 .unwrap_or_else(|| panic!("the object has no {name} map"));
-            let mut conntrack: HashMap<&mut MapData, FlowKey, FlowState> = HashMap::try_from(map)
-                .unwrap_or_else(|err| {
-                    panic!("{name} is not a hash of FlowKey to FlowState: {err}")
-                });
+            let mut conntrack: HashMap<&mut MapData, CtTuple, CtEntry> = HashMap::try_from(map)
+                .unwrap_or_else(|err| panic!("{name} is not a hash of CtTuple to CtEntry: {err}"));
             if conntrack.remove(key).is_ok() {
                 return;
             }
@@ -509,7 +507,7 @@ impl Datapath {
     }
 
     /// The CONNTRACK entry for `key`, if any.
-    pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+    pub fn flow(&self, key: &CtTuple) -> Option<CtEntry> {
         self.conntrack()
             .into_iter()
             .find_map(|(k, state)| (k == *key).then_some(state))

@@ -103,7 +103,7 @@ impl Snapshot {
                 std::fs::read_to_string(netfast::instance::manifest_path(inst)).ok(),
             );
             for cmd in [
-                &["forward", "list"][..],
+                &["publish", "list"][..],
                 &["ct", "list"],
                 &["nat", "list"],
                 &["status"],

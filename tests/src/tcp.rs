@@ -5,7 +5,7 @@
 use std::net::SocketAddrV4;
 
 use netfast_common::{
-    Counter, FlowKey, FlowState,
+    Counter, CtEntry, CtTuple,
     names::{MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED},
     proto,
     tcp::{TcpState, tcp_state},
@@ -57,7 +57,7 @@ impl Table {
 }
 
 /// The entry for `key` and the map it is in; panics if both maps hold it.
-pub fn find(datapath: &Datapath, key: &FlowKey) -> Option<(Table, FlowState)> {
+pub fn find(datapath: &Datapath, key: &CtTuple) -> Option<(Table, CtEntry)> {
     let mut found = [Table::Assured, Table::Unassured]
         .into_iter()
         .filter_map(|table| {
@@ -81,7 +81,7 @@ pub fn table_sizes(datapath: &Datapath) -> (usize, usize) {
     )
 }
 
-/// What a half recorded of its direction's TCP, as `FlowState` keeps it.
+/// What a half recorded of its direction's TCP, as `CtEntry` keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tracked {
     pub flags: u8,
@@ -98,7 +98,7 @@ impl Tracked {
         window: 0,
     };
 
-    pub fn of(state: &FlowState) -> Tracked {
+    pub fn of(state: &CtEntry) -> Tracked {
         Tracked {
             flags: state.tcp_flags,
             seq_end: state.tcp_seq_end,
@@ -203,11 +203,11 @@ impl TcpFlow {
         }
     }
 
-    pub fn original_key(&self) -> FlowKey {
+    pub fn original_key(&self) -> CtTuple {
         flow_key(proto::TCP, self.original.src, self.original.dst)
     }
 
-    pub fn reply_key(&self) -> FlowKey {
+    pub fn reply_key(&self) -> CtTuple {
         flow_key(proto::TCP, self.reply.src, self.reply.dst)
     }
 
@@ -270,7 +270,7 @@ impl TcpFlow {
 #[derive(Clone, Copy, Debug)]
 pub struct Halves {
     pub table: Table,
-    pub original: FlowState,
-    pub reply: FlowState,
+    pub original: CtEntry,
+    pub reply: CtEntry,
     pub state: TcpState,
 }

@@ -28,8 +28,8 @@ use netfast::{
     gc::{self, Timeouts},
 };
 use netfast_common::{
-    FlowKey, FlowState,
-    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    CtEntry, CtTuple,
+    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     names::MAP_CONNTRACK,
     proto,
 };
@@ -107,12 +107,12 @@ fn be(a: Ipv4Addr) -> u32 {
 }
 
 /// Both entries of flow `i`, built the way the datapath builds them.
-fn flow(i: u32, now: u64) -> [(FlowKey, FlowState); 2] {
+fn flow(i: u32, now: u64) -> [(CtTuple, CtEntry); 2] {
     let (proto, kind, (oflags, rflags), (oidle, ridle), _) = shape(i);
     let client = be(Ipv4Addr::from(0x6440_0000 + i)); // 100.64.0.0/10
     let port = |p: u16| p.to_be();
     let (original, nat_addr, nat_port) = if kind == KIND_DNAT {
-        let key = FlowKey {
+        let key = CtTuple {
             src_addr: client,
             dst_addr: be(Ipv4Addr::new(10, 0, 1, 48)),
             src_port: port(40_000 + (i % 20_000) as u16),
@@ -123,7 +123,7 @@ fn flow(i: u32, now: u64) -> [(FlowKey, FlowState); 2] {
         (key, be(Ipv4Addr::new(172, 16, 0, 102)), port(80))
     } else {
         // Container side: one address per 60000 flows, ports unique within it.
-        let key = FlowKey {
+        let key = CtTuple {
             src_addr: be(Ipv4Addr::from(0xac10_0000 + 2 + i / 60_000)),
             dst_addr: client,
             src_port: port(1024 + (i % 60_000) as u16),
@@ -137,7 +137,7 @@ fn flow(i: u32, now: u64) -> [(FlowKey, FlowState); 2] {
             port(61_000 + (i % 4_000) as u16),
         )
     };
-    let o = FlowState {
+    let o = CtEntry {
         nat_addr,
         nat_port,
         kind,
@@ -147,10 +147,10 @@ fn flow(i: u32, now: u64) -> [(FlowKey, FlowState); 2] {
         last_seen_ns: now - oidle * S,
         packets: 1,
         bytes: 60,
-        ..FlowState::default()
+        ..CtEntry::default()
     };
-    let reply_key = o.partner_key(&original);
-    let r = FlowState {
+    let reply_key = o.reverse_tuple(&original);
+    let r = CtEntry {
         nat_addr: if kind == KIND_DNAT {
             original.dst_addr
         } else {
@@ -166,16 +166,16 @@ fn flow(i: u32, now: u64) -> [(FlowKey, FlowState); 2] {
         tcp_flags: rflags,
         created_ns: now - 300 * S,
         last_seen_ns: now - ridle * S,
-        ..FlowState::default()
+        ..CtEntry::default()
     };
-    assert_eq!(r.partner_key(&reply_key), original, "flow {i} pairs up");
+    assert_eq!(r.reverse_tuple(&reply_key), original, "flow {i} pairs up");
     [(original, o), (reply_key, r)]
 }
 
 /// A reply entry whose original half is gone (as after an LRU eviction): UDP, idle
 /// 100 s when `old`, else 1 s.
-fn orphan(j: u32, now: u64, old: bool) -> (FlowKey, FlowState) {
-    let key = FlowKey {
+fn orphan(j: u32, now: u64, old: bool) -> (CtTuple, CtEntry) {
+    let key = CtTuple {
         src_addr: be(Ipv4Addr::new(198, 51, 100, 7)),
         dst_addr: be(Ipv4Addr::new(10, 0, 1, 48)),
         src_port: 53u16.to_be(),
@@ -183,13 +183,13 @@ fn orphan(j: u32, now: u64, old: bool) -> (FlowKey, FlowState) {
         proto: proto::UDP,
         _pad: [0; 3],
     };
-    let state = FlowState {
+    let state = CtEntry {
         nat_addr: be(Ipv4Addr::new(172, 16, 0, 103)),
         nat_port: 5353u16.to_be(),
         kind: KIND_SNAT,
         direction: DIR_REPLY,
         last_seen_ns: now - if old { 100 } else { 1 } * S,
-        ..FlowState::default()
+        ..CtEntry::default()
     };
     (key, state)
 }
@@ -260,7 +260,7 @@ fn one_pass_over_100k_flows_removes_exactly_the_expired_pairs() {
         report.duration
     );
 
-    let after: HashSet<FlowKey> = map.keys().filter_map(Result::ok).collect();
+    let after: HashSet<CtTuple> = map.keys().filter_map(Result::ok).collect();
     let wrongly_kept = after.intersection(&dead).count();
     let wrongly_deleted = live.difference(&after).count();
     assert_eq!(
@@ -279,7 +279,7 @@ fn one_pass_over_100k_flows_removes_exactly_the_expired_pairs() {
 }
 
 /// Every entry of both conntrack maps (assured and not yet).
-fn all_entries(sb: &Sandbox) -> Vec<(FlowKey, FlowState)> {
+fn all_entries(sb: &Sandbox) -> Vec<(CtTuple, CtEntry)> {
     gc::CONNTRACK_MAPS
         .iter()
         .flat_map(|name| {
@@ -290,7 +290,7 @@ fn all_entries(sb: &Sandbox) -> Vec<(FlowKey, FlowState)> {
 }
 
 /// The ICMP echo flow of netns2's ping, as the datapath keyed its original half.
-fn echo_flow(sb: &Sandbox) -> Option<(FlowKey, FlowState)> {
+fn echo_flow(sb: &Sandbox) -> Option<(CtTuple, CtEntry)> {
     all_entries(sb).into_iter().find(|(k, s)| {
         k.proto == proto::ICMP
             && s.direction == DIR_ORIGINAL
@@ -370,7 +370,7 @@ fn under_the_daemon_a_busy_flow_survives_and_an_idle_one_goes() {
         "{output}"
     );
     assert!(
-        !netfast::datapath::pin_dir(&sb.prefix).exists(),
+        !netfast::bpf::pins::pin_dir(&sb.prefix).exists(),
         "the daemon's down removed the pins"
     );
 }

@@ -8,7 +8,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netfast_common::{Counter, flow::KIND_SNAT};
+use netfast_common::{Counter, ct::KIND_SNAT};
 use netfast_tests::{
     cases::{DROP, PASS, backend_tcp, client, each_ingress, lan_server, published_tcp, sock},
     harness::{

@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netfast_common::{
-    Counter, DatapathConfig, FlowKey,
-    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    Counter, CtTuple, DatapathConfig,
+    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     proto,
 };
 use netfast_tests::{
@@ -506,7 +506,7 @@ fn icmp_echo_request_snat_and_reply() {
             Packet::icmp_echo_request(BACKEND, LAN_PEER, id, 1).payload(b"ping payload 0123");
         let run = datapath.run(Prog::EgressTc, &request.bytes());
 
-        let original = FlowKey {
+        let original = CtTuple {
             src_addr: addr_be(BACKEND),
             dst_addr: addr_be(LAN_PEER),
             src_port: port_be(id),
@@ -541,7 +541,7 @@ fn icmp_echo_request_snat_and_reply() {
             ),
         );
         // The reply's key: the id as destination port, source port 0.
-        let reply = FlowKey {
+        let reply = CtTuple {
             src_addr: addr_be(LAN_PEER),
             dst_addr: addr_be(UPLINK_ADDR),
             src_port: 0,

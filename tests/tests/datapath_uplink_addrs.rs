@@ -13,7 +13,7 @@ use std::{ffi::CString, net::Ipv4Addr, process::Command};
 
 use netfast_common::{
     Counter,
-    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_SNAT},
+    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_SNAT},
     proto,
 };
 use netfast_tests::{

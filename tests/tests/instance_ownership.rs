@@ -14,7 +14,7 @@ mod support;
 use std::{path::PathBuf, process::Output};
 
 use aya::maps::MapInfo;
-use netfast::{config::IngressMode, lab, pinned::PinnedInstance};
+use netfast::{bpf::PinnedInstance, config::IngressMode, lab};
 use support::{Sandbox, exec_ok, netfast, succeeded, text, unique_prefix};
 
 /// Everything a refused command must leave as it was, for the instance and the
@@ -86,7 +86,7 @@ fn snapshot(instance: &str, prefixes: &[&str], netns: &[String]) -> Snapshot {
             (ns.clone(), s)
         })
         .collect();
-    let dir = netfast::datapath::pin_dir(instance);
+    let dir = netfast::bpf::pins::pin_dir(instance);
     let mut pins: Vec<(String, Option<u32>)> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
@@ -108,10 +108,10 @@ fn snapshot(instance: &str, prefixes: &[&str], netns: &[String]) -> Snapshot {
                 .map(|l| (l.prog_id, l.link_id))
                 .collect(),
             format!("{:?}", inst.config().expect("CONFIG")),
-            inst.forwards()
-                .expect("FORWARDS")
+            inst.publishes()
+                .expect("PUBLISHED_PORTS")
                 .iter()
-                .map(|(k, b)| netfast::pinned::entry_spec(k, b))
+                .map(|(k, b)| netfast::publish::entry_spec(k, b))
                 .collect(),
         ),
         Err(_) => (Vec::new(), String::new(), Vec::new()),
@@ -320,10 +320,10 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
     let forwards = |sb: &Sandbox| {
         PinnedInstance::open(&sb.prefix)
             .expect("pins")
-            .forwards()
-            .expect("FORWARDS")
+            .publishes()
+            .expect("PUBLISHED_PORTS")
             .iter()
-            .map(|(k, b)| netfast::pinned::entry_spec(k, b))
+            .map(|(k, b)| netfast::publish::entry_spec(k, b))
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -352,7 +352,7 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
             "8001:172.16.0.103:80/tcp",
             "8001:172.16.0.102:80/tcp",
             &format!(
-                "netfast --netns {} forward del --instance {inst} 8001:172.16.0.103:80/tcp",
+                "netfast --netns {} publish del --instance {inst} 8001:172.16.0.103:80/tcp",
                 a.host()
             ),
         ],
@@ -430,7 +430,7 @@ fn down_reports_only_what_it_removed() {
     assert!(
         out.contains(&format!(
             "removed datapath pins {}",
-            netfast::datapath::pin_dir(&a.prefix).display()
+            netfast::bpf::pins::pin_dir(&a.prefix).display()
         )),
         "{out}"
     );

@@ -1,4 +1,5 @@
-//! The operator commands against a running seed lab, as root: `forward`, `ct`, `nat`,
+//! The operator commands against a running seed lab, as root: `publish` (and its old
+//! name `forward`), `ct`, `nat`,
 //! `stats` and `status` run by the real `netfast` binary from a "second shell" while
 //! real traffic flows. Each test has its own prefix and cleans up on drop.
 
@@ -111,6 +112,8 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
 }
 
+/// Driven through `forward`, the verb's old name, which must keep working: the other
+/// tests use `publish`.
 #[test]
 fn forward_add_and_del_while_traffic_flows() {
     let sb = Sandbox::up("fa", IngressMode::Tc, "");
@@ -165,10 +168,10 @@ fn forward_add_and_del_while_traffic_flows() {
     );
     assert_eq!(attempts.last(), Some(&"ok"), "{attempts:?}");
 
-    // `forward list`, by --config this time, shows it next to the seed's 8088.
+    // `publish list`, by --config this time, shows it next to the seed's 8088.
     let list = json(
-        &sb.netfast(&["forward", "list", "--config", sb.config_str(), "--json"]),
-        "forward list",
+        &sb.netfast(&["publish", "list", "--config", sb.config_str(), "--json"]),
+        "publish list",
     );
     let ports: Vec<u64> = list
         .as_array()
@@ -247,7 +250,7 @@ fn forward_add_and_del_while_traffic_flows() {
             &inst,
             "8081:172.16.0.102:81/tcp",
         ]),
-        "forward del",
+        "publish del",
     );
     assert!(said.contains("established flows keep working"), "{said}");
     assert!(!probe(&sb, 8081), "a new connection after del must fail");
@@ -464,11 +467,13 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
         &sb.netfast(&["status", "--instance", &inst, "--json"]),
         "status",
     );
-    let pins = netfast::datapath::pin_dir(&inst);
+    let pins = netfast::bpf::pins::pin_dir(&inst);
     assert_eq!(status["pin_dir"], path_str(&pins));
     assert_eq!(status["config"]["uplink_addr"], HOST);
     assert_eq!(status["config"]["masquerade"], "172.16.0.0/24");
     assert_eq!(status["config"]["snat_ports"], "61000-65535");
+    assert_eq!(status["config"]["published_ports"], 1);
+    // The old key stays for scripts written against it.
     assert_eq!(status["config"]["forwards"], 1);
     let programs = status["programs"].as_array().expect("programs");
     // (pin, program, attach, hook): in XDP mode the tc ingress program sits behind XDP.
@@ -573,7 +578,7 @@ fn concurrent_forward_add_exactly_one_wins() {
     for (port, first, second) in races {
         let spawn = |spec: &str| {
             Command::new(&bin)
-                .args(["--netns", &sb.host(), "forward", "add", "--instance", &inst])
+                .args(["--netns", &sb.host(), "publish", "add", "--instance", &inst])
                 .arg(spec)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -593,8 +598,8 @@ fn concurrent_forward_add_exactly_one_wins() {
         assert!(err.contains(&format!("{port}/tcp")), "{err}");
     }
     let list = json(
-        &sb.netfast(&["forward", "list", "--instance", &inst, "--json"]),
-        "forward list",
+        &sb.netfast(&["publish", "list", "--instance", &inst, "--json"]),
+        "publish list",
     );
     let n = list
         .as_array()
@@ -620,8 +625,8 @@ fn bad_input_exits_2_and_changes_no_map() {
     let inst = sb.prefix.clone();
     let snapshot = || {
         let fwd = json(
-            &sb.netfast(&["forward", "list", "--instance", &inst, "--json"]),
-            "forward list",
+            &sb.netfast(&["publish", "list", "--instance", &inst, "--json"]),
+            "publish list",
         );
         let status = json(
             &sb.netfast(&["status", "--instance", &inst, "--json"]),
@@ -633,24 +638,24 @@ fn bad_input_exits_2_and_changes_no_map() {
 
     // An instance directory without its maps.
     let empty = format!("{}e", unique_prefix("bi"));
-    let empty_dir = PinDir(netfast::datapath::pin_dir(&empty));
+    let empty_dir = PinDir(netfast::bpf::pins::pin_dir(&empty));
     std::fs::create_dir_all(&empty_dir.0).expect("mkdir in bpffs");
     let unknown = format!("{inst}nosuch");
 
     #[rustfmt::skip]
     let cases: &[(&[&str], &str)] = &[
-        (&["forward", "add", "--instance", &inst, "0:172.16.0.102:80"], "host port 0"),
-        (&["forward", "add", "--instance", &inst, "70000:172.16.0.102:80"], "70000"),
-        (&["forward", "add", "--instance", &inst, "9000-8000:172.16.0.102:80"], "9000-8000"),
-        (&["forward", "add", "--instance", &inst, "garbage"], "\"garbage\""),
-        (&["forward", "add", "--instance", &inst, "8088:172.16.0.103:80"], "8088/tcp is already published"),
-        (&["forward", "add", "--instance", &inst, "10.0.1.48:8088:172.16.0.103:80"], "8088/tcp is already published"),
-        (&["forward", "add", "--instance", &inst, "8089:172.16.9.9:80"], "172.16.9.9"),
-        (&["forward", "add", "--instance", &inst, "8086-8090:172.16.0.102:80"], "8088/tcp is already published"),
-        (&["forward", "del", "--instance", &inst, "8095:172.16.0.102:80"], "8095/tcp is not published"),
-        (&["forward", "del", "--instance", &inst, "8088:172.16.0.103:80"], "172.16.0.103"),
-        (&["forward", "add", "--instance", &unknown, "8089:172.16.0.102:80"], &unknown),
-        (&["forward", "list", "--instance", "../etc"], "../etc"),
+        (&["publish", "add", "--instance", &inst, "0:172.16.0.102:80"], "host port 0"),
+        (&["publish", "add", "--instance", &inst, "70000:172.16.0.102:80"], "70000"),
+        (&["publish", "add", "--instance", &inst, "9000-8000:172.16.0.102:80"], "9000-8000"),
+        (&["publish", "add", "--instance", &inst, "garbage"], "\"garbage\""),
+        (&["publish", "add", "--instance", &inst, "8088:172.16.0.103:80"], "8088/tcp is already published"),
+        (&["publish", "add", "--instance", &inst, "10.0.1.48:8088:172.16.0.103:80"], "8088/tcp is already published"),
+        (&["publish", "add", "--instance", &inst, "8089:172.16.9.9:80"], "172.16.9.9"),
+        (&["publish", "add", "--instance", &inst, "8086-8090:172.16.0.102:80"], "8088/tcp is already published"),
+        (&["publish", "del", "--instance", &inst, "8095:172.16.0.102:80"], "8095/tcp is not published"),
+        (&["publish", "del", "--instance", &inst, "8088:172.16.0.103:80"], "172.16.0.103"),
+        (&["publish", "add", "--instance", &unknown, "8089:172.16.0.102:80"], &unknown),
+        (&["publish", "list", "--instance", "../etc"], "../etc"),
         (&["ct", "list", "--instance", &unknown], &unknown),
         (&["ct", "flush", "--instance", &unknown], &unknown),
         (&["stats", "--instance", &empty], "has no pinned"),
@@ -702,8 +707,8 @@ fn read_commands_end_quietly_when_the_pipe_closes() {
     let commands: &[&[&str]] = &[
         &["ct", "list"],
         &["ct", "list", "--json"],
-        &["forward", "list"],
-        &["forward", "list", "--json"],
+        &["publish", "list"],
+        &["publish", "list", "--json"],
         &["nat", "list"],
         &["nat", "list", "--json"],
         &["status"],
@@ -740,7 +745,7 @@ fn read_commands_end_quietly_when_the_pipe_closes() {
     }
 }
 
-/// `forward del` takes back every row `forward list` prints, as the row's three
+/// `publish del` takes back every row `publish list` prints, as the row's three
 /// columns or joined into one spec (`*:8088:172.16.0.102:80/tcp`): any address and one
 /// address, TCP and UDP, and each port of a published range.
 #[test]
@@ -754,15 +759,15 @@ fn forward_del_takes_what_forward_list_prints() {
             "10.0.1.48:5353:172.16.0.103:53/udp",
         ] {
             succeeded(
-                &sb.netfast(&["forward", "add", "--instance", &inst, spec]),
+                &sb.netfast(&["publish", "add", "--instance", &inst, spec]),
                 "forward add",
             );
         }
     };
     let rows = || -> Vec<Vec<String>> {
         let list = succeeded(
-            &sb.netfast(&["forward", "list", "--instance", &inst]),
-            "forward list",
+            &sb.netfast(&["publish", "list", "--instance", &inst]),
+            "publish list",
         );
         list.lines()
             .skip(1)
@@ -796,7 +801,7 @@ fn forward_del_takes_what_forward_list_prints() {
                 panic!("a row of three columns: {row:?}");
             };
             let spec = format!("{host}:{backend}/{proto}");
-            let mut args = vec!["forward", "del", "--instance", &inst];
+            let mut args = vec!["publish", "del", "--instance", &inst];
             if joined {
                 args.push(&spec);
             } else {

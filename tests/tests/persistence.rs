@@ -120,7 +120,7 @@ fn tcp_connections_survive_reup_and_daemon_kill9() {
         "a killed daemon cannot take the instance down:\n{}",
         run.output()
     );
-    let pins = netfast::datapath::pin_dir(&sb.prefix);
+    let pins = netfast::bpf::pins::pin_dir(&sb.prefix);
     assert!(
         pins.join(MAP_CONNTRACK).exists() && pins.join("link_uplink_ingress").exists(),
         "kill -9 must leave the pins"
@@ -179,9 +179,9 @@ fn map_id(path: &Path) -> u32 {
 /// `up` over pins of another layout exits 2, names both layouts and the migration, and
 /// changes nothing: same maps, same programs, same META.
 fn assert_refused(sb: &Sandbox, needles: &[&str]) {
-    let pins = netfast::datapath::pin_dir(&sb.prefix);
+    let pins = netfast::bpf::pins::pin_dir(&sb.prefix);
     let conntrack = map_id(&pins.join(MAP_CONNTRACK));
-    let prog = netfast::datapath::ingress_prog_id(&sb.prefix).expect("ingress program");
+    let prog = netfast::bpf::loader::ingress_prog_id(&sb.prefix).expect("ingress program");
     let out = sb.netfast(&["up", "--config", sb.config_str()]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "up must refuse: {stderr}");
@@ -199,7 +199,7 @@ fn assert_refused(sb: &Sandbox, needles: &[&str]) {
         "CONNTRACK was replaced"
     );
     assert_eq!(
-        netfast::datapath::ingress_prog_id(&sb.prefix).expect("ingress program"),
+        netfast::bpf::loader::ingress_prog_id(&sb.prefix).expect("ingress program"),
         prog,
         "the attached program was replaced"
     );
@@ -211,12 +211,12 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
     let prefix = sb.prefix.clone();
     let config = sb.config_str().to_owned();
     assert_eq!(
-        netfast::datapath::read_meta(&prefix).expect("META"),
+        netfast::bpf::layout::read_meta(&prefix).expect("META"),
         LAYOUT_VERSION
     );
 
     // Another build's layout number.
-    netfast::datapath::write_meta_pinned(&prefix, 999).expect("write META");
+    netfast::bpf::layout::write_meta_pinned(&prefix, 999).expect("write META");
     let migrate =
         format!("run `netfast down --config {config}` then `netfast up --config {config}`");
     assert_refused(
@@ -242,11 +242,11 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
         text(&ct.stderr)
     );
     assert_eq!(
-        netfast::datapath::read_meta(&prefix).expect("META"),
+        netfast::bpf::layout::read_meta(&prefix).expect("META"),
         999,
         "META untouched"
     );
-    netfast::datapath::write_meta_pinned(&prefix, LAYOUT_VERSION).expect("restore META");
+    netfast::bpf::layout::write_meta_pinned(&prefix, LAYOUT_VERSION).expect("restore META");
 
     // Another capacity: aya would silently keep the old map, so it is refused too.
     let original = std::fs::read_to_string(&sb.config).expect("read config");
@@ -268,7 +268,7 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
     assert!(down.status.success(), "down: {}", text(&down.stderr));
     let up = sb.netfast(&["up", "--config", &config]);
     assert!(up.status.success(), "up: {}", text(&up.stderr));
-    let pins = netfast::datapath::pin_dir(&prefix);
+    let pins = netfast::bpf::pins::pin_dir(&prefix);
     let info = MapInfo::from_pin(pins.join(MAP_CONNTRACK)).expect("CONNTRACK");
     assert_eq!(info.max_entries(), 131_072);
 
@@ -296,7 +296,7 @@ fn a_second_daemon_for_the_same_instance_is_refused() {
 
     // The programs and links attached now: the refused daemon must not swap them.
     let attached = || {
-        netfast::pinned::PinnedInstance::open(&sb.prefix)
+        netfast::bpf::pinned::PinnedInstance::open(&sb.prefix)
             .expect("pins")
             .links()
             .expect("pinned links")
@@ -325,7 +325,7 @@ fn a_second_daemon_for_the_same_instance_is_refused() {
     );
     // The refused daemon neither took the instance down nor disturbed the first one.
     assert!(
-        netfast::datapath::pin_dir(&sb.prefix)
+        netfast::bpf::pins::pin_dir(&sb.prefix)
             .join(MAP_CONNTRACK)
             .exists(),
         "the instance is still up"

@@ -3,8 +3,8 @@
 //! publish changes, so a sender with a fixed source port reaches the new backend.
 //! TCP flows are kept until they close.
 //!
-//! Both ways a publish moves are driven with real sockets: `forward del` followed by
-//! `forward add`, and a re-`up` whose config points the publish elsewhere (or drops
+//! Both ways a publish moves are driven with real sockets: `publish del` followed by
+//! `publish add`, and a re-`up` whose config points the publish elsewhere (or drops
 //! it). The far side (the LAN namespace) sends from source port 40001 every 0.2 s.
 
 #[allow(

@@ -69,8 +69,8 @@ struct Leftover(String);
 
 impl Drop for Leftover {
     fn drop(&mut self) {
-        if netfast::datapath::pin_dir(&self.0).exists() {
-            let _ = netfast::datapath::detach(&self.0);
+        if netfast::bpf::pins::pin_dir(&self.0).exists() {
+            let _ = netfast::bpf::loader::detach(&self.0);
         }
         let _ = std::fs::remove_dir_all(netfast::instance::state_dir(&self.0));
     }
@@ -146,17 +146,17 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         config("conntrack.udp = \"60s\"", "[[publish]]", "[conntrack]\nudp = \"60s\"\n[[publish]]", &["udp \"60s\" (conntrack.udp)", "1 to 2592000"]),
         config("conntrack.tcp_established = 0", "[[publish]]", "[conntrack]\ntcp_established = 0\n[[publish]]", &["tcp_established 0", "at least 1 second"]),
         config("uplnk = \"eth1\"", "uplink = \"eth0\"", "uplink = \"eth0\"\nuplnk = \"eth1\"", &["uplnk", "fix its spelling"]),
-        cli("forward add 0:172.16.0.102:80", &["forward", "add", "--instance", i, "0:172.16.0.102:80"], &["\"0:172.16.0.102:80\"", "host port 0"]),
-        cli("forward add 70000:172.16.0.102:80", &["forward", "add", "--instance", i, "70000:172.16.0.102:80"], &["70000", "above 65535"]),
-        cli("forward add 9000-8000:172.16.0.102:80", &["forward", "add", "--instance", i, "9000-8000:172.16.0.102:80"], &["9000-8000", "inverted"]),
-        cli("forward add garbage", &["forward", "add", "--instance", i, "garbage"], &["\"garbage\""]),
-        cli("forward add 8088:172.16.0.103:80", &["forward", "add", "--instance", i, "8088:172.16.0.103:80"], &["8088:172.16.0.103:80", "8088/tcp is already published"]),
-        cli("forward add 8089:172.16.9.9:80", &["forward", "add", "--instance", i, "8089:172.16.9.9:80"], &["172.16.9.9", "outside masquerade subnet"]),
-        cli("forward add 10.9.9.9:8089:172.16.0.102:80", &["forward", "add", "--instance", i, "10.9.9.9:8089:172.16.0.102:80"], &["host IP 10.9.9.9 is not an address of this host", "10.0.1.48"]),
-        cli("forward del 8095:172.16.0.102:80", &["forward", "del", "--instance", i, "8095:172.16.0.102:80"], &["8095/tcp is not published"]),
-        cli("forward del tcp *:8088 172.16.0.103:80", &["forward", "del", "--instance", i, "tcp", "*:8088", "172.16.0.103:80"], &["172.16.0.103", "leads to 172.16.0.102:80"]),
-        cli("forward del tcp *:8088", &["forward", "del", "--instance", i, "tcp", "*:8088"], &["\"tcp *:8088\"", "PROTO HOST BACKEND"]),
-        cli("--instance ../etc", &["forward", "list", "--instance", "../etc"], &["\"../etc\"", "like \"demo\""]),
+        cli("publish add 0:172.16.0.102:80", &["publish", "add", "--instance", i, "0:172.16.0.102:80"], &["\"0:172.16.0.102:80\"", "host port 0"]),
+        cli("publish add 70000:172.16.0.102:80", &["publish", "add", "--instance", i, "70000:172.16.0.102:80"], &["70000", "above 65535"]),
+        cli("publish add 9000-8000:172.16.0.102:80", &["publish", "add", "--instance", i, "9000-8000:172.16.0.102:80"], &["9000-8000", "inverted"]),
+        cli("publish add garbage", &["publish", "add", "--instance", i, "garbage"], &["\"garbage\""]),
+        cli("publish add 8088:172.16.0.103:80", &["publish", "add", "--instance", i, "8088:172.16.0.103:80"], &["8088:172.16.0.103:80", "8088/tcp is already published"]),
+        cli("publish add 8089:172.16.9.9:80", &["publish", "add", "--instance", i, "8089:172.16.9.9:80"], &["172.16.9.9", "outside masquerade subnet"]),
+        cli("publish add 10.9.9.9:8089:172.16.0.102:80", &["publish", "add", "--instance", i, "10.9.9.9:8089:172.16.0.102:80"], &["host IP 10.9.9.9 is not an address of this host", "10.0.1.48"]),
+        cli("publish del 8095:172.16.0.102:80", &["publish", "del", "--instance", i, "8095:172.16.0.102:80"], &["8095/tcp is not published"]),
+        cli("publish del tcp *:8088 172.16.0.103:80", &["publish", "del", "--instance", i, "tcp", "*:8088", "172.16.0.103:80"], &["172.16.0.103", "leads to 172.16.0.102:80"]),
+        cli("publish del tcp *:8088", &["publish", "del", "--instance", i, "tcp", "*:8088"], &["\"tcp *:8088\"", "PROTO HOST BACKEND"]),
+        cli("--instance ../etc", &["publish", "list", "--instance", "../etc"], &["\"../etc\"", "like \"demo\""]),
         cli("--instance <no such instance>", &["ct", "list", "--instance", &unknown], &[&unknown, "does not exist"]),
         cli("ct list --port -1", &["ct", "list", "--instance", i, "--port", "-1"], &["'-1'", "--port", "0..=65535"]),
         cli("ct list --port 70000", &["ct", "list", "--instance", i, "--port", "70000"], &["70000", "0..=65535"]),

@@ -250,7 +250,7 @@ fn seed_traffic_with_xdp_ingress() {
 
 fn down_leaves_no_namespace_link_or_pin(ingress: IngressMode, tag: &str) {
     let sb = Sandbox::up(tag, ingress, "");
-    let pins = netfast::datapath::pin_dir(&sb.prefix);
+    let pins = netfast::bpf::pins::pin_dir(&sb.prefix);
     assert!(pins.join("CONNTRACK").exists(), "up pins the maps");
     assert!(
         pins.join("link_uplink_ingress").exists(),
@@ -351,7 +351,7 @@ fn bad_config_is_refused_before_any_change() {
         );
     }
     assert!(
-        !netfast::datapath::pin_dir(&prefix).exists(),
+        !netfast::bpf::pins::pin_dir(&prefix).exists(),
         "a refused up left pins"
     );
     let links = exec_ok(&lab.host_ns(), &["ip", "-o", "link", "show"]);
@@ -384,7 +384,7 @@ fn ping_counts(stdout: &str) -> (u64, u64) {
 fn switching_ingress_between_tc_and_xdp_keeps_forwarding() {
     let sb = Sandbox::up("s", IngressMode::Tc, "");
     let original = std::fs::read_to_string(&sb.config).expect("read config");
-    let pins = netfast::datapath::pin_dir(&sb.prefix);
+    let pins = netfast::bpf::pins::pin_dir(&sb.prefix);
     for (from, to) in [("tc", "xdp"), ("xdp", "tc")] {
         let switched = original.replace("ingress = \"tc\"", &format!("ingress = \"{to}\""));
         std::fs::write(&sb.config, switched).expect("write config");

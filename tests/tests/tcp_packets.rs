@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netfast_common::{
-    Counter, FlowKey, FlowState,
+    Counter, CtEntry, CtTuple,
     names::{MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED},
     proto,
     tcp::TcpState,
@@ -365,7 +365,7 @@ fn a_syn_on_an_open_flow_keeps_its_backend() {
 // --- RST validation ---------------------------------------------------------------
 
 /// Both conntrack maps, sorted, for comparing before and after.
-fn snapshot(datapath: &Datapath) -> Vec<(&'static str, FlowKey, FlowState)> {
+fn snapshot(datapath: &Datapath) -> Vec<(&'static str, CtTuple, CtEntry)> {
     let mut all: Vec<_> = [MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED]
         .into_iter()
         .flat_map(|name| {
@@ -566,7 +566,7 @@ fn a_syn_flood_evicts_only_unassured_flows() {
         for flow in &flows {
             handshake_then_hi(&mut datapath, flow);
         }
-        let assured: Vec<FlowKey> = sorted_keys(&datapath, MAP_CONNTRACK);
+        let assured: Vec<CtTuple> = sorted_keys(&datapath, MAP_CONNTRACK);
         assert_eq!(assured.len(), 4);
 
         let before = datapath.counters();
@@ -653,8 +653,8 @@ fn handshake_then_hi(datapath: &mut Datapath, flow: &TcpFlow) {
     assert_eq!(table_sizes(datapath), (before.0 + 2, before.1));
 }
 
-fn sorted_keys(datapath: &Datapath, map: &str) -> Vec<FlowKey> {
-    let mut keys: Vec<FlowKey> = datapath
+fn sorted_keys(datapath: &Datapath, map: &str) -> Vec<CtTuple> {
+    let mut keys: Vec<CtTuple> = datapath
         .flow_entries(map)
         .into_iter()
         .map(|(key, _)| key)

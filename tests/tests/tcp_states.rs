@@ -35,7 +35,7 @@ use std::{
 use daemon::Daemon;
 use netfast::config::IngressMode;
 use netfast_common::{
-    flow::{DIR_ORIGINAL, KIND_SNAT},
+    ct::{DIR_ORIGINAL, KIND_SNAT},
     names::{MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED},
     proto,
 };
@@ -65,7 +65,7 @@ fn sock(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
 
 /// Runs `f` on a thread inside network namespace `ns`; sockets it opens stay there.
 fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    netfast::netns::run_in(ns, f).unwrap_or_else(|e| panic!("entering {ns}: {e}"))
+    netfast::host::netns::run_in(ns, f).unwrap_or_else(|e| panic!("entering {ns}: {e}"))
 }
 
 fn listen(ns: &str, at: SocketAddrV4) -> TcpListener {
@@ -373,7 +373,7 @@ fn send_raw(ns: &str, frames: &[Vec<u8>]) -> usize {
 
 /// The max_entries of a pinned map of the sandbox's instance.
 fn capacity(sb: &Sandbox, name: &str) -> u32 {
-    let path = netfast::datapath::pin_dir(&sb.prefix).join(name);
+    let path = netfast::bpf::pins::pin_dir(&sb.prefix).join(name);
     let map = aya::maps::MapData::from_pin(&path)
         .unwrap_or_else(|e| panic!("opening the pinned {}: {e}", path.display()));
     map.info()
@@ -483,7 +483,7 @@ fn a_half_closed_connection_gets_its_late_answer() {
 // --- tuple reuse ------------------------------------------------------------------
 
 /// The far side connects from port 45000 to the published port and closes with an
-/// RST; the publish moves from netns2 to netns3 (`forward del`, `forward add`); the
+/// RST; the publish moves from netns2 to netns3 (`publish del`, `publish add`); the
 /// far side connects again from 45000. The new backend answers, and `ct list` shows
 /// the new flow to it.
 #[test]
@@ -524,7 +524,7 @@ fn a_reused_tuple_reaches_the_moved_publish() {
         inst,
         "8088:172.16.0.102:80/tcp",
     ]);
-    succeeded(&del, "forward del");
+    succeeded(&del, "publish del");
     let add = sb.netfast(&[
         "forward",
         "add",

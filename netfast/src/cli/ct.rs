@@ -11,11 +11,11 @@ use netfast::{
 
 use super::render;
 use netfast_common::{
-    flow::{KIND_DNAT, KIND_SNAT},
+    ct::{KIND_DNAT, KIND_SNAT},
     proto,
 };
 
-use super::status::Target;
+use super::target::Target;
 
 #[derive(Debug, Subcommand)]
 pub enum CtCmd {

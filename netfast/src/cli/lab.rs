@@ -15,10 +15,10 @@ use std::{
 
 use anyhow::{Context, bail};
 use netfast::{
+    bpf,
     config::IngressMode,
-    datapath,
+    host::netns,
     lab::{self, Lab},
-    netns,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -185,7 +185,7 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
             Err(e) => format!(" | gc failed: {e:#}"),
         };
         let instance = prefix.to_string();
-        match netns::run_in(&host, move || datapath::read_counters(&instance)) {
+        match netns::run_in(&host, move || bpf::maps::read_counters(&instance)) {
             Ok(Ok(counters)) => println!("counters: {}{gc}", summary(&counters)),
             Ok(Err(e)) => println!("counters unavailable: {e}{gc}"),
             Err(e) => println!("counters unavailable: {e}{gc}"),

@@ -6,13 +6,14 @@
 
 mod ct;
 mod down;
-mod forward;
 mod lab;
 mod nat;
+mod publish;
 mod render;
 mod run;
 mod stats;
 mod status;
+mod target;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -76,9 +77,10 @@ pub enum Commands {
         #[arg(long)]
         once: bool,
     },
-    /// Publish, unpublish and list ports on a running instance (FORWARDS, live).
-    #[command(subcommand)]
-    Forward(forward::ForwardCmd),
+    /// Publish, unpublish and list ports on a running instance (PUBLISHED_PORTS, live).
+    /// `forward` is its old name and still works.
+    #[command(subcommand, visible_alias = "forward")]
+    Publish(publish::PublishCmd),
     /// List or flush conntrack flows of a running instance.
     #[command(subcommand)]
     Ct(ct::CtCmd),
@@ -137,7 +139,7 @@ pub fn main() -> ExitCode {
     }
     // Before any thread starts: threads inherit the namespace of the thread that starts them.
     if let Some(ns) = &cli.netns
-        && let Err(e) = netfast::netns::enter_current_thread(ns)
+        && let Err(e) = netfast::host::netns::enter_current_thread(ns)
     {
         eprintln!("netfast: --netns {ns}: {e}");
         return ExitCode::from(EXIT_USAGE);
@@ -155,7 +157,7 @@ pub fn main() -> ExitCode {
             ingress,
             once,
         } => lab::run(&prefix, ingress.into(), once),
-        Commands::Forward(cmd) => forward::run(&cmd),
+        Commands::Publish(cmd) => publish::run(&cmd),
         Commands::Ct(cmd) => ct::run(&cmd),
         Commands::Nat(cmd) => nat::run(&cmd),
         Commands::Stats(args) => stats::run(&args),
@@ -178,8 +180,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         cause.is::<netfast::config::ConfigError>()
             || cause.is::<netfast::publish::PublishSpecError>()
             || cause
-                .downcast_ref::<netfast::pinned::PinnedError>()
-                .is_some_and(netfast::pinned::PinnedError::is_invalid_input)
+                .downcast_ref::<netfast::bpf::pinned::PinnedError>()
+                .is_some_and(netfast::bpf::pinned::PinnedError::is_invalid_input)
             || cause
                 .downcast_ref::<InstanceError>()
                 .is_some_and(InstanceError::is_invalid_input)
@@ -265,5 +267,39 @@ mod tests {
         }
         let ok = Cli::try_parse_from(["netfast", "ct", "list", "-i", "x", "--port", "0"]);
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// `forward` is the old name of `publish`: every form parses to the same command.
+    #[test]
+    fn forward_is_an_alias_of_publish() {
+        for args in [
+            &["add", "--instance", "demo", "8088:172.16.0.102:80/tcp"][..],
+            &[
+                "del",
+                "--instance",
+                "demo",
+                "tcp",
+                "*:8088",
+                "172.16.0.102:80",
+            ],
+            &[
+                "del",
+                "--instance",
+                "demo",
+                "8088:172.16.0.102:80",
+                "--kill-flows",
+            ],
+            &["list", "--instance", "demo", "--json"],
+        ] {
+            let parse = |verb: &'static str| {
+                let cli =
+                    Cli::try_parse_from(["netfast", verb].into_iter().chain(args.iter().copied()))
+                        .unwrap_or_else(|e| panic!("{verb} {args:?}: {e}"));
+                format!("{:?}", cli.command)
+            };
+            let new = parse("publish");
+            assert!(new.starts_with("Publish("), "{new}");
+            assert_eq!(parse("forward"), new, "{args:?}");
+        }
     }
 }

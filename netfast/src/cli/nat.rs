@@ -6,7 +6,7 @@ use super::render;
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::status::Target;
+use super::target::Target;
 
 #[derive(Debug, Subcommand)]
 pub enum NatCmd {

@@ -1,17 +1,19 @@
 //! What the read commands print: one serde view per command, shown either as an
 //! aligned table for people or as JSON (`--json`) for machines. The views are built
-//! from [`netfast::pinned`] data by pure functions, so the output is tested golden.
+//! from [`netfast::bpf::pinned`] data by pure functions, so the output is tested golden.
 
 use std::{fmt, net::Ipv4Addr};
 
-use netfast_common::{Backend, Counter, DatapathConfig, ForwardKey, flow::KIND_SNAT};
+use netfast_common::{Backend, Counter, DatapathConfig, PublishKey, ct::KIND_SNAT};
 use serde::Serialize;
 
 use netfast::{
+    bpf::{
+        loader::FALLBACK_NOTE,
+        pinned::{LinkStatus, MapFill},
+    },
     conntrack::{Flow, Tuple, addr, kind_name, proto_name},
-    datapath::FALLBACK_NOTE,
-    pinned::{LinkStatus, MapFill},
-    topology::HostAddress,
+    host::topology::HostAddress,
 };
 
 /// Column alignment: text left, numbers right.
@@ -87,10 +89,10 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
-// ---- forward list ----
+// ---- publish list ----
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ForwardRow {
+pub struct PublishRow {
     pub proto: &'static str,
     /// None: every address of the uplink.
     pub host_addr: Option<Ipv4Addr>,
@@ -99,10 +101,10 @@ pub struct ForwardRow {
     pub backend_port: u16,
 }
 
-pub fn forward_rows(entries: &[(ForwardKey, Backend)]) -> Vec<ForwardRow> {
+pub fn publish_rows(entries: &[(PublishKey, Backend)]) -> Vec<PublishRow> {
     entries
         .iter()
-        .map(|(k, b)| ForwardRow {
+        .map(|(k, b)| PublishRow {
             proto: proto_name(k.proto),
             host_addr: (k.host_addr != 0).then(|| addr(k.host_addr)),
             host_port: u16::from_be(k.host_port),
@@ -112,7 +114,7 @@ pub fn forward_rows(entries: &[(ForwardKey, Backend)]) -> Vec<ForwardRow> {
         .collect()
 }
 
-pub fn forward_table(rows: &[ForwardRow]) -> Table {
+pub fn publish_table(rows: &[PublishRow]) -> Table {
     let mut t = Table::new(&[
         ("PROTO", Align::Left),
         ("HOST", Align::Left),
@@ -534,6 +536,9 @@ pub struct ConfigView {
     /// `ADDR/PREFIX`, or None without masquerade.
     pub masquerade: Option<String>,
     pub snat_ports: String,
+    /// Published ports (PUBLISHED_PORTS entries).
+    pub published_ports: usize,
+    /// The same count under its old name, for scripts written against it.
     pub forwards: usize,
     pub conntrack_entries: usize,
 }
@@ -641,7 +646,11 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
         .collect()
 }
 
-pub fn config_view(c: &DatapathConfig, forwards: usize, conntrack_entries: usize) -> ConfigView {
+pub fn config_view(
+    c: &DatapathConfig,
+    published_ports: usize,
+    conntrack_entries: usize,
+) -> ConfigView {
     ConfigView {
         enabled: c.enabled != 0,
         uplink_addr: addr(c.uplink_addr),
@@ -653,7 +662,8 @@ pub fn config_view(c: &DatapathConfig, forwards: usize, conntrack_entries: usize
             )
         }),
         snat_ports: format!("{}-{}", c.snat_port_min, c.snat_port_max),
-        forwards,
+        published_ports,
+        forwards: published_ports,
         conntrack_entries,
     }
 }
@@ -722,7 +732,7 @@ impl fmt::Display for StatusView {
                 |s| format!("{s}, SNAT ports {}", c.snat_ports)
             )
         )?;
-        writeln!(f, "forwards:    {}", c.forwards)?;
+        writeln!(f, "published:   {}", c.published_ports)?;
         writeln!(
             f,
             "conntrack:   {}",
@@ -764,8 +774,8 @@ impl fmt::Display for StatusView {
 #[cfg(test)]
 mod tests {
     use netfast_common::{
-        FlowKey, FlowState,
-        flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT},
+        CtEntry, CtTuple,
+        ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT},
         proto,
     };
 
@@ -776,8 +786,8 @@ mod tests {
         s.parse().expect("test address")
     }
 
-    fn key(src: &str, sp: u16, dst: &str, dp: u16, p: u8) -> FlowKey {
-        FlowKey {
+    fn key(src: &str, sp: u16, dst: &str, dp: u16, p: u8) -> CtTuple {
+        CtTuple {
             src_addr: raw_addr(ip(src)),
             dst_addr: raw_addr(ip(dst)),
             src_port: sp.to_be(),
@@ -787,8 +797,8 @@ mod tests {
         }
     }
 
-    fn st(nat: &str, port: u16, kind: u8, dir: u8, flags: u8, pkts: u64) -> FlowState {
-        FlowState {
+    fn st(nat: &str, port: u16, kind: u8, dir: u8, flags: u8, pkts: u64) -> CtEntry {
+        CtEntry {
             nat_addr: raw_addr(ip(nat)),
             nat_port: port.to_be(),
             kind,
@@ -798,7 +808,7 @@ mod tests {
             last_seen_ns: 3_000_000_000,
             packets: pkts,
             bytes: pkts * 60,
-            ..FlowState::default()
+            ..CtEntry::default()
         }
     }
 
@@ -875,7 +885,7 @@ mod tests {
     }
 
     #[test]
-    fn forward_table_and_json() {
+    fn publish_table_and_json() {
         let entries: Vec<_> = [
             "8088:172.16.0.102:80/tcp",
             "10.0.1.48:5353:172.16.0.103:53/udp",
@@ -888,9 +898,9 @@ mod tests {
                 .collect::<Vec<_>>()
         })
         .collect();
-        let rows = forward_rows(&entries);
+        let rows = publish_rows(&entries);
         assert_eq!(
-            forward_table(&rows).to_string(),
+            publish_table(&rows).to_string(),
             "\
 PROTO  HOST            BACKEND
 tcp    *:8088          172.16.0.102:80
@@ -1096,7 +1106,7 @@ uplink now:  eth0 10.0.1.49/24
 new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins)
 any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
-forwards:    1
+published:   1
 conntrack:   4 entries
 
 PROGRAM            INTERFACE  ATTACH                          MODE    PROG ID  LINK ID

@@ -15,8 +15,8 @@ use std::{
 use anyhow::Context;
 use aya_log::EbpfLogger;
 use netfast::{
+    bpf::{self, DatapathError},
     config::Config,
-    datapath::{self, DatapathError},
     gc::{self, GcError, GcReport},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -59,7 +59,7 @@ pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<Exit
         println!(
             "netfast: {reason}; --keep: instance {} stays up, pins in {}",
             cfg.instance,
-            datapath::pin_dir(&cfg.instance).display()
+            bpf::pins::pin_dir(&cfg.instance).display()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -114,7 +114,7 @@ async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&
                 last_gc = Some(report);
             }
             _ = summary_tick.tick() => {
-                let counters = datapath::read_counters(&cfg.instance)
+                let counters = bpf::maps::read_counters(&cfg.instance)
                     .context("while reading the counters")?;
                 println!(
                     "{}",
@@ -201,7 +201,7 @@ struct DatapathLog {
 
 impl DatapathLog {
     fn refresh(&mut self, instance: &str) {
-        let id = match datapath::ingress_prog_id(instance) {
+        let id = match bpf::loader::ingress_prog_id(instance) {
             Ok(id) => id,
             Err(e) => {
                 self.warn(&format!("cannot find the attached program: {e}"));

@@ -7,12 +7,12 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use netfast::pinned::{MapFill, PinnedInstance};
+use netfast::bpf::pinned::{MapFill, PinnedInstance};
 
 use super::render;
 use netfast_common::Counter;
 
-use super::status::Target;
+use super::target::Target;
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {

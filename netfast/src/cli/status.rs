@@ -1,53 +1,20 @@
-//! `netfast status`, and [`Target`]: how every operator command names its instance.
+//! `netfast status`: what is attached where, the pins and the config in force.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use netfast::{
-    config::Config,
+    bpf::pinned::LinkStatus,
     conntrack::Table,
-    instance, netns,
-    pinned::{LinkStatus, PinnedInstance},
-    topology,
+    host::{netlink, netns, topology},
+    instance,
 };
 
-use super::render::{self, AddressesView, StatusView};
-
-/// `--instance NAME` or `--config FILE` (the instance named in the file).
-#[derive(Debug, Clone, Args)]
-pub struct Target {
-    /// The instance to act on; its pins are under /sys/fs/bpf/netfast/NAME.
-    #[arg(
-        long,
-        short = 'i',
-        value_name = "NAME",
-        required_unless_present = "config",
-        conflicts_with = "config"
-    )]
-    pub instance: Option<String>,
-    /// Take the instance name (and, for `forward add`, the container addresses) from
-    /// this config file.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
-
-impl Target {
-    /// Opens the instance's pins; the config too when given.
-    pub fn open(&self) -> anyhow::Result<(PinnedInstance, Option<Config>)> {
-        let config = match &self.config {
-            Some(path) => Some(Config::from_file(path)?),
-            None => None,
-        };
-        let name = match (&self.instance, &config) {
-            (Some(name), _) => name.clone(),
-            (None, Some(cfg)) => cfg.instance.clone(),
-            // clap requires one of the two.
-            (None, None) => anyhow::bail!("give --instance NAME or --config FILE"),
-        };
-        Ok((PinnedInstance::open(&name)?, config))
-    }
-}
+use super::{
+    render::{self, AddressesView, StatusView},
+    target::Target,
+};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -70,7 +37,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let config = inst.config().context("while reading CONFIG")?;
-    let forwards = inst.forwards().context("while reading FORWARDS")?.len();
+    let published = inst
+        .publishes()
+        .context("while reading PUBLISHED_PORTS")?
+        .len();
     let mut conntrack = 0;
     for table in [Table::Assured, Table::Unassured] {
         conntrack += inst
@@ -78,7 +48,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .context("while reading the conntrack maps")?
             .len();
     }
-    let config_view = render::config_view(&config, forwards, conntrack);
+    let config_view = render::config_view(&config, published, conntrack);
     let addresses = if elsewhere {
         None
     } else {
@@ -99,7 +69,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Every IPv4 address of this (the host) namespace, asked of the kernel over rtnetlink.
 pub fn host_addresses() -> anyhow::Result<Vec<topology::HostAddress>> {
-    netns::netlink_blocking(None, |handle| async move {
+    netlink::netlink_blocking(None, |handle| async move {
         topology::host_ipv4_addresses(&handle).await
     })
     .context("while opening rtnetlink to read the host's addresses")?

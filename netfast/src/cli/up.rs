@@ -33,14 +33,14 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "  removed {} to the old backend {}:{} ({host}{}/udp)",
-                super::forward::udp_flows(*n),
+                super::publish::udp_flows(*n),
                 addr(old.addr),
                 u16::from_be(old.port),
                 u16::from_be(key.host_port)
             );
         }
     }
-    // Publishes added live with `forward add` stay: the config does not list them,
+    // Publishes added live with `publish add` stay: the config does not list them,
     // but it does not contradict them either.
     if !report.kept_live.is_empty() {
         let n = report.kept_live.len();

@@ -21,15 +21,15 @@ use std::{
 
 use aya::maps::{HashMap, MapData, MapError};
 use netfast_common::{
-    FlowKey, FlowState,
+    CtEntry, CtTuple,
     names::{MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED},
 };
 
 /// Where callers of the GC always found them.
 pub use super::{Timeouts, expired};
 use crate::{
+    bpf::{self, DatapathError},
     conntrack::{self, Flow},
-    datapath::{self, DatapathError},
 };
 
 /// What one pass did.
@@ -98,9 +98,9 @@ pub const CONNTRACK_MAPS: [&str; 2] = [MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED];
 pub fn open_conntrack(
     instance: &str,
     name: &'static str,
-) -> Result<HashMap<MapData, FlowKey, FlowState>, GcError> {
+) -> Result<HashMap<MapData, CtTuple, CtEntry>, GcError> {
     let (map, _) =
-        datapath::open_pinned_map(instance, name, size_of::<FlowKey>(), size_of::<FlowState>())?;
+        bpf::maps::open_pinned_map(instance, name, size_of::<CtTuple>(), size_of::<CtEntry>())?;
     HashMap::try_from(map).map_err(|source| GcError::Map {
         what: "open",
         source,
@@ -109,7 +109,7 @@ pub fn open_conntrack(
 
 /// One GC pass over `map` with the clock read now.
 pub fn collect<T>(
-    map: &mut HashMap<T, FlowKey, FlowState>,
+    map: &mut HashMap<T, CtTuple, CtEntry>,
     timeouts: &Timeouts,
 ) -> Result<GcReport, GcError>
 where
@@ -120,7 +120,7 @@ where
 
 /// One GC pass over `map`, taking `now_ns` as the current `CLOCK_MONOTONIC` time.
 pub fn collect_at<T>(
-    map: &mut HashMap<T, FlowKey, FlowState>,
+    map: &mut HashMap<T, CtTuple, CtEntry>,
     now_ns: u64,
     timeouts: &Timeouts,
 ) -> Result<GcReport, GcError>
@@ -186,7 +186,7 @@ where
 
 /// True when a half of `flow` changed since the scan: its `last_seen_ns` moved, or a
 /// half that was missing now exists.
-fn moved_since_scan<T>(map: &HashMap<T, FlowKey, FlowState>, flow: &Flow) -> Result<bool, GcError>
+fn moved_since_scan<T>(map: &HashMap<T, CtTuple, CtEntry>, flow: &Flow) -> Result<bool, GcError>
 where
     T: Borrow<MapData>,
 {
@@ -240,7 +240,7 @@ mod tests {
         // What each side sent, as (flags, seq, seq_end, ack): the client's ISN is 100,
         // the server's 900.
         let state = |client: &[(u8, u32, u32, u32)], server: &[(u8, u32, u32, u32)]| {
-            let (mut o, mut r) = (FlowState::default(), FlowState::default());
+            let (mut o, mut r) = (CtEntry::default(), CtEntry::default());
             for (half, segs) in [(&mut o, client), (&mut r, server)] {
                 for &(flags, seq, seq_end, ack) in segs {
                     half.record_tcp(&Segment {
@@ -311,10 +311,10 @@ mod tests {
 
     #[test]
     fn a_pair_is_as_idle_as_its_newer_half() {
-        use netfast_common::flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT};
+        use netfast_common::ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT};
         let t = short();
         let now = 1_000 * S;
-        let original = FlowKey {
+        let original = CtTuple {
             src_addr: 1,
             dst_addr: 2,
             src_port: 4000,
@@ -322,22 +322,22 @@ mod tests {
             proto: proto::UDP,
             _pad: [0; 3],
         };
-        let o = FlowState {
+        let o = CtEntry {
             nat_addr: 3,
             nat_port: 53,
             kind: KIND_DNAT,
             direction: DIR_ORIGINAL,
             last_seen_ns: now - 500 * S,
-            ..FlowState::default()
+            ..CtEntry::default()
         };
-        let reply = o.partner_key(&original);
-        let r = FlowState {
+        let reply = o.reverse_tuple(&original);
+        let r = CtEntry {
             nat_addr: 2,
             nat_port: 8088,
             kind: KIND_DNAT,
             direction: DIR_REPLY,
             last_seen_ns: now - S,
-            ..FlowState::default()
+            ..CtEntry::default()
         };
         let flows = conntrack::pair_flows([(original, o), (reply, r)]);
         assert_eq!(flows.len(), 1);

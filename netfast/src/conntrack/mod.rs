@@ -13,8 +13,8 @@ pub use timeouts::{Timeouts, expired};
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use netfast_common::{
-    Backend, FlowKey, FlowState, ForwardKey,
-    flow::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    Backend, CtEntry, CtTuple, PublishKey,
+    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
     proto,
 };
 
@@ -23,8 +23,8 @@ pub use netfast_common::tcp::{TcpState, flags as tcp_flags};
 /// One conntrack entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Half {
-    pub key: FlowKey,
-    pub state: FlowState,
+    pub key: CtTuple,
+    pub state: CtEntry,
 }
 
 /// Which conntrack map a flow's entries live in.
@@ -37,8 +37,21 @@ pub enum Table {
     Unassured,
 }
 
+impl Table {
+    /// Both tables, in the order GC and `ct list` go through them.
+    pub const ALL: [Table; 2] = [Table::Assured, Table::Unassured];
+
+    /// The pinned map that holds this table's ct entries.
+    pub const fn map_name(self) -> &'static str {
+        match self {
+            Table::Assured => netfast_common::names::MAP_CONNTRACK,
+            Table::Unassured => netfast_common::names::MAP_CONNTRACK_UNASSURED,
+        }
+    }
+}
+
 /// A flow: its original and reply entries. Either may be missing, since the LRU map
-/// can evict one half alone; the other half's `partner_key` still names it.
+/// can evict one half alone; the other half's `reverse_tuple` still names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub original: Option<Half>,
@@ -56,8 +69,8 @@ pub struct Tuple {
     pub dst_port: u16,
 }
 
-impl From<&FlowKey> for Tuple {
-    fn from(k: &FlowKey) -> Self {
+impl From<&CtTuple> for Tuple {
+    fn from(k: &CtTuple) -> Self {
         Tuple {
             src: addr(k.src_addr),
             src_port: u16::from_be(k.src_port),
@@ -85,25 +98,25 @@ impl Flow {
     }
 
     /// The key of the original direction, as the first packet carried it.
-    pub fn original_key(&self) -> FlowKey {
+    pub fn original_key(&self) -> CtTuple {
         match (&self.original, &self.reply) {
             (Some(o), _) => o.key,
-            (None, Some(r)) => r.state.partner_key(&r.key),
-            (None, None) => FlowKey::default(),
+            (None, Some(r)) => r.state.reverse_tuple(&r.key),
+            (None, None) => CtTuple::default(),
         }
     }
 
     /// The key of the reply direction.
-    pub fn reply_key(&self) -> FlowKey {
+    pub fn reply_key(&self) -> CtTuple {
         match (&self.reply, &self.original) {
             (Some(r), _) => r.key,
-            (None, Some(o)) => o.state.partner_key(&o.key),
-            (None, None) => FlowKey::default(),
+            (None, Some(o)) => o.state.reverse_tuple(&o.key),
+            (None, None) => CtTuple::default(),
         }
     }
 
     /// The original packet after translation: the reply key reversed.
-    pub fn translated_key(&self) -> FlowKey {
+    pub fn translated_key(&self) -> CtTuple {
         self.reply_key().reversed()
     }
 
@@ -161,14 +174,14 @@ impl Flow {
 
     /// Both keys, to delete the pair; a missing half's key is included too, since a
     /// racing datapath may have written it again.
-    pub fn keys(&self) -> [FlowKey; 2] {
+    pub fn keys(&self) -> [CtTuple; 2] {
         [self.original_key(), self.reply_key()]
     }
 
     /// True for a DNAT flow that came in through the published port `key`: its first
     /// packet went to that (host address, host port, protocol); a publish on every
     /// address (`host_addr` 0) takes any destination address.
-    pub fn through_publish(&self, key: &ForwardKey) -> bool {
+    pub fn through_publish(&self, key: &PublishKey) -> bool {
         let o = self.original_key();
         self.kind() == KIND_DNAT
             && o.proto == key.proto
@@ -188,7 +201,7 @@ impl Flow {
     /// end, so a sender with a fixed source port would stay on `old` for as long as it
     /// sends; these flows are removed, as Docker clears conntrack on publish changes.
     /// TCP flows are kept until they close.
-    pub fn pinned_udp(&self, key: &ForwardKey, old: &Backend) -> bool {
+    pub fn pinned_udp(&self, key: &PublishKey, old: &Backend) -> bool {
         self.proto() == proto::UDP && self.through_publish(key) && self.goes_to(old)
     }
 
@@ -214,23 +227,23 @@ pub struct FlowFilter {
     pub kind: Option<u8>,
 }
 
-/// Joins entries of `CONNTRACK` into flows through `partner_key`. Entries whose
-/// partner is missing become half flows. The order follows the input's original
+/// Joins entries of `CONNTRACK` into flows through `reverse_tuple`. Entries whose
+/// reverse half is missing become half flows. The order follows the input's original
 /// entries.
-pub fn pair_flows(entries: impl IntoIterator<Item = (FlowKey, FlowState)>) -> Vec<Flow> {
+pub fn pair_flows(entries: impl IntoIterator<Item = (CtTuple, CtEntry)>) -> Vec<Flow> {
     pair_flows_in(Table::Assured, entries)
 }
 
 /// [`pair_flows`] for the entries of one `table`.
 pub fn pair_flows_in(
     table: Table,
-    entries: impl IntoIterator<Item = (FlowKey, FlowState)>,
+    entries: impl IntoIterator<Item = (CtTuple, CtEntry)>,
 ) -> Vec<Flow> {
     let entries: Vec<Half> = entries
         .into_iter()
         .map(|(key, state)| Half { key, state })
         .collect();
-    let by_key: HashMap<FlowKey, usize> = entries
+    let by_key: HashMap<CtTuple, usize> = entries
         .iter()
         .enumerate()
         .map(|(i, h)| (h.key, i))
@@ -243,7 +256,7 @@ pub fn pair_flows_in(
         }
         used[i] = true;
         let reply = by_key
-            .get(&h.state.partner_key(&h.key))
+            .get(&h.state.reverse_tuple(&h.key))
             .copied()
             .filter(|&j| {
                 entries[j].state.direction == DIR_REPLY && entries[j].state.kind == h.state.kind
@@ -304,8 +317,8 @@ mod tests {
     use super::*;
     use tcp_flags::{ACK, SYN};
 
-    fn key(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, p: u8) -> FlowKey {
-        FlowKey {
+    fn key(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, p: u8) -> CtTuple {
+        CtTuple {
             src_addr: u32::from_ne_bytes(src),
             dst_addr: u32::from_ne_bytes(dst),
             src_port: sp.to_be(),
@@ -315,8 +328,8 @@ mod tests {
         }
     }
 
-    fn st(nat: [u8; 4], port: u16, kind: u8, dir: u8, flags: u8) -> FlowState {
-        FlowState {
+    fn st(nat: [u8; 4], port: u16, kind: u8, dir: u8, flags: u8) -> CtEntry {
+        CtEntry {
             nat_addr: u32::from_ne_bytes(nat),
             nat_port: port.to_be(),
             kind,
@@ -326,12 +339,12 @@ mod tests {
             last_seen_ns: 200,
             packets: 3,
             bytes: 180,
-            ..FlowState::default()
+            ..CtEntry::default()
         }
     }
 
     /// A DNAT pair: 10.0.1.26:40000 -> 10.0.1.48:8088 becomes -> 172.16.0.102:80.
-    fn dnat_pair() -> [(FlowKey, FlowState); 2] {
+    fn dnat_pair() -> [(CtTuple, CtEntry); 2] {
         let client = [10, 0, 1, 26];
         let host = [10, 0, 1, 48];
         let backend = [172, 16, 0, 102];
@@ -409,7 +422,7 @@ mod tests {
                 ),
             ])[0]
         };
-        let publish = |host_addr: [u8; 4], port: u16| ForwardKey {
+        let publish = |host_addr: [u8; 4], port: u16| PublishKey {
             host_addr: u32::from_ne_bytes(host_addr),
             host_port: port.to_be(),
             proto: proto::UDP,

@@ -137,7 +137,7 @@ impl Drop for Daemon {
 /// A TCP connection opened from inside network namespace `ns`. The socket stays in
 /// that namespace whichever thread uses it afterwards.
 pub fn connect_in(ns: &str, to: SocketAddrV4) -> TcpStream {
-    let stream = netfast::netns::run_in(ns, || {
+    let stream = netfast::host::netns::run_in(ns, || {
         TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))
     })
     .unwrap_or_else(|e| panic!("entering {ns}: {e}"))

@@ -282,7 +282,7 @@ pub fn verdict(cond: bool, detail: String) -> Result<String, String> {
 /// One datapath counter, summed over CPUs. Unlike `Sandbox::counter` it returns an
 /// error for a name this build does not have, so a check can fail and the test go on.
 pub fn counter(sb: &Sandbox, name: &str) -> Result<u64, String> {
-    netfast::datapath::read_counters(&sb.prefix)
+    netfast::bpf::maps::read_counters(&sb.prefix)
         .map_err(|e| format!("reading counters: {e}"))?
         .into_iter()
         .find(|(c, _)| c.name() == name)
@@ -344,7 +344,7 @@ fn counters_compared(
 
 /// Prints every counter that is not zero, for the log of a test.
 pub fn print_counters(sb: &Sandbox, test: &str) {
-    match netfast::datapath::read_counters(&sb.prefix) {
+    match netfast::bpf::maps::read_counters(&sb.prefix) {
         Ok(all) => {
             let shown: Vec<String> = all
                 .into_iter()

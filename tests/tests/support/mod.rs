@@ -220,7 +220,7 @@ impl Sandbox {
 
     /// Sum of one counter over all CPUs, read from the pinned map.
     pub fn counter(&self, name: &str) -> u64 {
-        netfast::datapath::read_counters(&self.prefix)
+        netfast::bpf::maps::read_counters(&self.prefix)
             .expect("read counters")
             .into_iter()
             .find(|(counter, _)| counter.name() == name)

@@ -1,4 +1,6 @@
-//! Conntrack: one flow is two entries in the `CONNTRACK` LRU map, one per direction.
+//! Conntrack: one flow is two ct entries in the `CONNTRACK` LRU map, one per direction,
+//! each keyed by the tuple its direction's packets carry on the uplink. Each entry's
+//! [`CtEntry::reverse_tuple`] is the other's key (nf_conntrack's reply tuple).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -9,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 /// reply's key is the request's key reversed, as for TCP and UDP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct FlowKey {
+pub struct CtTuple {
     /// Network byte order.
     pub src_addr: u32,
     /// Network byte order.
@@ -22,7 +24,7 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
-impl FlowKey {
+impl CtTuple {
     /// The key of the packets that travel the other way.
     pub const fn reversed(&self) -> Self {
         Self {
@@ -36,21 +38,21 @@ impl FlowKey {
     }
 }
 
-/// `FlowState::kind`: which translation made the flow.
+/// `CtEntry::kind`: which translation made the flow.
 pub const KIND_DNAT: u8 = 1;
 pub const KIND_SNAT: u8 = 2;
 
-/// `FlowState::direction`: the first packet's direction, or the replies'.
+/// `CtEntry::direction`: the first packet's direction, or the replies'.
 pub const DIR_ORIGINAL: u8 = 1;
 pub const DIR_REPLY: u8 = 2;
 
-/// What to do with a packet whose tuple matches a `FlowKey`.
+/// What to do with a packet whose tuple matches a `CtTuple`.
 ///
 /// The side that is rewritten follows from `kind` and `direction`: DNAT rewrites the
 /// destination of original packets and the source of replies; SNAT the reverse.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct FlowState {
+pub struct CtEntry {
     /// The address written into the packet. Network byte order.
     pub nat_addr: u32,
     /// The port (or ICMP identifier) written into the packet. Network byte order.
@@ -84,19 +86,19 @@ pub const fn rewrites_destination(kind: u8, direction: u8) -> bool {
     (kind == KIND_DNAT) == (direction == DIR_ORIGINAL)
 }
 
-impl FlowState {
+impl CtEntry {
     /// True when the destination is rewritten, false when the source is.
     pub const fn rewrites_destination(&self) -> bool {
         rewrites_destination(self.kind, self.direction)
     }
 
-    /// The entry of the other half: the same translation, undone. Everything it holds
+    /// The reverse entry: the other half's, the same translation undone. Everything it holds
     /// follows from this entry and its key, so an evicted half can be rebuilt.
-    pub const fn partner_state(&self, key: &FlowKey) -> FlowState {
+    pub const fn reverse_entry(&self, key: &CtTuple) -> CtEntry {
         let dst = self.rewrites_destination();
         let nat_addr = pick32(dst, key.dst_addr, key.src_addr);
         let nat_port = pick16(dst, key.dst_port, key.src_port);
-        FlowState {
+        CtEntry {
             nat_addr,
             nat_port,
             kind: self.kind,
@@ -118,11 +120,11 @@ impl FlowState {
         }
     }
 
-    /// The key of the other half of the flow that `key` (this entry's key) belongs to:
-    /// the translated packet, seen coming back.
-    pub const fn partner_key(&self, key: &FlowKey) -> FlowKey {
+    /// The reverse tuple: the key of the other half of the flow that `key` (this
+    /// entry's key) belongs to, which is the translated packet seen coming back.
+    pub const fn reverse_tuple(&self, key: &CtTuple) -> CtTuple {
         let dst = self.rewrites_destination();
-        FlowKey {
+        CtTuple {
             src_addr: pick32(dst, self.nat_addr, key.dst_addr),
             dst_addr: pick32(dst, key.src_addr, self.nat_addr),
             src_port: pick16(dst, self.nat_port, key.dst_port),
@@ -152,19 +154,19 @@ const fn pick16(cond: bool, a: u16, b: u16) -> u16 {
 mod user {
     // SAFETY: both types are `#[repr(C)]`, padded explicitly, and `Pod` by bytemuck's
     // derive, which rejects implicit padding.
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::CtTuple {}
+    unsafe impl aya::Pod for super::CtEntry {}
 }
 
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
-const _: () = assert!(core::mem::size_of::<FlowState>() == 56);
+const _: () = assert!(core::mem::size_of::<CtTuple>() == 16);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(src: (u32, u16), dst: (u32, u16)) -> FlowKey {
-        FlowKey {
+    fn key(src: (u32, u16), dst: (u32, u16)) -> CtTuple {
+        CtTuple {
             src_addr: src.0,
             src_port: src.1,
             dst_addr: dst.0,
@@ -174,26 +176,26 @@ mod tests {
         }
     }
 
-    fn state(nat: (u32, u16), kind: u8, direction: u8) -> FlowState {
-        FlowState {
+    fn state(nat: (u32, u16), kind: u8, direction: u8) -> CtEntry {
+        CtEntry {
             nat_addr: nat.0,
             nat_port: nat.1,
             kind,
             direction,
-            ..FlowState::default()
+            ..CtEntry::default()
         }
     }
 
     #[test]
-    fn partners_point_at_each_other() {
+    fn reverse_tuples_point_at_each_other() {
         let (client, host, backend) = ((1, 40000), (2, 8088), (3, 80));
         // DNAT: client -> host becomes client -> backend; the reply is backend -> client.
         let original = key(client, host);
         let reply = key(backend, client);
         let dnat_original = state(backend, KIND_DNAT, DIR_ORIGINAL);
         let dnat_reply = state(host, KIND_DNAT, DIR_REPLY);
-        assert_eq!(dnat_original.partner_key(&original), reply);
-        assert_eq!(dnat_reply.partner_key(&reply), original);
+        assert_eq!(dnat_original.reverse_tuple(&original), reply);
+        assert_eq!(dnat_reply.reverse_tuple(&reply), original);
 
         // SNAT: container -> remote becomes uplink:port -> remote; reply remote -> uplink.
         let (container, remote, masq) = ((4, 5555), (5, 9000), (2, 61000));
@@ -201,10 +203,10 @@ mod tests {
         let reply = key(remote, masq);
         let snat_original = state(masq, KIND_SNAT, DIR_ORIGINAL);
         let snat_reply = state(container, KIND_SNAT, DIR_REPLY);
-        assert_eq!(snat_original.partner_key(&original), reply);
-        assert_eq!(snat_reply.partner_key(&reply), original);
-        assert_eq!(snat_original.partner_state(&original), snat_reply);
-        assert_eq!(snat_reply.partner_state(&reply), snat_original);
+        assert_eq!(snat_original.reverse_tuple(&original), reply);
+        assert_eq!(snat_reply.reverse_tuple(&reply), original);
+        assert_eq!(snat_original.reverse_entry(&original), snat_reply);
+        assert_eq!(snat_reply.reverse_entry(&reply), snat_original);
     }
 
     #[test]
@@ -214,7 +216,7 @@ mod tests {
         let reply = key(backend, client);
         let dnat_original = state(backend, KIND_DNAT, DIR_ORIGINAL);
         let dnat_reply = state(host, KIND_DNAT, DIR_REPLY);
-        assert_eq!(dnat_original.partner_state(&original), dnat_reply);
-        assert_eq!(dnat_reply.partner_state(&reply), dnat_original);
+        assert_eq!(dnat_original.reverse_entry(&original), dnat_reply);
+        assert_eq!(dnat_reply.reverse_entry(&reply), dnat_original);
     }
 }

@@ -1,4 +1,4 @@
-//! Loads, attaches and pins the eBPF datapath, and reads and writes its maps.
+//! Loads, attaches and pins the eBPF datapath, and fills CONFIG and PUBLISHED_PORTS.
 //!
 //! Every function here works in the calling thread's network namespace: interface
 //! names are resolved there, and tcx/XDP attach there. Maps and links are pinned
@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapError},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -21,15 +21,24 @@ use aya::{
     },
 };
 use netfast_common::{
-    Backend, Counter, DatapathConfig, ForwardKey,
+    Backend, DatapathConfig, PublishKey,
     layout::LAYOUT_VERSION,
     names::{
         LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FORWARDS, MAP_FRAGMENTS,
-        MAP_META, PIN_ROOT, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
-        unassured_capacity,
+        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_META, MAP_PUBLISHED_PORTS, PIN_ROOT,
+        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, unassured_capacity,
     },
 };
+
+use super::{
+    DatapathError,
+    layout::check_layout,
+    object::object,
+    pins::{LINK_NAMES, MAP_NAMES, ensure_bpffs, pin_dir, remove_pin},
+};
+
+/// How the attach report and `status` name the tc ingress program behind XDP.
+pub const FALLBACK_NOTE: &str = "fallback for XDP";
 
 /// Where the uplink's ingress program attaches (`ingress` in the config, `--ingress`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,117 +79,6 @@ impl std::str::FromStr for IngressMode {
     }
 }
 
-/// The datapath object, built by `build.rs` from `netfast-ebpf`.
-static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfast"));
-
-/// Every pinned map. META is last: `detach` removes it last, so a half-removed
-/// instance still says which layout its remaining maps have.
-const MAP_NAMES: [&str; 7] = [
-    MAP_CONFIG,
-    MAP_FORWARDS,
-    MAP_CONNTRACK,
-    MAP_CONNTRACK_UNASSURED,
-    MAP_COUNTERS,
-    MAP_FRAGMENTS,
-    MAP_META,
-];
-/// Every pinned link, in the order a received frame meets them (the fallback exists in
-/// XDP mode only). `detach` removes them all; `status` lists them in this order.
-pub const LINK_NAMES: [&str; 3] = [
-    LINK_UPLINK_INGRESS,
-    LINK_UPLINK_INGRESS_FALLBACK,
-    LINK_UPLINK_EGRESS,
-];
-/// How the attach report and `status` name the tc ingress program behind XDP.
-pub const FALLBACK_NOTE: &str = "fallback for XDP";
-/// bpffs's `statfs` magic number.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    #[error(
-        "this netfast binary carries no datapath: it was built with AYA_BUILD_SKIP; rebuild without it"
-    )]
-    EmptyObject,
-    #[error("{path} is not on a bpffs; mount one with `mount -t bpf bpf /sys/fs/bpf`")]
-    NoBpffs { path: PathBuf },
-    #[error(
-        "interface {name:?} does not exist in this network namespace; check `uplink` in the config"
-    )]
-    NoSuchInterface { name: String },
-    #[error(
-        "no pinned datapath for instance {instance:?} ({path} is missing); run `netfast up` first"
-    )]
-    NotPinned { instance: String, path: PathBuf },
-    #[error("{action} failed: {source}")]
-    Io {
-        action: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("loading the datapath failed (is this root, on a BPF-capable kernel?): {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("program {name}: {source}")]
-    Program {
-        name: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("pinned link {path}: {source}")]
-    Link {
-        path: PathBuf,
-        #[source]
-        source: LinkError,
-    },
-    #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: MapError,
-    },
-    /// A pinned map's key or value has another size than this build reads.
-    #[error(
-        "pinned map {} has {what} size {found} but this netfast expects {expected}: another netfast version made it; \
-         run `netfast down` with that version, then `netfast up` with this one",
-        path.display()
-    )]
-    MapLayout {
-        path: PathBuf,
-        /// "key" or "value".
-        what: &'static str,
-        /// Bytes.
-        found: u32,
-        /// Bytes.
-        expected: u32,
-    },
-    /// The pinned maps were made by another build or another capacity. Nothing was
-    /// loaded or changed.
-    #[error(
-        "pinned maps in {} were written by {found}, this build uses {wanted}{}: run `netfast down{}` then `netfast up{}` to recreate them (established flows are dropped)",
-        dir.display(),
-        detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default(),
-        config_arg(config.as_deref()),
-        config_arg(config.as_deref()),
-    )]
-    LayoutMismatch {
-        dir: PathBuf,
-        /// "layout 1 (no META map)", "layout 7", or "layout 2" when only a size differs.
-        found: String,
-        wanted: String,
-        /// What differs, e.g. "CONNTRACK holds 65536 entries, [conntrack] capacity is 262144".
-        detail: Option<String>,
-        config: Option<PathBuf>,
-    },
-    #[error("the datapath object cannot be parsed: {0}")]
-    Object(String),
-}
-
-fn config_arg(config: Option<&Path>) -> String {
-    config
-        .map(|c| format!(" --config {}", c.display()))
-        .unwrap_or_default()
-}
-
 /// What to attach and what to put in the maps.
 #[derive(Clone, Debug)]
 pub struct DatapathSpec {
@@ -188,7 +86,7 @@ pub struct DatapathSpec {
     pub uplink: String,
     pub ingress: IngressMode,
     pub config: DatapathConfig,
-    pub forwards: Vec<(ForwardKey, Backend)>,
+    pub publishes: Vec<(PublishKey, Backend)>,
     /// `CONNTRACK`'s max_entries (`[conntrack] capacity`).
     pub conntrack_capacity: u32,
     /// The config file, named in the migration advice of a layout mismatch.
@@ -201,25 +99,13 @@ pub struct AttachReport {
     pub pin_dir: PathBuf,
     /// Human lines such as "uplink_ingress_tc on eth0: tcx ingress, prog id 42".
     pub attachments: Vec<String>,
-    /// FORWARDS entries this attach removed or pointed at another backend, with the
+    /// PUBLISHED_PORTS entries this attach removed or pointed at another backend, with the
     /// backend they had: their UDP flows are still pinned to it (see
     /// `PinnedInstance::remove_pinned_udp_flows`).
-    pub displaced: Vec<(ForwardKey, Backend)>,
+    pub displaced: Vec<(PublishKey, Backend)>,
 }
 
-/// The compiled datapath object, for tests and tools that load it themselves.
-pub fn object() -> Result<&'static [u8], DatapathError> {
-    if DATAPATH_OBJECT.is_empty() {
-        return Err(DatapathError::EmptyObject);
-    }
-    Ok(DATAPATH_OBJECT)
-}
-
-pub fn pin_dir(instance: &str) -> PathBuf {
-    PathBuf::from(PIN_ROOT).join(instance)
-}
-
-/// Loads the programs (reusing pinned maps when present), fills CONFIG and FORWARDS,
+/// Loads the programs (reusing pinned maps when present), fills CONFIG and PUBLISHED_PORTS,
 /// attaches to `spec.uplink` and pins maps and links. Idempotent: over existing pins
 /// the programs are swapped atomically and established flows keep their state.
 pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
@@ -258,7 +144,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
 
     write_meta(&mut ebpf)?;
     write_config(&mut ebpf, &spec.config)?;
-    let displaced = sync_forwards(&mut ebpf, &spec.forwards)?;
+    let displaced = sync_publishes(&mut ebpf, &spec.publishes)?;
 
     let mut attachments = Vec::new();
     let ingress_link = dir.join(LINK_UPLINK_INGRESS);
@@ -363,161 +249,6 @@ pub fn detach(instance: &str) -> Result<(), DatapathError> {
     }
 }
 
-/// What a pinned map must look like for this build.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct MapShape {
-    map_type: MapType,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-}
-
-impl std::fmt::Display for MapShape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:?} key {} B, value {} B, {} entries",
-            self.map_type, self.key_size, self.value_size, self.max_entries
-        )
-    }
-}
-
-/// The shapes of the pinned maps as the embedded object defines them.
-fn expected_shapes() -> Result<Vec<(&'static str, MapShape)>, DatapathError> {
-    let parsed =
-        aya_obj::Object::parse(object()?).map_err(|e| DatapathError::Object(e.to_string()))?;
-    MAP_NAMES
-        .iter()
-        .map(|&name| {
-            let map = parsed.maps.get(name).ok_or_else(|| {
-                DatapathError::Object(format!("the object defines no map {name}"))
-            })?;
-            let map_type = aya_obj::generated::bpf_map_type::try_from(map.map_type())
-                .ok()
-                .and_then(|t| MapType::try_from(t).ok())
-                .ok_or_else(|| {
-                    DatapathError::Object(format!("map {name} has unknown type {}", map.map_type()))
-                })?;
-            Ok((
-                name,
-                MapShape {
-                    map_type,
-                    key_size: map.key_size(),
-                    value_size: map.value_size(),
-                    max_entries: map.max_entries(),
-                },
-            ))
-        })
-        .collect()
-}
-
-/// Refuses pinned maps this build would misread: a `META` layout version other than
-/// [`LAYOUT_VERSION`] (or no `META` next to other maps: the issue-2 layout), or a map
-/// whose type, key size, value size or entry count differs from the object's.
-/// `conntrack_capacity` None accepts any `CONNTRACK` size (readers such as `ct list`);
-/// Some is what `up` is about to load. An instance without pins passes. Reads only.
-pub fn check_layout(
-    instance: &str,
-    conntrack_capacity: Option<u32>,
-    config: Option<&Path>,
-) -> Result<(), DatapathError> {
-    let dir = pin_dir(instance);
-    let pinned: Vec<&'static str> = MAP_NAMES
-        .iter()
-        .copied()
-        .filter(|name| dir.join(name).exists())
-        .collect();
-    if pinned.is_empty() {
-        return Ok(());
-    }
-    let mismatch = |found: String, detail: Option<String>| DatapathError::LayoutMismatch {
-        dir: dir.clone(),
-        found,
-        wanted: format!("layout {LAYOUT_VERSION}"),
-        detail,
-        config: config.map(Path::to_path_buf),
-    };
-    let found = if pinned.contains(&MAP_META) {
-        let version = read_meta(instance)?;
-        if version != LAYOUT_VERSION {
-            return Err(mismatch(format!("layout {version}"), None));
-        }
-        format!("layout {version}")
-    } else {
-        return Err(mismatch(
-            "layout 1 (no META map: a build from before layout versioning)".to_owned(),
-            None,
-        ));
-    };
-    for (name, mut want) in expected_shapes()? {
-        if !pinned.contains(&name) {
-            continue;
-        }
-        let info = MapInfo::from_pin(dir.join(name))
-            .map_err(|source| DatapathError::Map { name, source })?;
-        let map_type = info
-            .map_type()
-            .map_err(|source| DatapathError::Map { name, source })?;
-        let have = MapShape {
-            map_type,
-            key_size: info.key_size(),
-            value_size: info.value_size(),
-            max_entries: info.max_entries(),
-        };
-        match (name, conntrack_capacity) {
-            (MAP_CONNTRACK, Some(capacity)) => want.max_entries = capacity,
-            (MAP_CONNTRACK_UNASSURED, Some(capacity)) => {
-                want.max_entries = unassured_capacity(capacity)
-            }
-            (MAP_CONNTRACK | MAP_CONNTRACK_UNASSURED, None) => want.max_entries = have.max_entries,
-            _ => {}
-        }
-        if have == want {
-            continue;
-        }
-        let only_capacity = MapShape {
-            max_entries: want.max_entries,
-            ..have
-        } == want;
-        let conntrack = name == MAP_CONNTRACK || name == MAP_CONNTRACK_UNASSURED;
-        let detail = if conntrack && only_capacity {
-            format!(
-                "{name} holds {} entries, [conntrack] capacity asks for {}; or set capacity = {} to keep the flows",
-                have.max_entries, want.max_entries, have.max_entries
-            )
-        } else {
-            format!("{name} is {have}, this build wants {want}")
-        };
-        return Err(mismatch(found, Some(detail)));
-    }
-    Ok(())
-}
-
-/// The layout version in the instance's pinned `META` map.
-pub fn read_meta(instance: &str) -> Result<u64, DatapathError> {
-    let map_error = |source| DatapathError::Map {
-        name: MAP_META,
-        source,
-    };
-    let array: Array<MapData, u64> =
-        Array::try_from(open_pinned_map(instance, MAP_META, 4, size_of::<u64>())?.0)
-            .map_err(map_error)?;
-    array.get(&0, 0).map_err(map_error)
-}
-
-/// Overwrites the layout version in the instance's pinned `META` map. For tests and
-/// migrations; `up` writes [`LAYOUT_VERSION`] itself.
-pub fn write_meta_pinned(instance: &str, version: u64) -> Result<(), DatapathError> {
-    let map_error = |source| DatapathError::Map {
-        name: MAP_META,
-        source,
-    };
-    let mut array: Array<MapData, u64> =
-        Array::try_from(open_pinned_map(instance, MAP_META, 4, size_of::<u64>())?.0)
-            .map_err(map_error)?;
-    array.set(0, version, 0).map_err(map_error)
-}
-
 /// The id of the program behind the instance's pinned ingress link: aya-log finds
 /// the log ring buffer of the programs now attached through it.
 pub fn ingress_prog_id(instance: &str) -> Result<u32, DatapathError> {
@@ -528,81 +259,6 @@ pub fn ingress_prog_id(instance: &str) -> Result<u32, DatapathError> {
     };
     let link = FdLink::from(PinnedLink::from_pin(&path).map_err(link_error)?);
     Ok(link.info().map_err(link_error)?.program_id())
-}
-
-/// Sums every counter over all CPUs.
-pub fn read_counters(instance: &str) -> Result<Vec<(Counter, u64)>, DatapathError> {
-    let (map, _) = open_pinned_map(instance, MAP_COUNTERS, 4, size_of::<u64>())?;
-    let counters: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
-            name: MAP_COUNTERS,
-            source,
-        })?;
-    Counter::ALL
-        .iter()
-        .map(|&counter| {
-            let per_cpu =
-                counters
-                    .get(&(counter as u32), 0)
-                    .map_err(|source| DatapathError::Map {
-                        name: MAP_COUNTERS,
-                        source,
-                    })?;
-            Ok((counter, per_cpu.iter().sum()))
-        })
-        .collect()
-}
-
-/// Opens one of the instance's pinned maps, after checking that its key and value
-/// have the sizes this build reads (`key`, `value`, in bytes): the one way every
-/// reader opens a pin. Returns the map and its capacity (entries).
-///
-/// Errors: `NotPinned` when the pin is missing, `MapLayout` when a size differs,
-/// `Map` when the kernel refuses the pin.
-pub fn open_pinned_map(
-    instance: &str,
-    name: &'static str,
-    key: usize,
-    value: usize,
-) -> Result<(Map, u32), DatapathError> {
-    let path = pin_dir(instance).join(name);
-    if !path.exists() {
-        return Err(DatapathError::NotPinned {
-            instance: instance.to_owned(),
-            path,
-        });
-    }
-    let map_error = |source| DatapathError::Map { name, source };
-    let data = MapData::from_pin(&path).map_err(map_error)?;
-    let info = data.info().map_err(map_error)?;
-    for (what, found, expected) in [
-        ("key", info.key_size(), key as u32),
-        ("value", info.value_size(), value as u32),
-    ] {
-        if found != expected {
-            return Err(DatapathError::MapLayout {
-                path,
-                what,
-                found,
-                expected,
-            });
-        }
-    }
-    let capacity = info.max_entries();
-    Ok((Map::from_map_data(data).map_err(map_error)?, capacity))
-}
-
-fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
-    let stat = nix::sys::statfs::statfs(path).map_err(|errno| DatapathError::Io {
-        action: format!("statfs {}", path.display()),
-        source: errno.into(),
-    })?;
-    if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
-        return Err(DatapathError::NoBpffs {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(())
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DatapathError> {
@@ -634,20 +290,21 @@ fn write_config(ebpf: &mut Ebpf, config: &DatapathConfig) -> Result<(), Datapath
     array.set(0, config, 0).map_err(map_error)
 }
 
-/// Makes FORWARDS hold exactly `forwards`: stale entries go, new ones come. Returns
+/// Makes PUBLISHED_PORTS hold exactly `publishes`: stale entries go, new ones come. Returns
 /// the entries it removed or pointed at another backend, with their old backend.
-fn sync_forwards(
+fn sync_publishes(
     ebpf: &mut Ebpf,
-    forwards: &[(ForwardKey, Backend)],
-) -> Result<Vec<(ForwardKey, Backend)>, DatapathError> {
+    publishes: &[(PublishKey, Backend)],
+) -> Result<Vec<(PublishKey, Backend)>, DatapathError> {
     let map_error = |source| DatapathError::Map {
-        name: MAP_FORWARDS,
+        name: MAP_PUBLISHED_PORTS,
         source,
     };
-    let mut map: HashMap<&mut MapData, ForwardKey, Backend> =
-        HashMap::try_from(map_mut(ebpf, MAP_FORWARDS)?).map_err(map_error)?;
-    let wanted: std::collections::HashMap<ForwardKey, Backend> = forwards.iter().copied().collect();
-    let displaced: Vec<(ForwardKey, Backend)> = map
+    let mut map: HashMap<&mut MapData, PublishKey, Backend> =
+        HashMap::try_from(map_mut(ebpf, MAP_PUBLISHED_PORTS)?).map_err(map_error)?;
+    let wanted: std::collections::HashMap<PublishKey, Backend> =
+        publishes.iter().copied().collect();
+    let displaced: Vec<(PublishKey, Backend)> = map
         .iter()
         .filter_map(Result::ok)
         .filter(|(key, old)| wanted.get(key) != Some(old))
@@ -657,7 +314,7 @@ fn sync_forwards(
             map.remove(key).map_err(map_error)?;
         }
     }
-    for (key, backend) in forwards {
+    for (key, backend) in publishes {
         map.insert(key, backend, 0).map_err(map_error)?;
     }
     Ok(displaced)
@@ -818,14 +475,4 @@ fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String,
     pin_attached(link, link_path, attached)?;
     let id = program.info().map_err(program_error)?.id();
     Ok(format!("{name} on {uplink}: xdp {mode}, prog id {id}"))
-}
-
-fn remove_pin(path: &Path) -> Result<(), DatapathError> {
-    match fs::remove_file(path) {
-        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(DatapathError::Io {
-            action: format!("removing {}", path.display()),
-            source,
-        }),
-        _ => Ok(()),
-    }
 }

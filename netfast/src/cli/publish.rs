@@ -1,4 +1,5 @@
-//! `netfast forward add|del|list`: published ports, changed live in FORWARDS.
+//! `netfast publish add|del|list` (alias `forward`, its old name): published ports
+//! (port mappings), changed live in PUBLISHED_PORTS.
 
 use std::process::ExitCode;
 
@@ -8,10 +9,10 @@ use netfast::publish::{Protocol, PublishSpec};
 
 use super::render;
 
-use super::status::Target;
+use super::target::Target;
 
 #[derive(Debug, Subcommand)]
-pub enum ForwardCmd {
+pub enum PublishCmd {
     /// Publish a port (or range) now; the next new connection uses it. UDP flows
     /// through these ports that still go to another backend are deleted.
     /// SPEC is Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:PORT[-END][/tcp|udp].
@@ -21,7 +22,7 @@ pub enum ForwardCmd {
         /// e.g. 8088:172.16.0.102:80/tcp
         spec: String,
     },
-    /// Unpublish a port (or range), given as a spec or as a `forward list` row
+    /// Unpublish a port (or range), given as a spec or as a `publish list` row
     /// (`tcp '*:8088' 172.16.0.102:80`). TCP flows keep working until they close,
     /// unless --kill-flows is given; UDP flows still going to the removed backend are
     /// deleted, so a sender with a fixed source port reaches whatever is published
@@ -30,7 +31,7 @@ pub enum ForwardCmd {
         #[command(flatten)]
         target: Target,
         /// SPEC (`8088:172.16.0.102:80/tcp`, `*:` for every address allowed), or the
-        /// three columns PROTO HOST BACKEND of a `forward list` row.
+        /// three columns PROTO HOST BACKEND of a `publish list` row.
         #[arg(value_name = "SPEC", num_args = 1..=3, required = true)]
         spec: Vec<String>,
         /// Also delete the conntrack entries of flows through these ports.
@@ -47,21 +48,19 @@ pub enum ForwardCmd {
     },
 }
 
-pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: &PublishCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        ForwardCmd::Add { target, spec } => {
+        PublishCmd::Add { target, spec } => {
             // Parse before opening anything: a bad spec is refused first.
             let spec: PublishSpec = spec.parse()?;
             let (inst, config) = target.open()?;
-            let containers: Vec<_> = config
-                .iter()
-                .flat_map(|c| c.containers.iter().map(|c| c.address.addr()))
-                .collect();
+            let containers: Option<Vec<_>> =
+                config.map(|c| c.containers.iter().map(|c| c.address.addr()).collect());
             let host: Vec<_> = super::status::host_addresses()?
                 .iter()
                 .map(|a| a.local.addr())
                 .collect();
-            let report = inst.add_forward(&spec, &host, &containers)?;
+            let report = inst.add_publish(&spec, &host, containers.as_deref())?;
             let n = report.entries;
             let stale = match report.udp_flows {
                 0 => String::new(),
@@ -73,14 +72,14 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
                 if n == 1 { "port" } else { "ports" }
             );
         }
-        ForwardCmd::Del {
+        PublishCmd::Del {
             target,
             spec,
             kill_flows,
         } => {
             let spec = PublishSpec::from_words(spec)?;
             let (inst, _) = target.open()?;
-            let report = inst.remove_forward(&spec, *kill_flows)?;
+            let report = inst.remove_publish(&spec, *kill_flows)?;
             let flows = if *kill_flows {
                 format!(
                     "deleted {} through it",
@@ -102,14 +101,14 @@ pub fn run(cmd: &ForwardCmd) -> anyhow::Result<ExitCode> {
                 if report.entries == 1 { "port" } else { "ports" }
             );
         }
-        ForwardCmd::List { target, json } => {
+        PublishCmd::List { target, json } => {
             let (inst, _) = target.open()?;
-            let entries = inst.forwards().context("while reading FORWARDS")?;
-            let rows = render::forward_rows(&entries);
+            let entries = inst.publishes().context("while reading PUBLISHED_PORTS")?;
+            let rows = render::publish_rows(&entries);
             if *json {
                 super::print_json(&rows)?;
             } else {
-                super::emit(&render::forward_table(&rows).to_string())?;
+                super::emit(&render::publish_table(&rows).to_string())?;
             }
         }
     }

@@ -1,11 +1,11 @@
-//! Published ports (Docker's `-p`): the `FORWARDS` hash map.
+//! Published ports (Docker's `-p`): the `PUBLISHED_PORTS` hash map.
 
 use bytemuck::{Pod, Zeroable};
 
 /// A published host port. `host_addr` 0 means any address of the uplink.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct ForwardKey {
+pub struct PublishKey {
     /// Network byte order; 0 for "any".
     pub host_addr: u32,
     /// Network byte order.
@@ -28,9 +28,9 @@ pub struct Backend {
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: `#[repr(C)]`, explicitly padded, and checked by bytemuck's `Pod` derive.
-    unsafe impl aya::Pod for super::ForwardKey {}
+    unsafe impl aya::Pod for super::PublishKey {}
     unsafe impl aya::Pod for super::Backend {}
 }
 
-const _: () = assert!(core::mem::size_of::<ForwardKey>() == 8);
+const _: () = assert!(core::mem::size_of::<PublishKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);

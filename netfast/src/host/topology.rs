@@ -1,7 +1,7 @@
 //! Links, addresses and routes over rtnetlink, plus the per-namespace IPv4 sysctls.
 //!
 //! Every function takes the rtnetlink [`Handle`] whose socket lives in the namespace to
-//! act on (see [`crate::netns::netlink_in`]). The `/proc/sys` helpers act on the calling
+//! act on (see [`crate::host::netlink::netlink_in`]). The `/proc/sys` helpers act on the calling
 //! thread's namespace: `/proc/sys/net` shows the namespace of the thread that opens it.
 
 use std::{

@@ -1,0 +1,24 @@
+//! The eBPF side of an instance, as userspace sees it.
+//!
+//! - [`object`]: the datapath object embedded in this binary and the map shapes it defines;
+//! - [`pins`]: where an instance's maps and links live on bpffs;
+//! - [`layout`]: the check that refuses maps another build wrote;
+//! - [`loader`]: load, attach and pin; fill CONFIG and PUBLISHED_PORTS;
+//! - [`maps`]: the one way to open a pinned map, and a typed handle per map;
+//! - [`pinned`]: a running instance's maps and links, for the operator commands;
+//! - [`link_info`]: what a pinned link attaches, from the kernel.
+//!
+//! Imports point down this list; nothing here imports the host or the CLI layer.
+
+mod error;
+pub mod layout;
+pub mod link_info;
+pub mod loader;
+pub mod maps;
+pub mod object;
+pub mod pinned;
+pub mod pins;
+
+pub use error::DatapathError;
+pub use loader::{AttachReport, DatapathSpec, IngressMode, attach, detach};
+pub use pinned::{PinnedError, PinnedInstance};
