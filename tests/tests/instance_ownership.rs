@@ -170,18 +170,24 @@ impl Drop for TempConfig {
     }
 }
 
-#[test]
-fn up_or_down_from_another_namespace_is_refused_and_changes_nothing() {
-    let a = Sandbox::up("oa", IngressMode::Tc, "");
-    // A second lab: its host namespace has an uplink eth0 too.
-    let other = lab::Lab::create(&unique_prefix("ob")).expect("create the second lab");
+/// A second lab (tag `tag`), whose host namespace has an uplink eth0 too, and a config
+/// of its own seed topology under `a`'s instance name; returns the lab, its host
+/// namespace and the config.
+fn second_lab(a: &Sandbox, tag: &str) -> (lab::Lab, String, TempConfig) {
+    let other = lab::Lab::create(&unique_prefix(tag)).expect("create the second lab");
     let h2 = other.host_ns();
-    // Its own seed topology, under instance A's name.
     let toml = lab::seed_config_toml(other.prefix(), IngressMode::Tc).replace(
         &format!("instance = \"{}\"", other.prefix()),
         &format!("instance = \"{}\"", a.prefix),
     );
     let b = TempConfig::new(other.prefix(), "b", &toml);
+    (other, h2, b)
+}
+
+#[test]
+fn up_or_down_from_another_namespace_is_refused_and_changes_nothing() {
+    let a = Sandbox::up("oa", IngressMode::Tc, "");
+    let (other, h2, b) = second_lab(&a, "ob");
     let prefixes = [a.prefix.as_str(), other.prefix()];
     let nss = [a.host(), h2.clone()];
     let before = snapshot(&a.prefix, &prefixes, &nss);
@@ -435,4 +441,63 @@ fn down_reports_only_what_it_removed() {
         "{out}"
     );
     assert!(out.contains("removed interface veth1"), "{out}");
+}
+
+/// The namespace an instance was brought up in is gone (deleted with its links): `up`
+/// from another namespace is still refused, naming the instance and the way out, and
+/// `down` from there removes what outlived the namespace (the pins, the manifest and
+/// the containers' namespaces), listing the links as already gone.
+#[test]
+fn an_instance_whose_namespace_is_gone_is_refused_then_taken_down() {
+    let a = Sandbox::up("og", IngressMode::Tc, "");
+    let (other, h2, b) = second_lab(&a, "oh");
+    let pins = netfast::bpf::pins::pin_dir(&a.prefix);
+    assert!(pins.exists());
+
+    assert!(
+        netfast::host::netns::delete(&a.host()).expect("delete the owning namespace"),
+        "{} existed",
+        a.host()
+    );
+    let out = netfast(Some(&h2), &["up", "--config", b.path()]);
+    refused(
+        &out,
+        "up of an instance whose namespace is gone",
+        &[
+            &format!("instance \"{}\"", a.prefix),
+            "no longer exists",
+            &format!("netfast down --config {}", a.config_str()),
+            "another instance name",
+        ],
+    );
+    assert!(pins.exists(), "the refused up removed the pins");
+    assert!(
+        netfast::host::netns::exists(&a.container(2)),
+        "the refused up removed a container namespace"
+    );
+
+    // From the second lab's namespace, with the owner's config: what is left goes,
+    // and nothing of that namespace (whose links have the same names) is touched.
+    let bystander = || snapshot(other.prefix(), &[other.prefix()], std::slice::from_ref(&h2));
+    let before = bystander();
+    let down = succeeded(
+        &netfast(Some(&h2), &["down", "--config", a.config_str()]),
+        "down of an instance whose namespace is gone",
+    );
+    assert!(down.contains("already gone"), "{down}");
+    assert_eq!(bystander(), before, "down changed the namespace it ran in");
+    assert!(!pins.exists(), "{} is left behind", pins.display());
+    assert!(
+        netfast::instance::load_manifest(&a.prefix)
+            .expect("read the manifest")
+            .is_none(),
+        "the manifest is left behind"
+    );
+    for n in [1, 2, 3] {
+        assert!(
+            !netfast::host::netns::exists(&a.container(n)),
+            "{} is left behind",
+            a.container(n)
+        );
+    }
 }

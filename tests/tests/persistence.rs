@@ -25,7 +25,7 @@ use daemon::{Daemon, TCP_ECHO_SERVER, connect_in, echo_exchange};
 use netfast::config::IngressMode;
 use netfast_common::{
     layout::LAYOUT_VERSION,
-    names::{MAP_CONNTRACK, MAP_META},
+    names::{MAP_CONNTRACK, MAP_META, MAP_PUBLISHED_PORTS},
 };
 use nix::sys::signal::Signal;
 use support::{Background, Sandbox, text, wait_listening};
@@ -286,6 +286,42 @@ fn other_layout_or_capacity_is_refused_and_changes_nothing() {
         !pins.join(MAP_META).exists(),
         "a refused up must not create META"
     );
+}
+
+/// An instance a layout-7 build pinned (PUBLISHED_PORTS was FORWARDS then) is refused
+/// by `up` and the operator commands, and `down` with this build removes it whole: the
+/// old map's pin too, so the directory goes and a fresh `up` works.
+#[test]
+fn a_layout_7_instance_is_refused_then_taken_down_whole() {
+    let sb = Sandbox::up("l7", IngressMode::Tc, "");
+    let prefix = sb.prefix.clone();
+    let config = sb.config_str().to_owned();
+    let pins = netfast::bpf::pins::pin_dir(&prefix);
+    std::fs::rename(pins.join(MAP_PUBLISHED_PORTS), pins.join("FORWARDS"))
+        .expect("rename the pin as layout 7 named it");
+    netfast::bpf::layout::write_meta_pinned(&prefix, 7).expect("write META");
+
+    assert_refused(
+        &sb,
+        &[
+            "were written by layout 7",
+            &format!("this build uses layout {LAYOUT_VERSION}"),
+        ],
+    );
+    let list = sb.netfast(&["publish", "list", "--instance", &prefix]);
+    assert_eq!(list.status.code(), Some(2), "{}", text(&list.stderr));
+    assert!(
+        text(&list.stderr).contains("were written by layout 7"),
+        "{}",
+        text(&list.stderr)
+    );
+
+    let down = sb.netfast(&["down", "--config", &config]);
+    assert!(down.status.success(), "down: {}", text(&down.stderr));
+    assert!(!pins.exists(), "{} is left behind", pins.display());
+    let up = sb.netfast(&["up", "--config", &config]);
+    assert!(up.status.success(), "up: {}", text(&up.stderr));
+    assert!(pins.join(MAP_PUBLISHED_PORTS).exists());
 }
 
 #[test]

@@ -232,6 +232,9 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
             out.status
         );
         assert!(!err.contains("panicked"), "{}: {err}", c.input);
+        // A refusal is one sentence that names the instance itself: no "while
+        // bringing up instance ..." in front of it.
+        assert!(!err.contains("while bringing up"), "{}: {err}", c.input);
         for needle in &c.needles {
             assert!(
                 err.contains(needle.as_str()),

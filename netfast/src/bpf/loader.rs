@@ -34,7 +34,7 @@ use super::{
     DatapathError,
     layout::check_layout,
     object::object,
-    pins::{LINK_NAMES, MAP_NAMES, ensure_bpffs, pin_dir, remove_pin},
+    pins::{LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, ensure_bpffs, pin_dir, remove_pin},
 };
 
 /// How the attach report and `status` name the tc ingress program behind XDP.
@@ -237,7 +237,7 @@ pub fn detach(instance: &str) -> Result<(), DatapathError> {
     for link in LINK_NAMES {
         remove_pin(&dir.join(link))?;
     }
-    for map in MAP_NAMES {
+    for map in LEGACY_MAP_NAMES.into_iter().chain(MAP_NAMES) {
         remove_pin(&dir.join(map))?;
     }
     match fs::remove_dir(&dir) {

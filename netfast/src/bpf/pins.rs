@@ -52,6 +52,10 @@ pub const MAP_NAMES: [&str; 7] = [
     MAP_FRAGMENTS,
     MAP_META,
 ];
+/// Maps earlier layouts pinned under names this build no longer uses: `detach`
+/// removes them too, so `down` with this build takes an older instance down whole.
+/// `FORWARDS` became `PUBLISHED_PORTS` in layout 8.
+pub const LEGACY_MAP_NAMES: [&str; 1] = ["FORWARDS"];
 /// Every pinned link, in the order a received frame meets them (the fallback exists in
 /// XDP mode only). `detach` removes them all; `status` lists them in this order.
 pub const LINK_NAMES: [&str; 3] = [

@@ -2,13 +2,18 @@
 
 use std::{path::Path, process::ExitCode};
 
-use anyhow::Context;
-use netfast::{config::Config, instance};
+use netfast::{
+    config::Config,
+    instance::{self, InstanceError},
+};
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_file(config)?;
-    let report = instance::down(&cfg)
-        .with_context(|| format!("while taking down instance {:?}", cfg.instance))?;
+    let report = instance::down(&cfg).map_err(|e| {
+        super::in_context(e, InstanceError::is_invalid_input, || {
+            format!("while taking down instance {:?}", cfg.instance)
+        })
+    })?;
     if report.removed.is_empty() && report.already_gone.is_empty() {
         println!("netfast: instance {} had nothing to remove", cfg.instance);
     } else {

@@ -195,6 +195,23 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if refused { EXIT_USAGE } else { 1 }
 }
 
+/// `e` for the operator: a refusal as it is (its sentence already names the instance,
+/// the value and the fix), any other error after `context` (what was being done).
+fn in_context<E>(
+    e: E,
+    refused: impl Fn(&E) -> bool,
+    context: impl FnOnce() -> String,
+) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if refused(&e) {
+        anyhow::Error::new(e)
+    } else {
+        anyhow::Error::new(e).context(context())
+    }
+}
+
 /// True when `e` comes from writing to a stdout whose reader went away (EPIPE; Rust
 /// ignores SIGPIPE, so the write fails instead of killing the process).
 fn closed_pipe(e: &anyhow::Error) -> bool {

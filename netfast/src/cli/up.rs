@@ -2,14 +2,20 @@
 
 use std::{path::Path, process::ExitCode};
 
-use anyhow::Context;
-use netfast::{config::Config, conntrack::addr, instance};
+use netfast::{
+    config::Config,
+    conntrack::addr,
+    instance::{self, InstanceError},
+};
 use netfast_common::proto;
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_file(config)?;
-    let report = instance::up(&cfg)
-        .with_context(|| format!("while bringing up instance {:?}", cfg.instance))?;
+    let report = instance::up(&cfg).map_err(|e| {
+        super::in_context(e, InstanceError::is_invalid_input, || {
+            format!("while bringing up instance {:?}", cfg.instance)
+        })
+    })?;
     println!(
         "netfast: instance {} is up (uplink {} {})",
         report.instance, cfg.uplink, report.uplink_addr
