@@ -675,7 +675,7 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
     let map = ebpf
         .map_mut(MAP_PUBLISHED_PORTS)
         .ok_or_else(|| missing(MAP_PUBLISHED_PORTS))?;
-    let mut forwards: HashMap<&mut MapData, PublishKey, Backend> =
+    let mut published: HashMap<&mut MapData, PublishKey, Backend> =
         HashMap::try_from(map).map_err(|e| bpf(MAP_PUBLISHED_PORTS, e))?;
     let key = PublishKey {
         host_addr: 0,
@@ -688,7 +688,7 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         port: 80u16.to_be(),
         _pad: [0; 2],
     };
-    forwards
+    published
         .insert(key, value, 0)
         .map_err(|e| bpf(MAP_PUBLISHED_PORTS, e))
 }

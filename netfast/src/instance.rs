@@ -44,7 +44,7 @@ pub enum InstanceError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    #[error("attaching the datapath failed: {0}")]
+    #[error("the datapath: {0}")]
     Datapath(DatapathError),
     #[error("removing the UDP flows of changed publishes failed: {0}")]
     Pinned(Box<crate::bpf::pinned::PinnedError>),

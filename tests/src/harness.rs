@@ -352,7 +352,7 @@ impl Datapath {
             .ebpf
             .map_mut(MAP_PUBLISHED_PORTS)
             .expect("the object has a PUBLISHED_PORTS map");
-        let mut forwards: HashMap<&mut MapData, PublishKey, Backend> =
+        let mut published: HashMap<&mut MapData, PublishKey, Backend> =
             HashMap::try_from(map).expect("PUBLISHED_PORTS is a hash of PublishKey to Backend");
         let key = PublishKey {
             host_addr: addr_be(host_addr),
@@ -365,7 +365,7 @@ impl Datapath {
             port: port_be(backend.port()),
             _pad: [0; 2],
         };
-        forwards
+        published
             .insert(key, value, 0)
             .expect("inserting into PUBLISHED_PORTS");
     }

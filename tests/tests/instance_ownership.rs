@@ -30,7 +30,7 @@ struct Snapshot {
     /// Per pinned link: program id and link id.
     links: Vec<(u32, u32)>,
     config: String,
-    forwards: Vec<String>,
+    published: Vec<String>,
     manifest: Option<String>,
 }
 
@@ -100,7 +100,7 @@ fn snapshot(instance: &str, prefixes: &[&str], netns: &[String]) -> Snapshot {
         })
         .unwrap_or_default();
     pins.sort();
-    let (links, config, forwards) = match PinnedInstance::open(instance) {
+    let (links, config, published) = match PinnedInstance::open(instance) {
         Ok(inst) => (
             inst.links()
                 .expect("pinned links")
@@ -122,7 +122,7 @@ fn snapshot(instance: &str, prefixes: &[&str], netns: &[String]) -> Snapshot {
         pins,
         links,
         config,
-        forwards,
+        published,
         manifest: std::fs::read_to_string(netfast::instance::manifest_path(instance)).ok(),
     }
 }
@@ -307,13 +307,13 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
     let inst = a.prefix.clone();
     succeeded(
         &a.netfast(&[
-            "forward",
+            "publish",
             "add",
             "--instance",
             &inst,
             "8000-8001:172.16.0.103:80/tcp",
         ]),
-        "forward add",
+        "publish add",
     );
     let out = succeeded(
         &a.netfast(&["up", "--config", a.config_str()]),
@@ -323,7 +323,7 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
         out.contains("kept 2 live publishes not in the config: 8000:172.16.0.103:80/tcp, 8001:172.16.0.103:80/tcp"),
         "the report names the live publishes it kept: {out}"
     );
-    let forwards = |sb: &Sandbox| {
+    let published = |sb: &Sandbox| {
         PinnedInstance::open(&sb.prefix)
             .expect("pins")
             .publishes()
@@ -333,7 +333,7 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        forwards(&a),
+        published(&a),
         [
             "8000:172.16.0.103:80/tcp",
             "8001:172.16.0.103:80/tcp",
@@ -383,7 +383,7 @@ fn reup_keeps_live_publishes_or_refuses_a_conflict() {
     // A publish the config drops again goes: it was the config's, not live.
     let out = succeeded(&a.netfast(&["up", "--config", a.config_str()]), "re-up");
     assert_eq!(
-        forwards(&a),
+        published(&a),
         ["8000:172.16.0.103:80/tcp", "8088:172.16.0.102:80/tcp"],
         "{out}"
     );

@@ -554,7 +554,7 @@ fn status_matches_bpftool_xdp() {
 }
 
 #[test]
-fn concurrent_forward_add_exactly_one_wins() {
+fn concurrent_publish_add_exactly_one_wins() {
     let sb = Sandbox::up("cc", IngressMode::Tc, "");
     let inst = sb.prefix.clone();
     let bin = support::netfast_bin();
@@ -749,7 +749,7 @@ fn read_commands_end_quietly_when_the_pipe_closes() {
 /// columns or joined into one spec (`*:8088:172.16.0.102:80/tcp`): any address and one
 /// address, TCP and UDP, and each port of a published range.
 #[test]
-fn forward_del_takes_what_forward_list_prints() {
+fn publish_del_takes_what_publish_list_prints() {
     let sb = Sandbox::up("fd", IngressMode::Tc, "");
     let inst = sb.prefix.clone();
     let publish = || {
