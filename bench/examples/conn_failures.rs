@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             lanes::TCP_BACKEND,
             Duration::from_secs(2),
             1_000_000,
+            traffic::Placement::Split,
         )
         .context("while running a connection-rate trial")?;
         println!(

@@ -24,7 +24,7 @@ use lanes::{Lane, LaneKind};
 use report::{BlockNoise, ConntrackCheck, Figure, LaneInfo, Report};
 use serde::Serialize;
 use stats::{Rng, Summary};
-use traffic::{FlowCursor, UdpFlows};
+use traffic::{FlowCursor, Placement, UdpFlows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -135,6 +135,11 @@ pub mod names {
     pub const UDP_NEW: &str = "UDP, new flows";
     pub const UDP_EST: &str = "UDP, established flows";
     pub const IPERF: &str = "TCP throughput (iperf3)";
+    /// The TCP scenarios again with client and server on one CPU
+    /// ([`crate::traffic::Placement::OneCpu`]).
+    pub const CONN_ONE_CPU: &str = "connection rate, one CPU";
+    pub const RR_ONE_CPU: &str = "request/response latency, one CPU";
+    pub const IPERF_ONE_CPU: &str = "TCP throughput (iperf3), one CPU";
     pub const SCALING: &str = "rule scaling";
     pub const SCALING_UDP: &str = "rule scaling, UDP new flows";
 }
@@ -243,6 +248,9 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
             names::UDP_NEW,
             names::UDP_EST,
             names::IPERF,
+            names::CONN_ONE_CPU,
+            names::RR_ONE_CPU,
+            names::IPERF_ONE_CPU,
         ] {
             let mut order: Vec<usize> = (0..lanes.len()).collect();
             rng.shuffle(&mut order);
@@ -392,10 +400,23 @@ fn trial(
     let t = lane.targets();
     let (ctr, cli) = (lane.container(), lane.client());
     let k = lane.kind;
+    let (scenario, placement) = match scenario {
+        names::CONN_ONE_CPU => (names::CONN, Placement::OneCpu),
+        names::RR_ONE_CPU => (names::RR, Placement::OneCpu),
+        names::IPERF_ONE_CPU => (names::IPERF, Placement::OneCpu),
+        other => (other, Placement::Split),
+    };
     match scenario {
         names::CONN => {
-            let r =
-                traffic::conn_rate(&ctr, &cli, t.tcp, lanes::TCP_BACKEND, opts.trial, 1_000_000)?;
+            let r = traffic::conn_rate(
+                &ctr,
+                &cli,
+                t.tcp,
+                lanes::TCP_BACKEND,
+                opts.trial,
+                1_000_000,
+                placement,
+            )?;
             if r.connections == 0 {
                 return Err(BenchError::Check {
                     what: format!("no connection succeeded ({} failed)", r.failures),
@@ -451,6 +472,7 @@ fn trial(
                 lanes::TCP_BACKEND,
                 opts.trial,
                 2_000_000,
+                placement,
             )?;
             for (metric, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
                 samples.put(
@@ -538,7 +560,7 @@ fn trial(
             );
         }
         names::IPERF => {
-            let bps = traffic::iperf3(&ctr, &cli, t.iperf, opts.iperf_seconds)?;
+            let bps = traffic::iperf3(&ctr, &cli, t.iperf, opts.iperf_seconds, placement)?;
             samples.put(
                 label,
                 "throughput",

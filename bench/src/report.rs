@@ -152,6 +152,9 @@ impl Report {
             names::UDP_NEW,
             names::UDP_EST,
             names::IPERF,
+            names::CONN_ONE_CPU,
+            names::RR_ONE_CPU,
+            names::IPERF_ONE_CPU,
             names::SCALING,
             names::SCALING_UDP,
         ];

@@ -19,9 +19,30 @@ use netfast::host::netns;
 use crate::{BenchError, sys};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// Client threads run here, servers and sinks on the other CPU.
+/// Client threads and generators run here.
 const CLIENT_CPU: usize = 0;
+/// Servers and sinks run here when the ends are split.
 const SERVER_CPU: usize = 1;
+
+/// Where a TCP trial's two ends run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Placement {
+    /// Client on CPU 0, server on CPU 1: each round trip pays cross-CPU wake-ups
+    /// (about 40 µs on this machine's 2 vCPUs), which hide sub-µs path differences.
+    Split,
+    /// Both ends on CPU 0: every packet's softirq runs there too (veth delivers on the
+    /// sender's CPU), so a figure is the path's CPU cost without cross-CPU wake-ups.
+    OneCpu,
+}
+
+impl Placement {
+    fn server_cpu(self) -> usize {
+        match self {
+            Placement::Split => SERVER_CPU,
+            Placement::OneCpu => CLIENT_CPU,
+        }
+    }
+}
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let what = what.into();
@@ -36,7 +57,7 @@ struct TcpServer {
 }
 
 impl TcpServer {
-    fn start(ns: &str, bind: SocketAddrV4) -> Result<TcpServer, BenchError> {
+    fn start(ns: &str, bind: SocketAddrV4, placement: Placement) -> Result<TcpServer, BenchError> {
         let listener = netns::run_in(ns, move || TcpListener::bind(bind))?
             .map_err(io_err(format!("listening on {bind} in {ns}")))?;
         set_timeout(
@@ -48,7 +69,7 @@ impl TcpServer {
         let flag = stop.clone();
         let handle = thread::Builder::new()
             .name("bench-server".into())
-            .spawn(move || serve(listener, flag))
+            .spawn(move || serve(listener, flag, placement.server_cpu()))
             .map_err(io_err("starting the server thread"))?;
         Ok(TcpServer {
             stop,
@@ -66,8 +87,8 @@ impl Drop for TcpServer {
     }
 }
 
-fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
-    sys::pin_to_cpu(SERVER_CPU);
+fn serve(listener: TcpListener, stop: Arc<AtomicBool>, cpu: usize) {
+    sys::pin_to_cpu(cpu);
     let mut buf = [0u8; 64];
     while !stop.load(Ordering::Relaxed) {
         let Ok((mut s, _)) = listener.accept() else {
@@ -123,10 +144,12 @@ pub fn conn_rate(
     backend_port: u16,
     duration: Duration,
     max_connections: u64,
+    placement: Placement,
 ) -> Result<ConnResult, BenchError> {
     let _server = TcpServer::start(
         server_ns,
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, backend_port),
+        placement,
     )?;
     netns::run_in(client_ns, move || {
         sys::pin_to_cpu(CLIENT_CPU);
@@ -170,10 +193,12 @@ pub fn request_response(
     backend_port: u16,
     duration: Duration,
     max_round_trips: usize,
+    placement: Placement,
 ) -> Result<Vec<f64>, BenchError> {
     let _server = TcpServer::start(
         server_ns,
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, backend_port),
+        placement,
     )?;
     netns::run_in(client_ns, move || -> Result<Vec<f64>, BenchError> {
         sys::pin_to_cpu(CLIENT_CPU);
@@ -495,17 +520,26 @@ fn udp_generate(
 }
 
 /// Scenario 4: `iperf3 -c` in the client ns against a one-shot server in the container.
+/// With [`Placement::OneCpu`] both iperf3 processes run on CPU 0 (`-A 0`); split,
+/// the scheduler places them.
 pub fn iperf3(
     server_ns: &str,
     client_ns: &str,
     target: SocketAddrV4,
     seconds: u32,
+    placement: Placement,
 ) -> Result<f64, BenchError> {
     let port = target.port().to_string();
     let bound = Duration::from_secs(u64::from(seconds) + 20);
+    let affinity: &[&str] = match placement {
+        Placement::Split => &[],
+        Placement::OneCpu => &["-A", "0"],
+    };
     let mut server = std::process::Command::new("timeout")
         .arg(bound.as_secs().to_string())
-        .args(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p"])
+        .args(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"])
+        .args(affinity)
+        .arg("-p")
         .arg(crate::lanes::IPERF_PORT.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -541,20 +575,13 @@ pub fn iperf3(
         }
         thread::sleep(Duration::from_millis(30));
     }
-    let out = sys::run_tool(
-        Some(client_ns),
-        &[
-            "iperf3",
-            "-c",
-            &target.ip().to_string(),
-            "-p",
-            &port,
-            "-t",
-            &seconds.to_string(),
-            "-J",
-        ],
-        bound,
-    );
+    let target_ip = target.ip().to_string();
+    let seconds = seconds.to_string();
+    let mut args = vec![
+        "iperf3", "-c", &target_ip, "-p", &port, "-t", &seconds, "-J",
+    ];
+    args.extend_from_slice(affinity);
+    let out = sys::run_tool(Some(client_ns), &args, bound);
     let _ = server.kill();
     let _ = server.wait();
     let out = out?;

@@ -47,6 +47,13 @@ fn quick_bench_runs_every_lane_and_scenario() {
             &[1],
         ),
         (names::IPERF, &["throughput"], &[1]),
+        (
+            names::CONN_ONE_CPU,
+            &["connections/s", "connect p50", "connect p99"],
+            &[1],
+        ),
+        (names::RR_ONE_CPU, &["p50", "p99", "p99.9"], &[1]),
+        (names::IPERF_ONE_CPU, &["throughput"], &[1]),
         (names::SCALING, &["connections/s"], &opts.rule_sizes),
         (names::SCALING_UDP, &["delivered pps"], &opts.rule_sizes),
     ];
