@@ -126,6 +126,11 @@ pub struct MasqueradeConfig {
     pub subnet: Ipv4Net,
     /// SNAT source ports; must not overlap the host's `net.ipv4.ip_local_port_range`.
     pub ports: RangeInclusive<u16>,
+    /// `allow_direct_routing`: when false (the default), a packet from the uplink
+    /// routed straight to an address in `subnet` (not the host's own) that belongs to
+    /// no flow and no published port is dropped, so unpublished container ports are
+    /// not reachable from outside; true lets routed setups reach the containers.
+    pub allow_direct_routing: bool,
 }
 
 impl MasqueradeConfig {
@@ -242,6 +247,8 @@ struct RawContainer {
 struct RawMasquerade {
     subnet: String,
     ports: Option<String>,
+    /// Any TOML value, so a mistyped one gets our message with the key.
+    allow_direct_routing: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +325,17 @@ impl Config {
                 ports: match m.ports.as_deref() {
                     None => DEFAULT_SNAT_PORTS,
                     Some(p) => parse_port_range(p).map_err(in_file)?,
+                },
+                allow_direct_routing: match &m.allow_direct_routing {
+                    None => false,
+                    Some(toml::Value::Boolean(b)) => *b,
+                    Some(other) => {
+                        return Err(in_file(format!(
+                            "allow direct routing {other} (masquerade.allow_direct_routing): \
+                             not a boolean; write true (routed peers reach the containers) or \
+                             false (the default: only flows and published ports do)"
+                        )));
+                    }
                 },
             }),
         };
@@ -1114,6 +1132,7 @@ spec = "9001:172.16.0.50:80""#,
     fn local_port_range_overlap() {
         let m = MasqueradeConfig {
             subnet: "172.16.0.0/24".parse().unwrap(),
+            allow_direct_routing: false,
             ports: DEFAULT_SNAT_PORTS,
         };
         assert!(m.check_local_port_range(&(32768..=60999)).is_ok());

@@ -853,7 +853,12 @@ pub fn datapath_config(
         masquerade: u8::from(cfg.masquerade.is_some()),
         ephemeral_min: *ephemeral_ports.start(),
         ephemeral_max: *ephemeral_ports.end(),
-        _pad: [0; 2],
+        allow_direct_routing: u8::from(
+            cfg.masquerade
+                .as_ref()
+                .is_some_and(|m| m.allow_direct_routing),
+        ),
+        _pad: [0; 1],
     }
 }
 
