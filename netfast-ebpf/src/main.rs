@@ -83,15 +83,14 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
     };
     count(counter);
     if counter.is_drop() {
+        release_mark(&ctx);
         return xdp_action::XDP_DROP;
     }
-    let mark = if counter == Counter::PassXdpCsumPartial {
-        // The headroom may hold an earlier frame's mark: overwrite it.
-        0
+    if counter == Counter::PassXdpCsumPartial {
+        release_mark(&ctx);
     } else {
-        XDP_DECIDED_MARK
-    };
-    write_mark(&ctx, mark);
+        write_mark(&ctx, XDP_DECIDED_MARK);
+    }
     xdp_action::XDP_PASS
 }
 
@@ -105,8 +104,7 @@ fn reserve_mark(ctx: &XdpContext) -> bool {
     unsafe { bpf_xdp_adjust_meta(ctx.ctx, -len) == 0 }
 }
 
-/// Writes `mark` into the metadata `reserve_mark` made room for: `XDP_DECIDED_MARK`
-/// for a frame XDP decided on, 0 for one it leaves to tc.
+/// Writes `mark` into the metadata `reserve_mark` made room for.
 #[inline(always)]
 fn write_mark(ctx: &XdpContext, mark: u32) {
     let (meta, data) = (ctx.metadata(), ctx.data());
@@ -117,6 +115,18 @@ fn write_mark(ctx: &XdpContext, mark: u32) {
     }
     // SAFETY: bounds-checked against `data` just above.
     unsafe { (meta as *mut u32).write_unaligned(mark) };
+}
+
+/// Gives back the room `reserve_mark` took, for a frame XDP leaves to tc or drops: it
+/// carries no metadata then, as before XDP ran. Should the kernel refuse, the room
+/// is zeroed instead, since the headroom may hold an earlier frame's mark.
+#[inline(always)]
+fn release_mark(ctx: &XdpContext) {
+    let len = size_of::<u32>() as i32;
+    // SAFETY: the helper checks that the metadata it gives back exists.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, len) } != 0 {
+        write_mark(ctx, 0);
+    }
 }
 
 /// Whether the XDP program in front of this tc program has decided on the frame.
