@@ -2,7 +2,9 @@
 //! XDP entry points; every path ends in exactly one `Counter`, which also decides
 //! pass or drop (`Counter::is_drop`).
 
-use netfast_common::{Backend, Counter, CtTuple, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto};
+use netfast_common::{
+    Backend, Counter, CtTuple, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto,
+};
 
 use crate::{
     conntrack::{self, Side},

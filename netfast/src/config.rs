@@ -1005,6 +1005,21 @@ ports = "40000-40100"
         assert!(c.masquerade.is_none());
     }
 
+    /// `[masquerade] allow_direct_routing`: false unless set, and what is set.
+    #[test]
+    fn allow_direct_routing_defaults_to_false() {
+        let c = Config::from_toml_str(SEED).unwrap();
+        assert!(!c.masquerade.unwrap().allow_direct_routing);
+        for allow in [true, false] {
+            let text = SEED.replace(
+                "subnet = \"172.16.0.0/24\"",
+                &format!("subnet = \"172.16.0.0/24\"\nallow_direct_routing = {allow}"),
+            );
+            let c = Config::from_toml_str(&text).unwrap();
+            assert_eq!(c.masquerade.unwrap().allow_direct_routing, allow);
+        }
+    }
+
     #[test]
     fn backend_may_be_a_container_without_masquerade() {
         let text = SEED.replace("[masquerade]\nsubnet = \"172.16.0.0/24\"\n", "");
@@ -1056,6 +1071,8 @@ ports = "40000-40100"
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0\"", &["masquerade.subnet", "/24"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"0.0.0.0/0\"", &["masquerade subnet \"0.0.0.0/0\" (masquerade.subnet)", "a /0", "like \"172.16.0.0/24\""]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.0.0.0/7\"", &["\"172.0.0.0/7\"", "a /7"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nallow_direct_routing = \"yes\"", &["allow direct routing \"yes\" (masquerade.allow_direct_routing)", "not a boolean", "write true"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nallow_direct_routing = 1", &["allow direct routing 1 (masquerade.allow_direct_routing)", "not a boolean"]),
             ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/4\"", &["bridge address \"172.16.0.100/4\" (bridge.address)", "/8 to /30"]),
             ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/31\"", &["\"172.16.0.100/31\"", "no room for a container"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"0-100\"", &["\"0-100\"", "masquerade.ports", "port 0"]),

@@ -77,4 +77,3 @@ pub fn ifindex(name: &str) -> u32 {
     assert_ne!(index, 0, "no interface {name} in the test's namespace");
     index
 }
-

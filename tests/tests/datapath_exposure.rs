@@ -36,7 +36,11 @@ const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 100);
 
 /// Runs `case` on both ingress programs, each in a network namespace of its own
 /// built by `private_netns(uplink_cidr, more)`, with the seed's datapath.
-fn in_private_netns(uplink_cidr: &str, more: &[&[&str]], case: impl Fn(Prog, &mut Datapath) + Sync) {
+fn in_private_netns(
+    uplink_cidr: &str,
+    more: &[&[&str]],
+    case: impl Fn(Prog, &mut Datapath) + Sync,
+) {
     each_ingress(|prog| {
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -90,7 +94,10 @@ fn a_loopback_publish_is_not_reachable_from_the_uplink() {
         datapath
             .run(prog, &unpublished)
             .assert(PASS, Counter::PassNoMatch, &unpublished);
-        assert!(datapath.conntrack().is_empty(), "{prog:?}: no flow may be made");
+        assert!(
+            datapath.conntrack().is_empty(),
+            "{prog:?}: no flow may be made"
+        );
     });
 }
 
@@ -155,12 +162,7 @@ fn routed_to_container() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "tcp to a published backend's own port",
-            Packet::tcp(
-                sock(LAN_PEER, 41_003),
-                sock(BACKEND, TCP_BACKEND_PORT),
-                SYN,
-            )
-            .bytes(),
+            Packet::tcp(sock(LAN_PEER, 41_003), sock(BACKEND, TCP_BACKEND_PORT), SYN).bytes(),
         ),
         (
             "icmp echo request",
@@ -201,7 +203,10 @@ fn routed_traffic_to_the_subnet_is_dropped() {
             assert_eq!(run.verdict, DROP, "{prog:?}, {what}");
             run.assert(DROP, Counter::DropRoutedToContainer, &bytes);
         }
-        assert!(datapath.conntrack().is_empty(), "{prog:?}: no flow may be made");
+        assert!(
+            datapath.conntrack().is_empty(),
+            "{prog:?}: no flow may be made"
+        );
     });
 }
 

@@ -153,7 +153,9 @@ fn reup_with_direct_routing(sb: &Sandbox, allow: bool) {
     );
     let line = format!("(allow_direct_routing = {allow})");
     assert!(
-        status.lines().any(|l| l.starts_with("routed in:") && l.ends_with(&line)),
+        status
+            .lines()
+            .any(|l| l.starts_with("routed in:") && l.ends_with(&line)),
         "status should show {line}:\n{status}"
     );
     let json = succeeded(
@@ -292,7 +294,10 @@ fn loopback_publish(ingress: IngressMode, tag: &str) {
         &sb.netfast(&["ct", "list", "--instance", &sb.prefix, "--json"]),
         "netfast ct list",
     );
-    assert!(!flows.contains("127.0.0.1"), "no flow to 127.0.0.1: {flows}");
+    assert!(
+        !flows.contains("127.0.0.1"),
+        "no flow to 127.0.0.1: {flows}"
+    );
 
     // `publish add` applies the same host-address rule: 127.0.0.1 is accepted live.
     let out = sb.netfast(&[

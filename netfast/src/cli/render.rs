@@ -742,9 +742,13 @@ impl fmt::Display for StatusView {
                 f,
                 "routed in:   {}",
                 if c.allow_direct_routing {
-                    format!("{subnet} open to peers routing it via the host (allow_direct_routing = true)")
+                    format!(
+                        "{subnet} open to peers routing it via the host (allow_direct_routing = true)"
+                    )
                 } else {
-                    format!("{subnet} closed but for flows and publishes (allow_direct_routing = false)")
+                    format!(
+                        "{subnet} closed but for flows and publishes (allow_direct_routing = false)"
+                    )
                 }
             )?;
         }
@@ -1022,26 +1026,28 @@ icmp   61000-65535     0   4536  0.0%
         assert_eq!(
             &lines[26..],
             [
-                "snat_port_retries                info        250    125.0",
-                "snat_port_host_socket            info        260    130.0",
-                "conntrack_half_restored          info        270    135.0",
-                "conntrack_restore_failed         info        280    140.0",
-                "fragment_record_failed           info        290    145.0",
-                "xdp_mark_failed                  info        300    150.0",
-                "conntrack_reopened               info        310    155.0",
-                "conntrack_assured                info        320    160.0",
-                "conntrack_assure_failed          info        330    165.0",
+                "drop_loopback_publish            drop        250    125.0",
+                "drop_routed_to_container         drop        260    130.0",
+                "snat_port_retries                info        270    135.0",
+                "snat_port_host_socket            info        280    140.0",
+                "conntrack_half_restored          info        290    145.0",
+                "conntrack_restore_failed         info        300    150.0",
+                "fragment_record_failed           info        310    155.0",
+                "xdp_mark_failed                  info        320    160.0",
+                "conntrack_reopened               info        330    165.0",
+                "conntrack_assured                info        340    170.0",
+                "conntrack_assure_failed          info        350    175.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 250",
+                "snat port retries: 270",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 250);
+        assert_eq!(json["snat_port_retries"], 270);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);
