@@ -104,7 +104,9 @@ fn a_loopback_publish_is_not_reachable_from_the_uplink() {
 /// The uplink has 10.0.1.48 (the address of `up`) and 10.0.1.49; 8081 is published
 /// on 10.0.1.49 only. A SYN to 10.0.1.49:8081 is translated; one to 10.0.1.48:8081
 /// is a miss. Once 10.0.1.49 is removed from the host, a new SYN to it is a miss too:
-/// the publish answers only where its address lives.
+/// the publish answers only where its address lives. (Formerly
+/// `dnat_to_an_exact_host_address` in datapath_packets.rs, which asked the machine's
+/// own routing table.)
 #[test]
 fn a_publish_on_one_uplink_address_answers_only_that_address() {
     let second = Ipv4Addr::new(10, 0, 1, 49);
