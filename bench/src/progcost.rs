@@ -664,7 +664,8 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         masquerade: 1,
         ephemeral_min: 32_768,
         ephemeral_max: 60_999,
-        _pad: [0; 2],
+        allow_direct_routing: 0,
+        _pad: [0; 1],
     };
     let map = ebpf
         .map_mut(MAP_CONFIG)

@@ -72,6 +72,17 @@ pub enum Counter {
     /// A TCP RST outside the receiving side's window (`netfast_common::tcp::rst_in_window`):
     /// dropped without touching the flow, so a blind RST cannot end it.
     DropTcpRstOutOfWindow,
+    /// A packet from the uplink to a published port on a loopback address (127.0.0.0/8,
+    /// whether published on `127.0.0.1` or on every address): dropped. Loopback
+    /// addresses live on `lo`; from the wire they are martians, and a loopback publish
+    /// is for the host only. Docker drops the same packets in raw PREROUTING (`-d
+    /// 127.0.0.1 ! -i lo -j DROP`), so that `route_localnet` cannot open them either.
+    DropLoopbackPublish,
+    /// A packet from the uplink routed to an address of the masqueraded subnet that is
+    /// not the host's own, and that belongs to no flow and no published port (an
+    /// unpublished container port reached by a peer that routes the subnet via the
+    /// host): dropped, unless `allow_direct_routing` is set.
+    DropRoutedToContainer,
     /// Not a decision: every extra SNAT port try after the first.
     SnatPortRetries,
     /// Not a decision: a SNAT port passed over because a host socket uses it toward
@@ -84,9 +95,9 @@ pub enum Counter {
     /// Not a decision: a translated first fragment could not be recorded in FRAGMENTS,
     /// so its later fragments will be counted untracked.
     FragmentRecordFailed,
-    /// Not a decision: XDP could not put its decided mark in the frame's metadata (a
-    /// driver without XDP metadata), so the tc program behind it looks the frame up
-    /// again and counts a second decision (a translated frame finds no flow there).
+    /// Not a decision: XDP found no room for its decided mark in the frame's metadata
+    /// (a driver without XDP metadata), so it left the frame untouched, undecided, to
+    /// the tc program behind it, which decides on it and counts that.
     XdpMarkFailed,
     /// Not a decision: a SYN from the original side found its flow closed (TIME_WAIT
     /// or CLOSE) and started a fresh one, with a new publish lookup or port choice.
@@ -136,6 +147,8 @@ impl Counter {
                 | Counter::DropConntrackClash
                 | Counter::DropRewriteFailed
                 | Counter::DropTcpRstOutOfWindow
+                | Counter::DropLoopbackPublish
+                | Counter::DropRoutedToContainer
         )
     }
 
@@ -191,6 +204,8 @@ mod tests {
             "drop_conntrack_clash",
             "drop_rewrite_failed",
             "drop_tcp_rst_out_of_window",
+            "drop_loopback_publish",
+            "drop_routed_to_container",
             "snat_port_retries",
             "snat_port_host_socket",
             "conntrack_half_restored",

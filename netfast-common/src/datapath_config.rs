@@ -25,7 +25,13 @@ pub struct DatapathConfig {
     /// connection of its own later, which nothing in the datapath would see coming.
     pub ephemeral_min: u16,
     pub ephemeral_max: u16,
-    pub _pad: [u8; 2],
+    /// 1 when the config's `[masquerade] allow_direct_routing` is true: packets from
+    /// the uplink routed straight to an address of the masqueraded subnet pass as the
+    /// kernel routes them. 0 (the default): such a packet that belongs to no flow and
+    /// no published port is dropped (`Counter::DropRoutedToContainer`), as Docker's
+    /// default NAT gateway mode drops direct access to containers.
+    pub allow_direct_routing: u8,
+    pub _pad: [u8; 1],
 }
 
 #[cfg(feature = "user")]

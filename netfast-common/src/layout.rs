@@ -17,8 +17,10 @@ use crate::{Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragK
 /// adds TCP sequence tracking to `CtEntry`, `CONNTRACK_UNASSURED` and the TCP-state
 /// and assurance counters; 8 renames the `FORWARDS` map to `PUBLISHED_PORTS` (a map is
 /// found by its name, so an instance pinned under the old name must be brought down
-/// with the build that made it, or with this one, and up again).
-pub const LAYOUT_VERSION: u64 = 8;
+/// with the build that made it, or with this one, and up again); 9 adds the exposure
+/// counters (`drop_loopback_publish`, `drop_routed_to_container`) and
+/// `allow_direct_routing` in `CONFIG` (taken from its padding).
+pub const LAYOUT_VERSION: u64 = 9;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
@@ -45,9 +47,9 @@ const fn fingerprint() -> u64 {
 }
 
 // CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 24, FragKey 12,
-// FragEntry 16, 34 counters.
+// FragEntry 16, 36 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_18_0c_10_22,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_18_0c_10_24,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

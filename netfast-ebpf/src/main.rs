@@ -61,6 +61,14 @@ pub fn uplink_egress_tc(ctx: TcContext) -> i32 {
 
 #[xdp]
 pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
+    // The room for the decided mark is taken first, before any decision: a frame XDP
+    // cannot mark is left to the tc program behind it whole, untranslated. Marking
+    // after a translation could fail too late: tc would then take the translated frame
+    // for one routed straight to a container (`DropRoutedToContainer`).
+    if !reserve_mark(&ctx) {
+        count(Counter::XdpMarkFailed);
+        return xdp_action::XDP_PASS;
+    }
     let mut frame = XdpRewriter {
         ctx: ctx.ctx,
         data: ctx.data(),
@@ -75,25 +83,30 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
     };
     count(counter);
     if counter.is_drop() {
+        release_mark(&ctx);
         return xdp_action::XDP_DROP;
     }
-    if counter != Counter::PassXdpCsumPartial {
-        mark_decided(&ctx);
+    if counter == Counter::PassXdpCsumPartial {
+        release_mark(&ctx);
+    } else {
+        write_mark(&ctx, XDP_DECIDED_MARK);
     }
     xdp_action::XDP_PASS
 }
 
-/// Puts `XDP_DECIDED_MARK` in front of the frame as XDP metadata, which the skb
-/// keeps for the tc ingress program behind XDP. Every packet pointer is stale after
-/// `bpf_xdp_adjust_meta`, so this is the program's last touch of the frame.
+/// Puts 4 bytes of XDP metadata in front of the frame, which the skb keeps for the tc
+/// ingress program behind XDP; false when the driver has no room for metadata. Every
+/// packet pointer is stale after `bpf_xdp_adjust_meta`, so this comes before parsing.
 #[inline(always)]
-fn mark_decided(ctx: &XdpContext) {
+fn reserve_mark(ctx: &XdpContext) -> bool {
     let len = size_of::<u32>() as i32;
     // SAFETY: the helper checks the room it takes from the headroom itself.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -len) } != 0 {
-        count(Counter::XdpMarkFailed);
-        return;
-    }
+    unsafe { bpf_xdp_adjust_meta(ctx.ctx, -len) == 0 }
+}
+
+/// Writes `mark` into the metadata `reserve_mark` made room for.
+#[inline(always)]
+fn write_mark(ctx: &XdpContext, mark: u32) {
     let (meta, data) = (ctx.metadata(), ctx.data());
     // The verifier allows writes to metadata only below this exact comparison.
     if meta + size_of::<u32>() > data {
@@ -101,7 +114,19 @@ fn mark_decided(ctx: &XdpContext) {
         return;
     }
     // SAFETY: bounds-checked against `data` just above.
-    unsafe { (meta as *mut u32).write_unaligned(XDP_DECIDED_MARK) };
+    unsafe { (meta as *mut u32).write_unaligned(mark) };
+}
+
+/// Gives back the room `reserve_mark` took, for a frame XDP leaves to tc or drops: it
+/// carries no metadata then, as before XDP ran. Should the kernel refuse, the room
+/// is zeroed instead, since the headroom may hold an earlier frame's mark.
+#[inline(always)]
+fn release_mark(ctx: &XdpContext) {
+    let len = size_of::<u32>() as i32;
+    // SAFETY: the helper checks that the metadata it gives back exists.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, len) } != 0 {
+        write_mark(ctx, 0);
+    }
 }
 
 /// Whether the XDP program in front of this tc program has decided on the frame.

@@ -125,11 +125,14 @@ impl Packet {
     }
 }
 
-/// Why a packet was not parsed into a `Packet`, and its source, so the caller can
-/// refuse to leak a private address for what it cannot translate.
+/// Why a packet was not parsed into a `Packet`, and its addresses (network byte
+/// order; 0 when parsing stopped before them), so the caller can refuse to leak a
+/// private source address, or to pass a packet routed into the subnet, for what it
+/// cannot translate.
 pub struct Unparsed {
     pub reason: Counter,
     pub src_addr: u32,
+    pub dst_addr: u32,
 }
 
 /// Returns a pointer to a `T` at `offset`, or None when the packet is too short.
@@ -153,6 +156,7 @@ fn read<T: Copy>(data: usize, data_end: usize, offset: usize) -> Result<T, Unpar
     get(data, data_end, offset).ok_or(Unparsed {
         reason: Counter::DropTruncated,
         src_addr: 0,
+        dst_addr: 0,
     })
 }
 
@@ -177,6 +181,7 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
         return Err(Unparsed {
             reason: Counter::PassNotIpv4,
             src_addr: 0,
+            dst_addr: 0,
         });
     }
     let vihl: u8 = read(data, data_end, IP_OFF)?;
@@ -186,7 +191,11 @@ pub fn parse(data: usize, data_end: usize) -> Result<Packet, Unparsed> {
     let ip_proto: u8 = read(data, data_end, IP_PROTO_OFF)?;
     let src_addr: u32 = read(data, data_end, IP_SRC_OFF)?;
     let dst_addr: u32 = read(data, data_end, IP_DST_OFF)?;
-    let unparsed = |reason| Unparsed { reason, src_addr };
+    let unparsed = |reason| Unparsed {
+        reason,
+        src_addr,
+        dst_addr,
+    };
 
     // IHL counts 32-bit words; options are skipped, not refused. The mask keeps the
     // offset provably below 15 * 4 for the verifier.

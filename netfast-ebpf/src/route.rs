@@ -21,6 +21,8 @@ use aya_ebpf::bindings::{
     BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup as FibParams,
 };
 
+use netfast_common::CtTuple;
+
 use crate::parse::Packet;
 
 const AF_INET: u8 = 2;
@@ -38,25 +40,26 @@ pub trait Routes {
     fn to_group_mac(&self) -> bool;
 }
 
-/// A lookup of `pkt`'s tuple as it arrived on `ifindex`, in the ingress perspective
+/// A lookup of the tuple `key` as it arrived on `ifindex`, in the ingress perspective
 /// (the kernel's input route: `iif`, source, destination, protocol and ports, as
 /// `ip rule` may select on them). The TOS is left 0.
 #[inline(always)]
-fn params(pkt: &Packet, ifindex: u32) -> FibParams {
+fn params(key: &CtTuple, ifindex: u32) -> FibParams {
     // SAFETY: a plain C struct of integers and unions of integers; all zeros is valid
     // and is what the helper expects of the fields not set here.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.l4_protocol = pkt.key.proto;
-    params.sport = pkt.key.src_port;
-    params.dport = pkt.key.dst_port;
+    params.l4_protocol = key.proto;
+    params.sport = key.src_port;
+    params.dport = key.dst_port;
     params.ifindex = ifindex;
-    params.__bindgen_anon_3.ipv4_src = pkt.key.src_addr;
-    params.__bindgen_anon_4.ipv4_dst = pkt.key.dst_addr;
+    params.__bindgen_anon_3.ipv4_src = key.src_addr;
+    params.__bindgen_anon_4.ipv4_dst = key.dst_addr;
     params
 }
 
-/// Whether `pkt`, arriving on the uplink, is addressed to this host: what Docker's
+/// Whether a packet with the tuple `key` (ports 0 when it has none), arriving on the
+/// uplink, is addressed to this host: what Docker's
 /// `-m addrtype --dst-type LOCAL` matches before a publish without a host address
 /// DNATs (an `RTN_LOCAL` route of the host namespace, any interface's address).
 ///
@@ -70,12 +73,12 @@ fn params(pkt: &Packet, ifindex: u32) -> FibParams {
 /// When forwarding is off on the uplink the answer is no: a DNAT-ed packet could not
 /// be forwarded to the backend then either.
 #[inline(always)]
-pub fn is_local<R: Routes>(r: &R, pkt: &Packet) -> bool {
-    let first_octet = u32::from_be(pkt.key.dst_addr) >> 24;
-    if first_octet == 0 || first_octet == 127 || first_octet >= 224 || r.to_group_mac() {
+pub fn is_local<R: Routes>(r: &R, key: &CtTuple) -> bool {
+    let first_octet = u32::from_be(key.dst_addr) >> 24;
+    if first_octet == 0 || is_loopback(key.dst_addr) || first_octet >= 224 || r.to_group_mac() {
         return false;
     }
-    let mut params = params(pkt, r.ifindexes().1);
+    let mut params = params(key, r.ifindexes().1);
     r.fib_lookup(&mut params, 0) == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
 }
 
@@ -90,7 +93,7 @@ pub fn is_local<R: Routes>(r: &R, pkt: &Packet) -> bool {
 #[inline(always)]
 pub fn masquerade_source<R: Routes>(r: &R, pkt: &Packet) -> Option<u32> {
     let (arrived, uplink) = r.ifindexes();
-    let mut params = params(pkt, arrived);
+    let mut params = params(&pkt.key, arrived);
     let ret = r.fib_lookup(&mut params, BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
     // FRAG_NEEDED comes after a successful lookup, with the result filled in: tc
     // checks the packet against the route device's MTU last.
@@ -101,6 +104,14 @@ pub fn masquerade_source<R: Routes>(r: &R, pkt: &Packet) -> Option<u32> {
     // SAFETY: the helper wrote the IPv4 member of the union.
     let src = unsafe { params.__bindgen_anon_3.ipv4_src };
     (params.ifindex == uplink && src != 0).then_some(src)
+}
+
+/// Whether `addr` (network byte order) is in 127.0.0.0/8: an address of `lo`, which
+/// the kernel drops as a martian when it arrives from the wire (unless the interface
+/// has `route_localnet`).
+#[inline(always)]
+pub fn is_loopback(addr: u32) -> bool {
+    u32::from_be(addr) >> 24 == 127
 }
 
 /// The size the helper is told; a const so the verifier sees a known scalar.

@@ -2,7 +2,9 @@
 //! XDP entry points; every path ends in exactly one `Counter`, which also decides
 //! pass or drop (`Counter::is_drop`).
 
-use netfast_common::{Counter, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto};
+use netfast_common::{
+    Backend, Counter, CtTuple, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto,
+};
 
 use crate::{
     conntrack::{self, Side},
@@ -20,23 +22,43 @@ pub fn config() -> Option<&'static DatapathConfig> {
 }
 
 /// From outside: replies to masqueraded flows, new or established flows to published
-/// ports, their later fragments, and ICMP errors about them.
+/// ports, their later fragments, and ICMP errors about them. Nothing else reaches the
+/// masqueraded subnet by routing, unless `allow_direct_routing` says so
+/// (`refuse_routed`).
 #[inline(always)]
 pub fn ingress<R: Rewriter + Routes>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
     let Some(config) = config() else {
         return Counter::PassNotConfigured;
     };
-    let pkt = match parsed {
-        Ok(pkt) => pkt,
-        Err(unparsed) => return unparsed.reason,
-    };
+    match parsed {
+        Ok(pkt) => {
+            let counter = ingress_packet(r, &pkt, config);
+            refuse_routed(r, counter, &pkt.key, config)
+        }
+        Err(unparsed) => {
+            let key = CtTuple {
+                src_addr: unparsed.src_addr,
+                dst_addr: unparsed.dst_addr,
+                ..CtTuple::default()
+            };
+            refuse_routed(r, unparsed.reason, &key, config)
+        }
+    }
+}
+
+#[inline(always)]
+fn ingress_packet<R: Rewriter + Routes>(
+    r: &mut R,
+    pkt: &Packet,
+    config: &DatapathConfig,
+) -> Counter {
     if pkt.quote_off != 0 {
-        return icmp::translate_error(r, &pkt, Side::Ingress);
+        return icmp::translate_error(r, pkt, Side::Ingress);
     }
     if pkt.fragment == FRAG_LATER {
-        return later_fragment(r, &pkt, Side::Ingress);
+        return later_fragment(r, pkt, Side::Ingress);
     }
-    let hit = match conntrack::lookup_for(&pkt.key, &pkt, Side::Ingress) {
+    let hit = match conntrack::lookup_for(&pkt.key, pkt, Side::Ingress) {
         Ok(hit) => hit,
         Err(drop) => return drop,
     };
@@ -46,15 +68,17 @@ pub fn ingress<R: Rewriter + Routes>(r: &mut R, parsed: Result<Packet, Unparsed>
         } else {
             Counter::SnatReply
         };
-        return done(&pkt, translate(r, &pkt, &state), outcome);
+        return done(pkt, translate(r, pkt, &state), outcome);
     }
-    let Some(backend) = published_backend(r, &pkt, config) else {
-        return Counter::PassNoMatch;
+    let backend = match published_backend(r, pkt, config) {
+        Ok(Some(backend)) => backend,
+        Ok(None) => return Counter::PassNoMatch,
+        Err(drop) => return drop,
     };
-    let created = conntrack::create_dnat(&pkt, &backend);
+    let created = conntrack::create_dnat(pkt, &backend);
     done(
-        &pkt,
-        created.and_then(|state| translate(r, &pkt, &state)),
+        pkt,
+        created.and_then(|state| translate(r, pkt, &state)),
         Counter::DnatNew,
     )
 }
@@ -150,18 +174,27 @@ fn done(pkt: &Packet, result: Result<(), Counter>, outcome: Counter) -> Counter 
     }
 }
 
-/// An exact host address wins over "any". "Any" means every address of the host,
-/// as it is when the flow starts: the address of `up` is taken as is, any other
-/// destination is asked of the kernel (`route::is_local`), only after an "any" entry
-/// matched, so a miss costs no more than the two hash lookups.
+/// The backend of the publish `pkt` is addressed to. An exact host address wins over
+/// "any". Either kind answers only where its address lives, which is the same
+/// question for both, asked only after an entry matched, so a miss costs no more
+/// than the two hash lookups:
+/// - a loopback destination (127.0.0.0/8) never: loopback addresses live on `lo`, so
+///   a packet from the uplink to a published port there is dropped
+///   (`DropLoopbackPublish`), whether the port is published on `127.0.0.1` or on
+///   every address;
+/// - the address of `up` always, taken as is;
+/// - any other destination when the kernel says it is an address of the host now
+///   (`route::is_local`, from the uplink): an address of the uplink or of another
+///   interface (the kernel's weak host model, as Docker's DNAT rules match it), not
+///   one that was removed after the publish was made.
 #[inline(always)]
 fn published_backend<R: Rewriter + Routes>(
     r: &R,
     pkt: &Packet,
     config: &DatapathConfig,
-) -> Option<netfast_common::Backend> {
+) -> Result<Option<Backend>, Counter> {
     if pkt.key.proto != proto::TCP && pkt.key.proto != proto::UDP {
-        return None;
+        return Ok(None);
     }
     let mut key = PublishKey {
         host_addr: pkt.key.dst_addr,
@@ -170,16 +203,68 @@ fn published_backend<R: Rewriter + Routes>(
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    if let Some(backend) = unsafe { PUBLISHED_PORTS.get(&key) } {
-        return Some(*backend);
+    let exact = unsafe { PUBLISHED_PORTS.get(&key) }.copied();
+    let backend = match exact {
+        Some(backend) => backend,
+        None => {
+            key.host_addr = 0;
+            // SAFETY: the value is copied out at once.
+            match unsafe { PUBLISHED_PORTS.get(&key) }.copied() {
+                Some(backend) => backend,
+                None => return Ok(None),
+            }
+        }
+    };
+    if route::is_loopback(pkt.key.dst_addr) {
+        return Err(Counter::DropLoopbackPublish);
     }
-    key.host_addr = 0;
-    // SAFETY: the value is copied out at once.
-    let backend = unsafe { PUBLISHED_PORTS.get(&key) }.copied()?;
-    if pkt.key.dst_addr != config.uplink_addr && !route::is_local(r, pkt) {
-        return None;
+    if pkt.key.dst_addr != config.uplink_addr && !route::is_local(r, &pkt.key) {
+        return Ok(None);
     }
-    Some(backend)
+    Ok(Some(backend))
+}
+
+/// A packet from the uplink that the kernel would route into the masqueraded subnet
+/// is dropped when netfast passed it for want of a flow or a publish
+/// (`DropRoutedToContainer`), as Docker drops direct access to containers in its
+/// default NAT gateway mode: an unpublished container port is not reachable from
+/// outside, even by a peer that routes the subnet via the host. What passes:
+/// - every translated packet: replies to the containers' masqueraded flows, the
+///   flows of published ports (also one published on an address inside the subnet,
+///   such as the bridge's), their later fragments and the ICMP errors about them;
+/// - a destination that is the host's own (the bridge's address, a point-to-point
+///   host address) or a broadcast, as `route::is_local` answers: traffic to the host
+///   itself is the host firewall's business;
+/// - everything, with `allow_direct_routing` (routed setups), and everything without
+///   `[masquerade]`, where no subnet is configured and the containers' own flows are
+///   not tracked.
+///
+/// Only decisions that pass untranslated become the drop; the route is asked only
+/// for those, so translated packets never pay for it.
+#[inline(always)]
+fn refuse_routed<R: Routes>(
+    r: &R,
+    counter: Counter,
+    key: &CtTuple,
+    config: &DatapathConfig,
+) -> Counter {
+    if config.allow_direct_routing != 0 || !in_subnet(key.dst_addr, config) {
+        return counter;
+    }
+    match counter {
+        Counter::PassNoMatch
+        | Counter::PassFragmentUntracked
+        | Counter::PassOtherProtocol
+        | Counter::PassIcmpOther
+        | Counter::PassIcmpErrorUntracked => {
+            if route::is_local(r, key) {
+                counter
+            } else {
+                Counter::DropRoutedToContainer
+            }
+        }
+        counter => counter,
+    }
 }
 
 #[inline(always)]

@@ -126,6 +126,11 @@ pub struct MasqueradeConfig {
     pub subnet: Ipv4Net,
     /// SNAT source ports; must not overlap the host's `net.ipv4.ip_local_port_range`.
     pub ports: RangeInclusive<u16>,
+    /// `allow_direct_routing`: when false (the default), a packet from the uplink
+    /// routed straight to an address in `subnet` (not the host's own) that belongs to
+    /// no flow and no published port is dropped, so unpublished container ports are
+    /// not reachable from outside; true lets routed setups reach the containers.
+    pub allow_direct_routing: bool,
 }
 
 impl MasqueradeConfig {
@@ -242,6 +247,8 @@ struct RawContainer {
 struct RawMasquerade {
     subnet: String,
     ports: Option<String>,
+    /// Any TOML value, so a mistyped one gets our message with the key.
+    allow_direct_routing: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +325,17 @@ impl Config {
                 ports: match m.ports.as_deref() {
                     None => DEFAULT_SNAT_PORTS,
                     Some(p) => parse_port_range(p).map_err(in_file)?,
+                },
+                allow_direct_routing: match &m.allow_direct_routing {
+                    None => false,
+                    Some(toml::Value::Boolean(b)) => *b,
+                    Some(other) => {
+                        return Err(in_file(format!(
+                            "allow direct routing {other} (masquerade.allow_direct_routing): \
+                             not a boolean; write true (routed peers reach the containers) or \
+                             false (the default: only flows and published ports do)"
+                        )));
+                    }
                 },
             }),
         };
@@ -987,6 +1005,21 @@ ports = "40000-40100"
         assert!(c.masquerade.is_none());
     }
 
+    /// `[masquerade] allow_direct_routing`: false unless set, and what is set.
+    #[test]
+    fn allow_direct_routing_defaults_to_false() {
+        let c = Config::from_toml_str(SEED).unwrap();
+        assert!(!c.masquerade.unwrap().allow_direct_routing);
+        for allow in [true, false] {
+            let text = SEED.replace(
+                "subnet = \"172.16.0.0/24\"",
+                &format!("subnet = \"172.16.0.0/24\"\nallow_direct_routing = {allow}"),
+            );
+            let c = Config::from_toml_str(&text).unwrap();
+            assert_eq!(c.masquerade.unwrap().allow_direct_routing, allow);
+        }
+    }
+
     #[test]
     fn backend_may_be_a_container_without_masquerade() {
         let text = SEED.replace("[masquerade]\nsubnet = \"172.16.0.0/24\"\n", "");
@@ -1038,6 +1071,8 @@ ports = "40000-40100"
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0\"", &["masquerade.subnet", "/24"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"0.0.0.0/0\"", &["masquerade subnet \"0.0.0.0/0\" (masquerade.subnet)", "a /0", "like \"172.16.0.0/24\""]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.0.0.0/7\"", &["\"172.0.0.0/7\"", "a /7"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nallow_direct_routing = \"yes\"", &["allow direct routing \"yes\" (masquerade.allow_direct_routing)", "not a boolean", "write true"]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nallow_direct_routing = 1", &["allow direct routing 1 (masquerade.allow_direct_routing)", "not a boolean"]),
             ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/4\"", &["bridge address \"172.16.0.100/4\" (bridge.address)", "/8 to /30"]),
             ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100/31\"", &["\"172.16.0.100/31\"", "no room for a container"]),
             ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = \"0-100\"", &["\"0-100\"", "masquerade.ports", "port 0"]),
@@ -1114,6 +1149,7 @@ spec = "9001:172.16.0.50:80""#,
     fn local_port_range_overlap() {
         let m = MasqueradeConfig {
             subnet: "172.16.0.0/24".parse().unwrap(),
+            allow_direct_routing: false,
             ports: DEFAULT_SNAT_PORTS,
         };
         assert!(m.check_local_port_range(&(32768..=60999)).is_ok());

@@ -853,7 +853,12 @@ pub fn datapath_config(
         masquerade: u8::from(cfg.masquerade.is_some()),
         ephemeral_min: *ephemeral_ports.start(),
         ephemeral_max: *ephemeral_ports.end(),
-        _pad: [0; 2],
+        allow_direct_routing: u8::from(
+            cfg.masquerade
+                .as_ref()
+                .is_some_and(|m| m.allow_direct_routing),
+        ),
+        _pad: [0; 1],
     }
 }
 
@@ -1315,6 +1320,28 @@ mod tests {
         let err = one(&publish, &base, &[]);
         assert!(
             err.contains("(publish[0]): host IP 10.9.9.9 is not an address of this host"),
+            "{err}"
+        );
+        // 127.0.0.1 is an address of the host, on lo: a loopback publish is accepted
+        // (the datapath keeps it from the uplink). 127.0.0.2 is in lo's network but no
+        // address of it, and is refused like any other; so is 127.0.0.1 while lo has
+        // no address (down, as in a fresh namespace).
+        let mut loopback = cfg.clone();
+        loopback.publish = vec!["127.0.0.1:8081:172.16.0.102:80".parse().unwrap()];
+        assert_eq!(
+            address_problems(&loopback, &links, &base, &[]),
+            Vec::<String>::new()
+        );
+        loopback.publish = vec!["127.0.0.2:8081:172.16.0.102:80".parse().unwrap()];
+        let err = one(&loopback, &base, &[]);
+        assert!(
+            err.contains("host IP 127.0.0.2 is not an address of this host (it has 127.0.0.1,"),
+            "{err}"
+        );
+        loopback.publish = vec!["127.0.0.1:8081:172.16.0.102:80".parse().unwrap()];
+        let err = one(&loopback, &base[1..], &[]);
+        assert!(
+            err.contains("host IP 127.0.0.1 is not an address of this host"),
             "{err}"
         );
     }

@@ -71,7 +71,8 @@ pub fn seed_config() -> DatapathConfig {
         masquerade: 1,
         ephemeral_min: 32_768,
         ephemeral_max: 60_999,
-        _pad: [0; 2],
+        allow_direct_routing: 0,
+        _pad: [0; 1],
     }
 }
 

@@ -8,5 +8,6 @@ pub mod fuzz;
 pub mod harness;
 pub mod packet;
 pub mod percpu;
+pub mod private_netns;
 pub mod snapshot;
 pub mod tcp;

@@ -276,19 +276,9 @@ fn dnat_udp_with_checksum_zero_keeps_it_zero() {
     });
 }
 
-#[test]
-fn dnat_to_an_exact_host_address() {
-    each_ingress(|prog| {
-        let mut datapath = Datapath::configured();
-        let host = sock(Ipv4Addr::new(10, 0, 1, 49), 7000);
-        let backend = sock(Ipv4Addr::new(172, 16, 0, 103), 7001);
-        datapath.publish(proto::TCP, *host.ip(), host.port(), backend);
-
-        let syn = Packet::tcp(client(), host, SYN);
-        let run = datapath.run(prog, &syn.bytes());
-        run.assert(PASS, Counter::DnatNew, &syn.with_dst(backend).bytes());
-    });
-}
+// DNAT to an exact host address moved to datapath_exposure.rs: an exact publish
+// answers only while its address is the host's, which the kernel's routing table of a
+// namespace of the test's own says there.
 
 #[test]
 fn dnat_with_ip_options() {

@@ -536,6 +536,10 @@ pub struct ConfigView {
     /// `ADDR/PREFIX`, or None without masquerade.
     pub masquerade: Option<String>,
     pub snat_ports: String,
+    /// CONFIG's `allow_direct_routing`: whether packets from the uplink routed straight
+    /// to the masquerade subnet pass without a flow or a publish (always false
+    /// without masquerade, where nothing is dropped for it).
+    pub allow_direct_routing: bool,
     /// Published ports (PUBLISHED_PORTS entries).
     pub published_ports: usize,
     /// The same count under its old name, for scripts written against it.
@@ -662,6 +666,7 @@ pub fn config_view(
             )
         }),
         snat_ports: format!("{}-{}", c.snat_port_min, c.snat_port_max),
+        allow_direct_routing: c.masquerade != 0 && c.allow_direct_routing != 0,
         published_ports,
         forwards: published_ports,
         conntrack_entries,
@@ -732,6 +737,21 @@ impl fmt::Display for StatusView {
                 |s| format!("{s}, SNAT ports {}", c.snat_ports)
             )
         )?;
+        if let Some(subnet) = &c.masquerade {
+            writeln!(
+                f,
+                "routed in:   {}",
+                if c.allow_direct_routing {
+                    format!(
+                        "{subnet} open to peers routing it via the host (allow_direct_routing = true)"
+                    )
+                } else {
+                    format!(
+                        "{subnet} closed but for flows and publishes (allow_direct_routing = false)"
+                    )
+                }
+            )?;
+        }
         writeln!(f, "published:   {}", c.published_ports)?;
         writeln!(
             f,
@@ -844,7 +864,8 @@ mod tests {
             masquerade: 1,
             ephemeral_min: 32_768,
             ephemeral_max: 60_999,
-            _pad: [0; 2],
+            allow_direct_routing: 0,
+            _pad: [0; 1],
         }
     }
 
@@ -1005,26 +1026,28 @@ icmp   61000-65535     0   4536  0.0%
         assert_eq!(
             &lines[26..],
             [
-                "snat_port_retries                info        250    125.0",
-                "snat_port_host_socket            info        260    130.0",
-                "conntrack_half_restored          info        270    135.0",
-                "conntrack_restore_failed         info        280    140.0",
-                "fragment_record_failed           info        290    145.0",
-                "xdp_mark_failed                  info        300    150.0",
-                "conntrack_reopened               info        310    155.0",
-                "conntrack_assured                info        320    160.0",
-                "conntrack_assure_failed          info        330    165.0",
+                "drop_loopback_publish            drop        250    125.0",
+                "drop_routed_to_container         drop        260    130.0",
+                "snat_port_retries                info        270    135.0",
+                "snat_port_host_socket            info        280    140.0",
+                "conntrack_half_restored          info        290    145.0",
+                "conntrack_restore_failed         info        300    150.0",
+                "fragment_record_failed           info        310    155.0",
+                "xdp_mark_failed                  info        320    160.0",
+                "conntrack_reopened               info        330    165.0",
+                "conntrack_assured                info        340    170.0",
+                "conntrack_assure_failed          info        350    175.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 250",
+                "snat port retries: 270",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 250);
+        assert_eq!(json["snat_port_retries"], 270);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);
@@ -1106,6 +1129,7 @@ uplink now:  eth0 10.0.1.49/24
 new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins)
 any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
+routed in:   172.16.0.0/24 closed but for flows and publishes (allow_direct_routing = false)
 published:   1
 conntrack:   4 entries
 
@@ -1122,7 +1146,31 @@ uplink_egress_t    eth0       tcx egress                      -            43   
         assert_eq!(json["programs"][1]["pin"], "link_uplink_ingress_fallback");
         assert_eq!(json["programs"][2]["mode"], serde_json::Value::Null);
         assert_eq!(json["config"]["masquerade"], "172.16.0.0/24");
+        assert_eq!(json["config"]["allow_direct_routing"], false);
         assert_eq!(json["netns"], "lab-host");
+
+        let open = StatusView {
+            config: config_view(
+                &DatapathConfig {
+                    allow_direct_routing: 1,
+                    ..seed_config()
+                },
+                1,
+                4,
+            ),
+            ..view
+        };
+        assert!(
+            open.to_string().contains(
+                "routed in:   172.16.0.0/24 open to peers routing it via the host \
+                 (allow_direct_routing = true)\n"
+            ),
+            "{open}"
+        );
+        assert_eq!(
+            serde_json::to_value(&open).expect("json")["config"]["allow_direct_routing"],
+            true
+        );
     }
 
     #[test]
