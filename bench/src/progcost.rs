@@ -665,6 +665,7 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         ephemeral_min: 32_768,
         ephemeral_max: 60_999,
         _pad: [0; 2],
+        host_netns_cookie: 0,
     };
     let map = ebpf
         .map_mut(MAP_CONFIG)

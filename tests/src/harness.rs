@@ -72,6 +72,7 @@ pub fn seed_config() -> DatapathConfig {
         ephemeral_min: 32_768,
         ephemeral_max: 60_999,
         _pad: [0; 2],
+        host_netns_cookie: 0,
     }
 }
 

@@ -845,6 +845,7 @@ mod tests {
             ephemeral_min: 32_768,
             ephemeral_max: 60_999,
             _pad: [0; 2],
+            host_netns_cookie: 0,
         }
     }
 
