@@ -386,7 +386,92 @@ pub fn run_seed_checks(prefix: &str) -> Vec<Check> {
                 Some(LAN_ADDR),
             ),
         ),
+        Check::new(
+            format!(
+                "host-local: host -> {HOST_ADDR}:{PUBLISHED_PORT} tcp from the lab's cgroup reaches netns2:{BACKEND_PORT}"
+            ),
+            host_local_exchange(prefix, SocketAddrV4::new(HOST_ADDR, PUBLISHED_PORT)),
+        ),
     ]
+}
+
+/// Sends the request and prints the reply, then the peer the socket reported once
+/// connected (a closed socket has none).
+const HOST_LOCAL_CLIENT: &str = "import socket,sys
+s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=3)
+p=s.getpeername()
+s.sendall(sys.argv[3].encode()+b'\\n'); s.shutdown(socket.SHUT_WR)
+r=b''
+while True:
+    d=s.recv(4096)
+    if not d: break
+    r+=d
+print(r.decode().strip()); print(p[0],p[1])";
+
+/// A host process in the lab's cgroup connects to `connect` (a published port on an
+/// address of the host): the host-local programs must take it to netns2's listener,
+/// and the socket must report `connect` as its peer. The client is a python3 process
+/// that puts itself in the cgroup before it connects; it enters the host namespace
+/// with `nsenter --net` (`ip netns exec` remounts /sys, which hides the cgroup2 mount).
+pub fn host_local_exchange(prefix: &str, connect: SocketAddrV4) -> Result<String, String> {
+    let Some(cgroup) = lab_cgroup(prefix).filter(|c| c.is_dir()) else {
+        return Err("the lab has no cgroup2 directory (no cgroup2 mount?)".to_owned());
+    };
+    let bind = SocketAddrV4::new(NETNS2_ADDR, BACKEND_PORT);
+    let ns2 = container_ns(prefix, 2);
+    let listener = netns::run_in(&ns2, || TcpListener::bind(bind))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not listen on {bind} in {ns2}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let request = String::from_utf8_lossy(REQUEST).trim().to_owned();
+    std::thread::scope(|s| {
+        let server = s.spawn(move || serve_once(&listener));
+        let script = format!(
+            "echo $$ > '{}/cgroup.procs' && exec python3 -c \"$0\" \"$@\"",
+            cgroup.display()
+        );
+        let client = Command::new("nsenter")
+            .arg(format!("--net={}", netns::path(&host_ns(prefix)).display()))
+            .args(["sh", "-c", &script, HOST_LOCAL_CLIENT])
+            .arg(connect.ip().to_string())
+            .arg(connect.port().to_string())
+            .arg(&request)
+            .output()
+            .map_err(|e| format!("could not run nsenter: {e} (install util-linux)"));
+        let server = server
+            .join()
+            .map_err(|_| "the server thread panicked".to_string())
+            .and_then(|r| r);
+        let out = client?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "client: {} {}{}",
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let peer = server?;
+        let mut lines = stdout.lines();
+        let reply = lines.next().unwrap_or_default();
+        let reported = lines.next().unwrap_or_default();
+        let want = format!("{} {}", connect.ip(), connect.port());
+        if !reply.starts_with(REPLY_PREFIX.trim()) {
+            return Err(format!("unexpected reply {reply:?}"));
+        }
+        if reported != want {
+            return Err(format!(
+                "reached the backend, but getpeername says {reported:?}, not {want:?}"
+            ));
+        }
+        Ok(format!(
+            "backend saw source {peer}; getpeername says {}",
+            connect
+        ))
+    })
 }
 
 /// `ip netns exec NS ping` (a tool under `ip netns exec` is fine; netfast itself never

@@ -387,7 +387,8 @@ impl fmt::Display for NatView {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CounterRow {
     pub name: &'static str,
-    /// "pass", "drop", or "info" (not a per-packet decision).
+    /// "pass", "drop", "info" (not a per-packet decision), or "socket" (a host-local
+    /// program's decision on a socket call).
     pub decision: &'static str,
     pub value: u64,
     /// Per second over the last `--watch` interval.
@@ -413,7 +414,9 @@ pub struct StatsView {
 }
 
 pub fn decision(c: Counter) -> &'static str {
-    if !c.is_decision() {
+    if c.is_host_local() {
+        "socket"
+    } else if !c.is_decision() {
         "info"
     } else if c.is_drop() {
         "drop"
@@ -516,10 +519,13 @@ pub struct ProgramView {
     pub program: Option<String>,
     pub interface: Option<String>,
     pub ifindex: u32,
-    /// "tcx" or "xdp".
+    /// "tcx", "xdp" or "cgroup".
     pub attach: String,
-    /// "ingress" or "egress".
+    /// "ingress" or "egress"; for cgroup links the socket hook ("connect4", ...).
     pub hook: &'static str,
+    /// cgroup links: the cgroup2 directory they are attached to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     /// True for the tc ingress program behind XDP (XDP mode only): it translates the
     /// frames with partial checksums that XDP leaves to it.
     pub fallback: bool,
@@ -558,6 +564,31 @@ pub struct StatusView {
     /// The addresses in force, read from the kernel now; None when no program is
     /// attached (no uplink to ask about).
     pub addresses: Option<AddressesView>,
+    pub host_local: HostLocalView,
+}
+
+/// Host-local access to published ports, as the pins say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostLocalView {
+    /// True when the host-local programs' links are pinned.
+    pub enabled: bool,
+    /// The cgroup2 directory they are attached to.
+    pub cgroup: Option<String>,
+    /// What they take for the host, besides 127.0.0.0/8 (`HOST_ADDRS`, as of `up`).
+    pub host_addrs: Vec<Ipv4Addr>,
+}
+
+/// How `status` tells an operator to turn host-local access on.
+pub const HOST_LOCAL_HINT: &str = "add [host_local] cgroup = \"auto\" to the config and run \
+     `netfast up` again, so processes of this host reach published ports";
+
+pub fn host_local_view(links: &[LinkStatus], host_addrs: &[(Ipv4Addr, u32)]) -> HostLocalView {
+    let cgroup = links.iter().find_map(|l| l.cgroup.clone());
+    HostLocalView {
+        enabled: links.iter().any(|l| l.kind == "cgroup"),
+        cgroup,
+        host_addrs: host_addrs.iter().map(|(a, _)| *a).collect(),
+    }
 }
 
 /// The addresses the datapath takes from the kernel when a flow starts, as they are
@@ -638,6 +669,7 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
             ifindex: l.ifindex,
             attach: l.kind.clone(),
             hook: l.hook,
+            cgroup: l.cgroup.clone(),
             fallback: l.fallback,
             mode: l.mode,
             prog_id: l.prog_id,
@@ -733,6 +765,19 @@ impl fmt::Display for StatusView {
             )
         )?;
         writeln!(f, "published:   {}", c.published_ports)?;
+        let h = &self.host_local;
+        if h.enabled {
+            let mut host: Vec<String> = vec!["127.0.0.0/8".to_owned()];
+            host.extend(h.host_addrs.iter().map(Ipv4Addr::to_string));
+            writeln!(
+                f,
+                "host-local:  on for the processes in cgroup {}; \"any\" publishes answer there on {}",
+                h.cgroup.as_deref().unwrap_or("?"),
+                host.join(", ")
+            )?;
+        } else {
+            writeln!(f, "host-local:  off ({HOST_LOCAL_HINT})")?;
+        }
         writeln!(
             f,
             "conntrack:   {}",
@@ -750,9 +795,11 @@ impl fmt::Display for StatusView {
         for p in &self.programs {
             t.row(vec![
                 p.program.clone().unwrap_or_else(|| "?".into()),
-                p.interface
-                    .clone()
-                    .unwrap_or_else(|| format!("ifindex {}", p.ifindex)),
+                match (&p.cgroup, &p.interface) {
+                    (Some(cgroup), _) => cgroup.clone(),
+                    (None, Some(interface)) => interface.clone(),
+                    (None, None) => format!("ifindex {}", p.ifindex),
+                },
                 if p.fallback {
                     format!("{} {} ({FALLBACK_NOTE})", p.attach, p.hook)
                 } else {
