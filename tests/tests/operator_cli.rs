@@ -338,6 +338,11 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
     for c in after["counters"].as_array().expect("counters") {
         let want = if c["name"].as_str().is_some_and(|n| n.starts_with("drop_")) {
             "drop"
+        } else if c["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("host_local_"))
+        {
+            "socket"
         } else if [
             "snat_port_retries",
             "snat_port_host_socket",

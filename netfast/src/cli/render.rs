@@ -1062,6 +1062,14 @@ icmp   61000-65535     0   4536  0.0%
                 "conntrack_reopened               info        310    155.0",
                 "conntrack_assured                info        320    160.0",
                 "conntrack_assure_failed          info        330    165.0",
+                "host_local_rewritten             socket      340    170.0",
+                "host_local_reply_rewritten       socket      350    175.0",
+                "host_local_not_published         socket      360    180.0",
+                "host_local_reverse_miss          socket      370    185.0",
+                "host_local_other_netns           socket      380    190.0",
+                "host_local_other_protocol        socket      390    195.0",
+                "host_local_not_configured        socket      400    200.0",
+                "host_local_reverse_failed        socket      410    205.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
@@ -1097,6 +1105,7 @@ icmp   61000-65535     0   4536  0.0%
                 ifindex: 2,
                 interface: Some("eth0".into()),
                 hook: "ingress",
+                cgroup: None,
                 mode: Some("native"),
             },
             LinkStatus {
@@ -1109,6 +1118,7 @@ icmp   61000-65535     0   4536  0.0%
                 ifindex: 2,
                 interface: Some("eth0".into()),
                 hook: "ingress",
+                cgroup: None,
                 mode: None,
             },
             LinkStatus {
@@ -1121,6 +1131,20 @@ icmp   61000-65535     0   4536  0.0%
                 ifindex: 2,
                 interface: Some("eth0".into()),
                 hook: "egress",
+                cgroup: None,
+                mode: None,
+            },
+            LinkStatus {
+                pin: "link_host_connect4",
+                fallback: false,
+                link_id: 10,
+                prog_id: 45,
+                prog_name: Some("host_connect4".into()),
+                kind: "cgroup".into(),
+                ifindex: 0,
+                interface: None,
+                hook: "connect4",
+                cgroup: Some("/sys/fs/cgroup/unified/lab".into()),
                 mode: None,
             },
         ];
@@ -1141,6 +1165,7 @@ icmp   61000-65535     0   4536  0.0%
                     secondary: false,
                 }],
             )),
+            host_local: host_local_view(&links, &[(ip("10.0.1.49"), 2), (ip("172.16.0.100"), 0)]),
         };
         assert_eq!(
             view.to_string(),
@@ -1155,12 +1180,14 @@ new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins
 any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 published:   1
+host-local:  on for the processes in cgroup /sys/fs/cgroup/unified/lab; \"any\" publishes answer there on 127.0.0.0/8, 10.0.1.49, 172.16.0.100
 conntrack:   4 entries
 
-PROGRAM            INTERFACE  ATTACH                          MODE    PROG ID  LINK ID
-uplink_ingress_    eth0       xdp ingress                     native       42        7
-uplink_ingress_tc  eth0       tcx ingress (fallback for XDP)  -            44        9
-uplink_egress_t    eth0       tcx egress                      -            43        8
+PROGRAM            INTERFACE                   ATTACH                          MODE    PROG ID  LINK ID
+uplink_ingress_    eth0                        xdp ingress                     native       42        7
+uplink_ingress_tc  eth0                        tcx ingress (fallback for XDP)  -            44        9
+uplink_egress_t    eth0                        tcx egress                      -            43        8
+host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -            45       10
 "
         );
         let json = serde_json::to_value(&view).expect("json");
@@ -1171,6 +1198,18 @@ uplink_egress_t    eth0       tcx egress                      -            43   
         assert_eq!(json["programs"][2]["mode"], serde_json::Value::Null);
         assert_eq!(json["config"]["masquerade"], "172.16.0.0/24");
         assert_eq!(json["netns"], "lab-host");
+        assert_eq!(json["programs"][3]["cgroup"], "/sys/fs/cgroup/unified/lab");
+        assert_eq!(json["host_local"]["enabled"], true);
+        // Without the cgroup links: off, with the way to turn it on.
+        let off = StatusView {
+            programs: program_views(&links[..3]),
+            host_local: host_local_view(&links[..3], &[]),
+            ..view
+        };
+        assert!(
+            off.to_string().contains(&format!("host-local:  off ({HOST_LOCAL_HINT})")),
+            "{off}"
+        );
     }
 
     #[test]
