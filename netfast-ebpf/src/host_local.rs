@@ -17,9 +17,7 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
 };
-use netfast_common::{
-    Backend, Counter, PublishKey, SockRevEntry, SockRevKey, proto,
-};
+use netfast_common::{Backend, Counter, PublishKey, SockRevEntry, SockRevKey, proto};
 
 use crate::{
     maps::{HOST_ADDRS, HOST_LOCAL_REVERSE, PUBLISHED_PORTS},

@@ -5,8 +5,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr,
-    PublishKey, SockRevEntry, SockRevKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
+    SockRevEntry, SockRevKey,
     names::{
         CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FRAGMENTS_CAPACITY, HOST_ADDRS_CAPACITY,
         HOST_LOCAL_REVERSE_CAPACITY, PUBLISHED_PORTS_CAPACITY,
@@ -45,8 +45,7 @@ pub static FRAGMENTS: LruHashMap<FragKey, FragEntry, { FRAGMENTS_CAPACITY as usi
 /// Addresses of the host namespace (network byte order) that a host-local connect to
 /// a port published without a host address counts as the host (`host_local.rs`).
 #[btf_map]
-pub static HOST_ADDRS: HashMap<u32, HostAddr, { HOST_ADDRS_CAPACITY as usize }> =
-    HashMap::new();
+pub static HOST_ADDRS: HashMap<u32, HostAddr, { HOST_ADDRS_CAPACITY as usize }> = HashMap::new();
 
 /// What each host-local socket asked for, by socket cookie and backend, as Cilium's
 /// `lb4_reverse_sk`. LRU: entries of closed sockets age out.

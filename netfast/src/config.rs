@@ -1286,4 +1286,33 @@ spec = "9001:172.16.0.50:80""#,
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("config: interface name"), "{err}");
     }
+
+    /// `[host_local]`: absent is off; "auto" and absolute paths parse; a relative
+    /// path or an unknown key is refused with the key and the fix.
+    #[test]
+    fn host_local_section() {
+        assert_eq!(Config::from_toml_str(SEED).unwrap().host_local, None);
+        let with = |body: &str| Config::from_toml_str(&format!("{SEED}\n[host_local]\n{body}\n"));
+        assert_eq!(
+            with("cgroup = \"auto\"").unwrap().host_local,
+            Some(HostLocalConfig {
+                cgroup: CgroupSetting::Auto
+            })
+        );
+        assert_eq!(
+            with("cgroup = \"/sys/fs/cgroup/unified/netfast\"")
+                .unwrap()
+                .host_local
+                .map(|h| h.cgroup.to_string()),
+            Some("/sys/fs/cgroup/unified/netfast".to_owned())
+        );
+        let err = with("cgroup = \"netfast\"").unwrap_err().to_string();
+        assert!(
+            err.contains("\"netfast\" (host_local.cgroup): not an absolute path")
+                && err.contains("\"auto\""),
+            "{err}"
+        );
+        assert!(with("cgroups = \"auto\"").is_err());
+        assert!(with("").is_err(), "cgroup is required in [host_local]");
+    }
 }

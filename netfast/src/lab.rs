@@ -24,8 +24,7 @@ use crate::{
     bpf,
     config::{Config, ConfigError, IngressMode},
     host::{
-        cgroup,
-        netlink,
+        cgroup, netlink,
         netns::{self, NetnsError},
         topology::{self, TopologyError},
     },

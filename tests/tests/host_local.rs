@@ -119,7 +119,16 @@ fn client(ns: &str, cgroup: Option<&Path>, mode: &str, addr: &str, port: u16) ->
 fn server(ns: &str, mode: &str, addr: &str, port: u16, tag: &str) -> Background {
     let bg = Background::spawn(
         ns,
-        &["python3", "-u", "-c", SERVER, mode, addr, &port.to_string(), tag],
+        &[
+            "python3",
+            "-u",
+            "-c",
+            SERVER,
+            mode,
+            addr,
+            &port.to_string(),
+            tag,
+        ],
     );
     wait_listening(ns, mode, port);
     bg
@@ -210,7 +219,11 @@ fn udp_connected_and_not_reaches_the_backend_and_replies_come_from_the_address_u
     let (seen, _) = backend.finish();
     assert_eq!(peers_seen(&seen), vec![Ipv4Addr::new(172, 16, 0, 100); 6]);
     // No packet of these went through the uplink: the uplink programs made no flow.
-    assert_eq!(sb.counter("dnat_new"), 0, "host-local traffic is not NAT-ed");
+    assert_eq!(
+        sb.counter("dnat_new"),
+        0,
+        "host-local traffic is not NAT-ed"
+    );
 }
 
 #[test]
@@ -327,14 +340,20 @@ fn re_up_updates_in_place_turns_off_and_down_removes_the_links() {
     );
 
     // On again, then down: links, pins and the cgroup attachment are gone.
-    support::succeeded(&sb.netfast(&["up", "--config", sb.config_str()]), "up again");
+    support::succeeded(
+        &sb.netfast(&["up", "--config", sb.config_str()]),
+        "up again",
+    );
     assert_eq!(
         client(&sb.host(), Some(&cgroup), "tcp", UPLINK, 8088),
         ok("backend:ping", UPLINK, 8088)
     );
     let down = support::succeeded(&sb.netfast(&["down", "--config", sb.config_str()]), "down");
     assert!(
-        down.contains(&format!("removed host-local links on cgroup {}", cgroup.display())),
+        down.contains(&format!(
+            "removed host-local links on cgroup {}",
+            cgroup.display()
+        )),
         "{down}"
     );
     assert!(attached(&cgroup).is_empty(), "{:?}", attached(&cgroup));
@@ -343,10 +362,7 @@ fn re_up_updates_in_place_turns_off_and_down_removes_the_links() {
 }
 
 fn exec_status(sb: &Sandbox) -> String {
-    support::succeeded(
-        &sb.netfast(&["status", "--instance", &sb.prefix]),
-        "status",
-    )
+    support::succeeded(&sb.netfast(&["status", "--instance", &sb.prefix]), "status")
 }
 
 /// The kernel ids of the pinned host-local links.

@@ -3,6 +3,10 @@
 //! `stats` and `status` run by the real `netfast` binary from a "second shell" while
 //! real traffic flows. Each test has its own prefix and cleans up on drop.
 
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
 mod support;
 
 use std::{

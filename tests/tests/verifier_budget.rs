@@ -54,7 +54,9 @@ fn the_host_local_programs_verify_small() {
             .info()
             .unwrap_or_else(|err| panic!("BPF_OBJ_GET_INFO_BY_FD of {name}: {err}"))
             .verified_instruction_count()
-            .unwrap_or_else(|| panic!("this kernel does not report verified instructions for {name}"));
+            .unwrap_or_else(|| {
+                panic!("this kernel does not report verified instructions for {name}")
+            });
         report.push(format!("{name}: {verified}"));
         assert!(
             verified < HOST_LOCAL_CEILING,

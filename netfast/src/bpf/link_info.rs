@@ -59,9 +59,7 @@ pub fn link_info(path: &Path) -> io::Result<RawLinkInfo> {
     // both start with the ifindex, and only tcx's and cgroup's attach types are read.
     let (ifindex, attach_type, cgroup_id) = unsafe {
         match link_type {
-            Some(bpf_link_type::BPF_LINK_TYPE_XDP) => {
-                (info.__bindgen_anon_1.xdp.ifindex, None, 0)
-            }
+            Some(bpf_link_type::BPF_LINK_TYPE_XDP) => (info.__bindgen_anon_1.xdp.ifindex, None, 0),
             Some(bpf_link_type::BPF_LINK_TYPE_TCX) => {
                 let tcx = info.__bindgen_anon_1.tcx;
                 (

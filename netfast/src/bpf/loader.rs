@@ -32,8 +32,8 @@ use netfast_common::{
         LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
         MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_HOST_ADDRS, MAP_META, MAP_PUBLISHED_PORTS,
         PIN_ROOT, PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4,
-        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
-        PROG_UPLINK_INGRESS_XDP, unassured_capacity,
+        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        unassured_capacity,
     },
 };
 
@@ -420,10 +420,8 @@ fn attach_host_local(
     dir: &Path,
 ) -> Result<Vec<String>, DatapathError> {
     let io_error = |action: String| move |source| DatapathError::Io { action, source };
-    let cgroup_dir = fs::File::open(cgroup).map_err(io_error(format!(
-        "opening cgroup {}",
-        cgroup.display()
-    )))?;
+    let cgroup_dir =
+        fs::File::open(cgroup).map_err(io_error(format!("opening cgroup {}", cgroup.display())))?;
     let id = cgroup_id(cgroup).map_err(io_error(format!("reading cgroup {}", cgroup.display())))?;
     let mut lines = Vec::new();
     for (name, _, link_name) in HOST_LOCAL_PROGRAMS {

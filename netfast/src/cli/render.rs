@@ -1207,7 +1207,8 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
             ..view
         };
         assert!(
-            off.to_string().contains(&format!("host-local:  off ({HOST_LOCAL_HINT})")),
+            off.to_string()
+                .contains(&format!("host-local:  off ({HOST_LOCAL_HINT})")),
             "{off}"
         );
     }

@@ -70,7 +70,7 @@ pub fn cgroup2_dir_problem(path: &Path) -> Option<String> {
         return Some("is not a directory".into());
     }
     match nix::sys::statfs::statfs(path) {
-        Ok(s) if s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => None,
+        Ok(s) if s.filesystem_type().0 == CGROUP2_SUPER_MAGIC => None,
         Ok(_) => Some("is not on a cgroup2 file system".into()),
         Err(e) => Some(format!("cannot be read ({e})")),
     }
@@ -154,7 +154,10 @@ mod tests {
             cgroup2_mount_in("none /my\\040cg cgroup2 rw 0 0\n"),
             Some(PathBuf::from("/my cg"))
         );
-        assert_eq!(cgroup2_mount_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"), None);
+        assert_eq!(
+            cgroup2_mount_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
+            None
+        );
     }
 
     #[test]
