@@ -666,6 +666,7 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         ephemeral_max: 60_999,
         allow_direct_routing: 0,
         _pad: [0; 1],
+        host_netns_cookie: 0,
     };
     let map = ebpf
         .map_mut(MAP_CONFIG)

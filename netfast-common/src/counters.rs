@@ -1,5 +1,6 @@
 //! Per-CPU counters: one per outcome, and one per reason a packet was passed
-//! untouched or dropped. The datapath bumps exactly one decision counter per packet.
+//! untouched or dropped. The datapath bumps exactly one decision counter per packet;
+//! the host-local socket programs bump exactly one of theirs per socket call.
 
 /// Index into the `COUNTERS` per-CPU array. The operators' name of each counter is
 /// its variant's name in `snake_case` (`Counter::name`), derived by strum.
@@ -108,6 +109,29 @@ pub enum Counter {
     /// Not a decision: an assured flow could not move to `CONNTRACK` (its tuple was
     /// taken there, or the insert failed); it stays in `CONNTRACK_UNASSURED`.
     ConntrackAssureFailed,
+    /// Host-local (`connect4`, `sendmsg4`): a host socket's destination was a published
+    /// port on an address of the host; rewritten to the backend.
+    HostLocalRewritten,
+    /// Host-local (`recvmsg4`, `getpeername4`): a backend's address given back to the
+    /// socket as the published address and port it asked for.
+    HostLocalReplyRewritten,
+    /// Host-local (`connect4`, `sendmsg4`): no publish for that address and port, or the
+    /// address is not the host's: untouched.
+    HostLocalNotPublished,
+    /// Host-local (`recvmsg4`, `getpeername4`): the socket was not sent to a backend
+    /// (no `HOST_LOCAL_REVERSE` entry for it and that peer): untouched.
+    HostLocalReverseMiss,
+    /// Host-local: a socket of another network namespace (a container's, with its own
+    /// loopback): untouched.
+    HostLocalOtherNetns,
+    /// Host-local: neither TCP nor UDP (an ICMP ping socket, say): untouched.
+    HostLocalOtherProtocol,
+    /// Host-local: `CONFIG` is not written, or carries no host namespace cookie: untouched.
+    HostLocalNotConfigured,
+    /// Host-local: the `HOST_LOCAL_REVERSE` entry could not be written, so the socket
+    /// goes untranslated (as if nothing were published) rather than see a peer address
+    /// it never asked for.
+    HostLocalReverseFailed,
 }
 
 impl Counter {
@@ -118,7 +142,8 @@ impl Counter {
     pub const ALL: &'static [Counter] = <Counter as strum::VariantArray>::VARIANTS;
 
     /// Whether this counter is a packet's one decision; the others count events on the
-    /// way (SNAT port retries, conntrack halves rebuilt).
+    /// way (SNAT port retries, conntrack halves rebuilt) or socket calls
+    /// ([`Counter::is_host_local`]).
     pub const fn is_decision(self) -> bool {
         !matches!(
             self,
@@ -132,6 +157,22 @@ impl Counter {
                 | Counter::ConntrackReopened
                 | Counter::ConntrackAssured
                 | Counter::ConntrackAssureFailed
+        ) && !self.is_host_local()
+    }
+
+    /// Whether a host-local cgroup program counted this: one per socket call it saw,
+    /// never per packet.
+    pub const fn is_host_local(self) -> bool {
+        matches!(
+            self,
+            Counter::HostLocalRewritten
+                | Counter::HostLocalReplyRewritten
+                | Counter::HostLocalNotPublished
+                | Counter::HostLocalReverseMiss
+                | Counter::HostLocalOtherNetns
+                | Counter::HostLocalOtherProtocol
+                | Counter::HostLocalNotConfigured
+                | Counter::HostLocalReverseFailed
         )
     }
 
@@ -215,6 +256,14 @@ mod tests {
             "conntrack_reopened",
             "conntrack_assured",
             "conntrack_assure_failed",
+            "host_local_rewritten",
+            "host_local_reply_rewritten",
+            "host_local_not_published",
+            "host_local_reverse_miss",
+            "host_local_other_netns",
+            "host_local_other_protocol",
+            "host_local_not_configured",
+            "host_local_reverse_failed",
         ];
         for (counter, name) in Counter::ALL.iter().zip(names) {
             assert_eq!(counter.name(), name);

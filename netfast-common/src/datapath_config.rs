@@ -32,6 +32,11 @@ pub struct DatapathConfig {
     /// default NAT gateway mode drops direct access to containers.
     pub allow_direct_routing: u8,
     pub _pad: [u8; 1],
+    /// The host namespace's cookie (`SO_NETNS_COOKIE`, `bpf_get_netns_cookie`), native
+    /// byte order. The host-local programs act only on sockets of this namespace, so a
+    /// container's own `127.0.0.1` is never touched. 0 until userspace writes it: the
+    /// host-local programs then leave every socket alone.
+    pub host_netns_cookie: u64,
 }
 
 #[cfg(feature = "user")]
@@ -40,4 +45,4 @@ mod user {
     unsafe impl aya::Pod for super::DatapathConfig {}
 }
 
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);

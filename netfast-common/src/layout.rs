@@ -6,7 +6,10 @@
 //! the bump: update both together. A change that keeps every size (reordered fields,
 //! a flag whose meaning changes) is not caught; bump the version by hand for it.
 
-use crate::{Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey};
+use crate::{
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
+    SockRevEntry, SockRevKey,
+};
 
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
 /// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
@@ -19,14 +22,16 @@ use crate::{Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragK
 /// found by its name, so an instance pinned under the old name must be brought down
 /// with the build that made it, or with this one, and up again); 9 adds the exposure
 /// counters (`drop_loopback_publish`, `drop_routed_to_container`) and
-/// `allow_direct_routing` in `CONFIG` (taken from its padding).
+/// `allow_direct_routing` in `CONFIG` (taken from its padding), puts the host
+/// namespace's cookie in `CONFIG`, and adds `HOST_ADDRS`, `HOST_LOCAL_REVERSE` and the
+/// host-local counters.
 pub const LAYOUT_VERSION: u64 = 9;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
-/// in the last one).
-pub const LAYOUT_FINGERPRINT: u64 = fingerprint();
+/// in the last one). A u128 since layout 9: eleven sizes no longer fit a u64.
+pub const LAYOUT_FINGERPRINT: u128 = fingerprint();
 
-const fn fingerprint() -> u64 {
+const fn fingerprint() -> u128 {
     let sizes = [
         core::mem::size_of::<CtTuple>(),
         core::mem::size_of::<CtEntry>(),
@@ -35,21 +40,24 @@ const fn fingerprint() -> u64 {
         core::mem::size_of::<DatapathConfig>(),
         core::mem::size_of::<FragKey>(),
         core::mem::size_of::<FragEntry>(),
+        core::mem::size_of::<SockRevKey>(),
+        core::mem::size_of::<SockRevEntry>(),
+        core::mem::size_of::<HostAddr>(),
         Counter::COUNT as usize,
     ];
-    let mut packed = 0u64;
+    let mut packed = 0u128;
     let mut i = 0;
     while i < sizes.len() {
-        packed = (packed << 8) | (sizes[i] as u64 & 0xff);
+        packed = (packed << 8) | (sizes[i] as u128 & 0xff);
         i += 1;
     }
     packed
 }
 
-// CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 24, FragKey 12,
-// FragEntry 16, 36 counters.
+// CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 32, FragKey 12,
+// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, 44 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_18_0c_10_24,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_20_0c_10_10_08_04_2c,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

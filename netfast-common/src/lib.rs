@@ -9,6 +9,7 @@ pub mod counters;
 pub mod ct;
 pub mod datapath_config;
 pub mod fragment;
+pub mod host_local;
 pub mod layout;
 pub mod names;
 pub mod publish;
@@ -18,6 +19,7 @@ pub use counters::Counter;
 pub use ct::{CtEntry, CtTuple};
 pub use datapath_config::DatapathConfig;
 pub use fragment::{FragEntry, FragKey};
+pub use host_local::{HostAddr, SockRevEntry, SockRevKey};
 pub use publish::{Backend, PublishKey};
 
 /// The name [`CtTuple`] had before it took the field's name (nf_conntrack's tuple).

@@ -11,6 +11,13 @@ pub const MAP_CONNTRACK: &str = "CONNTRACK";
 pub const MAP_CONNTRACK_UNASSURED: &str = "CONNTRACK_UNASSURED";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
+/// Addresses of the host (network byte order) → [`crate::HostAddr`]: where a
+/// host-local connect to a port published without a host address counts as "to the
+/// host" (with 127.0.0.0/8, which the programs know). `up` fills it.
+pub const MAP_HOST_ADDRS: &str = "HOST_ADDRS";
+/// [`crate::SockRevKey`] → [`crate::SockRevEntry`]: the address each host-local socket
+/// asked for, for `recvmsg4` and `getpeername4`.
+pub const MAP_HOST_LOCAL_REVERSE: &str = "HOST_LOCAL_REVERSE";
 /// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
 /// instance's maps. Its own layout never changes.
 pub const MAP_META: &str = "META";
@@ -18,6 +25,11 @@ pub const MAP_META: &str = "META";
 pub const PROG_UPLINK_INGRESS_TC: &str = "uplink_ingress_tc";
 pub const PROG_UPLINK_INGRESS_XDP: &str = "uplink_ingress_xdp";
 pub const PROG_UPLINK_EGRESS_TC: &str = "uplink_egress_tc";
+/// The host-local cgroup programs (`[host_local]`), one per socket hook.
+pub const PROG_HOST_CONNECT4: &str = "host_connect4";
+pub const PROG_HOST_SENDMSG4: &str = "host_sendmsg4";
+pub const PROG_HOST_RECVMSG4: &str = "host_recvmsg4";
+pub const PROG_HOST_GETPEERNAME4: &str = "host_getpeername4";
 
 /// Pinned link names inside the instance directory.
 pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
@@ -26,6 +38,11 @@ pub const LINK_UPLINK_EGRESS: &str = "link_uplink_egress";
 /// translates the frames XDP leaves to it (`pass_xdp_csum_partial`); every other frame
 /// XDP already translated or decided on, and it finds no flow for them.
 pub const LINK_UPLINK_INGRESS_FALLBACK: &str = "link_uplink_ingress_fallback";
+/// The host-local programs' cgroup links (`[host_local] cgroup`), one per hook.
+pub const LINK_HOST_CONNECT4: &str = "link_host_connect4";
+pub const LINK_HOST_SENDMSG4: &str = "link_host_sendmsg4";
+pub const LINK_HOST_RECVMSG4: &str = "link_host_recvmsg4";
+pub const LINK_HOST_GETPEERNAME4: &str = "link_host_getpeername4";
 
 /// The default size of `CONNTRACK`, in entries (two per flow): room for 131072 flows.
 /// The config's `[conntrack] capacity` overrides it at load time.
@@ -39,6 +56,13 @@ pub const fn unassured_capacity(capacity: u32) -> u32 {
     capacity / 2
 }
 pub const PUBLISHED_PORTS_CAPACITY: u32 = 16_384;
+
+/// `HOST_ADDRS` entries: addresses of the host namespace that count as the host.
+pub const HOST_ADDRS_CAPACITY: u32 = 256;
+/// `HOST_LOCAL_REVERSE` entries: host-local sockets remembered at once. An LRU: an
+/// entry outlives its socket until newer ones push it out (socket cookies are never
+/// reused while the machine runs, so a stale entry matches nothing).
+pub const HOST_LOCAL_REVERSE_CAPACITY: u32 = 65_536;
 
 /// How many ports a SNAT port search tries before a new flow is refused: a random
 /// start, then the next ports in turn (at most the range's size). nf_nat bounds its

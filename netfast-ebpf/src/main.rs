@@ -1,11 +1,13 @@
 //! netfast's datapath: port-forward DNAT and masquerade SNAT on the uplink, with
-//! conntrack in BPF maps. Entry points stay thin; the logic is in `uplink`.
+//! conntrack in BPF maps, and host-local access to published ports through cgroup
+//! socket programs. Entry points stay thin; the logic is in `uplink` and `host_local`.
 #![no_std]
 #![no_main]
 
 mod conntrack;
 mod csum;
 mod fragment;
+mod host_local;
 mod icmp;
 mod maps;
 mod nat;
@@ -26,8 +28,8 @@ use aya_ebpf::{
         bpf_fib_lookup, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_meta,
         bpf_xdp_store_bytes,
     },
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
 
@@ -92,6 +94,36 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
         write_mark(&ctx, XDP_DECIDED_MARK);
     }
     xdp_action::XDP_PASS
+}
+
+/// A cgroup sock_addr program's answer: 1 lets the call proceed. netfast never
+/// refuses a socket call (0 would fail it with EPERM); recvmsg4's verifier demands 1.
+const SOCK_PROCEED: i32 = 1;
+
+#[inline(always)]
+fn sock_verdict(counter: Counter) -> i32 {
+    count(counter);
+    SOCK_PROCEED
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn host_connect4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(host_local::forward(ctx.sock_addr))
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn host_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(host_local::forward(ctx.sock_addr))
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn host_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(host_local::reverse(ctx.sock_addr))
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn host_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(host_local::reverse(ctx.sock_addr))
 }
 
 /// Puts 4 bytes of XDP metadata in front of the frame, which the skb keeps for the tc

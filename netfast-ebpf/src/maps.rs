@@ -5,10 +5,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
+    SockRevEntry, SockRevKey,
     names::{
-        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FRAGMENTS_CAPACITY,
-        PUBLISHED_PORTS_CAPACITY,
+        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FRAGMENTS_CAPACITY, HOST_ADDRS_CAPACITY,
+        HOST_LOCAL_REVERSE_CAPACITY, PUBLISHED_PORTS_CAPACITY,
     },
 };
 
@@ -40,6 +41,20 @@ pub static CONNTRACK_UNASSURED: LruHashMap<
 #[btf_map]
 pub static FRAGMENTS: LruHashMap<FragKey, FragEntry, { FRAGMENTS_CAPACITY as usize }> =
     LruHashMap::new();
+
+/// Addresses of the host namespace (network byte order) that a host-local connect to
+/// a port published without a host address counts as the host (`host_local.rs`).
+#[btf_map]
+pub static HOST_ADDRS: HashMap<u32, HostAddr, { HOST_ADDRS_CAPACITY as usize }> = HashMap::new();
+
+/// What each host-local socket asked for, by socket cookie and backend, as Cilium's
+/// `lb4_reverse_sk`. LRU: entries of closed sockets age out.
+#[btf_map]
+pub static HOST_LOCAL_REVERSE: LruHashMap<
+    SockRevKey,
+    SockRevEntry,
+    { HOST_LOCAL_REVERSE_CAPACITY as usize },
+> = LruHashMap::new();
 
 /// The layout version of the pinned maps (`netfast_common::layout`). Userspace
 /// writes and checks it; no program reads it.

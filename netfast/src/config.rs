@@ -57,6 +57,10 @@ pub struct Config {
     pub publish: Vec<PublishSpec>,
     /// `[conntrack]`: table size, GC timeouts and interval. Defaults when absent.
     pub conntrack: ConntrackConfig,
+    /// `[host_local]`: host-local access to published ports. None (the section is
+    /// absent) leaves it off: the programs would act on every process of the cgroup,
+    /// so attaching them is the operator's choice, never a default.
+    pub host_local: Option<HostLocalConfig>,
     /// Where the file came from, for error messages; None when parsed from a string.
     pub source: Option<PathBuf>,
 }
@@ -90,6 +94,33 @@ pub const CONNTRACK_CAPACITY_MIN: u32 = 1024;
 pub const CONNTRACK_CAPACITY_MAX: u32 = 1 << 22;
 /// 30 days: longer idle times are a configuration mistake, not a policy.
 pub const TIMEOUT_MAX_SECS: u64 = 30 * 24 * 3600;
+
+/// The `[host_local]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostLocalConfig {
+    /// The cgroup2 directory the host-local programs attach to; they act on the
+    /// processes in it and below it.
+    pub cgroup: CgroupSetting,
+}
+
+/// `[host_local] cgroup`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupSetting {
+    /// `"auto"`: the root of the cgroup2 mount (found in `/proc/mounts` at `up`), so
+    /// every process of the host. The production choice.
+    Auto,
+    /// An absolute path to a cgroup2 directory; `up` refuses anything else.
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for CgroupSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CgroupSetting::Auto => f.write_str("auto"),
+            CgroupSetting::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
@@ -200,6 +231,13 @@ struct RawConfig {
     #[serde(default)]
     publish: Vec<RawPublish>,
     conntrack: Option<RawConntrack>,
+    host_local: Option<RawHostLocal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostLocal {
+    cgroup: String,
 }
 
 /// Any TOML value, so a negative, huge or mistyped value (`capacity = "x"`) gets our
@@ -358,6 +396,12 @@ impl Config {
             Some(c) => parse_conntrack(&c).map_err(in_file)?,
         };
 
+        let host_local = raw
+            .host_local
+            .map(|h| parse_cgroup(&h.cgroup).map(|cgroup| HostLocalConfig { cgroup }))
+            .transpose()
+            .map_err(in_file)?;
+
         let config = Config {
             instance: raw.instance,
             uplink: raw.uplink,
@@ -367,6 +411,7 @@ impl Config {
             masquerade,
             publish,
             conntrack,
+            host_local,
             source: source.map(Path::to_owned),
         };
         config.validate()?;
@@ -886,6 +931,23 @@ fn parse_conntrack(raw: &RawConntrack) -> Result<ConntrackConfig, String> {
     })
 }
 
+/// `[host_local] cgroup`: `"auto"` or an absolute path. Whether the path is a
+/// cgroup2 directory is `up`'s to check, on the machine.
+fn parse_cgroup(text: &str) -> Result<CgroupSetting, String> {
+    if text == "auto" {
+        return Ok(CgroupSetting::Auto);
+    }
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!(
+            "host-local cgroup \"{text}\" (host_local.cgroup): not an absolute path; give a \
+             cgroup2 directory such as \"/sys/fs/cgroup/netfast\", or \"auto\" for the root \
+             of the cgroup2 mount"
+        ));
+    }
+    Ok(CgroupSetting::Path(path.to_path_buf()))
+}
+
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     let bad = |why: &str| {
         format!(
@@ -1259,5 +1321,34 @@ spec = "9001:172.16.0.50:80""#,
         c.containers[1].veth = "x".repeat(16);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("config: interface name"), "{err}");
+    }
+
+    /// `[host_local]`: absent is off; "auto" and absolute paths parse; a relative
+    /// path or an unknown key is refused with the key and the fix.
+    #[test]
+    fn host_local_section() {
+        assert_eq!(Config::from_toml_str(SEED).unwrap().host_local, None);
+        let with = |body: &str| Config::from_toml_str(&format!("{SEED}\n[host_local]\n{body}\n"));
+        assert_eq!(
+            with("cgroup = \"auto\"").unwrap().host_local,
+            Some(HostLocalConfig {
+                cgroup: CgroupSetting::Auto
+            })
+        );
+        assert_eq!(
+            with("cgroup = \"/sys/fs/cgroup/unified/netfast\"")
+                .unwrap()
+                .host_local
+                .map(|h| h.cgroup.to_string()),
+            Some("/sys/fs/cgroup/unified/netfast".to_owned())
+        );
+        let err = with("cgroup = \"netfast\"").unwrap_err().to_string();
+        assert!(
+            err.contains("\"netfast\" (host_local.cgroup): not an absolute path")
+                && err.contains("\"auto\""),
+            "{err}"
+        );
+        assert!(with("cgroups = \"auto\"").is_err());
+        assert!(with("").is_err(), "cgroup is required in [host_local]");
     }
 }

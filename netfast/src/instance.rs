@@ -19,9 +19,10 @@ use netfast_common::{Backend, DatapathConfig, PublishKey};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    bpf::{self, AttachReport, DatapathError, DatapathSpec, PinnedInstance},
-    config::{Config, ConfigError},
+    bpf::{self, AttachReport, DatapathError, DatapathSpec, PinnedInstance, loader::HostLocalSpec},
+    config::{CgroupSetting, Config, ConfigError},
     host::{
+        cgroup::{self, cgroup2_dir_problem},
         netlink,
         netns::{self, NetnsError, NetnsId},
         topology::{self, Ipv4Address, TopologyError},
@@ -128,6 +129,9 @@ pub enum Created {
     IpForward { previous: bool },
     /// The pinned datapath of the instance.
     Datapath { instance: String },
+    /// The host-local programs' links on `cgroup` (pinned with the datapath, so
+    /// removing the pins detaches them); recorded apart so `down` names the cgroup.
+    HostLocal { instance: String, cgroup: String },
 }
 
 impl std::fmt::Display for Created {
@@ -163,6 +167,12 @@ impl std::fmt::Display for Created {
                     f,
                     "datapath pins {}",
                     bpf::pins::pin_dir(instance).display()
+                )
+            }
+            Created::HostLocal { cgroup, .. } => {
+                write!(
+                    f,
+                    "host-local links on cgroup {cgroup} (connect4, sendmsg4, recvmsg4, getpeername4)"
                 )
             }
         }
@@ -495,6 +505,7 @@ pub fn remove(c: &Created) -> Result<bool> {
             bpf::loader::detach(instance)?;
             Ok(true)
         }
+        Created::HostLocal { instance, .. } => Ok(bpf::loader::detach_host_local(instance)?),
     }
 }
 
@@ -504,7 +515,7 @@ fn in_host_netns(c: &Created) -> bool {
     match c {
         Created::Link { .. } | Created::IpForward { .. } => true,
         Created::Address { netns, .. } => netns.is_none(),
-        Created::Namespace { .. } | Created::Datapath { .. } => false,
+        Created::Namespace { .. } | Created::Datapath { .. } | Created::HostLocal { .. } => false,
     }
 }
 
@@ -593,6 +604,74 @@ pub struct Plan {
     pub uplink_addr: Ipv4Addr,
     /// The host's `net.ipv4.ip_local_port_range`, for [`datapath_config`].
     pub ephemeral_ports: std::ops::RangeInclusive<u16>,
+    /// `[host_local]`, resolved and checked; None when the config has none.
+    pub host_local: Option<HostLocalPlan>,
+}
+
+/// `[host_local]` as `up` will apply it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostLocalPlan {
+    /// The cgroup2 directory (`auto` resolved to the cgroup2 mount's root).
+    pub cgroup: PathBuf,
+    /// The host namespace's cookie (`SO_NETNS_COOKIE`), for `CONFIG`.
+    pub netns_cookie: u64,
+    /// `HOST_ADDRS`: (address, ifindex; 0 for an address `up` adds).
+    pub addrs: Vec<(Ipv4Addr, u32)>,
+}
+
+/// Resolves and checks `[host_local] cgroup`: "auto" is the cgroup2 mount's root; a
+/// path must be a cgroup2 directory. Err is one sentence naming the value and the fix.
+pub fn resolve_cgroup(setting: &CgroupSetting) -> std::result::Result<PathBuf, String> {
+    let mount = cgroup::cgroup2_mount();
+    let path = match (setting, &mount) {
+        (CgroupSetting::Auto, Ok(m)) => return Ok(m.clone()),
+        (CgroupSetting::Auto, Err(e)) => {
+            return Err(format!(
+                "host-local cgroup \"auto\" (host_local.cgroup): {e}"
+            ));
+        }
+        (CgroupSetting::Path(p), _) => p,
+    };
+    let Some(why) = cgroup2_dir_problem(path) else {
+        return Ok(path.clone());
+    };
+    let fix = match &mount {
+        Ok(m) => format!(
+            "give a directory under the cgroup2 mount {} (create one with `mkdir {}/netfast`), \
+             or \"auto\" for its root",
+            m.display(),
+            m.display()
+        ),
+        Err(e) => e.to_string(),
+    };
+    Err(format!(
+        "host-local cgroup \"{}\" (host_local.cgroup) {why}, so the host-local programs \
+         cannot attach there; {fix}",
+        path.display()
+    ))
+}
+
+/// The addresses that count as the host for the host-local programs: every
+/// non-loopback IPv4 address of the host namespace now (with its interface), and
+/// the ones `up` adds (the bridge's, point-to-point host addresses), with ifindex 0
+/// until they exist. Loopback (127.0.0.0/8) the programs know themselves.
+pub fn host_local_addrs(cfg: &Config, host: &[topology::HostAddress]) -> Vec<(Ipv4Addr, u32)> {
+    let mut out: Vec<(Ipv4Addr, u32)> = Vec::new();
+    let mut add = |addr: Ipv4Addr, index: u32| {
+        if !addr.is_loopback() && !out.iter().any(|(a, _)| *a == addr) {
+            out.push((addr, index));
+        }
+    };
+    for a in host {
+        add(a.local.addr(), a.index);
+    }
+    add(cfg.bridge.address.addr(), 0);
+    for c in &cfg.containers {
+        if let Some(h) = c.host_address {
+            add(h, 0);
+        }
+    }
+    out
 }
 
 /// Checks `cfg` against the system (the calling thread's namespace is the host) without
@@ -691,6 +770,24 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
     }
 
     let host_addrs = topology::host_ipv4_addresses(host).await?;
+    let host_local = match &cfg.host_local {
+        None => None,
+        Some(h) => {
+            let cookie = cgroup::netns_cookie().map_err(|e| e.to_string());
+            match (resolve_cgroup(&h.cgroup), cookie) {
+                (Ok(cgroup), Ok(netns_cookie)) => Some(HostLocalPlan {
+                    cgroup,
+                    netns_cookie,
+                    addrs: host_local_addrs(cfg, &host_addrs),
+                }),
+                (cgroup, cookie) => {
+                    problems.extend(cgroup.err());
+                    problems.extend(cookie.err());
+                    None
+                }
+            }
+        }
+    };
     problems.extend(address_problems(
         cfg,
         &links,
@@ -721,6 +818,7 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         (true, Some(uplink_addr)) => Ok(Plan {
             uplink_addr,
             ephemeral_ports,
+            host_local,
         }),
         _ => Err(InstanceError::Invalid(problems)),
     }
@@ -859,6 +957,8 @@ pub fn datapath_config(
                 .is_some_and(|m| m.allow_direct_routing),
         ),
         _pad: [0; 1],
+        // `build` fills it in when `[host_local]` is on.
+        host_netns_cookie: 0,
     }
 }
 
@@ -926,6 +1026,15 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     manifest.merge(&[Created::Datapath {
         instance: cfg.instance.clone(),
     }]);
+    // The host-local links as this run left them: on this run's cgroup, or none.
+    let host_local = plan
+        .host_local
+        .as_ref()
+        .map(|h| host_local_record(&cfg.instance, h));
+    manifest
+        .created
+        .retain(|c| !matches!(c, Created::HostLocal { .. }) || Some(c) == host_local.as_ref());
+    manifest.merge(host_local.as_slice());
     manifest.owner = Some(Owner {
         netns: here,
         config: cfg
@@ -1111,20 +1220,42 @@ async fn build(
         instance: cfg.instance.clone(),
         uplink: cfg.uplink.clone(),
         ingress: cfg.ingress,
-        config: datapath_config(cfg, plan.uplink_addr, &plan.ephemeral_ports),
+        config: DatapathConfig {
+            host_netns_cookie: plan.host_local.as_ref().map_or(0, |h| h.netns_cookie),
+            ..datapath_config(cfg, plan.uplink_addr, &plan.ephemeral_ports)
+        },
         // The config's publishes, and those added live that it does not contradict.
         publishes: cfg.publish_entries().chain(live.iter().copied()).collect(),
         conntrack_capacity: cfg.conntrack.capacity,
         config_path: cfg.source.clone(),
+        host_local: plan.host_local.as_ref().map(|h| HostLocalSpec {
+            cgroup: h.cgroup.clone(),
+            addrs: h.addrs.clone(),
+        }),
     };
     let pins_existed = bpf::pins::pin_dir(&cfg.instance).exists();
+    let host_local_existed = bpf::loader::host_local_attached(&cfg.instance);
     let attached = bpf::loader::attach(&spec);
     if !pins_existed && (attached.is_ok() || bpf::pins::pin_dir(&cfg.instance).exists()) {
         undo.push(Created::Datapath {
             instance: cfg.instance.clone(),
         });
     }
-    Ok(attached?)
+    let attached = attached?;
+    if let Some(h) = &plan.host_local
+        && !host_local_existed
+    {
+        undo.push(host_local_record(&cfg.instance, h));
+    }
+    Ok(attached)
+}
+
+/// The manifest's record of the host-local links of `plan`.
+fn host_local_record(instance: &str, plan: &HostLocalPlan) -> Created {
+    Created::HostLocal {
+        instance: instance.to_owned(),
+        cgroup: plan.cgroup.display().to_string(),
+    }
 }
 
 /// `down` for sync callers: removes what the manifest records, newest first, acting on

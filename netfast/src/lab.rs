@@ -2,14 +2,18 @@
 //!
 //! [`Lab::create`] makes two namespaces: `<prefix>-host` (netfast's "host") and
 //! `<prefix>-lan` (the LAN peer), joined by a veth named `eth0` on both sides that stands
-//! in for the uplink: 10.0.1.48/24 in host, 10.0.1.26/24 in lan. Dropping the [`Lab`]
-//! removes both, the seed's container namespaces and the instance's pins, also on panic.
+//! in for the uplink: 10.0.1.48/24 in host, 10.0.1.26/24 in lan; and a cgroup2
+//! directory of its own, `<cgroup2 mount>/netfast-<prefix>` ([`lab_cgroup`]), for the
+//! host-local programs, so they never attach to the machine's root cgroup. Dropping
+//! the [`Lab`] removes all of it, the seed's container namespaces and the instance's
+//! pins, also on panic.
 //! [`seed_config`] is the seed topology for an instance running in that host namespace,
 //! and [`run_seed_checks`] sends real traffic through it.
 
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -20,7 +24,7 @@ use crate::{
     bpf,
     config::{Config, ConfigError, IngressMode},
     host::{
-        netlink,
+        cgroup, netlink,
         netns::{self, NetnsError},
         topology::{self, TopologyError},
     },
@@ -48,6 +52,19 @@ pub enum LabError {
          with `ip netns del {name}` or choose another prefix"
     )]
     Exists { name: String },
+    #[error(
+        "cgroup {} already exists (a lab that was not torn down?); remove it with `rmdir {}` \
+         or choose another prefix",
+        path.display(),
+        path.display()
+    )]
+    CgroupExists { path: PathBuf },
+    #[error("creating the lab's cgroup {}: {source}", path.display())]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
@@ -60,7 +77,10 @@ impl LabError {
     /// True when the lab was refused before anything was created (its namespaces
     /// exist: another lab with that prefix is running, or one was not torn down).
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, LabError::Exists { .. })
+        matches!(
+            self,
+            LabError::Exists { .. } | LabError::CgroupExists { .. }
+        )
     }
 }
 
@@ -77,10 +97,20 @@ pub fn container_ns(prefix: &str, n: u8) -> String {
     format!("{prefix}-netns{n}")
 }
 
+/// The lab's cgroup2 directory, `<cgroup2 mount>/netfast-<prefix>`, where the seed
+/// config attaches the host-local programs; None when no cgroup2 is mounted.
+pub fn lab_cgroup(prefix: &str) -> Option<PathBuf> {
+    cgroup::cgroup2_mount()
+        .ok()
+        .map(|mount| mount.join(format!("netfast-{prefix}")))
+}
+
 /// The sandbox; see the module docs.
 #[derive(Debug)]
 pub struct Lab {
     prefix: String,
+    /// The cgroup this lab created; removed on drop.
+    cgroup: Option<PathBuf>,
 }
 
 impl Lab {
@@ -94,10 +124,24 @@ impl Lab {
                 return Err(LabError::Exists { name: name.clone() });
             }
         }
+        let cgroup = lab_cgroup(prefix);
+        if let Some(path) = &cgroup
+            && path.exists()
+        {
+            return Err(LabError::CgroupExists { path: path.clone() });
+        }
         // From here on, Drop cleans up whatever exists.
-        let lab = Lab {
+        let mut lab = Lab {
             prefix: prefix.to_string(),
+            cgroup: None,
         };
+        if let Some(path) = cgroup {
+            std::fs::create_dir(&path).map_err(|source| LabError::Cgroup {
+                path: path.clone(),
+                source,
+            })?;
+            lab.cgroup = Some(path);
+        }
         netns::create(&host)?;
         netns::create(&lan)?;
         let lan_file = netns::open(&lan)?;
@@ -122,6 +166,28 @@ impl Lab {
     pub fn lan_ns(&self) -> String {
         lan_ns(&self.prefix)
     }
+
+    /// The lab's own cgroup2 directory ([`lab_cgroup`]), None without cgroup2.
+    pub fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_deref()
+    }
+}
+
+/// Removes a cgroup the lab created: the processes still in it (the lab's own
+/// clients; nothing else is ever put there) are killed first (`cgroup.kill`, Linux
+/// 5.14), since a cgroup with members cannot be removed.
+fn remove_cgroup(path: &Path) -> std::io::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::write(path.join("cgroup.kill"), "1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    last
 }
 
 impl Drop for Lab {
@@ -143,6 +209,14 @@ impl Drop for Lab {
             if let Err(e) = netns::delete(&name) {
                 eprintln!("netfast lab: could not delete network namespace {name}: {e}");
             }
+        }
+        if let Some(path) = &self.cgroup
+            && let Err(e) = remove_cgroup(path)
+        {
+            eprintln!(
+                "netfast lab: could not remove cgroup {}: {e}",
+                path.display()
+            );
         }
     }
 }
@@ -177,6 +251,15 @@ pub fn seed_config_toml(prefix: &str, ingress: IngressMode) -> String {
     let ns2 = container_ns(prefix, 2);
     let ns3 = container_ns(prefix, 3);
     let ingress = ingress.as_str();
+    let host_local = match lab_cgroup(prefix) {
+        Some(path) => format!(
+            "# Host-local access to published ports, for the processes in the lab's own\n\
+             # cgroup (never the machine's root cgroup).\n\
+             [host_local]\ncgroup = \"{}\"\n",
+            path.display()
+        ),
+        None => "# No cgroup2 mount: no [host_local].\n".to_owned(),
+    };
     format!(
         r#"# The seed topology (netfast lab).
 instance = "{prefix}"
@@ -211,6 +294,7 @@ peer = "veth3-peer"
 subnet = "172.16.0.0/24"
 ports = "61000-65535"
 
+{host_local}
 [[publish]]
 spec = "{PUBLISHED_PORT}:{NETNS2_ADDR}:{BACKEND_PORT}/tcp"
 "#
@@ -301,7 +385,92 @@ pub fn run_seed_checks(prefix: &str) -> Vec<Check> {
                 Some(LAN_ADDR),
             ),
         ),
+        Check::new(
+            format!(
+                "host-local: host -> {HOST_ADDR}:{PUBLISHED_PORT} tcp from the lab's cgroup reaches netns2:{BACKEND_PORT}"
+            ),
+            host_local_exchange(prefix, SocketAddrV4::new(HOST_ADDR, PUBLISHED_PORT)),
+        ),
     ]
+}
+
+/// Sends the request and prints the reply, then the peer the socket reported once
+/// connected (a closed socket has none).
+const HOST_LOCAL_CLIENT: &str = "import socket,sys
+s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=3)
+p=s.getpeername()
+s.sendall(sys.argv[3].encode()+b'\\n'); s.shutdown(socket.SHUT_WR)
+r=b''
+while True:
+    d=s.recv(4096)
+    if not d: break
+    r+=d
+print(r.decode().strip()); print(p[0],p[1])";
+
+/// A host process in the lab's cgroup connects to `connect` (a published port on an
+/// address of the host): the host-local programs must take it to netns2's listener,
+/// and the socket must report `connect` as its peer. The client is a python3 process
+/// that puts itself in the cgroup before it connects; it enters the host namespace
+/// with `nsenter --net` (`ip netns exec` remounts /sys, which hides the cgroup2 mount).
+pub fn host_local_exchange(prefix: &str, connect: SocketAddrV4) -> Result<String, String> {
+    let Some(cgroup) = lab_cgroup(prefix).filter(|c| c.is_dir()) else {
+        return Err("the lab has no cgroup2 directory (no cgroup2 mount?)".to_owned());
+    };
+    let bind = SocketAddrV4::new(NETNS2_ADDR, BACKEND_PORT);
+    let ns2 = container_ns(prefix, 2);
+    let listener = netns::run_in(&ns2, || TcpListener::bind(bind))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not listen on {bind} in {ns2}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let request = String::from_utf8_lossy(REQUEST).trim().to_owned();
+    std::thread::scope(|s| {
+        let server = s.spawn(move || serve_once(&listener));
+        let script = format!(
+            "echo $$ > '{}/cgroup.procs' && exec python3 -c \"$0\" \"$@\"",
+            cgroup.display()
+        );
+        let client = Command::new("nsenter")
+            .arg(format!("--net={}", netns::path(&host_ns(prefix)).display()))
+            .args(["sh", "-c", &script, HOST_LOCAL_CLIENT])
+            .arg(connect.ip().to_string())
+            .arg(connect.port().to_string())
+            .arg(&request)
+            .output()
+            .map_err(|e| format!("could not run nsenter: {e} (install util-linux)"));
+        let server = server
+            .join()
+            .map_err(|_| "the server thread panicked".to_string())
+            .and_then(|r| r);
+        let out = client?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "client: {} {}{}",
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let peer = server?;
+        let mut lines = stdout.lines();
+        let reply = lines.next().unwrap_or_default();
+        let reported = lines.next().unwrap_or_default();
+        let want = format!("{} {}", connect.ip(), connect.port());
+        if !reply.starts_with(REPLY_PREFIX.trim()) {
+            return Err(format!("unexpected reply {reply:?}"));
+        }
+        if reported != want {
+            return Err(format!(
+                "reached the backend, but getpeername says {reported:?}, not {want:?}"
+            ));
+        }
+        Ok(format!(
+            "backend saw source {peer}; getpeername says {}",
+            connect
+        ))
+    })
 }
 
 /// `ip netns exec NS ping` (a tool under `ip netns exec` is fine; netfast itself never

@@ -73,6 +73,7 @@ pub fn seed_config() -> DatapathConfig {
         ephemeral_max: 60_999,
         allow_direct_routing: 0,
         _pad: [0; 1],
+        host_netns_cookie: 0,
     }
 }
 

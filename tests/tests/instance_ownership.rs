@@ -402,8 +402,14 @@ fn status_outside_the_instance_namespace_names_its_uplink() {
         let stdout = succeeded(&out, "status outside the instance's namespace");
         let v: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
         assert_eq!(v["netns"], a.host(), "{netns:?}: {stdout}");
+        let cgroup = a.cgroup();
         for p in v["programs"].as_array().expect("programs") {
-            assert_eq!(p["interface"], "eth0", "{netns:?}: {stdout}");
+            if p["attach"] == "cgroup" {
+                // The host-local links name their cgroup, which no namespace changes.
+                assert_eq!(p["cgroup"], cgroup.to_str().expect("utf-8"), "{stdout}");
+            } else {
+                assert_eq!(p["interface"], "eth0", "{netns:?}: {stdout}");
+            }
         }
         let addrs: Vec<&str> = v["addresses"]["uplink_addresses"]
             .as_array()

@@ -3,6 +3,10 @@
 //! `stats` and `status` run by the real `netfast` binary from a "second shell" while
 //! real traffic flows. Each test has its own prefix and cleans up on drop.
 
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
 mod support;
 
 use std::{
@@ -338,6 +342,11 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
     for c in after["counters"].as_array().expect("counters") {
         let want = if c["name"].as_str().is_some_and(|n| n.starts_with("drop_")) {
             "drop"
+        } else if c["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("host_local_"))
+        {
+            "socket"
         } else if [
             "snat_port_retries",
             "snat_port_host_socket",
@@ -488,13 +497,31 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
         .iter()
         .map(|&(pin, prog, attach)| (pin, prog, attach, "ingress"))
         .chain([("link_uplink_egress", "uplink_egress_tc", "tcx", "egress")])
+        // The seed's [host_local] on the lab's own cgroup, in the order of the hooks.
+        .chain([
+            ("link_host_connect4", "host_connect4", "cgroup", "connect4"),
+            ("link_host_sendmsg4", "host_sendmsg4", "cgroup", "sendmsg4"),
+            ("link_host_recvmsg4", "host_recvmsg4", "cgroup", "recvmsg4"),
+            (
+                "link_host_getpeername4",
+                "host_getpeername4",
+                "cgroup",
+                "getpeername4",
+            ),
+        ])
         .collect();
     assert_eq!(programs.len(), expected.len(), "{status}");
+    let cgroup = sb.cgroup();
     for (p, (pin, prog, attach, hook)) in programs.iter().zip(&expected) {
         assert_eq!(p["pin"], *pin, "{p}");
         assert_eq!(p["program"], *prog, "{p}");
         assert_eq!(p["attach"], *attach, "{p}");
-        assert_eq!(p["interface"], "eth0", "{p}");
+        if *attach == "cgroup" {
+            assert_eq!(p["cgroup"], path_str(&cgroup), "{p}");
+            assert_eq!(p["interface"], serde_json::Value::Null, "{p}");
+        } else {
+            assert_eq!(p["interface"], "eth0", "{p}");
+        }
         assert_eq!(p["hook"], *hook, "{p}");
         assert_eq!(p["fallback"], *pin == "link_uplink_ingress_fallback", "{p}");
         let link = bpftool_link(&pins.join(pin));
@@ -502,7 +529,11 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
         assert_eq!(p["prog_id"], link["prog_id"], "{p} vs {link}");
         // The program behind the link is of the kind status says.
         let prog = bpftool_prog(&link["prog_id"]);
-        let prog_type = if *attach == "xdp" { "xdp" } else { "sched_cls" };
+        let prog_type = match *attach {
+            "xdp" => "xdp",
+            "cgroup" => "cgroup_sock_addr",
+            _ => "sched_cls",
+        };
         assert_eq!(prog["type"], prog_type, "{p} vs {prog}");
     }
     if ingress == IngressMode::Xdp {

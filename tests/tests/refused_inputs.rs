@@ -147,6 +147,8 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         config("conntrack.capacity = \"x\"", "[[publish]]", "[conntrack]\ncapacity = \"x\"\n[[publish]]", &["capacity \"x\" (conntrack.capacity)", "not a whole number", "1024 to 4194304"]),
         config("conntrack.udp = \"60s\"", "[[publish]]", "[conntrack]\nudp = \"60s\"\n[[publish]]", &["udp \"60s\" (conntrack.udp)", "1 to 2592000"]),
         config("conntrack.tcp_established = 0", "[[publish]]", "[conntrack]\ntcp_established = 0\n[[publish]]", &["tcp_established 0", "at least 1 second"]),
+        config("host_local.cgroup = \"unified\"", "cgroup = \"", "cgroup = \"unified\" # \"", &["\"unified\" (host_local.cgroup)", "not an absolute path", "\"auto\""]),
+        config("host_local.cgroup = \"/tmp\"", "cgroup = \"", "cgroup = \"/tmp\" # \"", &["\"/tmp\" (host_local.cgroup)", "not on a cgroup2 file system", "give a directory under the cgroup2 mount"]),
         config("uplnk = \"eth1\"", "uplink = \"eth0\"", "uplink = \"eth0\"\nuplnk = \"eth1\"", &["uplnk", "fix its spelling"]),
         cli("publish add 0:172.16.0.102:80", &["publish", "add", "--instance", i, "0:172.16.0.102:80"], &["\"0:172.16.0.102:80\"", "host port 0"]),
         cli("publish add 70000:172.16.0.102:80", &["publish", "add", "--instance", i, "70000:172.16.0.102:80"], &["70000", "above 65535"]),

@@ -11,7 +11,7 @@ use std::{
     io,
     mem::{size_of, zeroed},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -32,8 +32,12 @@ pub struct RawLinkInfo {
     pub link_type_raw: u32,
     /// The interface, for XDP and tcx links; 0 otherwise.
     pub ifindex: u32,
-    /// tcx only: `BPF_TCX_INGRESS` or `BPF_TCX_EGRESS`.
+    /// tcx: `BPF_TCX_INGRESS` or `BPF_TCX_EGRESS`; cgroup: the hook, such as
+    /// `BPF_CGROUP_INET4_CONNECT`.
     pub attach_type: Option<bpf_attach_type>,
+    /// cgroup links: the cgroup's id (its cgroup2 directory's inode number); 0
+    /// otherwise.
+    pub cgroup_id: u64,
 }
 
 /// The kernel's answer for the link pinned at `path`.
@@ -52,15 +56,27 @@ pub fn link_info(path: &Path) -> io::Result<RawLinkInfo> {
     bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     let link_type = bpf_link_type::try_from(info.type_).ok();
     // SAFETY: the kernel filled the union member that matches `type_`; xdp and tcx
-    // both start with the ifindex, and only tcx's attach type is read.
-    let (ifindex, attach_type) = unsafe {
+    // both start with the ifindex, and only tcx's and cgroup's attach types are read.
+    let (ifindex, attach_type, cgroup_id) = unsafe {
         match link_type {
-            Some(bpf_link_type::BPF_LINK_TYPE_XDP) => (info.__bindgen_anon_1.xdp.ifindex, None),
+            Some(bpf_link_type::BPF_LINK_TYPE_XDP) => (info.__bindgen_anon_1.xdp.ifindex, None, 0),
             Some(bpf_link_type::BPF_LINK_TYPE_TCX) => {
                 let tcx = info.__bindgen_anon_1.tcx;
-                (tcx.ifindex, bpf_attach_type::try_from(tcx.attach_type).ok())
+                (
+                    tcx.ifindex,
+                    bpf_attach_type::try_from(tcx.attach_type).ok(),
+                    0,
+                )
             }
-            _ => (0, None),
+            Some(bpf_link_type::BPF_LINK_TYPE_CGROUP) => {
+                let cgroup = info.__bindgen_anon_1.cgroup;
+                (
+                    0,
+                    bpf_attach_type::try_from(cgroup.attach_type).ok(),
+                    cgroup.cgroup_id,
+                )
+            }
+            _ => (0, None, 0),
         }
     };
     Ok(RawLinkInfo {
@@ -70,7 +86,23 @@ pub fn link_info(path: &Path) -> io::Result<RawLinkInfo> {
         link_type_raw: info.type_,
         ifindex,
         attach_type,
+        cgroup_id,
     })
+}
+
+/// `BPF_LINK_UPDATE`: the link pinned at `path` runs `prog` from now on, with no gap
+/// and no moment with both programs attached. For links aya cannot update itself
+/// (cgroup links; aya 0.14 updates only tcx and XDP links).
+///
+/// Errors: the `bpf(2)` errno (ENOENT when nothing is pinned there, EINVAL when
+/// `prog` has another type or attach type than the link's).
+pub fn update_link(path: &Path, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let link = obj_get(path)?;
+    // SAFETY: all zeroes is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { zeroed() };
+    attr.link_update.link_fd = link.as_raw_fd() as u32;
+    attr.link_update.__bindgen_anon_1.new_prog_fd = prog.as_raw_fd() as u32;
+    bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(drop)
 }
 
 /// `BPF_OBJ_GET`: a new fd for the object pinned at `path`.

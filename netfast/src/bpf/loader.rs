@@ -6,6 +6,8 @@
 
 use std::{
     fs, io,
+    net::Ipv4Addr,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -13,29 +15,66 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError},
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         tc::SchedClassifierLink,
         tc::TcAttachOptions,
         xdp::XdpLink,
     },
 };
+use aya_obj::generated::bpf_link_type;
 use netfast_common::{
-    Backend, DatapathConfig, PublishKey,
+    Backend, DatapathConfig, HostAddr, PublishKey,
     layout::LAYOUT_VERSION,
     names::{
+        LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4, LINK_HOST_SENDMSG4,
         LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_META, MAP_PUBLISHED_PORTS, PIN_ROOT,
-        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, unassured_capacity,
+        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_HOST_ADDRS, MAP_META, MAP_PUBLISHED_PORTS,
+        PIN_ROOT, PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4,
+        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        unassured_capacity,
     },
 };
 
 use super::{
     DatapathError,
     layout::check_layout,
+    link_info::{link_info, update_link},
     object::object,
-    pins::{LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, ensure_bpffs, pin_dir, remove_pin},
+    pins::{
+        HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, ensure_bpffs, pin_dir,
+        remove_pin,
+    },
 };
+use crate::host::cgroup::cgroup_id;
+
+/// The host-local programs: (program, hook, link pin), in the order a socket's calls
+/// meet them.
+pub const HOST_LOCAL_PROGRAMS: [(&str, CgroupSockAddrAttachType, &str); 4] = [
+    (
+        PROG_HOST_CONNECT4,
+        CgroupSockAddrAttachType::Connect4,
+        LINK_HOST_CONNECT4,
+    ),
+    (
+        PROG_HOST_SENDMSG4,
+        CgroupSockAddrAttachType::UDPSendMsg4,
+        LINK_HOST_SENDMSG4,
+    ),
+    (
+        PROG_HOST_RECVMSG4,
+        CgroupSockAddrAttachType::UDPRecvMsg4,
+        LINK_HOST_RECVMSG4,
+    ),
+    (
+        PROG_HOST_GETPEERNAME4,
+        CgroupSockAddrAttachType::GetPeerName4,
+        LINK_HOST_GETPEERNAME4,
+    ),
+];
+
+pub use aya::programs::CgroupSockAddrAttachType;
 
 /// How the attach report and `status` name the tc ingress program behind XDP.
 pub const FALLBACK_NOTE: &str = "fallback for XDP";
@@ -91,6 +130,18 @@ pub struct DatapathSpec {
     pub conntrack_capacity: u32,
     /// The config file, named in the migration advice of a layout mismatch.
     pub config_path: Option<PathBuf>,
+    /// Host-local access to published ports (`[host_local]`); None detaches it.
+    pub host_local: Option<HostLocalSpec>,
+}
+
+/// Where the host-local programs attach and what counts as the host for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostLocalSpec {
+    /// A cgroup2 directory, checked by `up` (`host::cgroup::cgroup2_dir_problem`).
+    pub cgroup: PathBuf,
+    /// `HOST_ADDRS`: each address of the host with the index of the interface that
+    /// holds it (0 for one `up` is about to add). Loopback needs no entry.
+    pub addrs: Vec<(Ipv4Addr, u32)>,
 }
 
 /// How the datapath ended up attached, for the operator.
@@ -145,6 +196,11 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     write_meta(&mut ebpf)?;
     write_config(&mut ebpf, &spec.config)?;
     let displaced = sync_publishes(&mut ebpf, &spec.publishes)?;
+    let host_addrs = spec
+        .host_local
+        .as_ref()
+        .map_or(&[][..], |h| h.addrs.as_slice());
+    sync_host_addrs(&mut ebpf, host_addrs)?;
 
     let mut attachments = Vec::new();
     let ingress_link = dir.join(LINK_UPLINK_INGRESS);
@@ -184,6 +240,16 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         &egress_link,
         None,
     )?);
+    match &spec.host_local {
+        Some(host_local) => {
+            attachments.extend(attach_host_local(&mut ebpf, &host_local.cgroup, &dir)?);
+        }
+        None => {
+            for link in HOST_LOCAL_LINK_NAMES {
+                remove_pin(&dir.join(link))?;
+            }
+        }
+    }
     Ok(AttachReport {
         pin_dir: dir,
         attachments,
@@ -249,6 +315,25 @@ pub fn detach(instance: &str) -> Result<(), DatapathError> {
     }
 }
 
+/// Removes the instance's host-local link pins, which detaches the programs from their
+/// cgroup. Returns whether any was there.
+pub fn detach_host_local(instance: &str) -> Result<bool, DatapathError> {
+    let dir = pin_dir(instance);
+    let mut any = false;
+    for link in HOST_LOCAL_LINK_NAMES {
+        let path = dir.join(link);
+        any |= path.exists();
+        remove_pin(&path)?;
+    }
+    Ok(any)
+}
+
+/// Whether the instance has a host-local link pinned.
+pub fn host_local_attached(instance: &str) -> bool {
+    let dir = pin_dir(instance);
+    HOST_LOCAL_LINK_NAMES.iter().any(|l| dir.join(l).exists())
+}
+
 /// The id of the program behind the instance's pinned ingress link: aya-log finds
 /// the log ring buffer of the programs now attached through it.
 pub fn ingress_prog_id(instance: &str) -> Result<u32, DatapathError> {
@@ -288,6 +373,102 @@ fn write_config(ebpf: &mut Ebpf, config: &DatapathConfig) -> Result<(), Datapath
     let mut array: Array<&mut MapData, DatapathConfig> =
         Array::try_from(map_mut(ebpf, MAP_CONFIG)?).map_err(map_error)?;
     array.set(0, config, 0).map_err(map_error)
+}
+
+/// Makes HOST_ADDRS hold exactly `addrs` (address, ifindex).
+fn sync_host_addrs(ebpf: &mut Ebpf, addrs: &[(Ipv4Addr, u32)]) -> Result<(), DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_HOST_ADDRS,
+        source,
+    };
+    let mut map: HashMap<&mut MapData, u32, HostAddr> =
+        HashMap::try_from(map_mut(ebpf, MAP_HOST_ADDRS)?).map_err(map_error)?;
+    let wanted: std::collections::HashMap<u32, HostAddr> = addrs
+        .iter()
+        .map(|(addr, ifindex)| {
+            (
+                u32::from_ne_bytes(addr.octets()),
+                HostAddr { ifindex: *ifindex },
+            )
+        })
+        .collect();
+    let stale: Vec<u32> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains_key(k))
+        .collect();
+    for key in &stale {
+        map.remove(key).map_err(map_error)?;
+    }
+    for (key, value) in &wanted {
+        map.insert(key, value, 0).map_err(map_error)?;
+    }
+    Ok(())
+}
+
+/// Attaches the host-local programs to the cgroup at `cgroup` and pins their links
+/// in `dir`; returns a report line per program.
+///
+/// A link pinned on the same cgroup is updated in place (`BPF_LINK_UPDATE`), so no
+/// socket call meets a gap or both programs. A link pinned on another cgroup (the
+/// config moved it) is replaced once the new one is attached: for that moment a
+/// process in both cgroups meets both programs, and the second finds the backend's
+/// address, which is no publish (`host_local_not_published`).
+fn attach_host_local(
+    ebpf: &mut Ebpf,
+    cgroup: &Path,
+    dir: &Path,
+) -> Result<Vec<String>, DatapathError> {
+    let io_error = |action: String| move |source| DatapathError::Io { action, source };
+    let cgroup_dir =
+        fs::File::open(cgroup).map_err(io_error(format!("opening cgroup {}", cgroup.display())))?;
+    let id = cgroup_id(cgroup).map_err(io_error(format!("reading cgroup {}", cgroup.display())))?;
+    let mut lines = Vec::new();
+    for (name, _, link_name) in HOST_LOCAL_PROGRAMS {
+        let link_path = dir.join(link_name);
+        let program_error = |source| DatapathError::Program { name, source };
+        let program: &mut CgroupSockAddr = program_mut(ebpf, name)?;
+        program.load().map_err(program_error)?;
+        let pinned = match link_info(&link_path) {
+            Ok(info) => Some(info),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(DatapathError::Io {
+                    action: format!("reading pinned link {}", link_path.display()),
+                    source,
+                });
+            }
+        };
+        let same_cgroup = pinned.is_some_and(|info| {
+            info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_CGROUP) && info.cgroup_id == id
+        });
+        let how = if same_cgroup {
+            let fd = program.fd().map_err(program_error)?;
+            update_link(&link_path, fd.as_fd()).map_err(io_error(format!(
+                "updating pinned link {}",
+                link_path.display()
+            )))?;
+            "updated in place"
+        } else {
+            let link_id = program
+                .attach(&cgroup_dir, CgroupAttachMode::Single)
+                .map_err(program_error)?;
+            let link = program.take_link(link_id).map_err(program_error)?;
+            let attached = if pinned.is_some() {
+                Attached::ReplacingOther
+            } else {
+                Attached::Fresh
+            };
+            pin_attached(link, &link_path, attached)?;
+            "attached"
+        };
+        let prog_id = program.info().map_err(program_error)?.id();
+        lines.push(format!(
+            "{name} on cgroup {}: {how}, prog id {prog_id}",
+            cgroup.display()
+        ));
+    }
+    Ok(lines)
 }
 
 /// Makes PUBLISHED_PORTS hold exactly `publishes`: stale entries go, new ones come. Returns

@@ -6,9 +6,15 @@
 //! a size differs from this build's, `Map` when the kernel refuses.
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use std::net::Ipv4Addr;
+
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey,
-    names::{MAP_CONFIG, MAP_COUNTERS, MAP_FRAGMENTS, MAP_PUBLISHED_PORTS},
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
+    SockRevEntry, SockRevKey,
+    names::{
+        MAP_CONFIG, MAP_COUNTERS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE,
+        MAP_PUBLISHED_PORTS,
+    },
 };
 
 use super::{DatapathError, pins::pin_dir};
@@ -269,6 +275,66 @@ impl FragmentsMap {
     }
 
     /// How many datagrams are recorded now.
+    pub fn len(&self) -> usize {
+        self.map.keys().filter(Result::is_ok).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `HOST_ADDRS`: the addresses the host-local programs take for the host.
+pub struct HostAddrsMap {
+    map: HashMap<MapData, u32, HostAddr>,
+    capacity: u32,
+}
+
+impl HostAddrsMap {
+    pub fn open(instance: &str) -> Result<Self, DatapathError> {
+        let (map, capacity) = open_hash(instance, MAP_HOST_ADDRS)?;
+        Ok(Self { map, capacity })
+    }
+
+    /// Entries the map can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Every address (with the ifindex that held it at `up`, 0 for one `up` added),
+    /// sorted.
+    pub fn entries(&self) -> Result<Vec<(Ipv4Addr, u32)>, DatapathError> {
+        let mut out: Vec<(Ipv4Addr, u32)> = read_all(&self.map)
+            .map_err(|source| DatapathError::Map {
+                name: MAP_HOST_ADDRS,
+                source,
+            })?
+            .into_iter()
+            .map(|(raw, v)| (Ipv4Addr::from(raw.to_ne_bytes()), v.ifindex))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// `HOST_LOCAL_REVERSE`: what each host-local socket asked for.
+pub struct HostLocalReverseMap {
+    map: HashMap<MapData, SockRevKey, SockRevEntry>,
+    capacity: u32,
+}
+
+impl HostLocalReverseMap {
+    pub fn open(instance: &str) -> Result<Self, DatapathError> {
+        let (map, capacity) = open_hash(instance, MAP_HOST_LOCAL_REVERSE)?;
+        Ok(Self { map, capacity })
+    }
+
+    /// Entries the map can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// How many sockets are remembered now.
     pub fn len(&self) -> usize {
         self.map.keys().filter(Result::is_ok).count()
     }

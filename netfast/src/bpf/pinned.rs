@@ -18,8 +18,9 @@ use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, PublishKey,
     names::{
         LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED,
-        MAP_COUNTERS, MAP_FRAGMENTS, MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        MAP_COUNTERS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE, MAP_PUBLISHED_PORTS,
+        PIN_ROOT, PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4,
+        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
     },
     proto,
 };
@@ -27,12 +28,15 @@ use netfast_common::{
 use super::{
     DatapathError,
     link_info::link_info,
-    maps::{self, ConfigMap, ConntrackMap, FragmentsMap, PublishedPorts},
+    maps::{
+        self, ConfigMap, ConntrackMap, FragmentsMap, HostAddrsMap, HostLocalReverseMap,
+        PublishedPorts,
+    },
     pins::{INSTANCE_NAME_FIX, LINK_NAMES, instance_name_problem},
 };
 use crate::{
     conntrack::{Flow, FlowFilter, Table},
-    host::netlink::xdp_mode,
+    host::{cgroup, netlink::xdp_mode},
     publish::{self, AllowedBackends, PortMappings, Protocol, PublishSpec},
 };
 
@@ -114,8 +118,12 @@ pub struct LinkStatus {
     pub kind: String,
     pub ifindex: u32,
     pub interface: Option<String>,
-    /// tcx: "ingress"/"egress"; xdp: "ingress".
+    /// tcx: "ingress"/"egress"; xdp: "ingress"; cgroup: "connect4", "sendmsg4",
+    /// "recvmsg4" or "getpeername4".
     pub hook: &'static str,
+    /// cgroup links: the cgroup2 directory, or `cgroup id N` when no directory under
+    /// the cgroup2 mount has that id.
+    pub cgroup: Option<String>,
     /// xdp: "native", "skb" or "hw" when netlink tells; tcx: None.
     pub mode: Option<&'static str>,
 }
@@ -297,6 +305,14 @@ impl PinnedInstance {
         Ok(removed)
     }
 
+    /// `HOST_ADDRS`: what the host-local programs take for the host (with 127.0.0.0/8),
+    /// sorted, with the ifindex that held each address at `up` (0: one `up` added).
+    pub fn host_addrs(&self) -> Result<Vec<(Ipv4Addr, u32)>> {
+        HostAddrsMap::open(&self.name)
+            .and_then(|m| m.entries())
+            .map_err(|e| self.datapath_err(e))
+    }
+
     /// Every counter, summed over CPUs, in `Counter::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
         maps::read_counters(&self.name).map_err(|e| self.datapath_err(e))
@@ -312,6 +328,9 @@ impl PinnedInstance {
         let assured = self.conntrack(Table::Assured)?;
         let unassured = self.conntrack(Table::Unassured)?;
         let fragments = FragmentsMap::open(&self.name).map_err(err)?;
+        let host_addrs = HostAddrsMap::open(&self.name).map_err(err)?;
+        let host_addrs_len = host_addrs.entries().map_err(err)?.len();
+        let reverse = HostLocalReverseMap::open(&self.name).map_err(err)?;
         let counters_cap = maps::counters_capacity(&self.name).map_err(err)?;
         let fill = |name, kind, entries: usize, capacity| MapFill {
             name,
@@ -339,6 +358,18 @@ impl PinnedInstance {
                 "lru_hash",
                 fragments.len(),
                 fragments.capacity(),
+            ),
+            fill(
+                MAP_HOST_ADDRS,
+                "hash",
+                host_addrs_len,
+                host_addrs.capacity(),
+            ),
+            fill(
+                MAP_HOST_LOCAL_REVERSE,
+                "lru_hash",
+                reverse.len(),
+                reverse.capacity(),
             ),
             fill(
                 MAP_COUNTERS,
@@ -462,6 +493,16 @@ impl PinnedInstance {
                 source,
             })?;
             let (kind, hook) = match info.link_type {
+                Some(bpf_link_type::BPF_LINK_TYPE_CGROUP) => (
+                    "cgroup".to_owned(),
+                    match info.attach_type {
+                        Some(bpf_attach_type::BPF_CGROUP_INET4_CONNECT) => "connect4",
+                        Some(bpf_attach_type::BPF_CGROUP_UDP4_SENDMSG) => "sendmsg4",
+                        Some(bpf_attach_type::BPF_CGROUP_UDP4_RECVMSG) => "recvmsg4",
+                        Some(bpf_attach_type::BPF_CGROUP_INET4_GETPEERNAME) => "getpeername4",
+                        _ => "?",
+                    },
+                ),
                 Some(bpf_link_type::BPF_LINK_TYPE_TCX) => (
                     "tcx".to_owned(),
                     match info.attach_type {
@@ -473,9 +514,12 @@ impl PinnedInstance {
                 Some(bpf_link_type::BPF_LINK_TYPE_XDP) => ("xdp".to_owned(), "ingress"),
                 _ => (format!("type {}", info.link_type_raw), "?"),
             };
-            let interface = nix::net::if_::if_indextoname(info.ifindex)
-                .ok()
+            let interface = (info.ifindex != 0)
+                .then(|| nix::net::if_::if_indextoname(info.ifindex).ok())
+                .flatten()
                 .and_then(|n| n.into_string().ok());
+            let cgroup = (info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_CGROUP))
+                .then(|| cgroup_path(info.cgroup_id));
             let mode = if info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_XDP) {
                 xdp_mode(info.ifindex, info.prog_id)
             } else {
@@ -495,11 +539,21 @@ impl PinnedInstance {
                 ifindex: info.ifindex,
                 interface,
                 hook,
+                cgroup,
                 mode,
             });
         }
         Ok(out)
     }
+}
+
+/// The cgroup2 directory whose id is `id`, found under the cgroup2 mount; `cgroup id
+/// N` when there is none (or the walk gives up after 100,000 directories).
+fn cgroup_path(id: u64) -> String {
+    cgroup::cgroup2_mount()
+        .ok()
+        .and_then(|mount| cgroup::find_cgroup(&mount, id, 100_000))
+        .map_or_else(|| format!("cgroup id {id}"), |p| p.display().to_string())
 }
 
 /// CONFIG's masquerade subnet, if masquerade is on.
@@ -516,6 +570,12 @@ fn masquerade_subnet(config: &DatapathConfig) -> Option<ipnet::Ipv4Net> {
 fn full_program_name(kernel: &str, kind: &str) -> String {
     let known: &[&str] = match kind {
         "xdp" => &[PROG_UPLINK_INGRESS_XDP],
+        "cgroup" => &[
+            PROG_HOST_CONNECT4,
+            PROG_HOST_SENDMSG4,
+            PROG_HOST_RECVMSG4,
+            PROG_HOST_GETPEERNAME4,
+        ],
         _ => &[PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC],
     };
     known
@@ -543,6 +603,10 @@ mod tests {
             "uplink_egress_tc"
         );
         assert_eq!(full_program_name("other", "tcx"), "other");
+        assert_eq!(
+            full_program_name("host_getpeernam", "cgroup"),
+            "host_getpeername4"
+        );
     }
 
     #[test]

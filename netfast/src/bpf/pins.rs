@@ -7,9 +7,10 @@ use std::{
 };
 
 use netfast_common::names::{
+    LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4, LINK_HOST_SENDMSG4,
     LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FRAGMENTS, MAP_META,
-    MAP_PUBLISHED_PORTS, PIN_ROOT,
+    MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FRAGMENTS, MAP_HOST_ADDRS,
+    MAP_HOST_LOCAL_REVERSE, MAP_META, MAP_PUBLISHED_PORTS, PIN_ROOT,
 };
 
 use super::DatapathError;
@@ -43,25 +44,40 @@ const _: () = assert!(INSTANCE_MAX == 32, "INSTANCE_NAME_FIX names the limit");
 
 /// Every pinned map. META is last: `detach` removes it last, so a half-removed
 /// instance still says which layout its remaining maps have.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 9] = [
     MAP_CONFIG,
     MAP_PUBLISHED_PORTS,
     MAP_CONNTRACK,
     MAP_CONNTRACK_UNASSURED,
     MAP_COUNTERS,
     MAP_FRAGMENTS,
+    MAP_HOST_ADDRS,
+    MAP_HOST_LOCAL_REVERSE,
     MAP_META,
 ];
 /// Maps earlier layouts pinned under names this build no longer uses: `detach`
 /// removes them too, so `down` with this build takes an older instance down whole.
 /// `FORWARDS` became `PUBLISHED_PORTS` in layout 8.
 pub const LEGACY_MAP_NAMES: [&str; 1] = ["FORWARDS"];
-/// Every pinned link, in the order a received frame meets them (the fallback exists in
-/// XDP mode only). `detach` removes them all; `status` lists them in this order.
-pub const LINK_NAMES: [&str; 3] = [
+/// The host-local programs' cgroup links (with `[host_local]` only), in the order a
+/// socket's calls meet them.
+pub const HOST_LOCAL_LINK_NAMES: [&str; 4] = [
+    LINK_HOST_CONNECT4,
+    LINK_HOST_SENDMSG4,
+    LINK_HOST_RECVMSG4,
+    LINK_HOST_GETPEERNAME4,
+];
+/// Every pinned link: the uplink's, in the order a received frame meets them (the
+/// fallback exists in XDP mode only), then the host-local ones. `detach` removes them
+/// all; `status` lists them in this order.
+pub const LINK_NAMES: [&str; 7] = [
     LINK_UPLINK_INGRESS,
     LINK_UPLINK_INGRESS_FALLBACK,
     LINK_UPLINK_EGRESS,
+    LINK_HOST_CONNECT4,
+    LINK_HOST_SENDMSG4,
+    LINK_HOST_RECVMSG4,
+    LINK_HOST_GETPEERNAME4,
 ];
 /// bpffs's `statfs` magic number.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

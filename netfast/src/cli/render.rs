@@ -387,7 +387,8 @@ impl fmt::Display for NatView {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CounterRow {
     pub name: &'static str,
-    /// "pass", "drop", or "info" (not a per-packet decision).
+    /// "pass", "drop", "info" (not a per-packet decision), or "socket" (a host-local
+    /// program's decision on a socket call).
     pub decision: &'static str,
     pub value: u64,
     /// Per second over the last `--watch` interval.
@@ -413,7 +414,9 @@ pub struct StatsView {
 }
 
 pub fn decision(c: Counter) -> &'static str {
-    if !c.is_decision() {
+    if c.is_host_local() {
+        "socket"
+    } else if !c.is_decision() {
         "info"
     } else if c.is_drop() {
         "drop"
@@ -516,10 +519,13 @@ pub struct ProgramView {
     pub program: Option<String>,
     pub interface: Option<String>,
     pub ifindex: u32,
-    /// "tcx" or "xdp".
+    /// "tcx", "xdp" or "cgroup".
     pub attach: String,
-    /// "ingress" or "egress".
+    /// "ingress" or "egress"; for cgroup links the socket hook ("connect4", ...).
     pub hook: &'static str,
+    /// cgroup links: the cgroup2 directory they are attached to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     /// True for the tc ingress program behind XDP (XDP mode only): it translates the
     /// frames with partial checksums that XDP leaves to it.
     pub fallback: bool,
@@ -562,6 +568,31 @@ pub struct StatusView {
     /// The addresses in force, read from the kernel now; None when no program is
     /// attached (no uplink to ask about).
     pub addresses: Option<AddressesView>,
+    pub host_local: HostLocalView,
+}
+
+/// Host-local access to published ports, as the pins say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostLocalView {
+    /// True when the host-local programs' links are pinned.
+    pub enabled: bool,
+    /// The cgroup2 directory they are attached to.
+    pub cgroup: Option<String>,
+    /// What they take for the host, besides 127.0.0.0/8 (`HOST_ADDRS`, as of `up`).
+    pub host_addrs: Vec<Ipv4Addr>,
+}
+
+/// How `status` tells an operator to turn host-local access on.
+pub const HOST_LOCAL_HINT: &str = "add [host_local] cgroup = \"auto\" to the config and run \
+     `netfast up` again, so processes of this host reach published ports";
+
+pub fn host_local_view(links: &[LinkStatus], host_addrs: &[(Ipv4Addr, u32)]) -> HostLocalView {
+    let cgroup = links.iter().find_map(|l| l.cgroup.clone());
+    HostLocalView {
+        enabled: links.iter().any(|l| l.kind == "cgroup"),
+        cgroup,
+        host_addrs: host_addrs.iter().map(|(a, _)| *a).collect(),
+    }
 }
 
 /// The addresses the datapath takes from the kernel when a flow starts, as they are
@@ -642,6 +673,7 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
             ifindex: l.ifindex,
             attach: l.kind.clone(),
             hook: l.hook,
+            cgroup: l.cgroup.clone(),
             fallback: l.fallback,
             mode: l.mode,
             prog_id: l.prog_id,
@@ -753,6 +785,19 @@ impl fmt::Display for StatusView {
             )?;
         }
         writeln!(f, "published:   {}", c.published_ports)?;
+        let h = &self.host_local;
+        if h.enabled {
+            let mut host: Vec<String> = vec!["127.0.0.0/8".to_owned()];
+            host.extend(h.host_addrs.iter().map(Ipv4Addr::to_string));
+            writeln!(
+                f,
+                "host-local:  on for the processes in cgroup {}; \"any\" publishes answer there on {}",
+                h.cgroup.as_deref().unwrap_or("?"),
+                host.join(", ")
+            )?;
+        } else {
+            writeln!(f, "host-local:  off ({HOST_LOCAL_HINT})")?;
+        }
         writeln!(
             f,
             "conntrack:   {}",
@@ -770,9 +815,11 @@ impl fmt::Display for StatusView {
         for p in &self.programs {
             t.row(vec![
                 p.program.clone().unwrap_or_else(|| "?".into()),
-                p.interface
-                    .clone()
-                    .unwrap_or_else(|| format!("ifindex {}", p.ifindex)),
+                match (&p.cgroup, &p.interface) {
+                    (Some(cgroup), _) => cgroup.clone(),
+                    (None, Some(interface)) => interface.clone(),
+                    (None, None) => format!("ifindex {}", p.ifindex),
+                },
                 if p.fallback {
                     format!("{} {} ({FALLBACK_NOTE})", p.attach, p.hook)
                 } else {
@@ -866,6 +913,7 @@ mod tests {
             ephemeral_max: 60_999,
             allow_direct_routing: 0,
             _pad: [0; 1],
+            host_netns_cookie: 0,
         }
     }
 
@@ -1037,6 +1085,14 @@ icmp   61000-65535     0   4536  0.0%
                 "conntrack_reopened               info        330    165.0",
                 "conntrack_assured                info        340    170.0",
                 "conntrack_assure_failed          info        350    175.0",
+                "host_local_rewritten             socket      360    180.0",
+                "host_local_reply_rewritten       socket      370    185.0",
+                "host_local_not_published         socket      380    190.0",
+                "host_local_reverse_miss          socket      390    195.0",
+                "host_local_other_netns           socket      400    200.0",
+                "host_local_other_protocol        socket      410    205.0",
+                "host_local_not_configured        socket      420    210.0",
+                "host_local_reverse_failed        socket      430    215.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
@@ -1072,6 +1128,7 @@ icmp   61000-65535     0   4536  0.0%
                 ifindex: 2,
                 interface: Some("eth0".into()),
                 hook: "ingress",
+                cgroup: None,
                 mode: Some("native"),
             },
             LinkStatus {
@@ -1084,6 +1141,7 @@ icmp   61000-65535     0   4536  0.0%
                 ifindex: 2,
                 interface: Some("eth0".into()),
                 hook: "ingress",
+                cgroup: None,
                 mode: None,
             },
             LinkStatus {
@@ -1096,6 +1154,20 @@ icmp   61000-65535     0   4536  0.0%
                 ifindex: 2,
                 interface: Some("eth0".into()),
                 hook: "egress",
+                cgroup: None,
+                mode: None,
+            },
+            LinkStatus {
+                pin: "link_host_connect4",
+                fallback: false,
+                link_id: 10,
+                prog_id: 45,
+                prog_name: Some("host_connect4".into()),
+                kind: "cgroup".into(),
+                ifindex: 0,
+                interface: None,
+                hook: "connect4",
+                cgroup: Some("/sys/fs/cgroup/unified/lab".into()),
                 mode: None,
             },
         ];
@@ -1116,6 +1188,7 @@ icmp   61000-65535     0   4536  0.0%
                     secondary: false,
                 }],
             )),
+            host_local: host_local_view(&links, &[(ip("10.0.1.49"), 2), (ip("172.16.0.100"), 0)]),
         };
         assert_eq!(
             view.to_string(),
@@ -1131,12 +1204,14 @@ any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 routed in:   172.16.0.0/24 closed but for flows and publishes (allow_direct_routing = false)
 published:   1
+host-local:  on for the processes in cgroup /sys/fs/cgroup/unified/lab; \"any\" publishes answer there on 127.0.0.0/8, 10.0.1.49, 172.16.0.100
 conntrack:   4 entries
 
-PROGRAM            INTERFACE  ATTACH                          MODE    PROG ID  LINK ID
-uplink_ingress_    eth0       xdp ingress                     native       42        7
-uplink_ingress_tc  eth0       tcx ingress (fallback for XDP)  -            44        9
-uplink_egress_t    eth0       tcx egress                      -            43        8
+PROGRAM            INTERFACE                   ATTACH                          MODE    PROG ID  LINK ID
+uplink_ingress_    eth0                        xdp ingress                     native       42        7
+uplink_ingress_tc  eth0                        tcx ingress (fallback for XDP)  -            44        9
+uplink_egress_t    eth0                        tcx egress                      -            43        8
+host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -            45       10
 "
         );
         let json = serde_json::to_value(&view).expect("json");
@@ -1158,7 +1233,7 @@ uplink_egress_t    eth0       tcx egress                      -            43   
                 1,
                 4,
             ),
-            ..view
+            ..view.clone()
         };
         assert!(
             open.to_string().contains(
@@ -1170,6 +1245,19 @@ uplink_egress_t    eth0       tcx egress                      -            43   
         assert_eq!(
             serde_json::to_value(&open).expect("json")["config"]["allow_direct_routing"],
             true
+        );
+        assert_eq!(json["programs"][3]["cgroup"], "/sys/fs/cgroup/unified/lab");
+        assert_eq!(json["host_local"]["enabled"], true);
+        // Without the cgroup links: off, with the way to turn it on.
+        let off = StatusView {
+            programs: program_views(&links[..3]),
+            host_local: host_local_view(&links[..3], &[]),
+            ..view
+        };
+        assert!(
+            off.to_string()
+                .contains(&format!("host-local:  off ({HOST_LOCAL_HINT})")),
+            "{off}"
         );
     }
 

@@ -49,6 +49,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .len();
     }
     let config_view = render::config_view(&config, published, conntrack);
+    let host_addrs = inst.host_addrs().context("while reading HOST_ADDRS")?;
     let addresses = if elsewhere {
         None
     } else {
@@ -60,6 +61,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         netns_note,
         pin_dir: inst.dir().display().to_string(),
         programs: render::program_views(&links),
+        host_local: render::host_local_view(&links, &host_addrs),
         config: config_view,
         addresses,
     };
@@ -85,7 +87,7 @@ fn addresses(
     let uplink = links
         .iter()
         .find(|l| l.hook == "egress")
-        .or_else(|| links.first());
+        .or_else(|| links.iter().find(|l| l.kind != "cgroup"));
     let Some(uplink) = uplink else {
         return Ok(None);
     };

@@ -64,6 +64,23 @@ pub fn succeeded(out: &Output, what: &str) -> String {
     text(&out.stdout)
 }
 
+/// Runs `argv` in namespace `ns` as a member of `cgroup` (None: this process's own
+/// cgroup). The process writes its own pid to `cgroup.procs` before it execs, so
+/// every socket call it makes meets the programs attached there. It enters the
+/// namespace with `nsenter --net` because `ip netns exec` remounts /sys, which hides
+/// the cgroup2 mount.
+pub fn exec_in_cgroup(ns: &str, cgroup: Option<&std::path::Path>, argv: &[&str]) -> Output {
+    let join = cgroup.map_or_else(String::new, |cg| {
+        format!("echo $$ > '{}/cgroup.procs' && ", cg.display())
+    });
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["sh", "-c", &format!("{join}exec \"$@\""), "sh"])
+        .args(argv)
+        .output()
+        .unwrap_or_else(|e| panic!("nsenter --net=/run/netns/{ns} {argv:?}: {e}"))
+}
+
 /// Runs a tool inside a namespace and returns its output.
 pub fn exec(ns: &str, argv: &[&str]) -> Output {
     Command::new("ip")
@@ -216,6 +233,15 @@ impl Sandbox {
 
     pub fn container(&self, n: u8) -> String {
         lab::container_ns(&self.prefix, n)
+    }
+
+    /// The lab's own cgroup2 directory, where the seed config attaches the host-local
+    /// programs (never the machine's root cgroup). Fails loudly without cgroup2.
+    pub fn cgroup(&self) -> PathBuf {
+        self._lab
+            .cgroup()
+            .map(PathBuf::from)
+            .expect("the lab has no cgroup2 directory: host-local tests need a cgroup2 mount")
     }
 
     /// Sum of one counter over all CPUs, read from the pinned map.
