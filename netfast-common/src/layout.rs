@@ -6,7 +6,9 @@
 //! the bump: update both together. A change that keeps every size (reordered fields,
 //! a flag whose meaning changes) is not caught; bump the version by hand for it.
 
-use crate::{Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey};
+use crate::{
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, PublishKey,
+};
 
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
 /// which had no `META` map; 2 adds `META` and the 262144-entry `CONNTRACK` default;
@@ -17,14 +19,15 @@ use crate::{Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragK
 /// adds TCP sequence tracking to `CtEntry`, `CONNTRACK_UNASSURED` and the TCP-state
 /// and assurance counters; 8 renames the `FORWARDS` map to `PUBLISHED_PORTS` (a map is
 /// found by its name, so an instance pinned under the old name must be brought down
-/// with the build that made it, or with this one, and up again).
-pub const LAYOUT_VERSION: u64 = 8;
+/// with the build that made it, or with this one, and up again); 9 adds `ENDPOINTS`
+/// and the hairpin and container-side counters.
+pub const LAYOUT_VERSION: u64 = 9;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one).
-pub const LAYOUT_FINGERPRINT: u64 = fingerprint();
+pub const LAYOUT_FINGERPRINT: u128 = fingerprint();
 
-const fn fingerprint() -> u64 {
+const fn fingerprint() -> u128 {
     let sizes = [
         core::mem::size_of::<CtTuple>(),
         core::mem::size_of::<CtEntry>(),
@@ -33,21 +36,22 @@ const fn fingerprint() -> u64 {
         core::mem::size_of::<DatapathConfig>(),
         core::mem::size_of::<FragKey>(),
         core::mem::size_of::<FragEntry>(),
+        core::mem::size_of::<Endpoint>(),
         Counter::COUNT as usize,
     ];
-    let mut packed = 0u64;
+    let mut packed = 0u128;
     let mut i = 0;
     while i < sizes.len() {
-        packed = (packed << 8) | (sizes[i] as u64 & 0xff);
+        packed = (packed << 8) | (sizes[i] as u128 & 0xff);
         i += 1;
     }
     packed
 }
 
 // CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 24, FragKey 12,
-// FragEntry 16, 34 counters.
+// FragEntry 16, Endpoint 20, 42 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_18_0c_10_22,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_18_0c_10_14_2a,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

@@ -11,6 +11,8 @@ pub const MAP_CONNTRACK: &str = "CONNTRACK";
 pub const MAP_CONNTRACK_UNASSURED: &str = "CONNTRACK_UNASSURED";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
+/// Container endpoints (`crate::Endpoint`), keyed by the container's address.
+pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
 /// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
 /// instance's maps. Its own layout never changes.
 pub const MAP_META: &str = "META";
@@ -18,6 +20,8 @@ pub const MAP_META: &str = "META";
 pub const PROG_UPLINK_INGRESS_TC: &str = "uplink_ingress_tc";
 pub const PROG_UPLINK_INGRESS_XDP: &str = "uplink_ingress_xdp";
 pub const PROG_UPLINK_EGRESS_TC: &str = "uplink_egress_tc";
+/// On tcx ingress of each container's host-side veth: everything a container sends.
+pub const PROG_CONTAINER_INGRESS_TC: &str = "container_ingress_tc";
 
 /// Pinned link names inside the instance directory.
 pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
@@ -26,6 +30,10 @@ pub const LINK_UPLINK_EGRESS: &str = "link_uplink_egress";
 /// translates the frames XDP leaves to it (`pass_xdp_csum_partial`); every other frame
 /// XDP already translated or decided on, and it finds no flow for them.
 pub const LINK_UPLINK_INGRESS_FALLBACK: &str = "link_uplink_ingress_fallback";
+
+/// The pin of `container_ingress_tc`'s link on a container's host-side veth is this
+/// prefix followed by the veth's name (at most 15 bytes, no `/`).
+pub const LINK_CONTAINER_INGRESS_PREFIX: &str = "link_container_";
 
 /// The default size of `CONNTRACK`, in entries (two per flow): room for 131072 flows.
 /// The config's `[conntrack] capacity` overrides it at load time.
@@ -48,6 +56,17 @@ pub const PUBLISHED_PORTS_CAPACITY: u32 = 16_384;
 /// more than its limit of a million (`tests/tests/verifier_budget.rs` holds the line).
 pub const SNAT_MAX_TRIES: u32 = 16;
 
+/// How many ports a hairpin's SNAT port search tries (`container_ingress_tc`), after
+/// the container's own port when that may be kept. Far fewer than the uplink's: the
+/// container program also holds three conntrack lookups, the new DNAT flow and the
+/// publish lookup, and the verifier walks each try once per way there (about 35k
+/// instructions a try; 4 tries verified in 550k, over the budget of
+/// `tests/tests/verifier_budget.rs`). A hairpin's port only has to be free toward one
+/// backend address and port (the reply tuple is `backend:port -> gateway:snat_port`),
+/// so 2 tries from a random start fail only when much of the SNAT range is in use
+/// toward that one backend; the failure is counted (`drop_snat_ports_exhausted`).
+pub const HAIRPIN_SNAT_MAX_TRIES: u32 = 2;
+
 /// `FRAGMENTS` entries: datagrams in flight in fragments at once. Cilium's default
 /// (`CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES`); an LRU, so a flood evicts the oldest.
 pub const FRAGMENTS_CAPACITY: u32 = 8_192;
@@ -61,3 +80,6 @@ pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
 /// counted, so tc passes it without a second lookup or a second count. Frames XDP
 /// leaves to tc (`pass_xdp_csum_partial`) carry no mark. Read natively ("nfxd").
 pub const XDP_DECIDED_MARK: u32 = u32::from_ne_bytes(*b"nfxd");
+
+/// `ENDPOINTS` entries: containers one instance can reach by redirect.
+pub const ENDPOINTS_CAPACITY: u32 = 16_384;

@@ -5,9 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, PublishKey,
     names::{
-        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FRAGMENTS_CAPACITY,
+        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, ENDPOINTS_CAPACITY, FRAGMENTS_CAPACITY,
         PUBLISHED_PORTS_CAPACITY,
     },
 };
@@ -40,6 +40,11 @@ pub static CONNTRACK_UNASSURED: LruHashMap<
 #[btf_map]
 pub static FRAGMENTS: LruHashMap<FragKey, FragEntry, { FRAGMENTS_CAPACITY as usize }> =
     LruHashMap::new();
+
+/// Container endpoints by address (network byte order): where `container_ingress_tc`
+/// redirects a translated frame, and with which MACs. `netfast up` fills it.
+#[btf_map]
+pub static ENDPOINTS: HashMap<u32, Endpoint, { ENDPOINTS_CAPACITY as usize }> = HashMap::new();
 
 /// The layout version of the pinned maps (`netfast_common::layout`). Userspace
 /// writes and checks it; no program reads it.

@@ -2,7 +2,9 @@
 //! XDP entry points; every path ends in exactly one `Counter`, which also decides
 //! pass or drop (`Counter::is_drop`).
 
-use netfast_common::{Counter, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto};
+use netfast_common::{
+    Counter, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, names::SNAT_MAX_TRIES, proto,
+};
 
 use crate::{
     conntrack::{self, Side},
@@ -110,7 +112,7 @@ fn egress_packet<R: Rewriter + HostSockets + Routes>(
         return Counter::DropUntranslatableFromSubnet;
     }
     let uplink_addr = route::masquerade_source(r, pkt).unwrap_or(config.uplink_addr);
-    let created = conntrack::create_snat(r, pkt, config, uplink_addr);
+    let created = conntrack::create_snat::<_, SNAT_MAX_TRIES>(r, pkt, config, uplink_addr);
     done(
         pkt,
         created.and_then(|state| translate(r, pkt, &state)),
@@ -155,7 +157,7 @@ fn done(pkt: &Packet, result: Result<(), Counter>, outcome: Counter) -> Counter 
 /// destination is asked of the kernel (`route::is_local`), only after an "any" entry
 /// matched, so a miss costs no more than the two hash lookups.
 #[inline(always)]
-fn published_backend<R: Rewriter + Routes>(
+pub fn published_backend<R: Rewriter + Routes>(
     r: &R,
     pkt: &Packet,
     config: &DatapathConfig,
