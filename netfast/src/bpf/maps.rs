@@ -7,8 +7,8 @@
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, PublishKey,
-    names::{MAP_CONFIG, MAP_COUNTERS, MAP_FRAGMENTS, MAP_PUBLISHED_PORTS},
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, PublishKey,
+    names::{MAP_CONFIG, MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_PUBLISHED_PORTS},
 };
 
 use super::{DatapathError, pins::pin_dir};
@@ -275,6 +275,42 @@ impl FragmentsMap {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// `ENDPOINTS`: container address (network byte order) to [`Endpoint`].
+pub struct EndpointsMap {
+    map: HashMap<MapData, u32, Endpoint>,
+    capacity: u32,
+}
+
+impl EndpointsMap {
+    pub fn open(instance: &str) -> Result<Self, DatapathError> {
+        let (map, capacity) = open_hash(instance, MAP_ENDPOINTS)?;
+        Ok(Self { map, capacity })
+    }
+
+    /// Entries the map can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Every endpoint, sorted by address.
+    pub fn entries(&self) -> Result<Vec<(std::net::Ipv4Addr, Endpoint)>, DatapathError> {
+        let mut out = self
+            .map
+            .iter()
+            .map(|entry| {
+                entry
+                    .map(|(addr, ep)| (std::net::Ipv4Addr::from(addr.to_ne_bytes()), ep))
+                    .map_err(|source| DatapathError::Map {
+                        name: MAP_ENDPOINTS,
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|(addr, _)| *addr);
+        Ok(out)
     }
 }
 

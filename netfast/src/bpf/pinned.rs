@@ -18,8 +18,9 @@ use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, PublishKey,
     names::{
         LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED,
-        MAP_COUNTERS, MAP_FRAGMENTS, MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_PUBLISHED_PORTS, PIN_ROOT,
+        PROG_CONTAINER_INGRESS_TC, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC,
+        PROG_UPLINK_INGRESS_XDP,
     },
     proto,
 };
@@ -27,8 +28,8 @@ use netfast_common::{
 use super::{
     DatapathError,
     link_info::link_info,
-    maps::{self, ConfigMap, ConntrackMap, FragmentsMap, PublishedPorts},
-    pins::{INSTANCE_NAME_FIX, LINK_NAMES, instance_name_problem},
+    maps::{self, ConfigMap, ConntrackMap, EndpointsMap, FragmentsMap, PublishedPorts},
+    pins::{INSTANCE_NAME_FIX, LINK_NAMES, container_links, instance_name_problem},
 };
 use crate::{
     conntrack::{Flow, FlowFilter, Table},
@@ -102,8 +103,9 @@ pub struct MapFill {
 /// What one pinned link attaches, from `BPF_OBJ_GET_INFO_BY_FD`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkStatus {
-    /// The pin's file name, e.g. `link_uplink_ingress`.
-    pub pin: &'static str,
+    /// The pin's file name, e.g. `link_uplink_ingress`, or `link_container_<veth>`
+    /// for `container_ingress_tc` on a container's host-side veth.
+    pub pin: String,
     /// The tc ingress program behind XDP (pin `link_uplink_ingress_fallback`), which
     /// translates the frames XDP leaves to it.
     pub fallback: bool,
@@ -211,6 +213,13 @@ impl PinnedInstance {
             .map_err(|e| self.datapath_err(e))
     }
 
+    /// Every container endpoint (`ENDPOINTS`), by address.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netfast_common::Endpoint)>> {
+        EndpointsMap::open(&self.name)
+            .and_then(|m| m.entries())
+            .map_err(|e| self.datapath_err(e))
+    }
+
     /// Every published port, sorted by protocol, port and address.
     pub fn publishes(&self) -> Result<Vec<(PublishKey, Backend)>> {
         self.published_ports()?
@@ -312,6 +321,7 @@ impl PinnedInstance {
         let assured = self.conntrack(Table::Assured)?;
         let unassured = self.conntrack(Table::Unassured)?;
         let fragments = FragmentsMap::open(&self.name).map_err(err)?;
+        let endpoints = EndpointsMap::open(&self.name).map_err(err)?;
         let counters_cap = maps::counters_capacity(&self.name).map_err(err)?;
         let fill = |name, kind, entries: usize, capacity| MapFill {
             name,
@@ -339,6 +349,12 @@ impl PinnedInstance {
                 "lru_hash",
                 fragments.len(),
                 fragments.capacity(),
+            ),
+            fill(
+                MAP_ENDPOINTS,
+                "hash",
+                endpoints.entries().map_err(err)?.len(),
+                endpoints.capacity(),
             ),
             fill(
                 MAP_COUNTERS,
@@ -448,12 +464,15 @@ impl PinnedInstance {
         Ok(report)
     }
 
-    /// The pinned links: what is attached where, in the order a received frame meets
-    /// them (in XDP mode: XDP, the tc fallback behind it, then egress).
+    /// The pinned links: what is attached where, the uplink's in the order a received
+    /// frame meets them (in XDP mode: XDP, the tc fallback behind it, then egress),
+    /// then one per container veth, by name.
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
-        for pin in LINK_NAMES {
-            let path = self.dir.join(pin);
+        let containers = container_links(&self.dir).map_err(|e| self.datapath_err(e))?;
+        let pins = LINK_NAMES.iter().map(|p| (*p).to_owned()).chain(containers);
+        for pin in pins {
+            let path = self.dir.join(&pin);
             if !path.exists() {
                 continue;
             }
@@ -486,8 +505,8 @@ impl PinnedInstance {
                 .find(|p| p.id() == info.prog_id)
                 .and_then(|p| p.name_as_str().map(|n| full_program_name(n, &kind)));
             out.push(LinkStatus {
-                pin,
                 fallback: pin == LINK_UPLINK_INGRESS_FALLBACK,
+                pin,
                 link_id: info.id,
                 prog_id: info.prog_id,
                 prog_name,
@@ -516,7 +535,11 @@ fn masquerade_subnet(config: &DatapathConfig) -> Option<ipnet::Ipv4Net> {
 fn full_program_name(kernel: &str, kind: &str) -> String {
     let known: &[&str] = match kind {
         "xdp" => &[PROG_UPLINK_INGRESS_XDP],
-        _ => &[PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC],
+        _ => &[
+            PROG_UPLINK_INGRESS_TC,
+            PROG_UPLINK_EGRESS_TC,
+            PROG_CONTAINER_INGRESS_TC,
+        ],
     };
     known
         .iter()
@@ -541,6 +564,10 @@ mod tests {
         assert_eq!(
             full_program_name("uplink_egress_t", "tcx"),
             "uplink_egress_tc"
+        );
+        assert_eq!(
+            full_program_name("container_ingr", "tcx"),
+            "container_ingress_tc"
         );
         assert_eq!(full_program_name("other", "tcx"), "other");
     }

@@ -512,7 +512,7 @@ impl fmt::Display for StatsView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProgramView {
-    pub pin: &'static str,
+    pub pin: String,
     pub program: Option<String>,
     pub interface: Option<String>,
     pub ifindex: u32,
@@ -632,7 +632,7 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
     links
         .iter()
         .map(|l| ProgramView {
-            pin: l.pin,
+            pin: l.pin.clone(),
             program: l.prog_name.clone(),
             interface: l.interface.clone(),
             ifindex: l.ifindex,
@@ -1040,7 +1040,7 @@ icmp   61000-65535     0   4536  0.0%
     fn status_text_and_json() {
         let links = [
             LinkStatus {
-                pin: "link_uplink_ingress",
+                pin: "link_uplink_ingress".into(),
                 fallback: false,
                 link_id: 7,
                 prog_id: 42,
@@ -1052,7 +1052,7 @@ icmp   61000-65535     0   4536  0.0%
                 mode: Some("native"),
             },
             LinkStatus {
-                pin: "link_uplink_ingress_fallback",
+                pin: "link_uplink_ingress_fallback".into(),
                 fallback: true,
                 link_id: 9,
                 prog_id: 44,
@@ -1064,7 +1064,7 @@ icmp   61000-65535     0   4536  0.0%
                 mode: None,
             },
             LinkStatus {
-                pin: "link_uplink_egress",
+                pin: "link_uplink_egress".into(),
                 fallback: false,
                 link_id: 8,
                 prog_id: 43,
