@@ -387,7 +387,8 @@ impl fmt::Display for NatView {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CounterRow {
     pub name: &'static str,
-    /// "pass", "drop", or "info" (not a per-packet decision).
+    /// "pass", "drop", "redirect" (to a container's veth), or "info" (not a
+    /// per-packet decision).
     pub decision: &'static str,
     pub value: u64,
     /// Per second over the last `--watch` interval.
@@ -417,6 +418,8 @@ pub fn decision(c: Counter) -> &'static str {
         "info"
     } else if c.is_drop() {
         "drop"
+    } else if c.is_redirect() {
+        "redirect"
     } else {
         "pass"
     }
