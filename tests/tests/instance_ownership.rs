@@ -402,8 +402,17 @@ fn status_outside_the_instance_namespace_names_its_uplink() {
         let stdout = succeeded(&out, "status outside the instance's namespace");
         let v: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
         assert_eq!(v["netns"], a.host(), "{netns:?}: {stdout}");
+        // The uplink's programs on the host's eth0, the container program on the
+        // host's container veths: all named in the instance's namespace.
         for p in v["programs"].as_array().expect("programs") {
-            assert_eq!(p["interface"], "eth0", "{netns:?}: {stdout}");
+            let want = match p["pin"]
+                .as_str()
+                .and_then(|pin| pin.strip_prefix("link_container_"))
+            {
+                Some(veth) => veth,
+                None => "eth0",
+            };
+            assert_eq!(p["interface"], want, "{netns:?}: {stdout}");
         }
         let addrs: Vec<&str> = v["addresses"]["uplink_addresses"]
             .as_array()

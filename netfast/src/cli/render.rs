@@ -998,36 +998,40 @@ icmp   61000-65535     0   4536  0.0%
             "fragment_translated              pass         80     40.0"
         );
         assert_eq!(
-            lines[18],
-            "drop_truncated                   drop        170     85.0"
+            lines[10],
+            "hairpin_new                      redirect     90     45.0"
         );
         assert_eq!(
-            lines[25],
-            "drop_tcp_rst_out_of_window       drop        240    120.0"
+            lines[26],
+            "drop_truncated                   drop        250    125.0"
         );
         assert_eq!(
-            &lines[26..],
+            lines[33],
+            "drop_tcp_rst_out_of_window       drop        320    160.0"
+        );
+        assert_eq!(
+            &lines[34..],
             [
-                "snat_port_retries                info        250    125.0",
-                "snat_port_host_socket            info        260    130.0",
-                "conntrack_half_restored          info        270    135.0",
-                "conntrack_restore_failed         info        280    140.0",
-                "fragment_record_failed           info        290    145.0",
-                "xdp_mark_failed                  info        300    150.0",
-                "conntrack_reopened               info        310    155.0",
-                "conntrack_assured                info        320    160.0",
-                "conntrack_assure_failed          info        330    165.0",
+                "snat_port_retries                info        330    165.0",
+                "snat_port_host_socket            info        340    170.0",
+                "conntrack_half_restored          info        350    175.0",
+                "conntrack_restore_failed         info        360    180.0",
+                "fragment_record_failed           info        370    185.0",
+                "xdp_mark_failed                  info        380    190.0",
+                "conntrack_reopened               info        390    195.0",
+                "conntrack_assured                info        400    200.0",
+                "conntrack_assure_failed          info        410    205.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 250",
+                "snat port retries: 330",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 250);
+        assert_eq!(json["snat_port_retries"], 330);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);
