@@ -405,13 +405,10 @@ fn status_outside_the_instance_namespace_names_its_uplink() {
         // The uplink's programs on the host's eth0, the container program on the
         // host's container veths: all named in the instance's namespace.
         for p in v["programs"].as_array().expect("programs") {
-            let want = match p["pin"]
+            let want = p["pin"]
                 .as_str()
                 .and_then(|pin| pin.strip_prefix("link_container_"))
-            {
-                Some(veth) => veth,
-                None => "eth0",
-            };
+                .unwrap_or("eth0");
             assert_eq!(p["interface"], want, "{netns:?}: {stdout}");
         }
         let addrs: Vec<&str> = v["addresses"]["uplink_addresses"]
