@@ -31,6 +31,18 @@ pub enum Counter {
     /// A later fragment (offset > 0) translated like its datagram's first fragment:
     /// addresses only, since it carries no ports.
     FragmentTranslated,
+    /// From a container (`container_ingress_tc`): a new flow to a published port on an
+    /// address of the host (hairpin). Two flows are created, a DNAT flow to the
+    /// backend and a SNAT flow from the backend's gateway address, and the frame goes
+    /// straight to the backend's host-side veth (`bpf_redirect`).
+    HairpinNew,
+    /// From a container: an established hairpin flow, client to backend (DNAT, then
+    /// SNAT to the gateway), redirected to the backend's veth.
+    HairpinEstablished,
+    /// From a container: a backend's reply on a hairpin flow (the SNAT undone, then
+    /// the DNAT: source back to the published address and port), redirected to the
+    /// client's veth.
+    HairpinReply,
     /// No flow, no published port, not from the subnet: passed untouched.
     PassNoMatch,
     /// userspace has not written `CONFIG` yet: passed untouched.
@@ -47,6 +59,24 @@ pub enum Counter {
     /// An ICMP error whose quoted packet belongs to no flow translated on this side of
     /// the uplink, or cannot be parsed; not from the subnet: passed untouched.
     PassIcmpErrorUntracked,
+    /// From a container: IPv4 TCP or UDP that belongs to no hairpin flow and is not
+    /// addressed to a published port on an address of the host (traffic between
+    /// containers, to the host, out through the masquerade, replies of published
+    /// backends): passed to the bridge and the host's routing untouched.
+    PassContainerNotPublished,
+    /// From a container: not IPv4 (ARP, IPv6, ...): passed untouched.
+    PassContainerNotIpv4,
+    /// From a container: IPv4 that hairpin does not handle (ICMP, ICMP errors, other
+    /// protocols, fragments, headers shorter than they claim): passed untouched; the
+    /// host's stack and the uplink programs decide on it as before.
+    PassContainerOther,
+    /// From a container: a hairpin packet whose destination container (the backend,
+    /// or for a reply the client) has no `ENDPOINTS` entry: passed untouched, to the
+    /// host's stack (which refuses a new connection, as without hairpin).
+    PassHairpinNoEndpoint,
+    /// From a container: a backend's reply that matches a hairpin's SNAT flow whose
+    /// DNAT flow is gone (expired or evicted with both halves): passed untouched.
+    PassHairpinNoDnatFlow,
     /// Not a decision: XDP left the frame untouched to the tc ingress program behind
     /// it, because its L4 checksum field holds only the pseudo-header sum (a local
     /// sender's CHECKSUM_PARTIAL), which XDP cannot tell from a full checksum it can
@@ -176,6 +206,15 @@ impl Counter {
         )
     }
 
+    /// Whether the packet that bumped this counter is redirected to a container's
+    /// host-side veth (`bpf_redirect`) instead of going on through the stack.
+    pub const fn is_redirect(self) -> bool {
+        matches!(
+            self,
+            Counter::HairpinNew | Counter::HairpinEstablished | Counter::HairpinReply
+        )
+    }
+
     /// Whether the packet that bumped this counter is dropped.
     pub const fn is_drop(self) -> bool {
         matches!(
@@ -229,6 +268,9 @@ mod tests {
             "icmp_error_in",
             "icmp_error_out",
             "fragment_translated",
+            "hairpin_new",
+            "hairpin_established",
+            "hairpin_reply",
             "pass_no_match",
             "pass_not_configured",
             "pass_not_ipv4",
@@ -236,6 +278,11 @@ mod tests {
             "pass_other_protocol",
             "pass_icmp_other",
             "pass_icmp_error_untracked",
+            "pass_container_not_published",
+            "pass_container_not_ipv4",
+            "pass_container_other",
+            "pass_hairpin_no_endpoint",
+            "pass_hairpin_no_dnat_flow",
             "pass_xdp_csum_partial",
             "drop_truncated",
             "drop_fragment_from_subnet",

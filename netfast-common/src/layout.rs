@@ -7,8 +7,8 @@
 //! a flag whose meaning changes) is not caught; bump the version by hand for it.
 
 use crate::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
-    SockRevEntry, SockRevKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, HostAddr,
+    PublishKey, SockRevEntry, SockRevKey,
 };
 
 /// Layout of the pinned maps this build reads and writes. 1 was the issue-2 layout,
@@ -24,7 +24,8 @@ use crate::{
 /// counters (`drop_loopback_publish`, `drop_routed_to_container`) and
 /// `allow_direct_routing` in `CONFIG` (taken from its padding), puts the host
 /// namespace's cookie in `CONFIG`, and adds `HOST_ADDRS`, `HOST_LOCAL_REVERSE` and the
-/// host-local counters.
+/// host-local counters, and adds `ENDPOINTS` and the hairpin and container-side
+/// counters.
 pub const LAYOUT_VERSION: u64 = 9;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
@@ -43,6 +44,7 @@ const fn fingerprint() -> u128 {
         core::mem::size_of::<SockRevKey>(),
         core::mem::size_of::<SockRevEntry>(),
         core::mem::size_of::<HostAddr>(),
+        core::mem::size_of::<Endpoint>(),
         Counter::COUNT as usize,
     ];
     let mut packed = 0u128;
@@ -55,9 +57,9 @@ const fn fingerprint() -> u128 {
 }
 
 // CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 32, FragKey 12,
-// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, 44 counters.
+// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 52 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_20_0c_10_10_08_04_2c,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_20_0c_10_10_08_04_14_34,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

@@ -8,6 +8,7 @@
 pub mod counters;
 pub mod ct;
 pub mod datapath_config;
+pub mod endpoint;
 pub mod fragment;
 pub mod host_local;
 pub mod layout;
@@ -18,6 +19,7 @@ pub mod tcp;
 pub use counters::Counter;
 pub use ct::{CtEntry, CtTuple};
 pub use datapath_config::DatapathConfig;
+pub use endpoint::Endpoint;
 pub use fragment::{FragEntry, FragKey};
 pub use host_local::{HostAddr, SockRevEntry, SockRevKey};
 pub use publish::{Backend, PublishKey};

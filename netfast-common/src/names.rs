@@ -18,6 +18,8 @@ pub const MAP_HOST_ADDRS: &str = "HOST_ADDRS";
 /// [`crate::SockRevKey`] → [`crate::SockRevEntry`]: the address each host-local socket
 /// asked for, for `recvmsg4` and `getpeername4`.
 pub const MAP_HOST_LOCAL_REVERSE: &str = "HOST_LOCAL_REVERSE";
+/// Container endpoints (`crate::Endpoint`), keyed by the container's address.
+pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
 /// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
 /// instance's maps. Its own layout never changes.
 pub const MAP_META: &str = "META";
@@ -30,6 +32,8 @@ pub const PROG_HOST_CONNECT4: &str = "host_connect4";
 pub const PROG_HOST_SENDMSG4: &str = "host_sendmsg4";
 pub const PROG_HOST_RECVMSG4: &str = "host_recvmsg4";
 pub const PROG_HOST_GETPEERNAME4: &str = "host_getpeername4";
+/// On tcx ingress of each container's host-side veth: everything a container sends.
+pub const PROG_CONTAINER_INGRESS_TC: &str = "container_ingress_tc";
 
 /// Pinned link names inside the instance directory.
 pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
@@ -43,6 +47,10 @@ pub const LINK_HOST_CONNECT4: &str = "link_host_connect4";
 pub const LINK_HOST_SENDMSG4: &str = "link_host_sendmsg4";
 pub const LINK_HOST_RECVMSG4: &str = "link_host_recvmsg4";
 pub const LINK_HOST_GETPEERNAME4: &str = "link_host_getpeername4";
+
+/// The pin of `container_ingress_tc`'s link on a container's host-side veth is this
+/// prefix followed by the veth's name (at most 15 bytes, no `/`).
+pub const LINK_CONTAINER_INGRESS_PREFIX: &str = "link_container_";
 
 /// The default size of `CONNTRACK`, in entries (two per flow): room for 131072 flows.
 /// The config's `[conntrack] capacity` overrides it at load time.
@@ -72,6 +80,17 @@ pub const HOST_LOCAL_REVERSE_CAPACITY: u32 = 65_536;
 /// more than its limit of a million (`tests/tests/verifier_budget.rs` holds the line).
 pub const SNAT_MAX_TRIES: u32 = 16;
 
+/// How many ports a hairpin's SNAT port search tries (`container_ingress_tc`), after
+/// the container's own port when that may be kept. Far fewer than the uplink's: the
+/// container program also holds three conntrack lookups, the new DNAT flow and the
+/// publish lookup, and the verifier walks each try once per way there (about 35k
+/// instructions a try; 4 tries verified in 550k, over the budget of
+/// `tests/tests/verifier_budget.rs`). A hairpin's port only has to be free toward one
+/// backend address and port (the reply tuple is `backend:port -> gateway:snat_port`),
+/// so 2 tries from a random start fail only when much of the SNAT range is in use
+/// toward that one backend; the failure is counted (`drop_snat_ports_exhausted`).
+pub const HAIRPIN_SNAT_MAX_TRIES: u32 = 2;
+
 /// `FRAGMENTS` entries: datagrams in flight in fragments at once. Cilium's default
 /// (`CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES`); an LRU, so a flood evicts the oldest.
 pub const FRAGMENTS_CAPACITY: u32 = 8_192;
@@ -85,3 +104,6 @@ pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
 /// counted, so tc passes it without a second lookup or a second count. Frames XDP
 /// leaves to tc (`pass_xdp_csum_partial`) carry no mark. Read natively ("nfxd").
 pub const XDP_DECIDED_MARK: u32 = u32::from_ne_bytes(*b"nfxd");
+
+/// `ENDPOINTS` entries: containers one instance can reach by redirect.
+pub const ENDPOINTS_CAPACITY: u32 = 16_384;

@@ -11,7 +11,6 @@ use aya_log_ebpf::warn;
 use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig,
     ct::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
-    names::SNAT_MAX_TRIES,
     proto,
     tcp::{self, flags as tcp_flags},
 };
@@ -54,6 +53,14 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
+    /// No translation yet: a place for a lookup to write one.
+    pub const NONE: Rewrite = Rewrite {
+        nat_addr: 0,
+        nat_port: 0,
+        kind: 0,
+        direction: 0,
+    };
+
     #[inline(always)]
     fn of(entry: &CtEntry) -> Self {
         Self {
@@ -175,8 +182,10 @@ fn hit(
     // A later fragment carries no TCP header: its flags read 0.
     let tcp = pkt.tcp.flags != 0;
     if tcp && pkt.tcp.flags & (tcp_flags::RST | tcp_flags::SYN) != 0 {
-        if let Some(outcome) = tcp_control(table, key, entry, pkt) {
-            return outcome;
+        match tcp_control(table, key, entry, pkt) {
+            Control::Go => {}
+            Control::Reopened => return Ok(None),
+            Control::RstOutOfWindow => return Err(Counter::DropTcpRstOutOfWindow),
         }
     }
     // SAFETY: no preconditions.
@@ -199,39 +208,51 @@ fn hit(
     Ok(Some(rewrite))
 }
 
+/// What `tcp_control` decided. Fieldless, so the caller's result carries no
+/// half-defined payload out of it: LLVM spilled such a payload's undefined register
+/// in `container_ingress_tc`, and the verifier refuses a write of a register that was
+/// never set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Go on with the hit.
+    Go,
+    /// A SYN from the original side found the flow closed; both halves were removed,
+    /// so the caller starts a fresh flow (a miss).
+    Reopened,
+    /// An RST outside the window: dropped, the flow left untouched.
+    RstOutOfWindow,
+}
+
 /// The segments that can end a flow or start a new one, checked against the other
 /// half: an RST must fall in the window (`tcp::rst_in_window`), and a SYN from the
 /// original side on a closed flow (TIME_WAIT, CLOSE) removes it, so the caller opens
-/// a fresh one, as nf_conntrack does. None: go on with the hit.
+/// a fresh one, as nf_conntrack does.
 #[inline(always)]
-fn tcp_control(
-    table: Table,
-    key: &CtTuple,
-    entry: &CtEntry,
-    pkt: &Packet,
-) -> Option<Result<Option<Rewrite>, Counter>> {
+fn tcp_control(table: Table, key: &CtTuple, entry: &CtEntry, pkt: &Packet) -> Control {
     let flags = pkt.tcp.flags;
     let rst = flags & tcp_flags::RST != 0;
     // A SYN-ACK, or a SYN from the reply side, never reopens: no lookup for them.
     let bare_syn_original = flags & tcp_flags::ACK == 0 && entry.direction == DIR_ORIGINAL;
     if !rst && !bare_syn_original {
-        return None;
+        return Control::Go;
     }
     let reverse_tuple = entry.reverse_tuple(key);
-    let reverse = table.get(&reverse_tuple)?;
+    let Some(reverse) = table.get(&reverse_tuple) else {
+        return Control::Go;
+    };
     if rst {
         if !tcp::rst_in_window(entry, &reverse, &pkt.tcp) {
-            return Some(Err(Counter::DropTcpRstOutOfWindow));
+            return Control::RstOutOfWindow;
         }
-        return None;
+        return Control::Go;
     }
     if !tcp::tcp_state(entry, &reverse).is_closed() {
-        return None;
+        return Control::Go;
     }
     table.remove(&reverse_tuple);
     table.remove(key);
     count(Counter::ConntrackReopened);
-    Some(Ok(None))
+    Control::Reopened
 }
 
 /// Whether this packet makes an unassured flow assured, nf_conntrack's IPS_ASSURED:
@@ -415,12 +436,12 @@ fn insert_original(
 ///   600-1023, as nf_nat keeps them apart;
 /// - otherwise a port of the SNAT range.
 ///
-/// A search starts at a random port and walks its range in turn (at most
-/// `SNAT_MAX_TRIES` ports). A port is claimed by inserting the reply entry with
+/// A search starts at a random port and walks its range in turn (at most `TRIES`
+/// ports: `SNAT_MAX_TRIES` on the uplink, `HAIRPIN_SNAT_MAX_TRIES` for hairpin). A port is claimed by inserting the reply entry with
 /// BPF_NOEXIST, which is atomic against other CPUs; a port a host socket would take
 /// packets from the remote on is skipped.
 #[inline(always)]
-pub fn create_snat<H: HostSockets>(
+pub fn create_snat<H: HostSockets, const TRIES: u32>(
     host: &H,
     pkt: &Packet,
     config: &DatapathConfig,
@@ -453,14 +474,14 @@ pub fn create_snat<H: HostSockets>(
     // `start` that wraps inside the range, as nf_nat and Cilium probe (it finds a
     // free port a few random draws would miss once the range fills).
     let keep_own = keeps_own_port(pkt, own, config);
-    let search_tries = if span.get() < SNAT_MAX_TRIES {
+    let search_tries = if span.get() < TRIES {
         span.get()
     } else {
-        SNAT_MAX_TRIES
+        TRIES
     };
     let tries = search_tries + u32::from(keep_own);
     let mut port = if keep_own { own } else { start };
-    for attempt in 0..SNAT_MAX_TRIES + 1 {
+    for attempt in 0..TRIES + 1 {
         if attempt >= tries {
             break;
         }
@@ -474,8 +495,18 @@ pub fn create_snat<H: HostSockets>(
                 port + 1
             };
         }
-        if let Some(rewrite) = claim(host, pkt, uplink_addr, port, &reply_state, now)? {
-            return Ok(rewrite);
+        match claim(host, pkt, uplink_addr, port, &reply_state, now) {
+            Claim::Won => {
+                return Ok(Rewrite {
+                    nat_addr: uplink_addr,
+                    nat_port: (port as u16).to_be(),
+                    kind: KIND_SNAT,
+                    direction: DIR_ORIGINAL,
+                });
+            }
+            Claim::Taken => {}
+            Claim::Clash => return Err(Counter::DropConntrackClash),
+            Claim::InsertFailed => return Err(Counter::DropConntrackInsert),
         }
     }
     // Rare by design (a full port range); aya-log reserves in a ring buffer and gives
@@ -516,7 +547,7 @@ fn search_range(pkt: &Packet, own: u32, config: &DatapathConfig) -> (u32, u32) {
 }
 
 /// Claims `uplink_addr:port` (network, host byte order) for the new flow: the reply
-/// entry with BPF_NOEXIST, then the original. None when a host socket or another
+/// entry with BPF_NOEXIST, then the original. `Taken` when a host socket or another
 /// flow holds it toward this remote.
 #[inline(always)]
 fn claim<H: HostSockets>(
@@ -526,14 +557,14 @@ fn claim<H: HostSockets>(
     port: u32,
     reply_state: &CtEntry,
     now: u64,
-) -> Result<Option<Rewrite>, Counter> {
+) -> Claim {
     let original = pkt.key;
     let nat_port = (port as u16).to_be();
     let remote = (original.dst_addr, original.dst_port);
     if original.proto != proto::ICMP && host.holds(original.proto, remote, (uplink_addr, nat_port))
     {
         count(Counter::SnatPortHostSocket);
-        return Ok(None);
+        return Claim::Taken;
     }
     let reply = CtTuple {
         src_addr: original.dst_addr,
@@ -543,12 +574,32 @@ fn claim<H: HostSockets>(
         proto: original.proto,
         _pad: [0; 3],
     };
-    if claim_reply(pkt, &reply, reply_state)? {
-        let original_state = state(pkt, uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
-        insert_original(&original, &original_state, &reply).map(Some)
-    } else {
-        Ok(None)
+    match claim_reply(pkt, &reply, reply_state) {
+        Ok(true) => {}
+        Ok(false) => return Claim::Taken,
+        Err(_) => return Claim::InsertFailed,
     }
+    let original_state = state(pkt, uplink_addr, nat_port, KIND_SNAT, DIR_ORIGINAL, now);
+    match insert_original(&original, &original_state, &reply) {
+        Ok(_) => Claim::Won,
+        Err(Counter::DropConntrackClash) => Claim::Clash,
+        Err(_) => Claim::InsertFailed,
+    }
+}
+
+/// `claim`'s answer. Fieldless on purpose: a result with a payload left that payload
+/// undefined on the "taken" path, and LLVM spilled the undefined register inside the
+/// port search, which the verifier refuses (a write of a register never set).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The port is the new flow's: both halves are in.
+    Won,
+    /// A host socket or another flow holds it toward this remote: try the next one.
+    Taken,
+    /// The original tuple is another flow's (`DropConntrackClash`).
+    Clash,
+    /// The map refused an insert (`DropConntrackInsert`).
+    InsertFailed,
 }
 
 /// An insert into an LRU map fails only on allocation trouble: worth a log line.

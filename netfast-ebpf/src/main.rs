@@ -1,10 +1,12 @@
-//! netfast's datapath: port-forward DNAT and masquerade SNAT on the uplink, with
-//! conntrack in BPF maps, and host-local access to published ports through cgroup
-//! socket programs. Entry points stay thin; the logic is in `uplink` and `host_local`.
+//! netfast's datapath: published-port DNAT and masquerade SNAT on the uplink, hairpin
+//! on each container's host-side veth, with conntrack in BPF maps, and host-local
+//! access to published ports through cgroup socket programs. Entry points stay thin;
+//! the logic is in `uplink`, `container` and `host_local`.
 #![no_std]
 #![no_main]
 
 mod conntrack;
+mod container;
 mod csum;
 mod fragment;
 mod host_local;
@@ -25,8 +27,8 @@ use aya_ebpf::{
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, xdp_action, xdp_md,
     },
     helpers::{
-        bpf_fib_lookup, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_meta,
-        bpf_xdp_store_bytes,
+        bpf_fib_lookup, bpf_redirect, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
+        bpf_xdp_adjust_meta, bpf_xdp_store_bytes,
     },
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
@@ -59,6 +61,41 @@ pub fn uplink_ingress_tc(ctx: TcContext) -> i32 {
 pub fn uplink_egress_tc(ctx: TcContext) -> i32 {
     let parsed = parse_skb(&ctx);
     tc_verdict(uplink::egress(&mut SkbRewriter { ctx: &ctx }, parsed))
+}
+
+/// On tcx ingress of each container's host-side veth: everything that container sends.
+#[classifier]
+pub fn container_ingress_tc(ctx: TcContext) -> i32 {
+    let mut pkt = Packet::EMPTY;
+    let parsed = parse_container(&ctx, &mut pkt);
+    let decision = container::ingress(&mut SkbRewriter { ctx: &ctx }, parsed, &mut pkt);
+    count(decision.counter);
+    if decision.counter.is_redirect() {
+        // SAFETY: no preconditions; with flags 0 the helper returns TC_ACT_REDIRECT,
+        // and the kernel sends the frame out of `ifindex` (the endpoint's host-side
+        // veth, so into the container) once the program returns.
+        return unsafe { bpf_redirect(decision.ifindex, 0) } as i32;
+    }
+    if decision.counter.is_drop() {
+        TC_ACT_SHOT as i32
+    } else {
+        TC_ACT_OK as i32
+    }
+}
+
+/// `parse_skb` into `pkt`, in a BPF subprogram of its own, so that parsing's
+/// temporaries do not stay in the container program's frame while its conntrack
+/// subprograms run (the verifier adds frames up along a call chain, to 512 bytes).
+#[inline(never)]
+fn parse_container(ctx: &TcContext, pkt: &mut Packet) -> container::Parsed {
+    match parse_skb(ctx) {
+        Ok(parsed) => {
+            *pkt = parsed;
+            container::Parsed::Ipv4
+        }
+        Err(unparsed) if unparsed.reason == Counter::PassNotIpv4 => container::Parsed::NotIpv4,
+        Err(_) => container::Parsed::Other,
+    }
 }
 
 #[xdp]

@@ -5,11 +5,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
-    SockRevEntry, SockRevKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, HostAddr,
+    PublishKey, SockRevEntry, SockRevKey,
     names::{
-        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, FRAGMENTS_CAPACITY, HOST_ADDRS_CAPACITY,
-        HOST_LOCAL_REVERSE_CAPACITY, PUBLISHED_PORTS_CAPACITY,
+        CONNTRACK_CAPACITY, CONNTRACK_UNASSURED_CAPACITY, ENDPOINTS_CAPACITY, FRAGMENTS_CAPACITY,
+        HOST_ADDRS_CAPACITY, HOST_LOCAL_REVERSE_CAPACITY, PUBLISHED_PORTS_CAPACITY,
     },
 };
 
@@ -55,6 +55,11 @@ pub static HOST_LOCAL_REVERSE: LruHashMap<
     SockRevEntry,
     { HOST_LOCAL_REVERSE_CAPACITY as usize },
 > = LruHashMap::new();
+
+/// Container endpoints by address (network byte order): where `container_ingress_tc`
+/// redirects a translated frame, and with which MACs. `netfast up` fills it.
+#[btf_map]
+pub static ENDPOINTS: HashMap<u32, Endpoint, { ENDPOINTS_CAPACITY as usize }> = HashMap::new();
 
 /// The layout version of the pinned maps (`netfast_common::layout`). Userspace
 /// writes and checks it; no program reads it.

@@ -98,6 +98,35 @@ pub struct Quoted {
 }
 
 impl Packet {
+    /// A packet of nothing: a place for a parse to write into.
+    pub const EMPTY: Packet = Packet {
+        key: CtTuple {
+            src_addr: 0,
+            dst_addr: 0,
+            src_port: 0,
+            dst_port: 0,
+            proto: 0,
+            _pad: [0; 3],
+        },
+        l4_csum_off: 0,
+        l4_csum: 0,
+        src_port_off: 0,
+        dst_port_off: 0,
+        ip_len: 0,
+        l4_len: 0,
+        ip_id: 0,
+        tcp: Segment {
+            flags: 0,
+            seq: 0,
+            seq_end: 0,
+            ack: 0,
+            window: 0,
+        },
+        fragment: FRAG_NONE,
+        opens_flow: false,
+        quote_off: 0,
+    };
+
     /// Whether the address change must be folded into the L4 checksum (the
     /// pseudo-header): TCP and UDP yes, ICMP no.
     #[inline(always)]

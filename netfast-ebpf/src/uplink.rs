@@ -3,7 +3,8 @@
 //! pass or drop (`Counter::is_drop`).
 
 use netfast_common::{
-    Backend, Counter, CtTuple, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, proto,
+    Backend, Counter, CtTuple, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, names::SNAT_MAX_TRIES,
+    proto,
 };
 
 use crate::{
@@ -134,7 +135,7 @@ fn egress_packet<R: Rewriter + HostSockets + Routes>(
         return Counter::DropUntranslatableFromSubnet;
     }
     let uplink_addr = route::masquerade_source(r, pkt).unwrap_or(config.uplink_addr);
-    let created = conntrack::create_snat(r, pkt, config, uplink_addr);
+    let created = conntrack::create_snat::<_, SNAT_MAX_TRIES>(r, pkt, config, uplink_addr);
     done(
         pkt,
         created.and_then(|state| translate(r, pkt, &state)),
@@ -188,7 +189,7 @@ fn done(pkt: &Packet, result: Result<(), Counter>, outcome: Counter) -> Counter 
 ///   interface (the kernel's weak host model, as Docker's DNAT rules match it), not
 ///   one that was removed after the publish was made.
 #[inline(always)]
-fn published_backend<R: Rewriter + Routes>(
+pub fn published_backend<R: Rewriter + Routes>(
     r: &R,
     pkt: &Packet,
     config: &DatapathConfig,

@@ -1126,7 +1126,9 @@ async fn build(
         });
     }
     topology::set_up(host, br).await?;
+    let bridge_mac = topology::link(host, bridge).await?.and_then(|l| l.mac);
 
+    let mut endpoints = Vec::new();
     for c in &cfg.containers {
         let ns_created = netns::create(&c.netns)?;
         if ns_created {
@@ -1209,6 +1211,31 @@ async fn build(
         }
         topology::set_up(&inside, peer).await?;
         topology::add_default_route(&inside, gateway, peer).await?;
+
+        // ENDPOINTS: where hairpin frames to this container go, and with which MACs
+        // (the host's MAC is the one the container's ARP entry for its gateway holds).
+        let host_mac = match c.host_address {
+            None => bridge_mac,
+            Some(_) => topology::link(host, &c.veth).await?.and_then(|l| l.mac),
+        };
+        let mac = topology::link(&inside, &c.peer).await?.and_then(|l| l.mac);
+        let (Some(mac), Some(host_mac)) = (mac, host_mac) else {
+            return Err(InstanceError::Invalid(vec![format!(
+                "container {} ({}): its interface {} or the host's side has no Ethernet \
+                 address; netfast needs veth pairs",
+                c.netns, c.address, c.peer
+            )]));
+        };
+        endpoints.push(bpf::EndpointSpec {
+            veth: c.veth.clone(),
+            addr: c.address.addr(),
+            endpoint: netfast_common::Endpoint {
+                ifindex: veth,
+                gateway: u32::from_ne_bytes(gateway.octets()),
+                mac,
+                host_mac,
+            },
+        });
     }
 
     if !topology::ip_forward()? {
@@ -1226,6 +1253,7 @@ async fn build(
         },
         // The config's publishes, and those added live that it does not contradict.
         publishes: cfg.publish_entries().chain(live.iter().copied()).collect(),
+        endpoints,
         conntrack_capacity: cfg.conntrack.capacity,
         config_path: cfg.source.clone(),
         host_local: plan.host_local.as_ref().map(|h| HostLocalSpec {
@@ -1386,6 +1414,7 @@ mod tests {
             kind: None,
             master: None,
             up: true,
+            mac: None,
         };
         let addr = |index, net: &str| topology::HostAddress {
             index,

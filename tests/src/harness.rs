@@ -14,11 +14,11 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, PublishKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, PublishKey,
     names::{
-        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_PUBLISHED_PORTS,
-        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK,
-        unassured_capacity,
+        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_ENDPOINTS,
+        MAP_PUBLISHED_PORTS, PROG_CONTAINER_INGRESS_TC, PROG_UPLINK_EGRESS_TC,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK, unassured_capacity,
     },
     proto,
 };
@@ -83,6 +83,8 @@ pub enum Prog {
     IngressTc,
     IngressXdp,
     EgressTc,
+    /// `container_ingress_tc`, on a container's host-side veth.
+    ContainerTc,
 }
 
 impl Prog {
@@ -94,15 +96,23 @@ impl Prog {
             Prog::IngressTc => PROG_UPLINK_INGRESS_TC,
             Prog::IngressXdp => PROG_UPLINK_INGRESS_XDP,
             Prog::EgressTc => PROG_UPLINK_EGRESS_TC,
+            Prog::ContainerTc => PROG_CONTAINER_INGRESS_TC,
         }
     }
 
-    /// Decodes the program's return value: None for anything but pass or drop.
+    /// Decodes the program's return value: None for anything but pass or drop, and
+    /// for the container program also redirect.
     pub fn decode(self, return_value: u32) -> Option<Verdict> {
-        // TC: TC_ACT_OK = 0, TC_ACT_SHOT = 2. XDP: XDP_DROP = 1, XDP_PASS = 2.
+        // TC: TC_ACT_OK = 0, TC_ACT_SHOT = 2, TC_ACT_REDIRECT = 7 (what `bpf_redirect`
+        // returns; BPF_PROG_TEST_RUN hands it back without sending the frame).
+        // XDP: XDP_DROP = 1, XDP_PASS = 2.
+        let tc = |prog| matches!(prog, Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc);
         match (self, return_value) {
-            (Prog::IngressXdp, 2) | (Prog::IngressTc | Prog::EgressTc, 0) => Some(Verdict::Pass),
-            (Prog::IngressXdp, 1) | (Prog::IngressTc | Prog::EgressTc, 2) => Some(Verdict::Drop),
+            (Prog::IngressXdp, 2) => Some(Verdict::Pass),
+            (Prog::IngressXdp, 1) => Some(Verdict::Drop),
+            (prog, 0) if tc(prog) => Some(Verdict::Pass),
+            (prog, 2) if tc(prog) => Some(Verdict::Drop),
+            (Prog::ContainerTc, 7) => Some(Verdict::Redirect),
             _ => None,
         }
     }
@@ -117,6 +127,10 @@ impl Prog {
 pub enum Verdict {
     Pass,
     Drop,
+    /// TC_ACT_REDIRECT: the frame goes out of the interface the program chose. A test
+    /// run does not say which; the frame's MACs come from the same `ENDPOINTS` entry
+    /// as that ifindex, so tests tell the endpoint by them.
+    Redirect,
 }
 
 /// What one program run did.
@@ -262,7 +276,11 @@ impl Datapath {
         let mut ebpf = loader.load(object).unwrap_or_else(|err| {
             panic!("loading the datapath object failed; is this kernel BPF-capable (BTF, CONFIG_BPF_SYSCALL)? {err}")
         });
-        for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
+        for name in [
+            PROG_UPLINK_INGRESS_TC,
+            PROG_UPLINK_EGRESS_TC,
+            PROG_CONTAINER_INGRESS_TC,
+        ] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .unwrap_or_else(|| panic!("the object has no program {name}"))
@@ -295,9 +313,11 @@ impl Datapath {
             Prog::IngressXdp => <&Xdp>::try_from(program)
                 .expect("uplink_ingress_xdp is Xdp")
                 .info(),
-            Prog::IngressTc | Prog::EgressTc => <&SchedClassifier>::try_from(program)
-                .expect("the tc programs are SchedClassifier")
-                .info(),
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => {
+                <&SchedClassifier>::try_from(program)
+                    .expect("the tc programs are SchedClassifier")
+                    .info()
+            }
         }
         .unwrap_or_else(|err| panic!("BPF_OBJ_GET_INFO_BY_FD of {}: {err}", prog.name()));
         info.verified_instruction_count().unwrap_or_else(|| {
@@ -372,6 +392,20 @@ impl Datapath {
             .expect("inserting into PUBLISHED_PORTS");
     }
 
+    /// Makes `addr` a container endpoint (`ENDPOINTS`), as `netfast up` does for each
+    /// `[[container]]`.
+    pub fn add_endpoint(&mut self, addr: Ipv4Addr, endpoint: Endpoint) {
+        let map = self
+            .ebpf
+            .map_mut(MAP_ENDPOINTS)
+            .expect("the object has an ENDPOINTS map");
+        let mut endpoints: HashMap<&mut MapData, u32, Endpoint> =
+            HashMap::try_from(map).expect("ENDPOINTS is a hash of u32 to Endpoint");
+        endpoints
+            .insert(addr_be(addr), endpoint, 0)
+            .expect("inserting into ENDPOINTS");
+    }
+
     /// Runs `prog` once on `frame`.
     pub fn run(&mut self, prog: Prog, frame: &[u8]) -> Run {
         self.run_on(prog, frame, None)
@@ -438,14 +472,16 @@ impl Datapath {
             Prog::IngressXdp => <&Xdp>::try_from(program)
                 .expect("uplink_ingress_xdp is Xdp")
                 .test_run(opts),
-            Prog::IngressTc | Prog::EgressTc => <&SchedClassifier>::try_from(program)
-                .expect("the tc programs are SchedClassifier")
-                .test_run(opts),
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => {
+                <&SchedClassifier>::try_from(program)
+                    .expect("the tc programs are SchedClassifier")
+                    .test_run(opts)
+            }
         }?;
         out.truncate(result.data_size_out as usize);
         let meta_len = match prog {
             Prog::IngressXdp => out.len().saturating_sub(frame.len()),
-            Prog::IngressTc | Prog::EgressTc => 0,
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => 0,
         };
         let out_tail = out.split_off(meta_len);
         Ok(TestOutput {
@@ -533,7 +569,7 @@ impl Ifindexes {
     /// frame's length, ingress_ifindex, rx queue 0).
     fn ctx(self, prog: Prog, frame_len: usize) -> Vec<u8> {
         let words: Vec<u32> = match prog {
-            Prog::IngressTc | Prog::EgressTc => {
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => {
                 // len, pkt_type, mark, queue_mapping, protocol, vlan_present, vlan_tci,
                 // vlan_proto, priority, ingress_ifindex, ifindex.
                 let mut words = vec![0; 11];

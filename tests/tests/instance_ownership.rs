@@ -403,12 +403,18 @@ fn status_outside_the_instance_namespace_names_its_uplink() {
         let v: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
         assert_eq!(v["netns"], a.host(), "{netns:?}: {stdout}");
         let cgroup = a.cgroup();
+        // The uplink's programs on the host's eth0, the container program on the
+        // host's container veths: all named in the instance's namespace. The
+        // host-local links name their cgroup, which no namespace changes.
         for p in v["programs"].as_array().expect("programs") {
             if p["attach"] == "cgroup" {
-                // The host-local links name their cgroup, which no namespace changes.
                 assert_eq!(p["cgroup"], cgroup.to_str().expect("utf-8"), "{stdout}");
             } else {
-                assert_eq!(p["interface"], "eth0", "{netns:?}: {stdout}");
+                let want = p["pin"]
+                    .as_str()
+                    .and_then(|pin| pin.strip_prefix("link_container_"))
+                    .unwrap_or("eth0");
+                assert_eq!(p["interface"], want, "{netns:?}: {stdout}");
             }
         }
         let addrs: Vec<&str> = v["addresses"]["uplink_addresses"]

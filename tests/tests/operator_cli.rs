@@ -347,6 +347,11 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             .is_some_and(|n| n.starts_with("host_local_"))
         {
             "socket"
+        } else if c["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("hairpin_"))
+        {
+            "redirect"
         } else if [
             "snat_port_retries",
             "snat_port_host_socket",
@@ -493,26 +498,44 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
             ("link_uplink_ingress_fallback", "uplink_ingress_tc", "tcx"),
         ],
     };
-    let expected: Vec<(&str, &str, &str, &str)> = ingress_rows
+    // (pin, program, attach, hook, interface): the uplink's, then the container
+    // program on each container's host-side veth, in both ingress modes.
+    let expected: Vec<(&str, &str, &str, &str, &str)> = ingress_rows
         .iter()
-        .map(|&(pin, prog, attach)| (pin, prog, attach, "ingress"))
-        .chain([("link_uplink_egress", "uplink_egress_tc", "tcx", "egress")])
-        // The seed's [host_local] on the lab's own cgroup, in the order of the hooks.
+        .map(|&(pin, prog, attach)| (pin, prog, attach, "ingress", "eth0"))
+        .chain([(
+            "link_uplink_egress",
+            "uplink_egress_tc",
+            "tcx",
+            "egress",
+            "eth0",
+        )])
+        // The seed's [host_local] on the lab's own cgroup, in the order of the hooks
+        // (no interface).
         .chain([
-            ("link_host_connect4", "host_connect4", "cgroup", "connect4"),
-            ("link_host_sendmsg4", "host_sendmsg4", "cgroup", "sendmsg4"),
-            ("link_host_recvmsg4", "host_recvmsg4", "cgroup", "recvmsg4"),
+            ("link_host_connect4", "host_connect4", "cgroup", "connect4", ""),
+            ("link_host_sendmsg4", "host_sendmsg4", "cgroup", "sendmsg4", ""),
+            ("link_host_recvmsg4", "host_recvmsg4", "cgroup", "recvmsg4", ""),
             (
                 "link_host_getpeername4",
                 "host_getpeername4",
                 "cgroup",
                 "getpeername4",
+                "",
             ),
         ])
+        .chain(["veth1", "veth2", "veth3"].map(|veth| {
+            let pin: &str = match veth {
+                "veth1" => "link_container_veth1",
+                "veth2" => "link_container_veth2",
+                _ => "link_container_veth3",
+            };
+            (pin, "container_ingress_tc", "tcx", "ingress", veth)
+        }))
         .collect();
     assert_eq!(programs.len(), expected.len(), "{status}");
     let cgroup = sb.cgroup();
-    for (p, (pin, prog, attach, hook)) in programs.iter().zip(&expected) {
+    for (p, (pin, prog, attach, hook, interface)) in programs.iter().zip(&expected) {
         assert_eq!(p["pin"], *pin, "{p}");
         assert_eq!(p["program"], *prog, "{p}");
         assert_eq!(p["attach"], *attach, "{p}");
@@ -520,7 +543,7 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
             assert_eq!(p["cgroup"], path_str(&cgroup), "{p}");
             assert_eq!(p["interface"], serde_json::Value::Null, "{p}");
         } else {
-            assert_eq!(p["interface"], "eth0", "{p}");
+            assert_eq!(p["interface"], *interface, "{p}");
         }
         assert_eq!(p["hook"], *hook, "{p}");
         assert_eq!(p["fallback"], *pin == "link_uplink_ingress_fallback", "{p}");

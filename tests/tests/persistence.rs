@@ -337,7 +337,7 @@ fn a_second_daemon_for_the_same_instance_is_refused() {
             .links()
             .expect("pinned links")
             .iter()
-            .map(|l| (l.pin, l.prog_id, l.link_id))
+            .map(|l| (l.pin.clone(), l.prog_id, l.link_id))
             .collect::<Vec<_>>()
     };
     let before = attached();

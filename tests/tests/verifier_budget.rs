@@ -14,7 +14,12 @@ const CEILING: u32 = 500_000;
 fn every_program_verifies_well_inside_the_kernel_limit() {
     let datapath = Datapath::load();
     let mut report = Vec::new();
-    for prog in [Prog::IngressTc, Prog::IngressXdp, Prog::EgressTc] {
+    for prog in [
+        Prog::IngressTc,
+        Prog::IngressXdp,
+        Prog::EgressTc,
+        Prog::ContainerTc,
+    ] {
         let verified = datapath.verified_instructions(prog);
         report.push(format!("{}: {verified}", prog.name()));
         assert!(

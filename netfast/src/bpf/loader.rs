@@ -25,15 +25,15 @@ use aya::{
 };
 use aya_obj::generated::bpf_link_type;
 use netfast_common::{
-    Backend, DatapathConfig, HostAddr, PublishKey,
+    Backend, DatapathConfig, Endpoint, HostAddr, PublishKey,
     layout::LAYOUT_VERSION,
     names::{
         LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4, LINK_HOST_SENDMSG4,
         LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_HOST_ADDRS, MAP_META, MAP_PUBLISHED_PORTS,
-        PIN_ROOT, PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4,
-        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
-        unassured_capacity,
+        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_ENDPOINTS, MAP_HOST_ADDRS, MAP_META,
+        MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_CONTAINER_INGRESS_TC, PROG_HOST_CONNECT4,
+        PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4, PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, unassured_capacity,
     },
 };
 
@@ -43,8 +43,8 @@ use super::{
     link_info::{link_info, update_link},
     object::object,
     pins::{
-        HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, ensure_bpffs, pin_dir,
-        remove_pin,
+        HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, container_link_name,
+        container_links, ensure_bpffs, pin_dir, remove_pin,
     },
 };
 use crate::host::cgroup::cgroup_id;
@@ -126,6 +126,9 @@ pub struct DatapathSpec {
     pub ingress: IngressMode,
     pub config: DatapathConfig,
     pub publishes: Vec<(PublishKey, Backend)>,
+    /// The containers: `ENDPOINTS` holds exactly these afterwards, and each host-side
+    /// veth gets `container_ingress_tc`.
+    pub endpoints: Vec<EndpointSpec>,
     /// `CONNTRACK`'s max_entries (`[conntrack] capacity`).
     pub conntrack_capacity: u32,
     /// The config file, named in the migration advice of a layout mismatch.
@@ -142,6 +145,16 @@ pub struct HostLocalSpec {
     /// `HOST_ADDRS`: each address of the host with the index of the interface that
     /// holds it (0 for one `up` is about to add). Loopback needs no entry.
     pub addrs: Vec<(Ipv4Addr, u32)>,
+}
+
+/// One container as the datapath knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// The host-side veth (`[[container]] veth`), where `container_ingress_tc` attaches.
+    pub veth: String,
+    /// The container's address: the `ENDPOINTS` key.
+    pub addr: std::net::Ipv4Addr,
+    pub endpoint: Endpoint,
 }
 
 /// How the datapath ended up attached, for the operator.
@@ -201,6 +214,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         .as_ref()
         .map_or(&[][..], |h| h.addrs.as_slice());
     sync_host_addrs(&mut ebpf, host_addrs)?;
+    sync_endpoints(&mut ebpf, &spec.endpoints)?;
 
     let mut attachments = Vec::new();
     let ingress_link = dir.join(LINK_UPLINK_INGRESS);
@@ -248,6 +262,28 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
             for link in HOST_LOCAL_LINK_NAMES {
                 remove_pin(&dir.join(link))?;
             }
+        }
+    }
+    for ep in &spec.endpoints {
+        attachments.push(attach_tc(
+            &mut ebpf,
+            PROG_CONTAINER_INGRESS_TC,
+            &ep.veth,
+            TcAttachType::Ingress,
+            &dir.join(container_link_name(&ep.veth)),
+            None,
+        )?);
+    }
+    // Links of containers the config no longer has (their veths may be gone already,
+    // taking the attachment with them; the pin goes either way).
+    let wanted: Vec<String> = spec
+        .endpoints
+        .iter()
+        .map(|ep| container_link_name(&ep.veth))
+        .collect();
+    for stale in container_links(&dir)? {
+        if !wanted.contains(&stale) {
+            remove_pin(&dir.join(stale))?;
         }
     }
     Ok(AttachReport {
@@ -301,6 +337,9 @@ fn attach_xdp_with_fallback(
 pub fn detach(instance: &str) -> Result<(), DatapathError> {
     let dir = pin_dir(instance);
     for link in LINK_NAMES {
+        remove_pin(&dir.join(link))?;
+    }
+    for link in container_links(&dir)? {
         remove_pin(&dir.join(link))?;
     }
     for map in LEGACY_MAP_NAMES.into_iter().chain(MAP_NAMES) {
@@ -501,6 +540,33 @@ fn sync_publishes(
     Ok(displaced)
 }
 
+/// Makes ENDPOINTS hold exactly `endpoints`: the entries of containers no longer in
+/// the config go, the others are written (a re-created veth has a new ifindex).
+fn sync_endpoints(ebpf: &mut Ebpf, endpoints: &[EndpointSpec]) -> Result<(), DatapathError> {
+    let map_error = |source| DatapathError::Map {
+        name: MAP_ENDPOINTS,
+        source,
+    };
+    let mut map: HashMap<&mut MapData, u32, Endpoint> =
+        HashMap::try_from(map_mut(ebpf, MAP_ENDPOINTS)?).map_err(map_error)?;
+    let wanted: Vec<u32> = endpoints
+        .iter()
+        .map(|ep| u32::from_ne_bytes(ep.addr.octets()))
+        .collect();
+    let stale: Vec<u32> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| !wanted.contains(key))
+        .collect();
+    for key in &stale {
+        map.remove(key).map_err(map_error)?;
+    }
+    for (key, ep) in wanted.iter().zip(endpoints) {
+        map.insert(key, ep.endpoint, 0).map_err(map_error)?;
+    }
+    Ok(())
+}
+
 /// What bpffs holds at an instance's link pin.
 enum PinnedAs<L> {
     Nothing,
@@ -578,8 +644,9 @@ where
         .map_err(|source| DatapathError::Program { name, source })
 }
 
-/// Attaches program `name` on tcx and pins its link at `link_path`; returns the report
-/// line, with `note` after the hook (e.g. "tcx ingress (fallback for XDP)").
+/// Attaches program `name` on tcx of interface `uplink` (the uplink, or a container's
+/// host-side veth) and pins its link at `link_path`; returns the report line, with
+/// `note` after the hook (e.g. "tcx ingress (fallback for XDP)").
 fn attach_tc(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -590,7 +657,10 @@ fn attach_tc(
 ) -> Result<String, DatapathError> {
     let program_error = |source| DatapathError::Program { name, source };
     let program: &mut SchedClassifier = program_mut(ebpf, name)?;
-    program.load().map_err(program_error)?;
+    // One program, many links: `container_ingress_tc` goes on every container veth.
+    if program.fd().is_err() {
+        program.load().map_err(program_error)?;
+    }
     // An existing tcx link is updated in place: no packet sees a gap or two programs.
     let (link_id, attached) = match pinned_link::<SchedClassifierLink>(link_path)? {
         PinnedAs::Same(old) => (program.attach_to_link(old), Attached::InPlace),

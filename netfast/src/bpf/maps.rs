@@ -9,11 +9,11 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use std::net::Ipv4Addr;
 
 use netfast_common::{
-    Backend, Counter, CtEntry, CtTuple, DatapathConfig, FragEntry, FragKey, HostAddr, PublishKey,
-    SockRevEntry, SockRevKey,
+    Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, HostAddr,
+    PublishKey, SockRevEntry, SockRevKey,
     names::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE,
-        MAP_PUBLISHED_PORTS,
+        MAP_CONFIG, MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS,
+        MAP_HOST_LOCAL_REVERSE, MAP_PUBLISHED_PORTS,
     },
 };
 
@@ -313,6 +313,42 @@ impl HostAddrsMap {
             .map(|(raw, v)| (Ipv4Addr::from(raw.to_ne_bytes()), v.ifindex))
             .collect();
         out.sort();
+        Ok(out)
+    }
+}
+
+/// `ENDPOINTS`: container address (network byte order) to [`Endpoint`].
+pub struct EndpointsMap {
+    map: HashMap<MapData, u32, Endpoint>,
+    capacity: u32,
+}
+
+impl EndpointsMap {
+    pub fn open(instance: &str) -> Result<Self, DatapathError> {
+        let (map, capacity) = open_hash(instance, MAP_ENDPOINTS)?;
+        Ok(Self { map, capacity })
+    }
+
+    /// Entries the map can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Every endpoint, sorted by address.
+    pub fn entries(&self) -> Result<Vec<(std::net::Ipv4Addr, Endpoint)>, DatapathError> {
+        let mut out = self
+            .map
+            .iter()
+            .map(|entry| {
+                entry
+                    .map(|(addr, ep)| (std::net::Ipv4Addr::from(addr.to_ne_bytes()), ep))
+                    .map_err(|source| DatapathError::Map {
+                        name: MAP_ENDPOINTS,
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|(addr, _)| *addr);
         Ok(out)
     }
 }

@@ -20,5 +20,5 @@ pub mod pinned;
 pub mod pins;
 
 pub use error::DatapathError;
-pub use loader::{AttachReport, DatapathSpec, IngressMode, attach, detach};
+pub use loader::{AttachReport, DatapathSpec, EndpointSpec, IngressMode, attach, detach};
 pub use pinned::{PinnedError, PinnedInstance};

@@ -18,9 +18,10 @@ use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, PublishKey,
     names::{
         LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED,
-        MAP_COUNTERS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE, MAP_PUBLISHED_PORTS,
-        PIN_ROOT, PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4,
-        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE,
+        MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_CONTAINER_INGRESS_TC, PROG_HOST_CONNECT4,
+        PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4, PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
     },
     proto,
 };
@@ -29,10 +30,10 @@ use super::{
     DatapathError,
     link_info::link_info,
     maps::{
-        self, ConfigMap, ConntrackMap, FragmentsMap, HostAddrsMap, HostLocalReverseMap,
-        PublishedPorts,
+        self, ConfigMap, ConntrackMap, EndpointsMap, FragmentsMap, HostAddrsMap,
+        HostLocalReverseMap, PublishedPorts,
     },
-    pins::{INSTANCE_NAME_FIX, LINK_NAMES, instance_name_problem},
+    pins::{INSTANCE_NAME_FIX, LINK_NAMES, container_links, instance_name_problem},
 };
 use crate::{
     conntrack::{Flow, FlowFilter, Table},
@@ -106,8 +107,9 @@ pub struct MapFill {
 /// What one pinned link attaches, from `BPF_OBJ_GET_INFO_BY_FD`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkStatus {
-    /// The pin's file name, e.g. `link_uplink_ingress`.
-    pub pin: &'static str,
+    /// The pin's file name, e.g. `link_uplink_ingress`, or `link_container_<veth>`
+    /// for `container_ingress_tc` on a container's host-side veth.
+    pub pin: String,
     /// The tc ingress program behind XDP (pin `link_uplink_ingress_fallback`), which
     /// translates the frames XDP leaves to it.
     pub fallback: bool,
@@ -216,6 +218,13 @@ impl PinnedInstance {
     pub fn config(&self) -> Result<DatapathConfig> {
         ConfigMap::open(&self.name)
             .and_then(|c| c.get())
+            .map_err(|e| self.datapath_err(e))
+    }
+
+    /// Every container endpoint (`ENDPOINTS`), by address.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netfast_common::Endpoint)>> {
+        EndpointsMap::open(&self.name)
+            .and_then(|m| m.entries())
             .map_err(|e| self.datapath_err(e))
     }
 
@@ -331,6 +340,7 @@ impl PinnedInstance {
         let host_addrs = HostAddrsMap::open(&self.name).map_err(err)?;
         let host_addrs_len = host_addrs.entries().map_err(err)?.len();
         let reverse = HostLocalReverseMap::open(&self.name).map_err(err)?;
+        let endpoints = EndpointsMap::open(&self.name).map_err(err)?;
         let counters_cap = maps::counters_capacity(&self.name).map_err(err)?;
         let fill = |name, kind, entries: usize, capacity| MapFill {
             name,
@@ -370,6 +380,12 @@ impl PinnedInstance {
                 "lru_hash",
                 reverse.len(),
                 reverse.capacity(),
+            ),
+            fill(
+                MAP_ENDPOINTS,
+                "hash",
+                endpoints.entries().map_err(err)?.len(),
+                endpoints.capacity(),
             ),
             fill(
                 MAP_COUNTERS,
@@ -479,12 +495,15 @@ impl PinnedInstance {
         Ok(report)
     }
 
-    /// The pinned links: what is attached where, in the order a received frame meets
-    /// them (in XDP mode: XDP, the tc fallback behind it, then egress).
+    /// The pinned links: what is attached where, the uplink's in the order a received
+    /// frame meets them (in XDP mode: XDP, the tc fallback behind it, then egress),
+    /// then one per container veth, by name.
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
-        for pin in LINK_NAMES {
-            let path = self.dir.join(pin);
+        let containers = container_links(&self.dir).map_err(|e| self.datapath_err(e))?;
+        let pins = LINK_NAMES.iter().map(|p| (*p).to_owned()).chain(containers);
+        for pin in pins {
+            let path = self.dir.join(&pin);
             if !path.exists() {
                 continue;
             }
@@ -530,8 +549,8 @@ impl PinnedInstance {
                 .find(|p| p.id() == info.prog_id)
                 .and_then(|p| p.name_as_str().map(|n| full_program_name(n, &kind)));
             out.push(LinkStatus {
-                pin,
                 fallback: pin == LINK_UPLINK_INGRESS_FALLBACK,
+                pin,
                 link_id: info.id,
                 prog_id: info.prog_id,
                 prog_name,
@@ -576,7 +595,11 @@ fn full_program_name(kernel: &str, kind: &str) -> String {
             PROG_HOST_RECVMSG4,
             PROG_HOST_GETPEERNAME4,
         ],
-        _ => &[PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC],
+        _ => &[
+            PROG_UPLINK_INGRESS_TC,
+            PROG_UPLINK_EGRESS_TC,
+            PROG_CONTAINER_INGRESS_TC,
+        ],
     };
     known
         .iter()
@@ -601,6 +624,10 @@ mod tests {
         assert_eq!(
             full_program_name("uplink_egress_t", "tcx"),
             "uplink_egress_tc"
+        );
+        assert_eq!(
+            full_program_name("container_ingr", "tcx"),
+            "container_ingress_tc"
         );
         assert_eq!(full_program_name("other", "tcx"), "other");
         assert_eq!(

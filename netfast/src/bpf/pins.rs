@@ -7,10 +7,11 @@ use std::{
 };
 
 use netfast_common::names::{
-    LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4, LINK_HOST_SENDMSG4,
-    LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_FRAGMENTS, MAP_HOST_ADDRS,
-    MAP_HOST_LOCAL_REVERSE, MAP_META, MAP_PUBLISHED_PORTS, PIN_ROOT,
+    LINK_CONTAINER_INGRESS_PREFIX, LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4,
+    LINK_HOST_RECVMSG4, LINK_HOST_SENDMSG4, LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS,
+    LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS,
+    MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE, MAP_META,
+    MAP_PUBLISHED_PORTS, PIN_ROOT,
 };
 
 use super::DatapathError;
@@ -44,7 +45,7 @@ const _: () = assert!(INSTANCE_MAX == 32, "INSTANCE_NAME_FIX names the limit");
 
 /// Every pinned map. META is last: `detach` removes it last, so a half-removed
 /// instance still says which layout its remaining maps have.
-pub const MAP_NAMES: [&str; 9] = [
+pub const MAP_NAMES: [&str; 10] = [
     MAP_CONFIG,
     MAP_PUBLISHED_PORTS,
     MAP_CONNTRACK,
@@ -53,6 +54,7 @@ pub const MAP_NAMES: [&str; 9] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRS,
     MAP_HOST_LOCAL_REVERSE,
+    MAP_ENDPOINTS,
     MAP_META,
 ];
 /// Maps earlier layouts pinned under names this build no longer uses: `detach`
@@ -79,6 +81,33 @@ pub const LINK_NAMES: [&str; 7] = [
     LINK_HOST_RECVMSG4,
     LINK_HOST_GETPEERNAME4,
 ];
+/// The pin name of `container_ingress_tc`'s link on host-side veth `veth`:
+/// `link_container_<veth>`.
+pub fn container_link_name(veth: &str) -> String {
+    format!("{LINK_CONTAINER_INGRESS_PREFIX}{veth}")
+}
+
+/// The container links pinned in `dir` (file names, sorted): one per container veth.
+pub fn container_links(dir: &Path) -> Result<Vec<String>, DatapathError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(DatapathError::Io {
+                action: format!("listing {}", dir.display()),
+                source,
+            });
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(LINK_CONTAINER_INGRESS_PREFIX))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// bpffs's `statfs` magic number.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 

@@ -387,8 +387,8 @@ impl fmt::Display for NatView {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CounterRow {
     pub name: &'static str,
-    /// "pass", "drop", "info" (not a per-packet decision), or "socket" (a host-local
-    /// program's decision on a socket call).
+    /// "pass", "drop", "redirect" (to a container's veth), "info" (not a per-packet
+    /// decision), or "socket" (a host-local program's decision on a socket call).
     pub decision: &'static str,
     pub value: u64,
     /// Per second over the last `--watch` interval.
@@ -420,6 +420,8 @@ pub fn decision(c: Counter) -> &'static str {
         "info"
     } else if c.is_drop() {
         "drop"
+    } else if c.is_redirect() {
+        "redirect"
     } else {
         "pass"
     }
@@ -515,7 +517,7 @@ impl fmt::Display for StatsView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProgramView {
-    pub pin: &'static str,
+    pub pin: String,
     pub program: Option<String>,
     pub interface: Option<String>,
     pub ifindex: u32,
@@ -667,7 +669,7 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
     links
         .iter()
         .map(|l| ProgramView {
-            pin: l.pin,
+            pin: l.pin.clone(),
             program: l.prog_name.clone(),
             interface: l.interface.clone(),
             ifindex: l.ifindex,
@@ -1064,46 +1066,50 @@ icmp   61000-65535     0   4536  0.0%
             "fragment_translated              pass         80     40.0"
         );
         assert_eq!(
-            lines[18],
-            "drop_truncated                   drop        170     85.0"
+            lines[10],
+            "hairpin_new                      redirect     90     45.0"
         );
         assert_eq!(
-            lines[25],
-            "drop_tcp_rst_out_of_window       drop        240    120.0"
+            lines[26],
+            "drop_truncated                   drop        250    125.0"
         );
         assert_eq!(
-            &lines[26..],
+            lines[33],
+            "drop_tcp_rst_out_of_window       drop        320    160.0"
+        );
+        assert_eq!(
+            &lines[34..],
             [
-                "drop_loopback_publish            drop        250    125.0",
-                "drop_routed_to_container         drop        260    130.0",
-                "snat_port_retries                info        270    135.0",
-                "snat_port_host_socket            info        280    140.0",
-                "conntrack_half_restored          info        290    145.0",
-                "conntrack_restore_failed         info        300    150.0",
-                "fragment_record_failed           info        310    155.0",
-                "xdp_mark_failed                  info        320    160.0",
-                "conntrack_reopened               info        330    165.0",
-                "conntrack_assured                info        340    170.0",
-                "conntrack_assure_failed          info        350    175.0",
-                "host_local_rewritten             socket      360    180.0",
-                "host_local_reply_rewritten       socket      370    185.0",
-                "host_local_not_published         socket      380    190.0",
-                "host_local_reverse_miss          socket      390    195.0",
-                "host_local_other_netns           socket      400    200.0",
-                "host_local_other_protocol        socket      410    205.0",
-                "host_local_not_configured        socket      420    210.0",
-                "host_local_reverse_failed        socket      430    215.0",
+                "drop_loopback_publish            drop        330    165.0",
+                "drop_routed_to_container         drop        340    170.0",
+                "snat_port_retries                info        350    175.0",
+                "snat_port_host_socket            info        360    180.0",
+                "conntrack_half_restored          info        370    185.0",
+                "conntrack_restore_failed         info        380    190.0",
+                "fragment_record_failed           info        390    195.0",
+                "xdp_mark_failed                  info        400    200.0",
+                "conntrack_reopened               info        410    205.0",
+                "conntrack_assured                info        420    210.0",
+                "conntrack_assure_failed          info        430    215.0",
+                "host_local_rewritten             socket      440    220.0",
+                "host_local_reply_rewritten       socket      450    225.0",
+                "host_local_not_published         socket      460    230.0",
+                "host_local_reverse_miss          socket      470    235.0",
+                "host_local_other_netns           socket      480    240.0",
+                "host_local_other_protocol        socket      490    245.0",
+                "host_local_not_configured        socket      500    250.0",
+                "host_local_reverse_failed        socket      510    255.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 270",
+                "snat port retries: 350",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 270);
+        assert_eq!(json["snat_port_retries"], 350);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);
@@ -1119,7 +1125,7 @@ icmp   61000-65535     0   4536  0.0%
     fn status_text_and_json() {
         let links = [
             LinkStatus {
-                pin: "link_uplink_ingress",
+                pin: "link_uplink_ingress".into(),
                 fallback: false,
                 link_id: 7,
                 prog_id: 42,
@@ -1132,7 +1138,7 @@ icmp   61000-65535     0   4536  0.0%
                 mode: Some("native"),
             },
             LinkStatus {
-                pin: "link_uplink_ingress_fallback",
+                pin: "link_uplink_ingress_fallback".into(),
                 fallback: true,
                 link_id: 9,
                 prog_id: 44,
@@ -1145,7 +1151,7 @@ icmp   61000-65535     0   4536  0.0%
                 mode: None,
             },
             LinkStatus {
-                pin: "link_uplink_egress",
+                pin: "link_uplink_egress".into(),
                 fallback: false,
                 link_id: 8,
                 prog_id: 43,
@@ -1158,7 +1164,7 @@ icmp   61000-65535     0   4536  0.0%
                 mode: None,
             },
             LinkStatus {
-                pin: "link_host_connect4",
+                pin: "link_host_connect4".into(),
                 fallback: false,
                 link_id: 10,
                 prog_id: 45,

@@ -94,6 +94,8 @@ pub struct Link {
     /// Index of the bridge (or other controller) the link is plugged into.
     pub master: Option<u32>,
     pub up: bool,
+    /// The link-layer address, for an Ethernet-like link.
+    pub mac: Option<[u8; 6]>,
 }
 
 fn link_from_message(msg: &LinkMessage) -> Link {
@@ -103,11 +105,13 @@ fn link_from_message(msg: &LinkMessage) -> Link {
         kind: None,
         master: None,
         up: msg.header.flags.contains(LinkFlags::Up),
+        mac: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Controller(m) if *m != 0 => link.master = Some(*m),
+            LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {

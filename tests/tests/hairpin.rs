@@ -1,0 +1,190 @@
+//! Hairpin, end to end, as root: a container reaches a published port through the
+//! host's uplink address, the backend being another container or itself, over TCP
+//! and UDP, in both uplink ingress modes (the container-side program does the work,
+//! so the mode must not matter). Each test has its own sandbox (unique prefix,
+//! `netfast down` and the namespaces removed on drop, also on failure).
+//!
+//! What is asserted is what the ends saw: the backend's server prints the peer it
+//! accepted or received from (the containers' gateway, 172.16.0.100, and a port),
+//! and the client prints the answer and, for UDP, the address it came from
+//! (10.0.1.48 and the published port). A TCP client only completes its handshake
+//! when the SYN-ACK comes from the address and port it connected to.
+
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
+mod support;
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use netfast::config::IngressMode;
+use support::{Background, Sandbox, exec_ok, wait_listening};
+
+const HOST: &str = "10.0.1.48";
+/// The bridge's address: the gateway of netns2 and netns3.
+const GATEWAY: &str = "172.16.0.100";
+const UDP_PUBLISH: &str = "\n[[publish]]\nspec = \"5353:172.16.0.102:53/udp\"\n";
+
+/// A one-shot TCP server: accepts one connection, answers `echo:<data>`, prints the peer.
+const TCP_ECHO_ONCE: &str = "import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind((sys.argv[1],int(sys.argv[2]))); s.listen(); s.settimeout(15)
+c,a=s.accept(); d=c.recv(100); c.sendall(b'echo:'+d); c.close()
+print(a[0],a[1],flush=True)";
+
+/// A one-shot UDP server: answers one datagram with `echo:<data>`, prints the peer.
+const UDP_ECHO_ONCE: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(15)
+s.bind((sys.argv[1],int(sys.argv[2])))
+d,a=s.recvfrom(100); s.sendto(b'echo:'+d,a)
+print(a[0],a[1],flush=True)";
+
+/// A TCP client: connects to ADDR PORT, sends DATA, prints the answer.
+const TCP_CLIENT: &str = "import socket,sys
+s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5)
+s.sendall(sys.argv[3].encode()); print(s.recv(100).decode(),flush=True)";
+
+/// A UDP client: sends DATA to ADDR PORT, prints the answer and where it came from.
+const UDP_CLIENT: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2])))
+d,a=s.recvfrom(100); print(d.decode(),a[0],a[1],flush=True)";
+
+/// Parses the "ADDR PORT" line the one-shot servers print.
+fn peer_seen(stdout: &str) -> (Ipv4Addr, u16) {
+    let mut words = stdout.split_whitespace();
+    let addr = words.next().and_then(|w| w.parse().ok());
+    let port = words.next().and_then(|w| w.parse().ok());
+    match (addr, port) {
+        (Some(addr), Some(port)) => (addr, port),
+        _ => panic!("server printed no peer: {stdout:?}"),
+    }
+}
+
+/// From container `client` to HOST:8088/tcp, which leads to netns2:80.
+fn tcp_hairpin(sb: &Sandbox, client: u8, data: &str) {
+    let server = Background::spawn(
+        &sb.container(2),
+        &["python3", "-c", TCP_ECHO_ONCE, "172.16.0.102", "80"],
+    );
+    wait_listening(&sb.container(2), "tcp", 80);
+    let new_before = sb.counter("hairpin_new");
+    let reply = exec_ok(
+        &sb.container(client),
+        &["python3", "-c", TCP_CLIENT, HOST, "8088", data],
+    );
+    assert_eq!(reply.trim(), format!("echo:{data}"), "the client's answer");
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    let (addr, port) = peer_seen(&seen);
+    assert_eq!(
+        addr,
+        GATEWAY.parse::<Ipv4Addr>().expect("addr"),
+        "the backend must see the gateway as the source of a hairpin connection"
+    );
+    assert_ne!(port, 0);
+    assert_eq!(
+        sb.counter("hairpin_new"),
+        new_before + 1,
+        "one new hairpin flow"
+    );
+}
+
+/// From container `client` to HOST:5353/udp, which leads to netns2:53.
+fn udp_hairpin(sb: &Sandbox, client: u8, data: &str) {
+    let server = Background::spawn(
+        &sb.container(2),
+        &["python3", "-c", UDP_ECHO_ONCE, "0.0.0.0", "53"],
+    );
+    wait_listening(&sb.container(2), "udp", 53);
+    let replies_before = sb.counter("hairpin_reply");
+    let reply = exec_ok(
+        &sb.container(client),
+        &["python3", "-c", UDP_CLIENT, HOST, "5353", data],
+    );
+    assert_eq!(
+        reply.split_whitespace().collect::<Vec<_>>(),
+        [format!("echo:{data}").as_str(), HOST, "5353"],
+        "the answer, from the published address and port"
+    );
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    assert_eq!(
+        peer_seen(&seen).0,
+        GATEWAY.parse::<Ipv4Addr>().expect("addr"),
+        "the backend must see the gateway as the source"
+    );
+    assert_eq!(
+        sb.counter("hairpin_reply"),
+        replies_before + 1,
+        "the backend's answer went back through the hairpin"
+    );
+}
+
+fn hairpin(ingress: IngressMode, tag: &str) {
+    let sb = Sandbox::up(tag, ingress, UDP_PUBLISH);
+    // Another container as the backend: netns3 -> HOST:8088 -> netns2:80.
+    tcp_hairpin(&sb, 3, "from-c3");
+    udp_hairpin(&sb, 3, "udp-from-c3");
+    // The client is its own backend: netns2 -> HOST:8088 -> netns2:80.
+    tcp_hairpin(&sb, 2, "from-c2-itself");
+    udp_hairpin(&sb, 2, "udp-from-c2-itself");
+
+    // `ct list` shows each hairpin connection as its two flows: the DNAT flow from
+    // the client to the published port, and the SNAT flow from the client to the
+    // backend, translated to the gateway.
+    let out = sb.netfast(&["ct", "list", "--instance", &sb.prefix, "--json"]);
+    let flows: serde_json::Value =
+        serde_json::from_str(&support::succeeded(&out, "ct list")).expect("ct list JSON");
+    let flows = flows.as_array().expect("a list of flows");
+    let has = |kind: &str, side: &str, field: &str, value: &str, client: &str| {
+        flows.iter().any(|f| {
+            f["proto"] == "tcp"
+                && f["kind"] == kind
+                && f["original"]["src"] == client
+                && f[side][field] == value
+        })
+    };
+    for client in ["172.16.0.103", "172.16.0.102"] {
+        assert!(
+            has("DNAT", "original", "dst", HOST, client),
+            "no DNAT flow {client} -> {HOST}:8088 in {flows:#?}"
+        );
+        assert!(
+            has("SNAT", "translated", "src", GATEWAY, client),
+            "no SNAT flow {client} -> 172.16.0.102:80 as {GATEWAY} in {flows:#?}"
+        );
+    }
+}
+
+#[test]
+fn hairpin_tcp_and_udp_with_tc_ingress() {
+    hairpin(IngressMode::Tc, "hptc");
+}
+
+#[test]
+fn hairpin_tcp_and_udp_with_xdp_ingress() {
+    hairpin(IngressMode::Xdp, "hpxdp");
+}
+
+/// Without hairpin the container's connection to the published port was refused; the
+/// status shows the container program on every container veth.
+#[test]
+fn status_lists_the_container_program_on_each_veth() {
+    let sb = Sandbox::up("hpst", IngressMode::Tc, "");
+    let out = sb.netfast(&["status", "--instance", &sb.prefix]);
+    let status = support::succeeded(&out, "status");
+    for veth in ["veth1", "veth2", "veth3"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("container_ingress_tc") && l.contains(veth)),
+            "status should list container_ingress_tc on {veth}:\n{status}"
+        );
+    }
+    let pins = std::fs::read_dir(format!("/sys/fs/bpf/netfast/{}", sb.prefix))
+        .expect("pin dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("link_container_"))
+        .count();
+    assert_eq!(pins, 3, "one pinned link per container veth");
+}
