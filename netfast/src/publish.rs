@@ -94,8 +94,14 @@ impl PublishSpec {
         if host.contains(&addr) {
             return Ok(());
         }
-        let mut known: Vec<String> = host.iter().map(Ipv4Addr::to_string).collect();
-        known.dedup();
+        // Each address once, in the order given: `up` passes the host's addresses and
+        // those it is about to add, which overlap on a re-`up`.
+        let mut known: Vec<String> = Vec::new();
+        for a in host.iter().map(Ipv4Addr::to_string) {
+            if !known.contains(&a) {
+                known.push(a);
+            }
+        }
         Err(format!(
             "host IP {addr} is not an address of this host (it has {}); use one of those, \
              add {addr} to an interface first, or leave the host IP out to publish on every address",
@@ -712,6 +718,10 @@ mod tests {
         ] {
             assert!(err.contains(n), "{err:?} lacks {n:?}");
         }
+        // Addresses named twice (the host's, and those `up` adds) are listed once.
+        let twice = [host[0], host[1], host[1], host[0]];
+        let err = spec.check_host_addr(&twice).expect_err("not the host's");
+        assert!(err.contains("(it has 10.0.1.48, 172.16.0.100)"), "{err}");
     }
 
     /// What `publish list` prints, row by row, parses back to the entry it shows.

@@ -513,9 +513,27 @@ fn status_matches_bpftool(ingress: IngressMode, tag: &str) {
         // The seed's [host_local] on the lab's own cgroup, in the order of the hooks
         // (no interface).
         .chain([
-            ("link_host_connect4", "host_connect4", "cgroup", "connect4", ""),
-            ("link_host_sendmsg4", "host_sendmsg4", "cgroup", "sendmsg4", ""),
-            ("link_host_recvmsg4", "host_recvmsg4", "cgroup", "recvmsg4", ""),
+            (
+                "link_host_connect4",
+                "host_connect4",
+                "cgroup",
+                "connect4",
+                "",
+            ),
+            (
+                "link_host_sendmsg4",
+                "host_sendmsg4",
+                "cgroup",
+                "sendmsg4",
+                "",
+            ),
+            (
+                "link_host_recvmsg4",
+                "host_recvmsg4",
+                "cgroup",
+                "recvmsg4",
+                "",
+            ),
             (
                 "link_host_getpeername4",
                 "host_getpeername4",
