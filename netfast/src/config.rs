@@ -553,9 +553,14 @@ impl Config {
         // The rules `publish add` applies too (crate::publish); the host IPs are
         // checked against the host's addresses by `up` (instance::address_problems).
         let containers: Vec<Ipv4Addr> = self.containers.iter().map(|c| c.address.addr()).collect();
+        // The host's addresses this config gives it; `up` checks the namespace's.
+        let host: Vec<Ipv4Addr> = std::iter::once(self.bridge.address.addr())
+            .chain(self.containers.iter().filter_map(|c| c.host_address))
+            .collect();
         let backends = AllowedBackends {
             subnet: self.masquerade.as_ref().map(|m| m.subnet),
             containers: Some(&containers),
+            host: &host,
         };
         let mut published = PortMappings::default();
         for (i, p) in self.publish.iter().enumerate() {

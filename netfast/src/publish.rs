@@ -395,6 +395,10 @@ pub struct AllowedBackends<'a> {
     /// The containers' addresses; None when they are not known (`publish add`
     /// without `--config`).
     pub containers: Option<&'a [Ipv4Addr]>,
+    /// The host's own addresses (the bridge's, point-to-point host ends, the host
+    /// namespace's), which are never a backend: a packet DNAT-ed to one is the host's
+    /// own, and its reply would leave masqueraded.
+    pub host: &'a [Ipv4Addr],
 }
 
 impl AllowedBackends<'_> {
@@ -402,6 +406,23 @@ impl AllowedBackends<'_> {
     /// `publish spec "...": `.
     pub fn check(&self, spec: &PublishSpec) -> Result<(), String> {
         let backend = spec.backend_addr;
+        if self.host.contains(&backend) {
+            return Err(format!(
+                "backend {backend} is an address of this host, not of a container; \
+                 use a container address (a service of the host itself needs no publish)"
+            ));
+        }
+        // A /31 or /32 has no network or broadcast address (RFC 3021).
+        if let Some(s) = self.subnet.filter(|s| s.prefix_len() <= 30) {
+            for (what, addr) in [("network", s.network()), ("broadcast", s.broadcast())] {
+                if backend == addr {
+                    return Err(format!(
+                        "backend {backend} is the {what} address of masquerade subnet {s}, \
+                         not a container's; use a container address"
+                    ));
+                }
+            }
+        }
         if self.subnet.is_some_and(|s| s.contains(&backend))
             || self.containers.is_some_and(|c| c.contains(&backend))
         {
@@ -804,6 +825,7 @@ mod tests {
         AllowedBackends {
             subnet: Some("172.16.0.0/24".parse().unwrap()),
             containers: None,
+            host: &[],
         }
     }
 
@@ -879,12 +901,14 @@ mod tests {
         let unknown = AllowedBackends {
             subnet: None,
             containers: None,
+            host: &[],
         };
         let err = check_add(&spec, &host(), unknown, &published).expect_err("refused");
         assert!(err.contains("--config"), "{err}");
         let none = AllowedBackends {
             subnet: None,
             containers: Some(&[]),
+            host: &[],
         };
         let err = check_add(&spec, &host(), none, &published).expect_err("refused");
         assert!(err.contains("not a container address"), "{err}");
@@ -892,8 +916,31 @@ mod tests {
         let known = AllowedBackends {
             subnet: None,
             containers: Some(&containers),
+            host: &[],
         };
         check_add(&spec, &host(), known, &published).expect("a container address is fine");
+
+        // Never a backend: the subnet's network and broadcast addresses, and the
+        // host's own addresses, although they lie in the subnet.
+        let bridge = [ip("172.16.0.100")];
+        let with_host = AllowedBackends {
+            host: &bridge,
+            ..subnet()
+        };
+        #[rustfmt::skip]
+        let never: &[(&str, &[&str])] = &[
+            ("8091:172.16.0.0:80", &["172.16.0.0 is the network address of masquerade subnet 172.16.0.0/24", "use a container address"]),
+            ("8091:172.16.0.255:80", &["172.16.0.255 is the broadcast address of masquerade subnet 172.16.0.0/24"]),
+            ("8091:172.16.0.100:80", &["172.16.0.100 is an address of this host", "use a container address"]),
+        ];
+        for (spec, needles) in never {
+            let parsed: PublishSpec = spec.parse().expect("spec");
+            let err = check_add(&parsed, &host(), with_host, &published)
+                .expect_err(&format!("{spec} must be refused"));
+            for n in *needles {
+                assert!(err.contains(n), "{spec}: {err:?} lacks {n:?}");
+            }
+        }
 
         #[rustfmt::skip]
         let del_cases: &[(&str, &[&str])] = &[

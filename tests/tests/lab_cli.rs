@@ -128,6 +128,27 @@ fn lab_collects_conntrack_and_a_second_lab_is_refused() {
         "it rewrote the config"
     );
 
+    // The live loop is the instance's daemon: a `netfast run` of it exits 2, and the
+    // programs it would have re-attached keep their ids.
+    let links = || {
+        netfast::bpf::PinnedInstance::open(&prefix)
+            .expect("the lab's pins")
+            .links()
+            .expect("the lab's links")
+            .into_iter()
+            .map(|l| (l.link_id, l.prog_id))
+            .collect::<Vec<_>>()
+    };
+    let before = links();
+    let run = netfast(
+        Some(&format!("{prefix}-host")),
+        &["run", "--config", config.to_str().expect("utf-8 path")],
+    );
+    let err = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "run beside the lab: {err}");
+    assert!(err.contains("already has a running"), "{err}");
+    assert_eq!(links(), before, "the refused run re-attached the programs");
+
     // The table has an EXPIRES column and ends with a count line, as `conntrack -L`.
     let table = succeeded(
         &netfast(

@@ -156,6 +156,8 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         cli("publish add garbage", &["publish", "add", "--instance", i, "garbage"], &["\"garbage\""]),
         cli("publish add 8088:172.16.0.103:80", &["publish", "add", "--instance", i, "8088:172.16.0.103:80"], &["8088:172.16.0.103:80", "8088/tcp is already published"]),
         cli("publish add 8089:172.16.9.9:80", &["publish", "add", "--instance", i, "8089:172.16.9.9:80"], &["172.16.9.9", "outside masquerade subnet"]),
+        cli("publish add 8089:172.16.0.255:80", &["publish", "add", "--instance", i, "8089:172.16.0.255:80"], &["172.16.0.255", "broadcast address"]),
+        cli("publish add 8089:172.16.0.100:80", &["publish", "add", "--instance", i, "8089:172.16.0.100:80"], &["172.16.0.100", "an address of this host"]),
         cli("publish add 10.9.9.9:8089:172.16.0.102:80", &["publish", "add", "--instance", i, "10.9.9.9:8089:172.16.0.102:80"], &["host IP 10.9.9.9 is not an address of this host", "10.0.1.48"]),
         cli("publish del 8095:172.16.0.102:80", &["publish", "del", "--instance", i, "8095:172.16.0.102:80"], &["8095/tcp is not published"]),
         cli("publish del tcp *:8088 172.16.0.103:80", &["publish", "del", "--instance", i, "tcp", "*:8088", "172.16.0.103:80"], &["172.16.0.103", "leads to 172.16.0.102:80"]),

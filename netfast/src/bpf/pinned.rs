@@ -419,6 +419,7 @@ impl PinnedInstance {
         let backends = AllowedBackends {
             subnet: masquerade_subnet(&config),
             containers,
+            host,
         };
         publish::check_add(spec, host, backends, &PortMappings::new(existing))
             .map_err(PinnedError::Refused)?;

@@ -170,6 +170,10 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
         });
     }
 
+    // The live loop is the instance's daemon (it collects conntrack as `netfast run`
+    // does), so it holds the daemon lock: a `netfast run` of the lab's instance is
+    // refused with exit 2 instead of running a second GC and a `down` on exit.
+    let one_daemon = netfast::lock::daemon(prefix, &netfast::instance::state_dir(prefix))?;
     println!(
         "lab: live counters every 2 s, conntrack GC with the default timeouts (as `netfast run`); \
          Ctrl-C tears everything down"
@@ -192,6 +196,7 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
         }
     }
     println!();
+    drop(one_daemon);
     teardown.run();
     Ok(if failed == 0 {
         ExitCode::SUCCESS
