@@ -6,19 +6,14 @@
 //! a size differs from this build's, `Map` when the kernel refuses.
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use std::net::Ipv4Addr;
 
 use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, FragEntry, FragKey, HostAddr,
     PublishKey, SockRevEntry, SockRevKey,
-    names::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS,
-        MAP_HOST_LOCAL_REVERSE, MAP_PUBLISHED_PORTS,
-    },
+    names::{MAP_CONFIG, MAP_COUNTERS},
 };
 
 use super::{DatapathError, pins::pin_dir};
-use crate::conntrack::Table;
 
 /// `BPF_NOEXIST`: insert only when the key is not there yet.
 const BPF_NOEXIST: u64 = 1;
@@ -112,16 +107,6 @@ fn read_all<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
     Ok(out)
 }
 
-/// Opens `name` of `instance` as a typed hash map, with its capacity (entries).
-fn open_hash<K: aya::Pod, V: aya::Pod>(
-    instance: &str,
-    name: &'static str,
-) -> Result<(HashMap<MapData, K, V>, u32), DatapathError> {
-    let (map, capacity) = open_pinned_map(instance, name, size_of::<K>(), size_of::<V>())?;
-    let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
-    Ok((map, capacity))
-}
-
 /// `CONFIG`: the one [`DatapathConfig`] the datapath reads.
 pub struct ConfigMap(Array<MapData, DatapathConfig>);
 
@@ -144,21 +129,46 @@ impl ConfigMap {
     }
 }
 
-/// `PUBLISHED_PORTS`: published host port ([`PublishKey`]) to [`Backend`].
-pub struct PublishedPorts {
-    map: HashMap<MapData, PublishKey, Backend>,
+/// One of an instance's pinned hash (or LRU hash) maps, `K` to `V`, opened through
+/// [`open_pinned_map`] so its sizes are checked. Every hash map of an instance is one
+/// of these; the aliases below name them.
+pub struct PinnedHash<K, V> {
+    name: &'static str,
+    map: HashMap<MapData, K, V>,
     capacity: u32,
 }
 
-impl PublishedPorts {
-    pub fn open(instance: &str) -> Result<Self, DatapathError> {
-        let (map, capacity) = open_hash(instance, MAP_PUBLISHED_PORTS)?;
-        Ok(Self { map, capacity })
+/// `PUBLISHED_PORTS` (`MAP_PUBLISHED_PORTS`): published host port to backend.
+pub type PublishedPorts = PinnedHash<PublishKey, Backend>;
+/// `CONNTRACK` or `CONNTRACK_UNASSURED` (`conntrack::Table::map_name`): ct entries by tuple.
+pub type ConntrackMap = PinnedHash<CtTuple, CtEntry>;
+/// `FRAGMENTS` (`MAP_FRAGMENTS`): the first fragment's ports, by datagram.
+pub type FragmentsMap = PinnedHash<FragKey, FragEntry>;
+/// `HOST_ADDRS` (`MAP_HOST_ADDRS`): the addresses (network byte order) the
+/// host-local programs take for the host.
+pub type HostAddrsMap = PinnedHash<u32, HostAddr>;
+/// `ENDPOINTS` (`MAP_ENDPOINTS`): container address (network byte order) to
+/// [`Endpoint`].
+pub type EndpointsMap = PinnedHash<u32, Endpoint>;
+/// `HOST_LOCAL_REVERSE` (`MAP_HOST_LOCAL_REVERSE`): what each host-local socket
+/// asked for.
+pub type HostLocalReverseMap = PinnedHash<SockRevKey, SockRevEntry>;
+
+impl<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod> PinnedHash<K, V> {
+    /// Opens map `name` of `instance`.
+    pub fn open(instance: &str, name: &'static str) -> Result<Self, DatapathError> {
+        let (map, capacity) = open_pinned_map(instance, name, size_of::<K>(), size_of::<V>())?;
+        let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+        Ok(Self {
+            name,
+            map,
+            capacity,
+        })
     }
 
-    fn err(source: MapError) -> DatapathError {
+    fn err(&self, source: MapError) -> DatapathError {
         DatapathError::Map {
-            name: MAP_PUBLISHED_PORTS,
+            name: self.name,
             source,
         }
     }
@@ -166,76 +176,6 @@ impl PublishedPorts {
     /// Entries the map can hold.
     pub fn capacity(&self) -> u32 {
         self.capacity
-    }
-
-    /// Every entry, sorted by protocol, host port and host address (host order).
-    pub fn entries(&self) -> Result<Vec<(PublishKey, Backend)>, DatapathError> {
-        let mut out = read_all(&self.map).map_err(Self::err)?;
-        out.sort_by_key(|(k, _)| {
-            (
-                k.proto,
-                u16::from_be(k.host_port),
-                u32::from_be(k.host_addr),
-            )
-        });
-        Ok(out)
-    }
-
-    /// Inserts with `BPF_NOEXIST`: Ok(false) when another command published the key
-    /// first.
-    pub fn insert_new(&mut self, key: PublishKey, backend: Backend) -> Result<bool, DatapathError> {
-        match self.map.insert(key, backend, BPF_NOEXIST) {
-            Ok(()) => Ok(true),
-            Err(e) if is_errno(&e, libc::EEXIST) => Ok(false),
-            Err(e) => Err(Self::err(e)),
-        }
-    }
-
-    /// Removes `key`: Ok(false) when it was gone already.
-    pub fn remove(&mut self, key: &PublishKey) -> Result<bool, DatapathError> {
-        match self.map.remove(key) {
-            Ok(()) => Ok(true),
-            Err(e) if is_errno(&e, libc::ENOENT) => Ok(false),
-            Err(e) => Err(Self::err(e)),
-        }
-    }
-}
-
-/// `CONNTRACK` or `CONNTRACK_UNASSURED` ([`Table`]): ct entries by tuple, both halves of
-/// every flow.
-pub struct ConntrackMap {
-    table: Table,
-    map: HashMap<MapData, CtTuple, CtEntry>,
-    capacity: u32,
-}
-
-impl ConntrackMap {
-    pub fn open(instance: &str, table: Table) -> Result<Self, DatapathError> {
-        let (map, capacity) = open_hash(instance, table.map_name())?;
-        Ok(Self {
-            table,
-            map,
-            capacity,
-        })
-    }
-
-    fn err(&self) -> impl Fn(MapError) -> DatapathError {
-        let name = self.table.map_name();
-        move |source| DatapathError::Map { name, source }
-    }
-
-    pub fn table(&self) -> Table {
-        self.table
-    }
-
-    /// Entries the map can hold.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// Every ct entry with its tuple.
-    pub fn entries(&self) -> Result<Vec<(CtTuple, CtEntry)>, DatapathError> {
-        read_all(&self.map).map_err(self.err())
     }
 
     /// How many entries are in the map now (one walk over the keys).
@@ -247,136 +187,28 @@ impl ConntrackMap {
         self.len() == 0
     }
 
-    /// Removes the entry of `tuple`: Ok(false) when it was gone already.
-    pub fn remove(&mut self, tuple: &CtTuple) -> Result<bool, DatapathError> {
-        match self.map.remove(tuple) {
+    /// Every entry, in the kernel's order; entries deleted meanwhile (GC, the LRU,
+    /// another command) are skipped.
+    pub fn entries(&self) -> Result<Vec<(K, V)>, DatapathError> {
+        read_all(&self.map).map_err(|e| self.err(e))
+    }
+
+    /// Inserts with `BPF_NOEXIST`: Ok(false) when the key was there first.
+    pub fn insert_new(&mut self, key: K, value: V) -> Result<bool, DatapathError> {
+        match self.map.insert(key, value, BPF_NOEXIST) {
             Ok(()) => Ok(true),
-            Err(e) if is_errno(&e, libc::ENOENT) => Ok(false),
-            Err(e) => Err(self.err()(e)),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(false),
+            Err(e) => Err(self.err(e)),
         }
     }
-}
 
-/// `FRAGMENTS`: the first fragment's ports, by datagram.
-pub struct FragmentsMap {
-    map: HashMap<MapData, FragKey, FragEntry>,
-    capacity: u32,
-}
-
-impl FragmentsMap {
-    pub fn open(instance: &str) -> Result<Self, DatapathError> {
-        let (map, capacity) = open_hash(instance, MAP_FRAGMENTS)?;
-        Ok(Self { map, capacity })
-    }
-
-    /// Entries the map can hold.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// How many datagrams are recorded now.
-    pub fn len(&self) -> usize {
-        self.map.keys().filter(Result::is_ok).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// `HOST_ADDRS`: the addresses the host-local programs take for the host.
-pub struct HostAddrsMap {
-    map: HashMap<MapData, u32, HostAddr>,
-    capacity: u32,
-}
-
-impl HostAddrsMap {
-    pub fn open(instance: &str) -> Result<Self, DatapathError> {
-        let (map, capacity) = open_hash(instance, MAP_HOST_ADDRS)?;
-        Ok(Self { map, capacity })
-    }
-
-    /// Entries the map can hold.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// Every address (with the ifindex that held it at `up`, 0 for one `up` added),
-    /// sorted.
-    pub fn entries(&self) -> Result<Vec<(Ipv4Addr, u32)>, DatapathError> {
-        let mut out: Vec<(Ipv4Addr, u32)> = read_all(&self.map)
-            .map_err(|source| DatapathError::Map {
-                name: MAP_HOST_ADDRS,
-                source,
-            })?
-            .into_iter()
-            .map(|(raw, v)| (Ipv4Addr::from(raw.to_ne_bytes()), v.ifindex))
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-}
-
-/// `ENDPOINTS`: container address (network byte order) to [`Endpoint`].
-pub struct EndpointsMap {
-    map: HashMap<MapData, u32, Endpoint>,
-    capacity: u32,
-}
-
-impl EndpointsMap {
-    pub fn open(instance: &str) -> Result<Self, DatapathError> {
-        let (map, capacity) = open_hash(instance, MAP_ENDPOINTS)?;
-        Ok(Self { map, capacity })
-    }
-
-    /// Entries the map can hold.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// Every endpoint, sorted by address.
-    pub fn entries(&self) -> Result<Vec<(std::net::Ipv4Addr, Endpoint)>, DatapathError> {
-        let mut out = self
-            .map
-            .iter()
-            .map(|entry| {
-                entry
-                    .map(|(addr, ep)| (std::net::Ipv4Addr::from(addr.to_ne_bytes()), ep))
-                    .map_err(|source| DatapathError::Map {
-                        name: MAP_ENDPOINTS,
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by_key(|(addr, _)| *addr);
-        Ok(out)
-    }
-}
-
-/// `HOST_LOCAL_REVERSE`: what each host-local socket asked for.
-pub struct HostLocalReverseMap {
-    map: HashMap<MapData, SockRevKey, SockRevEntry>,
-    capacity: u32,
-}
-
-impl HostLocalReverseMap {
-    pub fn open(instance: &str) -> Result<Self, DatapathError> {
-        let (map, capacity) = open_hash(instance, MAP_HOST_LOCAL_REVERSE)?;
-        Ok(Self { map, capacity })
-    }
-
-    /// Entries the map can hold.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// How many sockets are remembered now.
-    pub fn len(&self) -> usize {
-        self.map.keys().filter(Result::is_ok).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Removes `key`: Ok(false) when it was gone already.
+    pub fn remove(&mut self, key: &K) -> Result<bool, DatapathError> {
+        match self.map.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_errno(&e, libc::ENOENT) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
     }
 }
 

@@ -206,12 +206,12 @@ impl PinnedInstance {
     }
 
     fn published_ports(&self) -> Result<PublishedPorts> {
-        PublishedPorts::open(&self.name).map_err(|e| self.datapath_err(e))
+        PublishedPorts::open(&self.name, MAP_PUBLISHED_PORTS).map_err(|e| self.datapath_err(e))
     }
 
     /// The conntrack map of `table`.
     pub fn conntrack(&self, table: Table) -> Result<ConntrackMap> {
-        ConntrackMap::open(&self.name, table).map_err(|e| self.datapath_err(e))
+        ConntrackMap::open(&self.name, table.map_name()).map_err(|e| self.datapath_err(e))
     }
 
     /// The CONFIG entry the datapath reads.
@@ -223,16 +223,31 @@ impl PinnedInstance {
 
     /// Every container endpoint (`ENDPOINTS`), by address.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netfast_common::Endpoint)>> {
-        EndpointsMap::open(&self.name)
-            .and_then(|m| m.entries())
-            .map_err(|e| self.datapath_err(e))
+        let mut out: Vec<(Ipv4Addr, netfast_common::Endpoint)> =
+            EndpointsMap::open(&self.name, MAP_ENDPOINTS)
+                .and_then(|m| m.entries())
+                .map_err(|e| self.datapath_err(e))?
+                .into_iter()
+                .map(|(raw, ep)| (Ipv4Addr::from(raw.to_ne_bytes()), ep))
+                .collect();
+        out.sort_by_key(|(addr, _)| *addr);
+        Ok(out)
     }
 
     /// Every published port, sorted by protocol, port and address.
     pub fn publishes(&self) -> Result<Vec<(PublishKey, Backend)>> {
-        self.published_ports()?
+        let mut out = self
+            .published_ports()?
             .entries()
-            .map_err(|e| self.datapath_err(e))
+            .map_err(|e| self.datapath_err(e))?;
+        out.sort_by_key(|(k, _)| {
+            (
+                k.proto,
+                u16::from_be(k.host_port),
+                u32::from_be(k.host_addr),
+            )
+        });
+        Ok(out)
     }
 
     /// Every entry of `table`'s map (both halves of every flow there).
@@ -317,9 +332,14 @@ impl PinnedInstance {
     /// `HOST_ADDRS`: what the host-local programs take for the host (with 127.0.0.0/8),
     /// sorted, with the ifindex that held each address at `up` (0: one `up` added).
     pub fn host_addrs(&self) -> Result<Vec<(Ipv4Addr, u32)>> {
-        HostAddrsMap::open(&self.name)
+        let mut out: Vec<(Ipv4Addr, u32)> = HostAddrsMap::open(&self.name, MAP_HOST_ADDRS)
             .and_then(|m| m.entries())
-            .map_err(|e| self.datapath_err(e))
+            .map_err(|e| self.datapath_err(e))?
+            .into_iter()
+            .map(|(raw, v)| (Ipv4Addr::from(raw.to_ne_bytes()), v.ifindex))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Every counter, summed over CPUs, in `Counter::ALL` order.
@@ -333,14 +353,13 @@ impl PinnedInstance {
         let err = |e| self.datapath_err(e);
         let config = self.config()?;
         let published = self.published_ports()?;
-        let published_len = published.entries().map_err(err)?.len();
+
         let assured = self.conntrack(Table::Assured)?;
         let unassured = self.conntrack(Table::Unassured)?;
-        let fragments = FragmentsMap::open(&self.name).map_err(err)?;
-        let host_addrs = HostAddrsMap::open(&self.name).map_err(err)?;
-        let host_addrs_len = host_addrs.entries().map_err(err)?.len();
-        let reverse = HostLocalReverseMap::open(&self.name).map_err(err)?;
-        let endpoints = EndpointsMap::open(&self.name).map_err(err)?;
+        let fragments = FragmentsMap::open(&self.name, MAP_FRAGMENTS).map_err(err)?;
+        let host_addrs = HostAddrsMap::open(&self.name, MAP_HOST_ADDRS).map_err(err)?;
+        let reverse = HostLocalReverseMap::open(&self.name, MAP_HOST_LOCAL_REVERSE).map_err(err)?;
+        let endpoints = EndpointsMap::open(&self.name, MAP_ENDPOINTS).map_err(err)?;
         let counters_cap = maps::counters_capacity(&self.name).map_err(err)?;
         let fill = |name, kind, entries: usize, capacity| MapFill {
             name,
@@ -353,7 +372,7 @@ impl PinnedInstance {
             fill(
                 MAP_PUBLISHED_PORTS,
                 "hash",
-                published_len,
+                published.len(),
                 published.capacity(),
             ),
             fill(MAP_CONNTRACK, "lru_hash", assured.len(), assured.capacity()),
@@ -372,7 +391,7 @@ impl PinnedInstance {
             fill(
                 MAP_HOST_ADDRS,
                 "hash",
-                host_addrs_len,
+                host_addrs.len(),
                 host_addrs.capacity(),
             ),
             fill(
@@ -381,12 +400,7 @@ impl PinnedInstance {
                 reverse.len(),
                 reverse.capacity(),
             ),
-            fill(
-                MAP_ENDPOINTS,
-                "hash",
-                endpoints.entries().map_err(err)?.len(),
-                endpoints.capacity(),
-            ),
+            fill(MAP_ENDPOINTS, "hash", endpoints.len(), endpoints.capacity()),
             fill(
                 MAP_COUNTERS,
                 "percpu_array",
