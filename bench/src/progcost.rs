@@ -665,8 +665,10 @@ fn configure(ebpf: &mut Ebpf) -> Result<(), BenchError> {
         ephemeral_min: 32_768,
         ephemeral_max: 60_999,
         allow_direct_routing: 0,
-        _pad: [0; 1],
+        fast_path: 1,
         host_netns_cookie: 0,
+        uplink_ifindex: 0,
+        _pad: [0; 4],
     };
     let map = ebpf
         .map_mut(MAP_CONFIG)

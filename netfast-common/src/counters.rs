@@ -162,6 +162,42 @@ pub enum Counter {
     /// goes untranslated (as if nothing were published) rather than see a peer address
     /// it never asked for.
     HostLocalReverseFailed,
+    /// Not a decision (the uplink's ingress counted the translation): a packet
+    /// translated toward a container (`dnat_new`, `dnat_established`, `snat_reply`)
+    /// sent straight into it with `bpf_redirect_peer`, past the host's routing and
+    /// the bridge. The TTL goes down by one, as the host's forwarding would take it.
+    FastPathToContainer,
+    /// Not a decision (the translation is counted, `snat_established` or
+    /// `dnat_reply`): a container's packet of an established flow, translated on its
+    /// host-side veth and sent straight out of the uplink (`bpf_redirect`), with the
+    /// MACs of the kernel's route and neighbour entry (`bpf_fib_lookup`).
+    FastPathToUplink,
+    /// Not a decision: a packet the fast path would have taken goes through the bridge
+    /// and the host's routing instead, because the container it is translated to has
+    /// no `ENDPOINTS` entry.
+    FastPathFallbackNoEndpoint,
+    /// Not a decision: the same, because its TTL would expire on the hop; the host's
+    /// forwarding then answers with ICMP time exceeded, as without netfast.
+    FastPathFallbackTtl,
+    /// Not a decision: the same, because it is larger than the MTU of the interface it
+    /// would leave by (`bpf_check_mtu`); the host fragments it or answers with ICMP
+    /// fragmentation needed.
+    FastPathFallbackMtu,
+    /// Not a decision: the same, because the next hop's MAC is not known yet
+    /// (`BPF_FIB_LKUP_RET_NO_NEIGH`); the host resolves it, and later packets take the
+    /// fast path.
+    FastPathFallbackNoNeigh,
+    /// From a container: a packet whose route leads out of the uplink but that belongs
+    /// to no flow yet (a masqueraded flow's first packet), or that the fast path falls
+    /// back on: passed to the bridge and the host's routing, and the uplink's egress
+    /// program translates it there.
+    PassContainerToUplink,
+    /// From a container: the tail call to `container_hairpin_tc` failed (its
+    /// `CONTAINER_CALLS` slot is empty): passed untouched, without hairpin.
+    PassHairpinUnavailable,
+    /// Uplink egress: a frame the container-side fast path translated and redirected
+    /// here (`FAST_PATH_MARK`): passed without a second lookup.
+    PassFastPathTranslated,
 }
 
 impl Counter {
@@ -187,6 +223,12 @@ impl Counter {
                 | Counter::ConntrackReopened
                 | Counter::ConntrackAssured
                 | Counter::ConntrackAssureFailed
+                | Counter::FastPathToContainer
+                | Counter::FastPathToUplink
+                | Counter::FastPathFallbackNoEndpoint
+                | Counter::FastPathFallbackTtl
+                | Counter::FastPathFallbackMtu
+                | Counter::FastPathFallbackNoNeigh
         ) && !self.is_host_local()
     }
 
@@ -212,6 +254,16 @@ impl Counter {
         matches!(
             self,
             Counter::HairpinNew | Counter::HairpinEstablished | Counter::HairpinReply
+        )
+    }
+
+    /// Whether the uplink's ingress translated the packet toward a container (a DNAT
+    /// to a backend, or a reply to a masqueraded flow): what the fast path sends
+    /// straight into the container.
+    pub const fn is_toward_container(self) -> bool {
+        matches!(
+            self,
+            Counter::DnatNew | Counter::DnatEstablished | Counter::SnatReply
         )
     }
 

@@ -31,12 +31,22 @@ pub struct DatapathConfig {
     /// no published port is dropped (`Counter::DropRoutedToContainer`), as Docker's
     /// default NAT gateway mode drops direct access to containers.
     pub allow_direct_routing: u8,
-    pub _pad: [u8; 1],
+    /// 1 (the default, `[datapath] fast_path = true`): translated packets go straight
+    /// between the uplink and a container's veth, past the bridge and the host's
+    /// routing (`bpf_redirect_peer` into the container, `bpf_fib_lookup` plus
+    /// `bpf_redirect` to the uplink). 0: they take the bridge and the host's routing,
+    /// as before the fast path.
+    pub fast_path: u8,
     /// The host namespace's cookie (`SO_NETNS_COOKIE`, `bpf_get_netns_cookie`), native
     /// byte order. The host-local programs act only on sockets of this namespace, so a
     /// container's own `127.0.0.1` is never touched. 0 until userspace writes it: the
     /// host-local programs then leave every socket alone.
     pub host_netns_cookie: u64,
+    /// The uplink's ifindex in the host namespace, host byte order: the container-side
+    /// fast path sends a packet out of it only when the kernel's route for the packet
+    /// leads there too.
+    pub uplink_ifindex: u32,
+    pub _pad: [u8; 4],
 }
 
 #[cfg(feature = "user")]
@@ -45,4 +55,4 @@ mod user {
     unsafe impl aya::Pod for super::DatapathConfig {}
 }
 
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 40);

@@ -20,6 +20,13 @@ pub const MAP_HOST_ADDRS: &str = "HOST_ADDRS";
 pub const MAP_HOST_LOCAL_REVERSE: &str = "HOST_LOCAL_REVERSE";
 /// Container endpoints (`crate::Endpoint`), keyed by the container's address.
 pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
+/// A program array (`BPF_MAP_TYPE_PROG_ARRAY`) of the container side's tail calls:
+/// `container_ingress_tc` (the fast path toward the uplink) hands every other packet
+/// to `container_hairpin_tc` at [`CALL_CONTAINER_HAIRPIN`]. Two programs, because the
+/// verifier walks each on its own budget.
+pub const MAP_CONTAINER_CALLS: &str = "CONTAINER_CALLS";
+/// The slot of `container_hairpin_tc` in [`MAP_CONTAINER_CALLS`].
+pub const CALL_CONTAINER_HAIRPIN: u32 = 0;
 /// One `u64`: the [`crate::layout::LAYOUT_VERSION`] of the build that created the
 /// instance's maps. Its own layout never changes.
 pub const MAP_META: &str = "META";
@@ -33,7 +40,12 @@ pub const PROG_HOST_SENDMSG4: &str = "host_sendmsg4";
 pub const PROG_HOST_RECVMSG4: &str = "host_recvmsg4";
 pub const PROG_HOST_GETPEERNAME4: &str = "host_getpeername4";
 /// On tcx ingress of each container's host-side veth: everything a container sends.
+/// It takes the fast path toward the uplink, and tail-calls
+/// [`PROG_CONTAINER_HAIRPIN_TC`] for everything else.
 pub const PROG_CONTAINER_INGRESS_TC: &str = "container_ingress_tc";
+/// Hairpin, reached only by a tail call from [`PROG_CONTAINER_INGRESS_TC`] through
+/// [`MAP_CONTAINER_CALLS`]; attached nowhere.
+pub const PROG_CONTAINER_HAIRPIN_TC: &str = "container_hairpin_tc";
 
 /// Pinned link names inside the instance directory.
 pub const LINK_UPLINK_INGRESS: &str = "link_uplink_ingress";
@@ -104,6 +116,20 @@ pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
 /// counted, so tc passes it without a second lookup or a second count. Frames XDP
 /// leaves to tc (`pass_xdp_csum_partial`) carry no mark. Read natively ("nfxd").
 pub const XDP_DECIDED_MARK: u32 = u32::from_ne_bytes(*b"nfxd");
+
+/// The `skb->mark` with which the container-side fast path sends a translated frame
+/// to the uplink (`bpf_redirect`), so that the uplink's egress program, which runs on
+/// it there, passes it without a second lookup (and clears the mark). Cilium marks
+/// its own SNAT-done frames the same way (`MARK_MAGIC_SNAT_DONE`). Mark bits the
+/// container set never get here: a veth clears `skb->mark` when a frame changes
+/// namespace. Read natively ("nffp").
+pub const FAST_PATH_MARK: u32 = u32::from_ne_bytes(*b"nffp");
+
+/// XDP's decided mark for a frame it translated toward a container (a DNAT to a
+/// backend, or a reply to a masqueraded flow): the tc ingress program behind XDP
+/// passes it like [`XDP_DECIDED_MARK`], or sends it into the container on the fast
+/// path. Read natively ("nfxc").
+pub const XDP_DECIDED_TO_CONTAINER_MARK: u32 = u32::from_ne_bytes(*b"nfxc");
 
 /// `ENDPOINTS` entries: containers one instance can reach by redirect.
 pub const ENDPOINTS_CAPACITY: u32 = 16_384;

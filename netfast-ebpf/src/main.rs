@@ -8,6 +8,7 @@
 mod conntrack;
 mod container;
 mod csum;
+mod fast_path;
 mod fragment;
 mod host_local;
 mod icmp;
@@ -33,14 +34,20 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
-use netfast_common::{Counter, names::XDP_DECIDED_MARK, proto};
+use netfast_common::{
+    Counter,
+    names::{
+        CALL_CONTAINER_HAIRPIN, FAST_PATH_MARK, XDP_DECIDED_MARK, XDP_DECIDED_TO_CONTAINER_MARK,
+    },
+    proto,
+};
 
 /// `skb->pkt_type` values (include/uapi/linux/if_packet.h).
 const PACKET_BROADCAST: u32 = 1;
 const PACKET_MULTICAST: u32 = 2;
 
 use crate::{
-    maps::count,
+    maps::{CONTAINER_CALLS, count},
     nat::Rewriter,
     parse::{IP_CSUM_OFF, IP_OFF, IP_PROTO_OFF, Packet, Unparsed, parse, ptr_at},
     route::{FIB_PARAMS_LEN, Routes},
@@ -49,23 +56,68 @@ use crate::{
 
 #[classifier]
 pub fn uplink_ingress_tc(ctx: TcContext) -> i32 {
-    if decided_by_xdp(&ctx) {
+    match xdp_mark(&ctx) {
         // XDP already decided on this frame and counted it.
-        return TC_ACT_OK as i32;
+        Some(XDP_DECIDED_TO_CONTAINER_MARK) => return toward_container(&ctx),
+        Some(_) => return TC_ACT_OK as i32,
+        None => {}
     }
     let parsed = parse_skb(&ctx);
-    tc_verdict(uplink::ingress(&mut SkbRewriter { ctx: &ctx }, parsed))
+    let counter = uplink::ingress(&mut SkbRewriter { ctx: &ctx }, parsed);
+    count(counter);
+    if counter.is_drop() {
+        return TC_ACT_SHOT as i32;
+    }
+    if counter.is_toward_container() {
+        return toward_container(&ctx);
+    }
+    TC_ACT_OK as i32
+}
+
+/// A frame translated toward a container: into it on the fast path when that is on,
+/// else on through the host's routing.
+#[inline(always)]
+fn toward_container(ctx: &TcContext) -> i32 {
+    match uplink::config() {
+        Some(config) if config.fast_path != 0 => fast_path::to_container(ctx),
+        _ => TC_ACT_OK as i32,
+    }
 }
 
 #[classifier]
 pub fn uplink_egress_tc(ctx: TcContext) -> i32 {
+    // SAFETY: `skb` is the context the kernel passed in; mark is readable in tc.
+    if unsafe { (*ctx.skb.skb).mark } == FAST_PATH_MARK {
+        // Translated by the container-side fast path, which redirected it here.
+        ctx.set_mark(0);
+        count(Counter::PassFastPathTranslated);
+        return TC_ACT_OK as i32;
+    }
     let parsed = parse_skb(&ctx);
     tc_verdict(uplink::egress(&mut SkbRewriter { ctx: &ctx }, parsed))
 }
 
 /// On tcx ingress of each container's host-side veth: everything that container sends.
+/// The fast path toward the uplink first; every packet it does not take goes on to
+/// hairpin (`container_hairpin_tc`), by a tail call: each program is verified on a
+/// budget of its own.
 #[classifier]
 pub fn container_ingress_tc(ctx: TcContext) -> i32 {
+    if let Some(config) = uplink::config().filter(|config| config.fast_path != 0)
+        && let Some(verdict) = fast_path::to_uplink(&ctx, config)
+    {
+        return verdict;
+    }
+    // SAFETY: a tail call either does not return or fails (an empty slot) and leaves
+    // this program going on, which then passes the packet.
+    unsafe { CONTAINER_CALLS.tail_call(&ctx, CALL_CONTAINER_HAIRPIN) };
+    count(Counter::PassHairpinUnavailable);
+    TC_ACT_OK as i32
+}
+
+/// Hairpin (`container.rs`), reached only from `container_ingress_tc`'s tail call.
+#[classifier]
+pub fn container_hairpin_tc(ctx: TcContext) -> i32 {
     let mut pkt = Packet::EMPTY;
     let parsed = parse_container(&ctx, &mut pkt);
     let decision = container::ingress(&mut SkbRewriter { ctx: &ctx }, parsed, &mut pkt);
@@ -127,6 +179,8 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
     }
     if counter == Counter::PassXdpCsumPartial {
         release_mark(&ctx);
+    } else if counter.is_toward_container() {
+        write_mark(&ctx, XDP_DECIDED_TO_CONTAINER_MARK);
     } else {
         write_mark(&ctx, XDP_DECIDED_MARK);
     }
@@ -198,16 +252,18 @@ fn release_mark(ctx: &XdpContext) {
     }
 }
 
-/// Whether the XDP program in front of this tc program has decided on the frame.
+/// The mark of the XDP program in front of this tc program, when it decided on the
+/// frame: `XDP_DECIDED_MARK`, or `XDP_DECIDED_TO_CONTAINER_MARK`.
 #[inline(always)]
-fn decided_by_xdp(ctx: &TcContext) -> bool {
+fn xdp_mark(ctx: &TcContext) -> Option<u32> {
     // SAFETY: `skb` is the context the kernel passed in; data_meta is readable in tc.
     let meta = unsafe { (*ctx.skb.skb).data_meta } as usize;
     if meta + size_of::<u32>() > ctx.data() {
-        return false;
+        return None;
     }
     // SAFETY: bounds-checked against `data` just above.
-    unsafe { (meta as *const u32).read_unaligned() == XDP_DECIDED_MARK }
+    let mark = unsafe { (meta as *const u32).read_unaligned() };
+    (mark == XDP_DECIDED_MARK || mark == XDP_DECIDED_TO_CONTAINER_MARK).then_some(mark)
 }
 
 #[inline(always)]
@@ -227,7 +283,7 @@ const MAX_HEADERS: u32 = 14 + 60 + 8 + 60 + 20;
 /// An skb's headers may sit partly in paged data: pull what parsing needs into the
 /// linear part first (one parse, not two: the verifier's stack budget is 512 bytes).
 #[inline(always)]
-fn parse_skb(ctx: &TcContext) -> Result<Packet, Unparsed> {
+pub(crate) fn parse_skb(ctx: &TcContext) -> Result<Packet, Unparsed> {
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if ctx.len() > linear {
         let want = headers_needed(ctx.data(), ctx.data_end()).min(ctx.len());

@@ -1,7 +1,7 @@
 //! The datapath's state. BTF map definitions, so `bpftool map dump` pretty-prints them.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     macros::btf_map,
 };
 use netfast_common::{
@@ -60,6 +60,11 @@ pub static HOST_LOCAL_REVERSE: LruHashMap<
 /// redirects a translated frame, and with which MACs. `netfast up` fills it.
 #[btf_map]
 pub static ENDPOINTS: HashMap<u32, Endpoint, { ENDPOINTS_CAPACITY as usize }> = HashMap::new();
+
+/// The container side's tail calls: `container_hairpin_tc` at
+/// `names::CALL_CONTAINER_HAIRPIN`. `netfast up` fills it.
+#[btf_map]
+pub static CONTAINER_CALLS: ProgramArray<1> = ProgramArray::new();
 
 /// The layout version of the pinned maps (`netfast_common::layout`). Userspace
 /// writes and checks it; no program reads it.

@@ -82,6 +82,24 @@ pub fn is_local<R: Routes>(r: &R, key: &CtTuple) -> bool {
     r.fib_lookup(&mut params, 0) == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
 }
 
+/// The lookup of the host's forwarding decision for `key` (a packet as a container
+/// sent it) arriving on `ifindex` (its host-side veth), for [`next_hop`].
+#[inline(always)]
+pub fn forward_params(key: &CtTuple, ifindex: u32) -> FibParams {
+    params(key, ifindex)
+}
+
+/// The forwarding decision with its next hop (`bpf_fib_lookup` without flags): on
+/// `BPF_FIB_LKUP_RET_SUCCESS`, `params` holds the interface out (`ifindex`) and the
+/// frame's MACs (`smac`, that interface's; `dmac`, the next hop's from the neighbour
+/// table); on `BPF_FIB_LKUP_RET_NO_NEIGH` the interface but no MACs (the neighbour
+/// entry is missing or not valid). `tot_len` is left 0, so no MTU is checked here.
+/// Returns the helper's return value.
+#[inline(always)]
+pub fn next_hop<R: Routes>(r: &R, params: &mut FibParams) -> i64 {
+    r.fib_lookup(params, 0)
+}
+
 /// The address a new masqueraded flow takes: the source the kernel picks now for the
 /// route `pkt` took out of the uplink (`fib_result_prefsrc`). MASQUERADE takes
 /// `inet_select_addr` on the out device toward the next hop

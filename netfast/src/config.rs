@@ -51,6 +51,10 @@ pub struct Config {
     /// An existing interface of the host namespace; the datapath attaches here.
     pub uplink: String,
     pub ingress: IngressMode,
+    /// `fast_path`: true (the default) sends translated packets straight between the
+    /// uplink and the containers' veths (`bpf_redirect_peer`, `bpf_redirect`), past
+    /// the bridge and the host's routing; false keeps them on that normal path.
+    pub fast_path: bool,
     pub bridge: BridgeConfig,
     pub containers: Vec<ContainerConfig>,
     pub masquerade: Option<MasqueradeConfig>,
@@ -224,6 +228,7 @@ struct RawConfig {
     instance: String,
     uplink: String,
     ingress: Option<String>,
+    fast_path: Option<toml::Value>,
     bridge: RawBridge,
     #[serde(default)]
     container: Vec<RawContainer>,
@@ -326,6 +331,17 @@ impl Config {
                 ))
             })?,
         };
+        let fast_path = match &raw.fast_path {
+            None => true,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                return Err(in_file(format!(
+                    "fast path {other} (fast_path): not a boolean; write true (the default: \
+                     translated packets go straight between the uplink and the containers) \
+                     or false (they cross the bridge and the host's routing)"
+                )));
+            }
+        };
         let bridge = BridgeConfig {
             address: parse_net(&raw.bridge.address, "bridge address", "bridge.address")
                 .map_err(in_file)?,
@@ -406,6 +422,7 @@ impl Config {
             instance: raw.instance,
             uplink: raw.uplink,
             ingress,
+            fast_path,
             bridge,
             containers,
             masquerade,

@@ -956,9 +956,12 @@ pub fn datapath_config(
                 .as_ref()
                 .is_some_and(|m| m.allow_direct_routing),
         ),
-        _pad: [0; 1],
+        fast_path: u8::from(cfg.fast_path),
         // `build` fills it in when `[host_local]` is on.
         host_netns_cookie: 0,
+        // The loader fills it in: it resolves the uplink's name.
+        uplink_ifindex: 0,
+        _pad: [0; 4],
     }
 }
 

@@ -10,15 +10,17 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData},
+    maps::{Array, HashMap, Map, MapData, ProgramArray},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, PublishKey,
     names::{
-        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_ENDPOINTS,
-        MAP_PUBLISHED_PORTS, PROG_CONTAINER_INGRESS_TC, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK, unassured_capacity,
+        CALL_CONTAINER_HAIRPIN, MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED,
+        MAP_CONTAINER_CALLS, MAP_COUNTERS, MAP_ENDPOINTS, MAP_PUBLISHED_PORTS,
+        PROG_CONTAINER_HAIRPIN_TC, PROG_CONTAINER_INGRESS_TC, PROG_UPLINK_EGRESS_TC,
+        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, XDP_DECIDED_MARK,
+        XDP_DECIDED_TO_CONTAINER_MARK, unassured_capacity,
     },
     proto,
 };
@@ -72,8 +74,10 @@ pub fn seed_config() -> DatapathConfig {
         ephemeral_min: 32_768,
         ephemeral_max: 60_999,
         allow_direct_routing: 0,
-        _pad: [0; 1],
+        fast_path: 0,
         host_netns_cookie: 0,
+        uplink_ifindex: 0,
+        _pad: [0; 4],
     }
 }
 
@@ -83,8 +87,11 @@ pub enum Prog {
     IngressTc,
     IngressXdp,
     EgressTc,
-    /// `container_ingress_tc`, on a container's host-side veth.
+    /// `container_ingress_tc`, on a container's host-side veth (the fast path toward
+    /// the uplink, then a tail call to hairpin).
     ContainerTc,
+    /// `container_hairpin_tc`, which `container_ingress_tc` tail-calls.
+    HairpinTc,
 }
 
 impl Prog {
@@ -97,6 +104,7 @@ impl Prog {
             Prog::IngressXdp => PROG_UPLINK_INGRESS_XDP,
             Prog::EgressTc => PROG_UPLINK_EGRESS_TC,
             Prog::ContainerTc => PROG_CONTAINER_INGRESS_TC,
+            Prog::HairpinTc => PROG_CONTAINER_HAIRPIN_TC,
         }
     }
 
@@ -106,13 +114,18 @@ impl Prog {
         // TC: TC_ACT_OK = 0, TC_ACT_SHOT = 2, TC_ACT_REDIRECT = 7 (what `bpf_redirect`
         // returns; BPF_PROG_TEST_RUN hands it back without sending the frame).
         // XDP: XDP_DROP = 1, XDP_PASS = 2.
-        let tc = |prog| matches!(prog, Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc);
+        let tc = |prog| {
+            matches!(
+                prog,
+                Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc | Prog::HairpinTc
+            )
+        };
         match (self, return_value) {
             (Prog::IngressXdp, 2) => Some(Verdict::Pass),
             (Prog::IngressXdp, 1) => Some(Verdict::Drop),
             (prog, 0) if tc(prog) => Some(Verdict::Pass),
             (prog, 2) if tc(prog) => Some(Verdict::Drop),
-            (Prog::ContainerTc, 7) => Some(Verdict::Redirect),
+            (Prog::ContainerTc | Prog::HairpinTc | Prog::IngressTc, 7) => Some(Verdict::Redirect),
             _ => None,
         }
     }
@@ -158,9 +171,10 @@ pub struct TestOutput {
     pub xdp_meta: Vec<u8>,
 }
 
-/// Whether `meta` is the XDP program's "decided" mark (`XDP_DECIDED_MARK`).
+/// Whether `meta` is one of the XDP program's "decided" marks (`XDP_DECIDED_MARK`, or
+/// `XDP_DECIDED_TO_CONTAINER_MARK` for a frame translated toward a container).
 pub fn is_decided_mark(meta: &[u8]) -> bool {
-    meta == XDP_DECIDED_MARK.to_ne_bytes()
+    meta == XDP_DECIDED_MARK.to_ne_bytes() || meta == XDP_DECIDED_TO_CONTAINER_MARK.to_ne_bytes()
 }
 
 impl Run {
@@ -280,6 +294,7 @@ impl Datapath {
             PROG_UPLINK_INGRESS_TC,
             PROG_UPLINK_EGRESS_TC,
             PROG_CONTAINER_INGRESS_TC,
+            PROG_CONTAINER_HAIRPIN_TC,
         ] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -290,6 +305,23 @@ impl Datapath {
                 .load()
                 .unwrap_or_else(|err| panic!("the verifier rejected {name}: {err:?}"));
         }
+        // `container_ingress_tc` tail-calls hairpin, as `netfast up` sets it up.
+        let hairpin: &SchedClassifier = ebpf
+            .program(PROG_CONTAINER_HAIRPIN_TC)
+            .and_then(|program| program.try_into().ok())
+            .expect("container_hairpin_tc is a SchedClassifier");
+        let hairpin = hairpin
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .expect("container_hairpin_tc's fd");
+        let mut calls: ProgramArray<&mut MapData> = ebpf
+            .map_mut(MAP_CONTAINER_CALLS)
+            .expect("the object has a CONTAINER_CALLS map")
+            .try_into()
+            .expect("CONTAINER_CALLS is a program array");
+        calls
+            .set(CALL_CONTAINER_HAIRPIN, &hairpin, 0)
+            .expect("container_hairpin_tc goes into CONTAINER_CALLS");
         let name = PROG_UPLINK_INGRESS_XDP;
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -313,7 +345,7 @@ impl Datapath {
             Prog::IngressXdp => <&Xdp>::try_from(program)
                 .expect("uplink_ingress_xdp is Xdp")
                 .info(),
-            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => {
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc | Prog::HairpinTc => {
                 <&SchedClassifier>::try_from(program)
                     .expect("the tc programs are SchedClassifier")
                     .info()
@@ -472,7 +504,7 @@ impl Datapath {
             Prog::IngressXdp => <&Xdp>::try_from(program)
                 .expect("uplink_ingress_xdp is Xdp")
                 .test_run(opts),
-            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => {
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc | Prog::HairpinTc => {
                 <&SchedClassifier>::try_from(program)
                     .expect("the tc programs are SchedClassifier")
                     .test_run(opts)
@@ -481,7 +513,7 @@ impl Datapath {
         out.truncate(result.data_size_out as usize);
         let meta_len = match prog {
             Prog::IngressXdp => out.len().saturating_sub(frame.len()),
-            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => 0,
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc | Prog::HairpinTc => 0,
         };
         let out_tail = out.split_off(meta_len);
         Ok(TestOutput {
@@ -569,7 +601,7 @@ impl Ifindexes {
     /// frame's length, ingress_ifindex, rx queue 0).
     fn ctx(self, prog: Prog, frame_len: usize) -> Vec<u8> {
         let words: Vec<u32> = match prog {
-            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc => {
+            Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc | Prog::HairpinTc => {
                 // len, pkt_type, mark, queue_mapping, protocol, vlan_present, vlan_tci,
                 // vlan_proto, priority, ingress_ifindex, ifindex.
                 let mut words = vec![0; 11];

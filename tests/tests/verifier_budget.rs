@@ -19,6 +19,7 @@ fn every_program_verifies_well_inside_the_kernel_limit() {
         Prog::IngressXdp,
         Prog::EgressTc,
         Prog::ContainerTc,
+        Prog::HairpinTc,
     ] {
         let verified = datapath.verified_instructions(prog);
         report.push(format!("{}: {verified}", prog.name()));

@@ -13,7 +13,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError},
+    maps::{Array, HashMap, Map, MapData, MapError, ProgramArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         Xdp, XdpMode,
@@ -28,12 +28,13 @@ use netfast_common::{
     Backend, DatapathConfig, Endpoint, HostAddr, PublishKey,
     layout::LAYOUT_VERSION,
     names::{
-        LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4, LINK_HOST_SENDMSG4,
-        LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG,
-        MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_ENDPOINTS, MAP_HOST_ADDRS, MAP_META,
-        MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_CONTAINER_INGRESS_TC, PROG_HOST_CONNECT4,
-        PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4, PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, unassured_capacity,
+        CALL_CONTAINER_HAIRPIN, LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4,
+        LINK_HOST_SENDMSG4, LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK,
+        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_CONTAINER_CALLS, MAP_ENDPOINTS,
+        MAP_HOST_ADDRS, MAP_META, MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_CONTAINER_HAIRPIN_TC,
+        PROG_CONTAINER_INGRESS_TC, PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4,
+        PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        unassured_capacity,
     },
 };
 
@@ -174,7 +175,7 @@ pub struct AttachReport {
 /// the programs are swapped atomically and established flows keep their state.
 pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     let object = object()?;
-    nix::net::if_::if_nametoindex(spec.uplink.as_str()).map_err(|_| {
+    let uplink_ifindex = nix::net::if_::if_nametoindex(spec.uplink.as_str()).map_err(|_| {
         DatapathError::NoSuchInterface {
             name: spec.uplink.clone(),
         }
@@ -207,7 +208,13 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     let mut ebpf = loader.load(object)?;
 
     write_meta(&mut ebpf)?;
-    write_config(&mut ebpf, &spec.config)?;
+    write_config(
+        &mut ebpf,
+        &DatapathConfig {
+            uplink_ifindex,
+            ..spec.config
+        },
+    )?;
     let displaced = sync_publishes(&mut ebpf, &spec.publishes)?;
     let host_addrs = spec
         .host_local
@@ -264,6 +271,9 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
             }
         }
     }
+    // Filled before the first container link exists, so that no packet meets an
+    // empty slot (`pass_container_hairpin_unavailable`).
+    set_container_calls(&mut ebpf)?;
     for ep in &spec.endpoints {
         attachments.push(attach_tc(
             &mut ebpf,
@@ -412,6 +422,31 @@ fn write_config(ebpf: &mut Ebpf, config: &DatapathConfig) -> Result<(), Datapath
     let mut array: Array<&mut MapData, DatapathConfig> =
         Array::try_from(map_mut(ebpf, MAP_CONFIG)?).map_err(map_error)?;
     array.set(0, config, 0).map_err(map_error)
+}
+
+/// Loads `container_hairpin_tc` and puts it in `CONTAINER_CALLS`, where
+/// `container_ingress_tc` tail-calls it. One map update swaps the program of an
+/// earlier `up` for this one; the pinned array keeps it loaded, with no link of its own.
+fn set_container_calls(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let name = PROG_CONTAINER_HAIRPIN_TC;
+    let program_error = |source| DatapathError::Program { name, source };
+    let program: &mut SchedClassifier = program_mut(ebpf, name)?;
+    program.load().map_err(program_error)?;
+    let fd = program
+        .fd()
+        .map_err(program_error)?
+        .try_clone()
+        .map_err(|source| DatapathError::Io {
+            action: format!("duplicating the fd of {name}"),
+            source,
+        })?;
+    let map_error = |source| DatapathError::Map {
+        name: MAP_CONTAINER_CALLS,
+        source,
+    };
+    let mut calls: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(map_mut(ebpf, MAP_CONTAINER_CALLS)?).map_err(map_error)?;
+    calls.set(CALL_CONTAINER_HAIRPIN, &fd, 0).map_err(map_error)
 }
 
 /// Makes HOST_ADDRS hold exactly `addrs` (address, ifindex).

@@ -9,8 +9,9 @@ use std::{
 use netfast_common::names::{
     LINK_CONTAINER_INGRESS_PREFIX, LINK_HOST_CONNECT4, LINK_HOST_GETPEERNAME4, LINK_HOST_RECVMSG4,
     LINK_HOST_SENDMSG4, LINK_UPLINK_EGRESS, LINK_UPLINK_INGRESS, LINK_UPLINK_INGRESS_FALLBACK,
-    MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS,
-    MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE, MAP_META, MAP_PUBLISHED_PORTS, PIN_ROOT,
+    MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_CONTAINER_CALLS, MAP_COUNTERS,
+    MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE, MAP_META,
+    MAP_PUBLISHED_PORTS, PIN_ROOT,
 };
 
 use super::DatapathError;
@@ -44,7 +45,7 @@ const _: () = assert!(INSTANCE_MAX == 32, "INSTANCE_NAME_FIX names the limit");
 
 /// Every pinned map. META is last: `detach` removes it last, so a half-removed
 /// instance still says which layout its remaining maps have.
-pub const MAP_NAMES: [&str; 10] = [
+pub const MAP_NAMES: [&str; 11] = [
     MAP_CONFIG,
     MAP_PUBLISHED_PORTS,
     MAP_CONNTRACK,
@@ -54,6 +55,7 @@ pub const MAP_NAMES: [&str; 10] = [
     MAP_HOST_ADDRS,
     MAP_HOST_LOCAL_REVERSE,
     MAP_ENDPOINTS,
+    MAP_CONTAINER_CALLS,
     MAP_META,
 ];
 /// Maps earlier layouts pinned under names this build no longer uses: `detach`

@@ -548,6 +548,9 @@ pub struct ConfigView {
     /// to the masquerade subnet pass without a flow or a publish (always false
     /// without masquerade, where nothing is dropped for it).
     pub allow_direct_routing: bool,
+    /// CONFIG's `fast_path`: whether translated packets go straight between the
+    /// uplink and the containers' veths.
+    pub fast_path: bool,
     /// Published ports (PUBLISHED_PORTS entries).
     pub published_ports: usize,
     /// The same count under its old name, for scripts written against it.
@@ -701,6 +704,7 @@ pub fn config_view(
         }),
         snat_ports: format!("{}-{}", c.snat_port_min, c.snat_port_max),
         allow_direct_routing: c.masquerade != 0 && c.allow_direct_routing != 0,
+        fast_path: c.fast_path != 0,
         published_ports,
         forwards: published_ports,
         conntrack_entries,
@@ -786,6 +790,15 @@ impl fmt::Display for StatusView {
                 }
             )?;
         }
+        writeln!(
+            f,
+            "fast path:   {}",
+            if c.fast_path {
+                "on (bpf_redirect_peer into containers, fib lookup + redirect to the uplink)"
+            } else {
+                "off (fast_path = false: through the bridge and the host's routing)"
+            }
+        )?;
         writeln!(f, "published:   {}", c.published_ports)?;
         let h = &self.host_local;
         if h.enabled {
@@ -914,8 +927,10 @@ mod tests {
             ephemeral_min: 32_768,
             ephemeral_max: 60_999,
             allow_direct_routing: 0,
-            _pad: [0; 1],
+            fast_path: 1,
             host_netns_cookie: 0,
+            uplink_ifindex: 2,
+            _pad: [0; 4],
         }
     }
 
@@ -1099,6 +1114,15 @@ icmp   61000-65535     0   4536  0.0%
                 "host_local_other_protocol        socket      490    245.0",
                 "host_local_not_configured        socket      500    250.0",
                 "host_local_reverse_failed        socket      510    255.0",
+                "fast_path_to_container           info        520    260.0",
+                "fast_path_to_uplink              info        530    265.0",
+                "fast_path_fallback_no_endpoint   info        540    270.0",
+                "fast_path_fallback_ttl           info        550    275.0",
+                "fast_path_fallback_mtu           info        560    280.0",
+                "fast_path_fallback_no_neigh      info        570    285.0",
+                "pass_container_to_uplink         pass        580    290.0",
+                "pass_hairpin_unavailable         pass        590    295.0",
+                "pass_fast_path_translated        pass        600    300.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
@@ -1209,6 +1233,7 @@ new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins
 any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 routed in:   172.16.0.0/24 closed but for flows and publishes (allow_direct_routing = false)
+fast path:   on (bpf_redirect_peer into containers, fib lookup + redirect to the uplink)
 published:   1
 host-local:  on for the processes in cgroup /sys/fs/cgroup/unified/lab; \"any\" publishes answer there on 127.0.0.0/8, 10.0.1.49, 172.16.0.100
 conntrack:   4 entries
