@@ -193,11 +193,20 @@ pub struct Sandbox {
 impl Sandbox {
     /// Brings up the seed topology plus `extra_toml` (more `[[publish]]` entries).
     pub fn up(tag: &str, ingress: IngressMode, extra_toml: &str) -> Sandbox {
+        Self::up_with(tag, ingress, "", extra_toml)
+    }
+
+    /// [`Sandbox::up`] with `top_toml` (top-level keys such as `fast_path = false`)
+    /// in front of the seed config, where TOML wants keys that belong to no table.
+    pub fn up_with(tag: &str, ingress: IngressMode, top_toml: &str, extra_toml: &str) -> Sandbox {
         require_root();
         let prefix = unique_prefix(tag);
         let lab = lab::Lab::create(&prefix).expect("create the lab namespaces");
         let config = std::env::temp_dir().join(format!("netfast-test-{prefix}.toml"));
-        let toml = lab::seed_config_toml(&prefix, ingress) + extra_toml;
+        let toml = format!(
+            "{top_toml}\n{}{extra_toml}",
+            lab::seed_config_toml(&prefix, ingress)
+        );
         std::fs::write(&config, toml).expect("write config");
         let sandbox = Sandbox {
             prefix,
