@@ -157,6 +157,8 @@ pub struct Run {
     pub counted: Vec<(Counter, u64)>,
     /// XDP only: the metadata the program put in front of the frame (empty for tc).
     pub xdp_meta: Vec<u8>,
+    /// tc runs with `Ifindexes` only: `skb->mark` as the program left it.
+    pub skb_mark: Option<u32>,
 }
 
 /// What one BPF_PROG_TEST_RUN gave back.
@@ -169,6 +171,8 @@ pub struct TestOutput {
     /// of the output; netfast's programs never change a frame's length, so what the
     /// output has beyond the input's length is metadata.
     pub xdp_meta: Vec<u8>,
+    /// tc runs with `Ifindexes` only: `skb->mark` as the program left it.
+    pub skb_mark: Option<u32>,
 }
 
 /// Whether `meta` is one of the XDP program's "decided" marks (`XDP_DECIDED_MARK`, or
@@ -453,6 +457,7 @@ impl Datapath {
             return_value,
             out,
             xdp_meta,
+            skb_mark,
         } = self
             .test_run_on(prog, frame, on)
             .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} failed: {err:?}", prog.name()));
@@ -469,6 +474,7 @@ impl Datapath {
             out,
             counted,
             xdp_meta,
+            skb_mark,
         }
     }
 
@@ -493,10 +499,14 @@ impl Datapath {
             .program(prog.name())
             .unwrap_or_else(|| panic!("the object has no program {}", prog.name()));
         let ctx = on.map(|on| on.ctx(prog, frame.len()));
+        // The kernel writes the whole `struct __sk_buff` back (ENOSPC if it does not
+        // fit), whatever part of it went in.
+        let mut ctx_out = ctx.as_ref().map(|_| vec![0u8; 256]);
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ctx_in: ctx.as_deref(),
+            ctx_out: ctx_out.as_deref_mut(),
             repeat: 1,
             ..Default::default()
         };
@@ -516,7 +526,16 @@ impl Datapath {
             Prog::IngressTc | Prog::EgressTc | Prog::ContainerTc | Prog::HairpinTc => 0,
         };
         let out_tail = out.split_off(meta_len);
+        // `struct __sk_buff`'s third word is `mark`.
+        let skb_mark = match prog {
+            Prog::IngressXdp => None,
+            _ => ctx_out
+                .as_deref()
+                .and_then(|ctx| ctx.get(8..12))
+                .map(|word| u32::from_ne_bytes([word[0], word[1], word[2], word[3]])),
+        };
         Ok(TestOutput {
+            skb_mark,
             return_value: result.return_value,
             out: out_tail,
             xdp_meta: out,
@@ -592,6 +611,8 @@ pub struct Ifindexes {
     /// tc only: the interface the packet came in on (for egress, the one a forwarded
     /// packet arrived from).
     pub ingress_ifindex: u32,
+    /// tc only: `skb->mark` as the packet arrives.
+    pub mark: u32,
 }
 
 impl Ifindexes {
@@ -605,6 +626,7 @@ impl Ifindexes {
                 // len, pkt_type, mark, queue_mapping, protocol, vlan_present, vlan_tci,
                 // vlan_proto, priority, ingress_ifindex, ifindex.
                 let mut words = vec![0; 11];
+                words[2] = self.mark;
                 words[9] = self.ingress_ifindex;
                 words[10] = self.ifindex;
                 words

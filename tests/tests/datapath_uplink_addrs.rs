@@ -41,6 +41,7 @@ fn run_egress(datapath: &mut Datapath, frame: &[u8]) -> netfast_tests::harness::
     let on = Ifindexes {
         ifindex: ifindex(UPLINK),
         ingress_ifindex: ifindex(BRIDGE),
+        mark: 0,
     };
     datapath.run_on(Prog::EgressTc, frame, Some(on))
 }

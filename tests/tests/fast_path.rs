@@ -122,9 +122,20 @@ fn published_tcp(sb: &Sandbox) {
     wait_listening(&sb.container(2), "tcp", 80);
     let answers = exec_ok(
         &sb.lan(),
-        &["python3", "-c", TCP_CLIENT, HOST, "8088", &EXCHANGES.to_string()],
+        &[
+            "python3",
+            "-c",
+            TCP_CLIENT,
+            HOST,
+            "8088",
+            &EXCHANGES.to_string(),
+        ],
     );
-    assert_eq!(answers.trim(), expected_answers("m"), "the LAN client's answers");
+    assert_eq!(
+        answers.trim(),
+        expected_answers("m"),
+        "the LAN client's answers"
+    );
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert!(
         seen.starts_with(&format!("{LAN} ")),
@@ -156,9 +167,20 @@ fn masqueraded_tcp(sb: &Sandbox) {
     wait_listening(&sb.lan(), "tcp", 9000);
     let answers = exec_ok(
         &sb.container(2),
-        &["python3", "-c", TCP_CLIENT, LAN, "9000", &EXCHANGES.to_string()],
+        &[
+            "python3",
+            "-c",
+            TCP_CLIENT,
+            LAN,
+            "9000",
+            &EXCHANGES.to_string(),
+        ],
     );
-    assert_eq!(answers.trim(), expected_answers("m"), "the container's answers");
+    assert_eq!(
+        answers.trim(),
+        expected_answers("m"),
+        "the container's answers"
+    );
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert!(
         seen.starts_with(&format!("{HOST} ")),
@@ -194,7 +216,10 @@ fn traffic_takes_the_fast_path(ingress: IngressMode, tag: &str) {
     published_udp(&sb);
     let udp = moved(&sb, &before);
     assert_eq!(udp["fast_path_to_container"], EXCHANGES, "UDP in: {udp:?}");
-    assert_eq!(udp["fast_path_to_uplink"], EXCHANGES, "UDP answers out: {udp:?}");
+    assert_eq!(
+        udp["fast_path_to_uplink"], EXCHANGES,
+        "UDP answers out: {udp:?}"
+    );
 
     let before = snapshot(&sb);
     masqueraded_tcp(&sb);
@@ -268,7 +293,10 @@ fn a_packet_whose_ttl_would_expire_falls_back_and_the_sender_gets_time_exceeded(
     wait_listening(&sb.container(2), "udp", 53);
 
     let before = snapshot(&sb);
-    let out = exec(&sb.lan(), &["python3", "-c", UDP_TTL_CLIENT, HOST, "5353", "1"]);
+    let out = exec(
+        &sb.lan(),
+        &["python3", "-c", UDP_TTL_CLIENT, HOST, "5353", "1"],
+    );
     assert_eq!(
         text(&out.stdout).trim(),
         format!("errno {}", libc::EHOSTUNREACH),
@@ -279,7 +307,10 @@ fn a_packet_whose_ttl_would_expire_falls_back_and_the_sender_gets_time_exceeded(
     assert_eq!(ttl1["fast_path_fallback_ttl"], 1, "{ttl1:?}");
     assert_eq!(ttl1["fast_path_to_container"], 0, "{ttl1:?}");
 
-    let out = exec_ok(&sb.lan(), &["python3", "-c", UDP_TTL_CLIENT, HOST, "5353", "2"]);
+    let out = exec_ok(
+        &sb.lan(),
+        &["python3", "-c", UDP_TTL_CLIENT, HOST, "5353", "2"],
+    );
     assert_eq!(out.trim(), "answer echo:ttl", "TTL 2 reaches the backend");
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert!(seen.starts_with(&format!("{LAN} ")), "backend saw {seen:?}");
