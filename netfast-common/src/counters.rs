@@ -363,6 +363,15 @@ mod tests {
             "host_local_other_protocol",
             "host_local_not_configured",
             "host_local_reverse_failed",
+            "fast_path_to_container",
+            "fast_path_to_uplink",
+            "fast_path_fallback_no_endpoint",
+            "fast_path_fallback_ttl",
+            "fast_path_fallback_mtu",
+            "fast_path_fallback_no_neigh",
+            "pass_container_to_uplink",
+            "pass_hairpin_unavailable",
+            "pass_fast_path_translated",
         ];
         for (counter, name) in Counter::ALL.iter().zip(names) {
             assert_eq!(counter.name(), name);
