@@ -43,6 +43,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum LaneKind {
     Base,
     NetfastTc,
+    NetfastTcNoFastPath,
     NetfastXdp,
     IptablesNft,
     IptablesLegacy,
@@ -50,9 +51,10 @@ pub enum LaneKind {
 }
 
 impl LaneKind {
-    pub const ALL: [LaneKind; 6] = [
+    pub const ALL: [LaneKind; 7] = [
         LaneKind::Base,
         LaneKind::NetfastTc,
+        LaneKind::NetfastTcNoFastPath,
         LaneKind::NetfastXdp,
         LaneKind::IptablesNft,
         LaneKind::IptablesLegacy,
@@ -63,6 +65,7 @@ impl LaneKind {
         match self {
             LaneKind::Base => "base",
             LaneKind::NetfastTc => "netfast-tc",
+            LaneKind::NetfastTcNoFastPath => "netfast-tc-nofp",
             LaneKind::NetfastXdp => "netfast-xdp",
             LaneKind::IptablesNft => "iptables-nft",
             LaneKind::IptablesLegacy => "iptables-legacy",
@@ -75,6 +78,7 @@ impl LaneKind {
         match self {
             LaneKind::Base => "b",
             LaneKind::NetfastTc => "t",
+            LaneKind::NetfastTcNoFastPath => "s",
             LaneKind::NetfastXdp => "x",
             LaneKind::IptablesNft => "n",
             LaneKind::IptablesLegacy => "l",
@@ -85,8 +89,15 @@ impl LaneKind {
     pub fn description(self) -> &'static str {
         match self {
             LaneKind::Base => "plain routing, no NAT: the client routes 172.16.0.0/24 via the host",
-            LaneKind::NetfastTc => "netfast, tcx programs on uplink ingress and egress",
-            LaneKind::NetfastXdp => "netfast, XDP (native) on uplink ingress, tcx on egress",
+            LaneKind::NetfastTc => {
+                "netfast, tcx programs on uplink ingress and egress and on the container's veth, fast path on (the default)"
+            }
+            LaneKind::NetfastTcNoFastPath => {
+                "netfast-tc with fast_path = false: translated packets cross the bridge and the host's routing"
+            }
+            LaneKind::NetfastXdp => {
+                "netfast, XDP (native) on uplink ingress, tcx on egress and the container's veth, fast path on"
+            }
             LaneKind::IptablesNft => {
                 "iptables (nf_tables backend): the seed's DNAT in PREROUTING, MASQUERADE in POSTROUTING"
             }
@@ -98,7 +109,10 @@ impl LaneKind {
     }
 
     pub fn is_netfast(self) -> bool {
-        matches!(self, LaneKind::NetfastTc | LaneKind::NetfastXdp)
+        matches!(
+            self,
+            LaneKind::NetfastTc | LaneKind::NetfastTcNoFastPath | LaneKind::NetfastXdp
+        )
     }
 
     /// Lanes whose figures change with the number of published ports.
@@ -221,7 +235,9 @@ impl Lane {
         let fillers = n - 1;
         match self.kind {
             LaneKind::Base => {}
-            LaneKind::NetfastTc | LaneKind::NetfastXdp => self.netfast_up(fillers)?,
+            LaneKind::NetfastTc | LaneKind::NetfastTcNoFastPath | LaneKind::NetfastXdp => {
+                self.netfast_up(fillers)?
+            }
             LaneKind::IptablesNft => {
                 sys::run_tool_input(
                     Some(&self.host()),
@@ -257,7 +273,9 @@ impl Lane {
         } else {
             "tc"
         };
-        std::fs::write(&self.config, netfast_config(&self.prefix, ingress, fillers)).map_err(
+        let fast_path = self.kind != LaneKind::NetfastTcNoFastPath;
+        let config = netfast_config(&self.prefix, ingress, fast_path, fillers);
+        std::fs::write(&self.config, config).map_err(
             |source| BenchError::Io {
                 what: format!("writing {}", self.config.display()),
                 source,
@@ -312,7 +330,7 @@ impl Lane {
     pub fn flush_conntrack(&self) -> Result<(), BenchError> {
         match self.kind {
             LaneKind::Base => Ok(()),
-            LaneKind::NetfastTc | LaneKind::NetfastXdp => self.netfast(&["ct", "flush"]),
+            kind if kind.is_netfast() => self.netfast(&["ct", "flush"]),
             _ => sys::run_tool(Some(&self.host()), &["conntrack", "-F"], TOOL_TIMEOUT).map(|_| ()),
         }
     }
@@ -462,10 +480,10 @@ pub fn nft_ruleset(fillers: usize) -> String {
 
 /// The lane's netfast config: the seed's bridge and container netns2, masquerade, and
 /// the published ports (a filler range first, as one spec).
-pub fn netfast_config(prefix: &str, ingress: &str, fillers: usize) -> String {
+pub fn netfast_config(prefix: &str, ingress: &str, fast_path: bool, fillers: usize) -> String {
     let ctr = lab::container_ns(prefix, 2);
     let mut s = format!(
-        "instance = \"{prefix}\"\nuplink = \"eth0\"\ningress = \"{ingress}\"\n\n\
+        "instance = \"{prefix}\"\nuplink = \"eth0\"\ningress = \"{ingress}\"\nfast_path = {fast_path}\n\n\
          [bridge]\nname = \"br0\"\naddress = \"{BRIDGE_CIDR}\"\n\n\
          [[container]]\nnetns = \"{ctr}\"\naddress = \"{CONTAINER_ADDR}/24\"\nveth = \"veth2\"\npeer = \"eth0\"\n\n\
          [masquerade]\nsubnet = \"{SUBNET}\"\n\n"
@@ -500,7 +518,7 @@ mod tests {
     #[test]
     fn netfast_config_parses() {
         for fillers in [0, 9999] {
-            let c = netfast::config::Config::from_toml_str(&netfast_config("nfbx", "xdp", fillers))
+            let c = netfast::config::Config::from_toml_str(&netfast_config("nfbx", "xdp", fillers > 0, fillers))
                 .unwrap();
             assert_eq!(c.publish.len(), if fillers > 0 { 4 } else { 3 });
         }
