@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser;
-use netfast_bench::{Options, report, sys};
+use netfast_bench::{Options, lanes::LaneKind, report, sys};
 
 #[derive(Parser)]
 #[command(about = "netfast against iptables and nftables NAT, side by side")]
@@ -28,6 +28,20 @@ struct Cli {
     /// The command line to quote in the report.
     #[arg(long)]
     command: Option<String>,
+    /// Only these lanes, comma-separated (e.g. `base,netfast-tc,iptables-nft`); every
+    /// lane by default. Ratios need `iptables-nft` and `base` among them.
+    #[arg(long, value_delimiter = ',', value_parser = parse_lane)]
+    lanes: Option<Vec<LaneKind>>,
+}
+
+fn parse_lane(name: &str) -> Result<LaneKind, String> {
+    LaneKind::ALL
+        .into_iter()
+        .find(|kind| kind.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = LaneKind::ALL.iter().map(|kind| kind.name()).collect();
+            format!("no lane {name:?}; the lanes are {}", known.join(", "))
+        })
 }
 
 fn main() -> ExitCode {
@@ -62,6 +76,9 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = cli.command {
         opts.command = c;
+    }
+    if let Some(lanes) = cli.lanes {
+        opts.lanes = lanes;
     }
     let report = netfast_bench::run(&opts).context("while running the benchmark")?;
     let written = report::write(&report).context("while writing the report")?;
