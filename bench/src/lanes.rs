@@ -275,12 +275,10 @@ impl Lane {
         };
         let fast_path = self.kind != LaneKind::NetfastTcNoFastPath;
         let config = netfast_config(&self.prefix, ingress, fast_path, fillers);
-        std::fs::write(&self.config, config).map_err(
-            |source| BenchError::Io {
-                what: format!("writing {}", self.config.display()),
-                source,
-            },
-        )?;
+        std::fs::write(&self.config, config).map_err(|source| BenchError::Io {
+            what: format!("writing {}", self.config.display()),
+            source,
+        })?;
         self.netfast(&["up"])
     }
 
@@ -518,8 +516,13 @@ mod tests {
     #[test]
     fn netfast_config_parses() {
         for fillers in [0, 9999] {
-            let c = netfast::config::Config::from_toml_str(&netfast_config("nfbx", "xdp", fillers > 0, fillers))
-                .unwrap();
+            let c = netfast::config::Config::from_toml_str(&netfast_config(
+                "nfbx",
+                "xdp",
+                fillers > 0,
+                fillers,
+            ))
+            .unwrap();
             assert_eq!(c.publish.len(), if fillers > 0 { 4 } else { 3 });
         }
     }

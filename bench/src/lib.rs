@@ -225,6 +225,7 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
             description: lane.kind.description().into(),
             links: fp,
             differs_from_base: differs,
+            counters: Vec::new(),
         });
     }
 
@@ -337,6 +338,24 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
                 n,
                 block,
             ));
+        }
+    }
+
+    for (info, lane) in report.lanes.iter_mut().zip(&lanes) {
+        if !lane.kind.is_netfast() {
+            continue;
+        }
+        match netfast::bpf::maps::read_counters(lane.prefix()) {
+            Ok(counters) => {
+                info.counters = counters
+                    .into_iter()
+                    .filter(|(_, value)| *value != 0)
+                    .map(|(counter, value)| (counter.name().to_owned(), value))
+                    .collect();
+            }
+            Err(e) => report
+                .errors
+                .push(format!("reading {}'s counters: {e}", lane.kind)),
         }
     }
 

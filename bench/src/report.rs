@@ -23,6 +23,10 @@ pub struct LaneInfo {
     pub links: BTreeMap<String, String>,
     /// Link settings that differ from the base lane's (should be none).
     pub differs_from_base: Vec<String>,
+    /// netfast lanes: every counter that moved during the run (summed over CPUs), read
+    /// just before teardown, in `Counter::ALL` order: which path the packets took
+    /// (the fast path, XDP or the tc program behind it), and every drop.
+    pub counters: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -163,6 +167,49 @@ impl Report {
     }
 
     /// The headline table: one row per main-phase metric, one column per lane.
+    /// The netfast lanes' counters side by side: a row per counter that moved in any
+    /// of them; empty without a netfast lane.
+    pub fn counters_table(&self) -> String {
+        let lanes: Vec<&LaneInfo> = self
+            .lanes
+            .iter()
+            .filter(|l| !l.counters.is_empty())
+            .collect();
+        if lanes.is_empty() {
+            return String::new();
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for l in &lanes {
+            for (name, _) in &l.counters {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        let mut s = String::from(
+            "\nnetfast's counters over the whole run, per lane (which path the packets took, and every drop):\n\n| counter |",
+        );
+        for l in &lanes {
+            let _ = write!(s, " {} |", l.name);
+        }
+        s += "\n|---|";
+        s += &"---:|".repeat(lanes.len());
+        s += "\n";
+        for name in names {
+            let _ = write!(s, "| {name} |");
+            for l in &lanes {
+                let value = l
+                    .counters
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, v)| *v);
+                let _ = write!(s, " {value} |");
+            }
+            s += "\n";
+        }
+        s
+    }
+
     pub fn summary_table(&self) -> String {
         let lanes = self.lane_names();
         let rules0 = self.options.rule_sizes.first().copied().unwrap_or(1);
@@ -354,6 +401,7 @@ impl Report {
             };
             let _ = writeln!(s, "| {} | {} | {d} |", l.name, l.description);
         }
+        s += &self.counters_table();
         let _ = writeln!(
             s,
             "\n## Summary\n\nMedian over blocks; (×N) is the paired ratio to iptables-nft. \"best NAT lane\" excludes base.\n"
