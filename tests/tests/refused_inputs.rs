@@ -117,6 +117,14 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         )
     };
 
+    // Path hints name this machine's cgroup2 mount (hybrid: /sys/fs/cgroup/unified).
+    let cgroup_example = format!(
+        "\"{}/netfast\"",
+        netfast::host::cgroup::cgroup2_mount()
+            .expect("a cgroup2 mount")
+            .display()
+    );
+
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         config("instance = \"de/mo\"", "instance = \"", "instance = \"de/", &["\"de/", "(instance)", "like \"demo\""]),
@@ -147,7 +155,9 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         config("conntrack.capacity = \"x\"", "[[publish]]", "[conntrack]\ncapacity = \"x\"\n[[publish]]", &["capacity \"x\" (conntrack.capacity)", "not a whole number", "1024 to 4194304"]),
         config("conntrack.udp = \"60s\"", "[[publish]]", "[conntrack]\nudp = \"60s\"\n[[publish]]", &["udp \"60s\" (conntrack.udp)", "1 to 2592000"]),
         config("conntrack.tcp_established = 0", "[[publish]]", "[conntrack]\ntcp_established = 0\n[[publish]]", &["tcp_established 0", "at least 1 second"]),
-        config("host_local.cgroup = \"unified\"", "cgroup = \"", "cgroup = \"unified\" # \"", &["\"unified\" (host_local.cgroup)", "not an absolute path", "\"auto\""]),
+        config("host_local.cgroup = \"unified\"", "cgroup = \"", "cgroup = \"unified\" # \"", &["\"unified\" (host_local.cgroup)", "not an absolute path", "\"auto\"", &cgroup_example]),
+        config("host_local.cgroup = 5", "cgroup = \"", "cgroup = 5 # \"", &["host_local.cgroup = 5 is an integer, not a string", "write cgroup = \"auto\"", &cgroup_example]),
+        config("container[1].veth = 2", "veth = \"veth2\"", "veth = 2", &["container[1].veth = 2 is an integer, not a string", "write veth = \"veth2\""]),
         config("host_local.cgroup = \"/tmp\"", "cgroup = \"", "cgroup = \"/tmp\" # \"", &["\"/tmp\" (host_local.cgroup)", "not on a cgroup2 file system", "give a directory under the cgroup2 mount"]),
         config("uplnk = \"eth1\"", "uplink = \"eth0\"", "uplink = \"eth0\"\nuplnk = \"eth1\"", &["uplnk", "fix its spelling"]),
         cli("publish add 0:172.16.0.102:80", &["publish", "add", "--instance", i, "0:172.16.0.102:80"], &["\"0:172.16.0.102:80\"", "host port 0"]),
