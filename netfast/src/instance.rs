@@ -585,7 +585,73 @@ pub struct UpReport {
     /// Publishes added live with `publish add`, not in the config, that this run kept
     /// (as specs).
     pub kept_live: Vec<String>,
+    /// The host-local links of the last `up`, when this run removed them or moved
+    /// them to another cgroup.
+    pub host_local_change: Option<HostLocalChange>,
+    /// Other links of the last `up` this run detached (switching the ingress mode
+    /// between tc and XDP, say), as the attach lines name them.
+    pub detached: Vec<String>,
     pub manifest: PathBuf,
+}
+
+/// What a re-`up` did to the host-local links of the `up` before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostLocalChange {
+    /// The config has no `[host_local]` any more: the links on `cgroup` are gone.
+    Removed { cgroup: OldCgroup },
+    /// The config names another cgroup (or the directory there is a new cgroup):
+    /// the links on `from` are gone, and new ones are on `to`.
+    Moved { from: OldCgroup, to: String },
+}
+
+/// The cgroup the host-local links of the last `up` were on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldCgroup {
+    /// Its directory: where it is now, else where the last `up` recorded it; None
+    /// when neither is known.
+    pub path: Option<String>,
+    /// Removed since: no directory has the links' cgroup id (the kernel reports id 0
+    /// once it detached them from a removed cgroup).
+    pub gone: bool,
+}
+
+impl std::fmt::Display for HostLocalChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HOOKS: &str = "(connect4, sendmsg4, recvmsg4, getpeername4)";
+        let (verb, old, to) = match self {
+            HostLocalChange::Removed { cgroup } => ("removed", cgroup, None),
+            HostLocalChange::Moved { from, to } => ("moved", from, Some(to)),
+        };
+        write!(f, "{verb} host-local links")?;
+        match (&old.path, to) {
+            (Some(path), None) => write!(f, " on cgroup {path}")?,
+            (Some(path), Some(to)) => write!(f, " from cgroup {path} to {to}")?,
+            (None, Some(to)) => write!(f, " to cgroup {to}")?,
+            (None, None) => {}
+        }
+        write!(f, " {HOOKS}")?;
+        match (&old.path, old.gone) {
+            (Some(_), true) => write!(f, "; that cgroup was removed since"),
+            (None, _) => write!(f, "; the cgroup they were on was removed since"),
+            (Some(_), false) => Ok(()),
+        }
+    }
+}
+
+/// The cgroup of the host-local links a re-`up` detached, which had id `cgroup_id`:
+/// its directory now, else the last `up`'s record of it (`recorded`), removed since.
+fn detached_cgroup(recorded: Option<&str>, cgroup_id: u64) -> OldCgroup {
+    match cgroup::cgroup_dir(cgroup_id) {
+        // The record, or where the directory is now (`mv` renames cgroups).
+        Some(dir) => OldCgroup {
+            path: Some(dir.display().to_string()),
+            gone: false,
+        },
+        None => OldCgroup {
+            path: recorded.map(str::to_owned),
+            gone: true,
+        },
+    }
 }
 
 /// What `down` did.
@@ -1026,6 +1092,32 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     manifest.merge(&[Created::Datapath {
         instance: cfg.instance.clone(),
     }]);
+    // The host-local links the last `up` recorded, before this run's record replaces it.
+    let recorded_host_local = manifest.created.iter().find_map(|c| match c {
+        Created::HostLocal { cgroup, .. } => Some(cgroup.clone()),
+        _ => None,
+    });
+    let host_local_change = attach.detached.iter().find_map(|d| match d {
+        bpf::loader::Detached::HostLocal { cgroup_id } => {
+            let from = detached_cgroup(recorded_host_local.as_deref(), *cgroup_id);
+            Some(match &plan.host_local {
+                Some(h) => HostLocalChange::Moved {
+                    from,
+                    to: h.cgroup.display().to_string(),
+                },
+                None => HostLocalChange::Removed { cgroup: from },
+            })
+        }
+        bpf::loader::Detached::Link(_) => None,
+    });
+    let detached = attach
+        .detached
+        .iter()
+        .filter_map(|d| match d {
+            bpf::loader::Detached::Link(line) => Some(line.clone()),
+            bpf::loader::Detached::HostLocal { .. } => None,
+        })
+        .collect();
     // The host-local links as this run left them: on this run's cgroup, or none.
     let host_local = plan
         .host_local
@@ -1061,6 +1153,8 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
         attach,
         unpinned_udp,
         kept_live: live.iter().map(|(k, b)| entry_spec(k, b)).collect(),
+        host_local_change,
+        detached,
         manifest: manifest_path(&cfg.instance),
     })
 }
@@ -1355,6 +1449,85 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A re-`up` reports the host-local links it took away as `down` does, or where
+    /// it moved them; a cgroup removed since is said to be.
+    #[test]
+    fn host_local_changes_read_like_the_other_changes() {
+        const HOOKS: &str = "(connect4, sendmsg4, recvmsg4, getpeername4)";
+        let at = |path: &str, gone| OldCgroup {
+            path: Some(path.into()),
+            gone,
+        };
+        let removed = HostLocalChange::Removed {
+            cgroup: at("/sys/fs/cgroup/unified/a", false),
+        };
+        let record = Created::HostLocal {
+            instance: "demo".into(),
+            cgroup: "/sys/fs/cgroup/unified/a".into(),
+        };
+        assert_eq!(
+            removed.to_string(),
+            format!("removed {record}"),
+            "the words of down"
+        );
+        assert_eq!(
+            removed.to_string(),
+            format!("removed host-local links on cgroup /sys/fs/cgroup/unified/a {HOOKS}")
+        );
+        let moved = HostLocalChange::Moved {
+            from: at("/sys/fs/cgroup/unified/a", false),
+            to: "/sys/fs/cgroup/unified/b".into(),
+        };
+        assert_eq!(
+            moved.to_string(),
+            format!(
+                "moved host-local links from cgroup /sys/fs/cgroup/unified/a to \
+                 /sys/fs/cgroup/unified/b {HOOKS}"
+            )
+        );
+        let gone = HostLocalChange::Removed {
+            cgroup: at("/sys/fs/cgroup/unified/a", true),
+        };
+        assert_eq!(
+            gone.to_string(),
+            format!(
+                "removed host-local links on cgroup /sys/fs/cgroup/unified/a {HOOKS}; that \
+                 cgroup was removed since"
+            )
+        );
+        let unknown = HostLocalChange::Moved {
+            from: OldCgroup {
+                path: None,
+                gone: true,
+            },
+            to: "/b".into(),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            format!(
+                "moved host-local links to cgroup /b {HOOKS}; the cgroup they were on was \
+                 removed since"
+            )
+        );
+
+        // No directory has the id: the record, removed since.
+        assert_eq!(detached_cgroup(Some("/x/a"), 0), at("/x/a", true));
+        assert_eq!(
+            detached_cgroup(None, u64::MAX),
+            OldCgroup {
+                path: None,
+                gone: true
+            }
+        );
+        // The directory that has the id, whatever the record says.
+        let mount = cgroup::cgroup2_mount().expect("cgroup2");
+        let root = cgroup::cgroup_id(&mount).expect("the root cgroup's id");
+        let shown = mount.display().to_string();
+        assert_eq!(detached_cgroup(Some(&shown), root), at(&shown, false));
+        assert_eq!(detached_cgroup(Some("/elsewhere"), root), at(&shown, false));
+        assert_eq!(detached_cgroup(None, root), at(&shown, false));
+    }
 
     #[test]
     fn manifest_merge_dedups_and_keeps_first_ip_forward() {

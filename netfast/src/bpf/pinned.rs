@@ -123,9 +123,12 @@ pub struct LinkStatus {
     /// tcx: "ingress"/"egress"; xdp: "ingress"; cgroup: "connect4", "sendmsg4",
     /// "recvmsg4" or "getpeername4".
     pub hook: &'static str,
-    /// cgroup links: the cgroup2 directory, or `cgroup id N` when no directory under
-    /// the cgroup2 mount has that id.
+    /// cgroup links: the cgroup2 directory; None when no directory under the cgroup2
+    /// mount has the link's cgroup id (the cgroup was removed).
     pub cgroup: Option<String>,
+    /// cgroup links: the kernel's id of their cgroup (0 once the kernel detached them
+    /// from a removed cgroup); None for other links.
+    pub cgroup_id: Option<u64>,
     /// xdp: "native", "skb" or "hw" when netlink tells; tcx: None.
     pub mode: Option<&'static str>,
 }
@@ -552,8 +555,11 @@ impl PinnedInstance {
                 .then(|| nix::net::if_::if_indextoname(info.ifindex).ok())
                 .flatten()
                 .and_then(|n| n.into_string().ok());
-            let cgroup = (info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_CGROUP))
-                .then(|| cgroup_path(info.cgroup_id));
+            let cgroup_id = (info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_CGROUP))
+                .then_some(info.cgroup_id);
+            let cgroup = cgroup_id
+                .and_then(cgroup::cgroup_dir)
+                .map(|dir| dir.display().to_string());
             let mode = if info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_XDP) {
                 xdp_mode(info.ifindex, info.prog_id)
             } else {
@@ -574,20 +580,12 @@ impl PinnedInstance {
                 interface,
                 hook,
                 cgroup,
+                cgroup_id,
                 mode,
             });
         }
         Ok(out)
     }
-}
-
-/// The cgroup2 directory whose id is `id`, found under the cgroup2 mount; `cgroup id
-/// N` when there is none (or the walk gives up after 100,000 directories).
-fn cgroup_path(id: u64) -> String {
-    cgroup::cgroup2_mount()
-        .ok()
-        .and_then(|mount| cgroup::find_cgroup(&mount, id, 100_000))
-        .map_or_else(|| format!("cgroup id {id}"), |p| p.display().to_string())
 }
 
 /// CONFIG's masquerade subnet, if masquerade is on.

@@ -29,6 +29,14 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     for a in &report.attach.attachments {
         println!("  attached {a}");
     }
+    // What the last `up` attached and this one took away: the host-local links of a
+    // dropped or moved [host_local], the XDP or tc link of another ingress mode.
+    if let Some(change) = &report.host_local_change {
+        println!("  {change}");
+    }
+    for d in &report.detached {
+        println!("  detached {d}");
+    }
     // Publishes this run moved or dropped, where UDP flows were pinned to the old
     // backend; TCP flows through them are kept until they close.
     for (key, old, n) in &report.unpinned_udp {

@@ -134,6 +134,17 @@ pub fn find_cgroup(mount: &Path, id: u64, limit: usize) -> Option<PathBuf> {
     None
 }
 
+/// The directory of the cgroup whose id is `id`, found under the cgroup2 mount; None
+/// when there is none: the cgroup was removed (a cgroup link whose cgroup is gone
+/// reports id 0 once the kernel detached it, its old id until then), or the walk
+/// gave up after 100,000 directories.
+pub fn cgroup_dir(id: u64) -> Option<PathBuf> {
+    if id == 0 {
+        return None;
+    }
+    find_cgroup(&cgroup2_mount().ok()?, id, 100_000)
+}
+
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux
 /// 5.14): what `bpf_get_netns_cookie` returns for its sockets. Native byte order.
 pub fn netns_cookie() -> Result<u64, CgroupError> {
