@@ -579,9 +579,9 @@ pub struct UpReport {
     /// Found in place and kept, for the operator ("bridge br0", ...).
     pub kept: Vec<String>,
     pub attach: AttachReport,
-    /// Publishes this run removed or pointed at another backend: (host key, old
-    /// backend, UDP flows to that backend removed).
-    pub unpinned_udp: Vec<(PublishKey, Backend, usize)>,
+    /// Publishes this run removed or pointed at another backend, with the UDP flows
+    /// to the old backend it removed.
+    pub unpinned_udp: Vec<UnpinnedUdp>,
     /// Publishes added live with `publish add`, not in the config, that this run kept
     /// (as specs).
     pub kept_live: Vec<String>,
@@ -592,6 +592,19 @@ pub struct UpReport {
     /// between tc and XDP, say), as the attach lines name them.
     pub detached: Vec<String>,
     pub manifest: PathBuf,
+}
+
+/// A publish a re-`up` removed or pointed at another backend, and the UDP flows
+/// still going to the old backend that it removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnpinnedUdp {
+    pub key: PublishKey,
+    pub old: Backend,
+    /// UDP DNAT flows through `key` to `old`.
+    pub flows: usize,
+    /// Hairpin SNAT flows chained to those (a container's connection to the
+    /// published port through the host's address), removed with them.
+    pub hairpin: usize,
 }
 
 /// What a re-`up` did to the host-local links of the `up` before it.
@@ -1161,7 +1174,8 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
 
 /// A re-`up` that dropped a publish or pointed it at another backend removes the UDP
 /// flows still pinned to the old backend, as `publish del` does (TCP flows are kept
-/// until they close). Returns, per displaced publish, how many flows went.
+/// until they close), with the hairpin SNAT flows chained to them. Returns, per
+/// displaced publish, how many flows went.
 ///
 /// Order: `attach` wrote the new PUBLISHED_PORTS before this runs, and that is what makes it
 /// safe. From then on every lookup finds the new backend (or no publish), so no new
@@ -1173,7 +1187,7 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
 fn remove_pinned_udp_flows(
     instance: &str,
     displaced: &[(PublishKey, Backend)],
-) -> Result<Vec<(PublishKey, Backend, usize)>> {
+) -> Result<Vec<UnpinnedUdp>> {
     if displaced.is_empty() {
         return Ok(Vec::new());
     }
@@ -1183,7 +1197,12 @@ fn remove_pinned_udp_flows(
     Ok(displaced
         .iter()
         .zip(removed)
-        .map(|(&(key, old), n)| (key, old, n))
+        .map(|(&(key, old), (flows, hairpin))| UnpinnedUdp {
+            key,
+            old,
+            flows,
+            hairpin,
+        })
         .collect())
 }
 
