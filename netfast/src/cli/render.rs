@@ -513,6 +513,73 @@ impl fmt::Display for StatsView {
     }
 }
 
+// ---- live counters (`netfast lab`, `netfast run`) ----
+
+/// How wide the live views wrap: the terminal's width when stdout is one (60 to 200
+/// columns), else 100.
+pub fn live_width() -> usize {
+    // SAFETY: TIOCGWINSZ writes a winsize into `ws`, which lives for the whole call.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if rc == 0 && ws.ws_col > 0 {
+        usize::from(ws.ws_col).clamp(60, 200)
+    } else {
+        100
+    }
+}
+
+/// The counters of a live view, one `name=value` item each: without an earlier
+/// sample every counter that is not 0; after one, only those that moved, each with
+/// its change as `change` writes it (`+3`, `+1/s`). A counter that did not move is
+/// left out, so a quiet datapath prints little.
+pub fn live_counter_items(
+    now: &[(Counter, u64)],
+    before: Option<&[(Counter, u64)]>,
+    change: impl Fn(u64) -> String,
+) -> Vec<String> {
+    now.iter()
+        .enumerate()
+        .filter_map(|(i, (counter, value))| match before {
+            None => (*value != 0).then(|| format!("{}={value}", counter.name())),
+            Some(before) => {
+                let was = before.get(i).map_or(0, |(_, v)| *v);
+                (*value != was).then(|| {
+                    format!(
+                        "{}={value} ({})",
+                        counter.name(),
+                        change(value.saturating_sub(was))
+                    )
+                })
+            }
+        })
+        .collect()
+}
+
+/// `items` after `first` (the first line's start, such as `[    4s] `), separated by
+/// two spaces and wrapped at `width` columns; later lines are indented to where the
+/// items start. An item longer than a line gets a line of its own.
+pub fn wrap_items(first: &str, items: &[String], width: usize) -> Vec<String> {
+    let indent = " ".repeat(first.chars().count());
+    let mut lines = Vec::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for item in items {
+        if !empty && line.chars().count() + 2 + item.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+            empty = true;
+        }
+        if !empty {
+            line.push_str("  ");
+        }
+        line.push_str(item);
+        empty = false;
+    }
+    if !empty {
+        lines.push(line);
+    }
+    lines
+}
+
 // ---- status ----
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -1356,6 +1423,80 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
         assert_eq!(json["programs"][3]["cgroup_gone"], false);
         assert_eq!(json["programs"][3]["cgroup_id"], 4242);
         assert!(json["programs"][0].get("cgroup_gone").is_none());
+    }
+
+    /// The live views list what moved, wrapped: never one line of every counter.
+    #[test]
+    fn live_counters_list_what_moved_wrapped() {
+        // By name: the counters' order is the datapath's, which grows.
+        let sample = |values: &[(&str, u64)]| -> Vec<(Counter, u64)> {
+            Counter::ALL
+                .iter()
+                .map(|c| {
+                    let v = values
+                        .iter()
+                        .find(|(n, _)| *n == c.name())
+                        .map_or(0, |(_, v)| *v);
+                    (*c, v)
+                })
+                .collect()
+        };
+        let seed = [
+            ("dnat_new", 1),
+            ("dnat_established", 5),
+            ("dnat_reply", 4),
+            ("snat_new", 2),
+            ("snat_established", 7),
+            ("snat_reply", 7),
+            ("pass_not_ipv4", 13),
+        ];
+        let first = sample(&seed);
+        let items = live_counter_items(&first, None, |d| format!("+{d}"));
+        assert_eq!(
+            items,
+            [
+                "dnat_new=1",
+                "dnat_established=5",
+                "dnat_reply=4",
+                "snat_new=2",
+                "snat_established=7",
+                "snat_reply=7",
+                "pass_not_ipv4=13"
+            ]
+        );
+        let lines = wrap_items("[    2s] ", &items, 60);
+        assert_eq!(
+            lines,
+            [
+                "[    2s] dnat_new=1  dnat_established=5  dnat_reply=4",
+                "         snat_new=2  snat_established=7  snat_reply=7",
+                "         pass_not_ipv4=13",
+            ]
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{lines:#?}");
+        // The next sample: only what moved, with the change.
+        let mut moved = seed;
+        moved[1].1 = 9;
+        moved[2].1 = 8;
+        let next = sample(&moved);
+        let items = live_counter_items(&next, Some(&first), |d| format!("+{d}"));
+        assert_eq!(items, ["dnat_established=9 (+4)", "dnat_reply=8 (+4)"]);
+        assert_eq!(
+            wrap_items("[    4s] ", &items, 100),
+            ["[    4s] dnat_established=9 (+4)  dnat_reply=8 (+4)"]
+        );
+        // Nothing moved: nothing to print.
+        assert!(live_counter_items(&next, Some(&next), |d| format!("+{d}")).is_empty());
+        assert!(wrap_items("[    6s] ", &[], 100).is_empty());
+        // Every counter at once still wraps within the width.
+        let all: Vec<(Counter, u64)> = Counter::ALL.iter().map(|c| (*c, 123_456)).collect();
+        let lines = wrap_items(
+            "[  100s] ",
+            &live_counter_items(&all, None, |d| d.to_string()),
+            100,
+        );
+        assert!(lines.len() > 5, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 100), "{lines:#?}");
     }
 
     #[test]
