@@ -126,7 +126,10 @@ fn lab_collects_conntrack_and_a_second_lab_is_refused() {
     for counter in ["snat_new=2", "host_local_rewritten=1", "conntrack_assured="] {
         assert!(joined.contains(counter), "{counter} missing from {tick:#?}");
     }
-    assert!(!joined.contains("=0 "), "a counter at 0 is listed: {tick:#?}");
+    assert!(
+        !joined.contains("=0 "),
+        "a counter at 0 is listed: {tick:#?}"
+    );
 
     // A second lab with the prefix: exit 2, naming the namespace, nothing changed.
     let config = std::env::temp_dir().join(format!("netfast-lab-{prefix}.toml"));
