@@ -25,6 +25,7 @@ pub use crate::bpf::loader::IngressMode;
 use crate::{
     bpf::pins::{INSTANCE_NAME_FIX, instance_name_problem},
     conntrack::Timeouts,
+    host::cgroup,
     publish::{AllowedBackends, PortClash, PortMappings, PublishSpec},
 };
 
@@ -618,13 +619,27 @@ fn origin(source: Option<&Path>) -> String {
 }
 
 /// One line, `line L, column C: message`, instead of toml's multi-line snippet.
+///
+/// serde's messages about a key (a wrong type, an unknown key, a missing key) name
+/// the field but not where it sits, and a wrong type names no key at all ("invalid
+/// type: integer `5`, expected a string"). So the key is found again in the document
+/// by the error's position, and the message names it by its whole path
+/// (`host_local.cgroup`, `container[1].veth`), with what goes there and an example.
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    let mut msg = e.message().trim().replace('\n', " ");
-    if msg.starts_with("unknown field") {
-        msg.push_str("; remove the key or fix its spelling");
-    } else if msg.starts_with("missing field") {
-        msg.push_str("; add it");
-    }
+    let serde_msg = e.message().trim().replace('\n', " ");
+    let msg = e
+        .span()
+        .and_then(|span| keyed_message(text, &serde_msg, span.start))
+        .or_else(|| top_level_message(&serde_msg))
+        .unwrap_or_else(|| {
+            let mut msg = serde_msg.clone();
+            if msg.starts_with("unknown field") {
+                msg.push_str("; remove the key or fix its spelling");
+            } else if msg.starts_with("missing field") {
+                msg.push_str("; add it");
+            }
+            msg
+        });
     match e.span() {
         Some(span) => {
             let before = text.get(..span.start).unwrap_or(text);
@@ -633,6 +648,236 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
             format!("line {line}, column {col}: {msg}")
         }
         None => msg,
+    }
+}
+
+/// The field serde's message is about: `unknown field `x`` and `missing field `x``.
+fn quoted_field<'a>(serde_msg: &'a str, prefix: &str) -> Option<&'a str> {
+    serde_msg.strip_prefix(prefix)?.split('`').next()
+}
+
+/// [`toml_message`] for an error at byte `at` of `text`, when a key is there.
+fn keyed_message(text: &str, serde_msg: &str, at: usize) -> Option<String> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let (path, value, on_key) = key_at(doc.get_ref(), at, "")?;
+    if serde_msg.starts_with("invalid type:") && !on_key {
+        let snippet = text
+            .get(value.span())
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        let snippet = if snippet.chars().count() > 40 {
+            format!("{}...", snippet.chars().take(37).collect::<String>())
+        } else {
+            snippet
+        };
+        let actual = value.get_ref().type_str();
+        let (expected, fix) = match key_expectation(&path) {
+            Some((expected, example)) => (expected.to_owned(), format!("write {example}")),
+            // serde's own words for what goes there ("expected a string").
+            None => (
+                serde_msg
+                    .rsplit_once("expected ")
+                    .map_or("another type", |(_, e)| e)
+                    .to_owned(),
+                "see the Configuration section of the README".to_owned(),
+            ),
+        };
+        return Some(format!(
+            "{path} = {snippet} is {} {actual}, not {expected}; {fix}",
+            article(actual)
+        ));
+    }
+    if let Some(field) = quoted_field(serde_msg, "unknown field `") {
+        let key = join_key(&path_parent(&path), field);
+        let expected = serde_msg
+            .split_once(", expected ")
+            .map(|(_, e)| format!(", expected {e}"))
+            .unwrap_or_default();
+        return Some(format!(
+            "unknown key `{key}`{expected}; remove the key or fix its spelling"
+        ));
+    }
+    if let Some(field) = quoted_field(serde_msg, "missing field `") {
+        // The error points at the table's header: the key is missing from it.
+        return Some(missing_key(&join_key(&path, field)));
+    }
+    None
+}
+
+/// [`toml_message`] for an error with no position: a key missing at the top level.
+fn top_level_message(serde_msg: &str) -> Option<String> {
+    quoted_field(serde_msg, "missing field `").map(missing_key)
+}
+
+fn missing_key(key: &str) -> String {
+    match key_expectation(key) {
+        Some((_, example)) => format!("missing key `{key}`; add it, like {example}"),
+        None => format!("missing key `{key}`; add it"),
+    }
+}
+
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+fn join_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// `container[1]` of `container[1].veth`, `` of `uplink`.
+fn path_parent(path: &str) -> String {
+    path.rsplit_once('.')
+        .map_or_else(String::new, |(parent, _)| parent.to_owned())
+}
+
+/// The key whose value (or, `true` in the result, whose name) covers byte `at`, by
+/// its whole path, with its value. A table's own span is its header, so the tables
+/// and arrays below are searched first: a hit on a header is the table itself.
+fn key_at<'a, 'i>(
+    table: &'a toml::de::DeTable<'i>,
+    at: usize,
+    prefix: &str,
+) -> Option<(String, &'a toml::Spanned<toml::de::DeValue<'i>>, bool)> {
+    let covers = |span: std::ops::Range<usize>| span.contains(&at) || span.start == at;
+    for (key, value) in table {
+        let path = join_key(prefix, key.get_ref());
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => {
+                if let Some(hit) = key_at(inner, at, &path) {
+                    return Some(hit);
+                }
+            }
+            toml::de::DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    if let toml::de::DeValue::Table(inner) = item.get_ref()
+                        && let Some(hit) = key_at(inner, at, &item_path)
+                    {
+                        return Some(hit);
+                    }
+                    if covers(item.span()) {
+                        return Some((item_path, item, false));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if covers(value.span()) {
+            return Some((path, value, false));
+        }
+        if covers(key.span()) {
+            return Some((path, value, true));
+        }
+    }
+    None
+}
+
+/// What goes at a key of the file, and an example to write there (for a key that
+/// is missing or of the wrong type). Keys of `[conntrack]` and `allow_direct_routing`
+/// take any TOML value and get their own messages.
+fn key_expectation(path: &str) -> Option<(&'static str, String)> {
+    // container[3].veth -> container[].veth
+    let mut pattern = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                pattern.push('[');
+            }
+            ']' => {
+                in_index = false;
+                pattern.push(']');
+            }
+            _ if in_index => {}
+            _ => pattern.push(c),
+        }
+    }
+    let string = |example: &str| Some(("a string", example.to_owned()));
+    match pattern.as_str() {
+        "instance" => string("instance = \"demo\""),
+        "uplink" => string("uplink = \"eth0\""),
+        "ingress" => string("ingress = \"tc\" (or \"xdp\")"),
+        "bridge" => Some((
+            "a table",
+            "a [bridge] section with name = \"br0\" and address = \"172.16.0.100/24\"".into(),
+        )),
+        "bridge.name" => string("name = \"br0\""),
+        "bridge.address" => string("address = \"172.16.0.100/24\""),
+        "container" => Some((
+            "an array of tables",
+            "one [[container]] section per container".into(),
+        )),
+        "container[]" => Some((
+            "a table",
+            "a [[container]] section with netns = \"netns2\" and address = \"172.16.0.102/24\""
+                .into(),
+        )),
+        "container[].netns" => string("netns = \"netns2\""),
+        "container[].address" => string("address = \"172.16.0.102/24\""),
+        "container[].veth" => string("veth = \"veth2\""),
+        "container[].peer" => string("peer = \"eth0\""),
+        "container[].host_address" => string("host_address = \"172.16.0.1\""),
+        "masquerade" => Some((
+            "a table",
+            "a [masquerade] section with subnet = \"172.16.0.0/24\"".into(),
+        )),
+        "masquerade.subnet" => string("subnet = \"172.16.0.0/24\""),
+        "masquerade.ports" => string("ports = \"61000-65535\""),
+        "publish" => Some((
+            "an array of tables",
+            "one [[publish]] section per published port".into(),
+        )),
+        "publish[]" => Some((
+            "a table",
+            "a [[publish]] section with spec = \"8088:172.16.0.102:80/tcp\"".into(),
+        )),
+        "publish[].spec" => string("spec = \"8088:172.16.0.102:80/tcp\""),
+        "conntrack" => Some((
+            "a table",
+            "a [conntrack] section, such as capacity = 262144".into(),
+        )),
+        "host_local" => Some((
+            "a table",
+            "a [host_local] section with cgroup = \"auto\"".into(),
+        )),
+        "host_local.cgroup" => Some((
+            "a string",
+            format!(
+                "cgroup = \"auto\" (the root of the cgroup2 mount), or a path in quotes: {}",
+                cgroup_path_hint(cgroup_example().as_deref())
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// A `[host_local] cgroup` path to offer in messages: `netfast` under this machine's
+/// cgroup2 mount (`/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` in
+/// hybrid mode), read from `/proc/mounts`, never guessed. None without cgroup2.
+fn cgroup_example() -> Option<String> {
+    cgroup_example_under(cgroup::cgroup2_mount().ok().as_deref())
+}
+
+fn cgroup_example_under(mount: Option<&Path>) -> Option<String> {
+    mount.map(|m| m.join("netfast").display().to_string())
+}
+
+/// What a `[host_local] cgroup` path must be, with [`cgroup_example`].
+fn cgroup_path_hint(example: Option<&str>) -> String {
+    match example {
+        Some(e) => format!("a cgroup2 directory such as \"{e}\""),
+        None => "the absolute path of a cgroup2 directory (no cgroup2 is mounted here: \
+                 /proc/mounts lists none)"
+            .to_owned(),
     }
 }
 
@@ -962,9 +1207,9 @@ fn parse_cgroup(text: &str) -> Result<CgroupSetting, String> {
     let path = Path::new(text);
     if !path.is_absolute() {
         return Err(format!(
-            "host-local cgroup \"{text}\" (host_local.cgroup): not an absolute path; give a \
-             cgroup2 directory such as \"/sys/fs/cgroup/netfast\", or \"auto\" for the root \
-             of the cgroup2 mount"
+            "host-local cgroup \"{text}\" (host_local.cgroup): not an absolute path; give {}, \
+             or \"auto\" for the root of the cgroup2 mount",
+            cgroup_path_hint(cgroup_example().as_deref())
         ));
     }
     Ok(CgroupSetting::Path(path.to_path_buf()))
@@ -1171,9 +1416,9 @@ ports = "40000-40100"
             // Unknown keys, wrong types and missing keys come from serde; they must
             // still name the key and the line.
             ("uplink = \"eth0\"", "uplink = \"eth0\"\nuplnk = \"eth1\"", &["config: line 4", "uplnk"]),
-            ("veth = \"veth2\"", "veth = \"veth2\"\nmac = \"x\"", &["`mac`", "line"]),
+            ("veth = \"veth2\"", "veth = \"veth2\"\nmac = \"x\"", &["`container[1].mac`", "line 18"]),
             ("uplink = \"eth0\"", "uplink = 3", &["config: line 3", "string"]),
-            ("uplink = \"eth0\"", "", &["missing field `uplink`"]),
+            ("uplink = \"eth0\"", "", &["missing key `uplink`", "add it, like uplink = \"eth0\""]),
             ("[bridge]", "[bridge\n", &["config: line"]),
         ];
         for (from, to, needles) in cases {
@@ -1187,6 +1432,105 @@ ports = "40000-40100"
                 assert!(err.contains(n), "{to:?}: {err:?} lacks {n:?}");
             }
         }
+    }
+
+    /// A value of the wrong type, an unknown key and a missing key, in every section:
+    /// serde's message names the field at most, so ours names the key by its whole
+    /// path, what goes there and an example, on one line with the position.
+    #[test]
+    fn type_errors_name_the_key_and_the_fix() {
+        let example = cgroup_example().expect("this machine has cgroup2");
+        let host_local = format!("{SEED}[host_local]\ncgroup = \"auto\"\n");
+        let mut failures = Vec::new();
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("cgroup = \"auto\"", "cgroup = 5", &["line 26, column 10", "host_local.cgroup = 5 is an integer, not a string", "write cgroup = \"auto\"", &example]),
+            ("cgroup = \"auto\"", "cgroup = true", &["host_local.cgroup = true is a boolean, not a string"]),
+            ("cgroup = \"auto\"", "cgroup = [\"/a\", \"/b\"]", &["host_local.cgroup = [\"/a\", \"/b\"] is an array, not a string"]),
+            ("cgroup = \"auto\"", "cgroups = \"auto\"", &["unknown key `host_local.cgroups`", "expected `cgroup`", "fix its spelling"]),
+            ("cgroup = \"auto\"", "", &["missing key `host_local.cgroup`", "add it, like cgroup = \"auto\""]),
+            ("instance = \"demo\"", "instance = 7", &["line 2, column 12", "instance = 7 is an integer, not a string; write instance = \"demo\""]),
+            ("instance = \"demo\"", "instance = {x = 1}", &["instance = {x = 1} is a table, not a string"]),
+            ("ingress = \"tc\"", "ingress = 1.5", &["ingress = 1.5 is a float, not a string", "\"xdp\""]),
+            ("name = \"br0\"", "name = 0", &["bridge.name = 0 is an integer", "write name = \"br0\""]),
+            ("address = \"172.16.0.100/24\"", "address = 172", &["bridge.address = 172 is an integer", "address = \"172.16.0.100/24\""]),
+            ("veth = \"veth2\"", "veth = 2", &["container[1].veth = 2 is an integer, not a string; write veth = \"veth2\""]),
+            ("host_address = \"172.16.0.1\"", "host_address = 1", &["container[0].host_address = 1 is an integer"]),
+            ("netns = \"netns3\"", "netns = false", &["container[2].netns = false is a boolean"]),
+            ("peer = \"veth1-peer\"", "peer = 1", &["container[0].peer = 1"]),
+            ("address = \"172.16.0.103/24\"", "address = 1979-05-27", &["container[2].address = 1979-05-27 is a datetime"]),
+            ("veth = \"veth2\"", "veth = \"veth2\"\nmac = \"x\"", &["unknown key `container[1].mac`", "line 18, column 1"]),
+            ("netns = \"netns3\"\n", "", &["missing key `container[2].netns`", "netns = \"netns2\""]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = 24", &["masquerade.subnet = 24 is an integer", "subnet = \"172.16.0.0/24\""]),
+            ("subnet = \"172.16.0.0/24\"", "subnet = \"172.16.0.0/24\"\nports = 61000", &["masquerade.ports = 61000 is an integer", "ports = \"61000-65535\""]),
+            ("spec = \"8088:172.16.0.102:80/tcp\"", "spec = 8088", &["publish[0].spec = 8088 is an integer", "spec = \"8088:172.16.0.102:80/tcp\""]),
+            ("[bridge]\nname = \"br0\"\naddress = \"172.16.0.100/24\"", "bridge = {name = 1, address = \"172.16.0.100/24\"}", &["bridge.name = 1 is an integer"]),
+            ("uplink = \"eth0\"", "", &["missing key `uplink`", "uplink = \"eth0\""]),
+            ("cgroup = \"auto\"", "cgroup = \"auto\"\n[conntrack]\nudp = [1]", &["(conntrack.udp)", "is an array"]),
+            ("cgroup = \"auto\"", "cgroup = \"auto\"\n[conntrack]\nudp = 1\nudp_x = 2", &["unknown key `conntrack.udp_x`"]),
+        ];
+        for (from, to, needles) in cases {
+            assert!(host_local.contains(from), "{from:?} not in the config");
+            let text = host_local.replacen(from, to, 1);
+            let err = Config::from_toml_str(&text)
+                .expect_err(&format!("{to:?} should be refused"))
+                .to_string();
+            assert!(!err.contains('\n'), "{to:?}: one line please: {err}");
+            assert!(!err.contains("Raw"), "{to:?}: our struct names leak: {err}");
+            for n in *needles {
+                if !err.contains(n) {
+                    failures.push(format!("{to:?}: {err:?} lacks {n:?}"));
+                }
+            }
+        }
+        // A section given as a top-level value: the section goes, the key comes first.
+        #[rustfmt::skip]
+        let moved: &[(&str, &str, &[&str])] = &[
+            ("[host_local]\ncgroup = \"auto\"\n", "host_local = \"auto\"", &["line 1, column 14", "host_local = \"auto\" is a string, not a table", "a [host_local] section with cgroup = \"auto\""]),
+            ("[[publish]]\nspec = \"8088:172.16.0.102:80/tcp\"\n", "publish = [\"8088:172.16.0.102:80/tcp\"]", &["publish[0] = \"8088:172.16.0.102:80/tcp\" is a string, not a table", "[[publish]] section with spec"]),
+            ("[[publish]]\nspec = \"8088:172.16.0.102:80/tcp\"\n", "publish = 8088", &["publish = 8088 is an integer, not an array of tables"]),
+            ("[masquerade]\nsubnet = \"172.16.0.0/24\"\n", "masquerade = true", &["masquerade = true is a boolean, not a table"]),
+            ("[bridge]\nname = \"br0\"\naddress = \"172.16.0.100/24\"\n", "bridge = \"br0\"", &["bridge = \"br0\" is a string, not a table", "a [bridge] section"]),
+            ("", "conntrack = 5", &["conntrack = 5 is an integer, not a table"]),
+        ];
+        for (section, top, needles) in moved {
+            assert!(
+                host_local.contains(section),
+                "{section:?} not in the config"
+            );
+            let text = format!("{top}\n{}", host_local.replacen(section, "", 1));
+            let err = Config::from_toml_str(&text)
+                .expect_err(&format!("{top:?} should be refused"))
+                .to_string();
+            assert!(!err.contains('\n'), "{top:?}: one line please: {err}");
+            for n in *needles {
+                if !err.contains(n) {
+                    failures.push(format!("{top:?}: {err:?} lacks {n:?}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// The path offered for `[host_local] cgroup` is under the cgroup2 mount that
+    /// `/proc/mounts` names (hybrid machines: `/sys/fs/cgroup/unified`).
+    #[test]
+    fn cgroup_hints_use_the_detected_cgroup2_mount() {
+        assert_eq!(
+            cgroup_example_under(Some(Path::new("/sys/fs/cgroup/unified"))).as_deref(),
+            Some("/sys/fs/cgroup/unified/netfast")
+        );
+        assert_eq!(
+            cgroup_example_under(Some(Path::new("/sys/fs/cgroup"))).as_deref(),
+            Some("/sys/fs/cgroup/netfast")
+        );
+        assert!(cgroup_path_hint(None).contains("no cgroup2 is mounted"));
+        let mount = cgroup::cgroup2_mount().expect("this machine has cgroup2");
+        let err = Config::from_toml_str(&format!("{SEED}[host_local]\ncgroup = \"netfast\"\n"))
+            .unwrap_err()
+            .to_string();
+        let want = format!("such as \"{}\"", mount.join("netfast").display());
+        assert!(err.contains(&want), "{err:?} lacks {want:?}");
     }
 
     #[test]
@@ -1323,7 +1667,7 @@ spec = "9001:172.16.0.50:80""#,
             ("capacity = 2048.5", &["2048.5", "(conntrack.capacity)", "is a float", "1024 to 4194304"]),
             ("tcp_syn = true", &["(conntrack.tcp_syn)", "is a boolean", "like 120"]),
             ("gc_interval = [1]", &["(conntrack.gc_interval)", "is an array", "like 5"]),
-            ("tcp = 5", &["`tcp`", "remove the key or fix its spelling"]),
+            ("tcp = 5", &["`conntrack.tcp`", "remove the key or fix its spelling"]),
         ];
         for (line, needles) in cases {
             let text = format!("{SEED}[conntrack]\n{line}\n");

@@ -579,13 +579,92 @@ pub struct UpReport {
     /// Found in place and kept, for the operator ("bridge br0", ...).
     pub kept: Vec<String>,
     pub attach: AttachReport,
-    /// Publishes this run removed or pointed at another backend: (host key, old
-    /// backend, UDP flows to that backend removed).
-    pub unpinned_udp: Vec<(PublishKey, Backend, usize)>,
+    /// Publishes this run removed or pointed at another backend, with the UDP flows
+    /// to the old backend it removed.
+    pub unpinned_udp: Vec<UnpinnedUdp>,
     /// Publishes added live with `publish add`, not in the config, that this run kept
     /// (as specs).
     pub kept_live: Vec<String>,
+    /// The host-local links of the last `up`, when this run removed them or moved
+    /// them to another cgroup.
+    pub host_local_change: Option<HostLocalChange>,
+    /// Other links of the last `up` this run detached (switching the ingress mode
+    /// between tc and XDP, say), as the attach lines name them.
+    pub detached: Vec<String>,
     pub manifest: PathBuf,
+}
+
+/// A publish a re-`up` removed or pointed at another backend, and the UDP flows
+/// still going to the old backend that it removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnpinnedUdp {
+    pub key: PublishKey,
+    pub old: Backend,
+    /// UDP DNAT flows through `key` to `old`.
+    pub flows: usize,
+    /// Hairpin SNAT flows chained to those (a container's connection to the
+    /// published port through the host's address), removed with them.
+    pub hairpin: usize,
+}
+
+/// What a re-`up` did to the host-local links of the `up` before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostLocalChange {
+    /// The config has no `[host_local]` any more: the links on `cgroup` are gone.
+    Removed { cgroup: OldCgroup },
+    /// The config names another cgroup (or the directory there is a new cgroup):
+    /// the links on `from` are gone, and new ones are on `to`.
+    Moved { from: OldCgroup, to: String },
+}
+
+/// The cgroup the host-local links of the last `up` were on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldCgroup {
+    /// Its directory: where it is now, else where the last `up` recorded it; None
+    /// when neither is known.
+    pub path: Option<String>,
+    /// Removed since: no directory has the links' cgroup id (the kernel reports id 0
+    /// once it detached them from a removed cgroup).
+    pub gone: bool,
+}
+
+impl std::fmt::Display for HostLocalChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HOOKS: &str = "(connect4, sendmsg4, recvmsg4, getpeername4)";
+        let (verb, old, to) = match self {
+            HostLocalChange::Removed { cgroup } => ("removed", cgroup, None),
+            HostLocalChange::Moved { from, to } => ("moved", from, Some(to)),
+        };
+        write!(f, "{verb} host-local links")?;
+        match (&old.path, to) {
+            (Some(path), None) => write!(f, " on cgroup {path}")?,
+            (Some(path), Some(to)) => write!(f, " from cgroup {path} to {to}")?,
+            (None, Some(to)) => write!(f, " to cgroup {to}")?,
+            (None, None) => {}
+        }
+        write!(f, " {HOOKS}")?;
+        match (&old.path, old.gone) {
+            (Some(_), true) => write!(f, "; that cgroup was removed since"),
+            (None, _) => write!(f, "; the cgroup they were on was removed since"),
+            (Some(_), false) => Ok(()),
+        }
+    }
+}
+
+/// The cgroup of the host-local links a re-`up` detached, which had id `cgroup_id`:
+/// its directory now, else the last `up`'s record of it (`recorded`), removed since.
+fn detached_cgroup(recorded: Option<&str>, cgroup_id: u64) -> OldCgroup {
+    match cgroup::cgroup_dir(cgroup_id) {
+        // The record, or where the directory is now (`mv` renames cgroups).
+        Some(dir) => OldCgroup {
+            path: Some(dir.display().to_string()),
+            gone: false,
+        },
+        None => OldCgroup {
+            path: recorded.map(str::to_owned),
+            gone: true,
+        },
+    }
 }
 
 /// What `down` did.
@@ -1029,6 +1108,32 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     manifest.merge(&[Created::Datapath {
         instance: cfg.instance.clone(),
     }]);
+    // The host-local links the last `up` recorded, before this run's record replaces it.
+    let recorded_host_local = manifest.created.iter().find_map(|c| match c {
+        Created::HostLocal { cgroup, .. } => Some(cgroup.clone()),
+        _ => None,
+    });
+    let host_local_change = attach.detached.iter().find_map(|d| match d {
+        bpf::loader::Detached::HostLocal { cgroup_id } => {
+            let from = detached_cgroup(recorded_host_local.as_deref(), *cgroup_id);
+            Some(match &plan.host_local {
+                Some(h) => HostLocalChange::Moved {
+                    from,
+                    to: h.cgroup.display().to_string(),
+                },
+                None => HostLocalChange::Removed { cgroup: from },
+            })
+        }
+        bpf::loader::Detached::Link(_) => None,
+    });
+    let detached = attach
+        .detached
+        .iter()
+        .filter_map(|d| match d {
+            bpf::loader::Detached::Link(line) => Some(line.clone()),
+            bpf::loader::Detached::HostLocal { .. } => None,
+        })
+        .collect();
     // The host-local links as this run left them: on this run's cgroup, or none.
     let host_local = plan
         .host_local
@@ -1064,13 +1169,16 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
         attach,
         unpinned_udp,
         kept_live: live.iter().map(|(k, b)| entry_spec(k, b)).collect(),
+        host_local_change,
+        detached,
         manifest: manifest_path(&cfg.instance),
     })
 }
 
 /// A re-`up` that dropped a publish or pointed it at another backend removes the UDP
 /// flows still pinned to the old backend, as `publish del` does (TCP flows are kept
-/// until they close). Returns, per displaced publish, how many flows went.
+/// until they close), with the hairpin SNAT flows chained to them. Returns, per
+/// displaced publish, how many flows went.
 ///
 /// Order: `attach` wrote the new PUBLISHED_PORTS before this runs, and that is what makes it
 /// safe. From then on every lookup finds the new backend (or no publish), so no new
@@ -1082,7 +1190,7 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
 fn remove_pinned_udp_flows(
     instance: &str,
     displaced: &[(PublishKey, Backend)],
-) -> Result<Vec<(PublishKey, Backend, usize)>> {
+) -> Result<Vec<UnpinnedUdp>> {
     if displaced.is_empty() {
         return Ok(Vec::new());
     }
@@ -1092,7 +1200,12 @@ fn remove_pinned_udp_flows(
     Ok(displaced
         .iter()
         .zip(removed)
-        .map(|(&(key, old), n)| (key, old, n))
+        .map(|(&(key, old), (flows, hairpin))| UnpinnedUdp {
+            key,
+            old,
+            flows,
+            hairpin,
+        })
         .collect())
 }
 
@@ -1358,6 +1471,85 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A re-`up` reports the host-local links it took away as `down` does, or where
+    /// it moved them; a cgroup removed since is said to be.
+    #[test]
+    fn host_local_changes_read_like_the_other_changes() {
+        const HOOKS: &str = "(connect4, sendmsg4, recvmsg4, getpeername4)";
+        let at = |path: &str, gone| OldCgroup {
+            path: Some(path.into()),
+            gone,
+        };
+        let removed = HostLocalChange::Removed {
+            cgroup: at("/sys/fs/cgroup/unified/a", false),
+        };
+        let record = Created::HostLocal {
+            instance: "demo".into(),
+            cgroup: "/sys/fs/cgroup/unified/a".into(),
+        };
+        assert_eq!(
+            removed.to_string(),
+            format!("removed {record}"),
+            "the words of down"
+        );
+        assert_eq!(
+            removed.to_string(),
+            format!("removed host-local links on cgroup /sys/fs/cgroup/unified/a {HOOKS}")
+        );
+        let moved = HostLocalChange::Moved {
+            from: at("/sys/fs/cgroup/unified/a", false),
+            to: "/sys/fs/cgroup/unified/b".into(),
+        };
+        assert_eq!(
+            moved.to_string(),
+            format!(
+                "moved host-local links from cgroup /sys/fs/cgroup/unified/a to \
+                 /sys/fs/cgroup/unified/b {HOOKS}"
+            )
+        );
+        let gone = HostLocalChange::Removed {
+            cgroup: at("/sys/fs/cgroup/unified/a", true),
+        };
+        assert_eq!(
+            gone.to_string(),
+            format!(
+                "removed host-local links on cgroup /sys/fs/cgroup/unified/a {HOOKS}; that \
+                 cgroup was removed since"
+            )
+        );
+        let unknown = HostLocalChange::Moved {
+            from: OldCgroup {
+                path: None,
+                gone: true,
+            },
+            to: "/b".into(),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            format!(
+                "moved host-local links to cgroup /b {HOOKS}; the cgroup they were on was \
+                 removed since"
+            )
+        );
+
+        // No directory has the id: the record, removed since.
+        assert_eq!(detached_cgroup(Some("/x/a"), 0), at("/x/a", true));
+        assert_eq!(
+            detached_cgroup(None, u64::MAX),
+            OldCgroup {
+                path: None,
+                gone: true
+            }
+        );
+        // The directory that has the id, whatever the record says.
+        let mount = cgroup::cgroup2_mount().expect("cgroup2");
+        let root = cgroup::cgroup_id(&mount).expect("the root cgroup's id");
+        let shown = mount.display().to_string();
+        assert_eq!(detached_cgroup(Some(&shown), root), at(&shown, false));
+        assert_eq!(detached_cgroup(Some("/elsewhere"), root), at(&shown, false));
+        assert_eq!(detached_cgroup(None, root), at(&shown, false));
+    }
 
     #[test]
     fn manifest_merge_dedups_and_keeps_first_ip_forward() {

@@ -166,6 +166,137 @@ fn hairpin_tcp_and_udp_with_xdp_ingress() {
     hairpin(IngressMode::Xdp, "hpxdp");
 }
 
+/// The flows of `proto` from container address `client`, as `ct list --json` shows
+/// them: (kind, translated destination or source).
+fn flows_from(sb: &Sandbox, proto: &str, client: &str) -> Vec<String> {
+    let out = sb.netfast(&["ct", "list", "--instance", &sb.prefix, "--json"]);
+    let flows: serde_json::Value =
+        serde_json::from_str(&support::succeeded(&out, "ct list")).expect("ct list JSON");
+    flows
+        .as_array()
+        .expect("a list of flows")
+        .iter()
+        .filter(|f| f["proto"] == proto && f["original"]["src"] == client)
+        .map(|f| format!("{} {}", f["kind"], f["original"]["dst"]))
+        .collect()
+}
+
+/// Deleting a publish deletes the hairpin SNAT flows chained to the DNAT flows it
+/// deletes: a UDP publish's flows (always), a TCP publish's with --kill-flows, and
+/// a re-`up` that drops a UDP publish. None is left in conntrack until its timeout,
+/// and each command says how many went.
+#[test]
+fn unpublishing_removes_the_hairpin_flows_it_orphans() {
+    let sb = Sandbox::up(
+        "hpdel",
+        IngressMode::Tc,
+        &format!("{UDP_PUBLISH}\n[[publish]]\nspec = \"5354:172.16.0.102:54/udp\"\n"),
+    );
+    let client = "172.16.0.103";
+
+    // UDP: `publish del` takes the DNAT flow and the SNAT flow chained to it.
+    udp_hairpin(&sb, 3, "before-del");
+    assert_eq!(
+        flows_from(&sb, "udp", client),
+        ["\"DNAT\" \"10.0.1.48\"", "\"SNAT\" \"172.16.0.102\""],
+        "a hairpin connection is two flows"
+    );
+    let out = support::succeeded(
+        &sb.netfast(&[
+            "publish",
+            "del",
+            "--instance",
+            &sb.prefix,
+            "5353:172.16.0.102:53/udp",
+        ]),
+        "publish del",
+    );
+    assert!(
+        out.contains(
+            "removed 1 UDP flow to the old backend 172.16.0.102:53 and 1 hairpin SNAT flow \
+             chained to it"
+        ),
+        "{out}"
+    );
+    assert_eq!(flows_from(&sb, "udp", client), Vec::<String>::new());
+
+    // TCP with --kill-flows: the same.
+    tcp_hairpin(&sb, 3, "before-kill");
+    assert_eq!(flows_from(&sb, "tcp", client).len(), 2);
+    let out = support::succeeded(
+        &sb.netfast(&[
+            "publish",
+            "del",
+            "--instance",
+            &sb.prefix,
+            "8088:172.16.0.102:80/tcp",
+            "--kill-flows",
+        ]),
+        "publish del --kill-flows",
+    );
+    assert!(
+        out.contains("deleted 1 flow through it and 1 hairpin SNAT flow chained to it"),
+        "{out}"
+    );
+    assert_eq!(flows_from(&sb, "tcp", client), Vec::<String>::new());
+
+    // A re-`up` whose config drops a UDP publish: the same, and it says so.
+    let server = Background::spawn(
+        &sb.container(2),
+        &["python3", "-c", UDP_ECHO_ONCE, "0.0.0.0", "54"],
+    );
+    wait_listening(&sb.container(2), "udp", 54);
+    exec_ok(
+        &sb.container(3),
+        &["python3", "-c", UDP_CLIENT, HOST, "5354", "before-re-up"],
+    );
+    server.wait(Duration::from_secs(10));
+    assert_eq!(flows_from(&sb, "udp", client).len(), 2);
+    let config = std::fs::read_to_string(&sb.config).expect("read config");
+    let dropped = std::env::temp_dir().join(format!("netfast-test-{}-dropped.toml", sb.prefix));
+    std::fs::write(
+        &dropped,
+        config.replace(
+            "spec = \"5354:172.16.0.102:54/udp\"",
+            "spec = \"5355:172.16.0.102:55/udp\"",
+        ),
+    )
+    .expect("write config");
+    let up = sb.netfast(&["up", "--config", dropped.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_file(&dropped);
+    let out = support::succeeded(&up, "re-up without the publish");
+    assert!(
+        out.contains(
+            "removed 1 UDP flow to the old backend 172.16.0.102:54 (5354/udp) and 1 hairpin \
+             SNAT flow chained to it"
+        ),
+        "{out}"
+    );
+    assert_eq!(flows_from(&sb, "udp", client), Vec::<String>::new());
+
+    // `ct flush` of the DNAT flows: the SNAT flows chained to them go too (the
+    // re-up published 8088 again, from the config).
+    tcp_hairpin(&sb, 3, "before-flush");
+    let out = support::succeeded(
+        &sb.netfast(&[
+            "ct",
+            "flush",
+            "--instance",
+            &sb.prefix,
+            "--kind",
+            "dnat",
+            "--addr",
+            client,
+        ]),
+        "ct flush",
+    );
+    assert!(
+        out.contains("deleted 1 flow and 1 hairpin SNAT flow chained to it (4 entries)"),
+        "{out}"
+    );
+    assert_eq!(flows_from(&sb, "tcp", client), Vec::<String>::new());
+}
+
 /// Without hairpin the container's connection to the published port was refused; the
 /// status shows the container program on every container veth.
 #[test]

@@ -11,7 +11,10 @@
 )]
 mod support;
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use netfast::config::IngressMode;
 use support::{Background, Sandbox, exec_in_cgroup, text, wait_listening};
@@ -330,7 +333,14 @@ fn re_up_updates_in_place_turns_off_and_down_removes_the_links() {
     std::fs::write(&off_config, without).expect("write config");
     let up_off = sb.netfast(&["up", "--config", off_config.to_str().expect("utf-8")]);
     let _ = std::fs::remove_file(&off_config);
-    support::succeeded(&up_off, "up without [host_local]");
+    let report = support::succeeded(&up_off, "up without [host_local]");
+    assert!(
+        report.contains(&format!(
+            "  removed host-local links on cgroup {} (connect4, sendmsg4, recvmsg4, getpeername4)\n",
+            cgroup.display()
+        )),
+        "the re-up must say which links it removed: {report}"
+    );
     assert!(attached(&cgroup).is_empty(), "{:?}", attached(&cgroup));
     assert!(links(&pins).is_empty());
     assert!(exec_status(&sb).contains("host-local:  off (add [host_local]"));
@@ -359,6 +369,131 @@ fn re_up_updates_in_place_turns_off_and_down_removes_the_links() {
     assert!(attached(&cgroup).is_empty(), "{:?}", attached(&cgroup));
     assert!(!pins.exists(), "{} is still there", pins.display());
     assert!(cgroup.is_dir(), "down leaves the lab's cgroup to the lab");
+}
+
+/// A cgroup the test makes under the lab's, removed on drop (the lab removes only
+/// its own, which must be empty by then).
+struct ChildCgroup(PathBuf);
+
+impl ChildCgroup {
+    fn new(path: PathBuf) -> ChildCgroup {
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        ChildCgroup(path)
+    }
+}
+
+impl Drop for ChildCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A config file of the test's own, removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(sb: &Sandbox, tag: &str, text: &str) -> TempConfig {
+        let path = std::env::temp_dir().join(format!("netfast-test-{}-{tag}.toml", sb.prefix));
+        std::fs::write(&path, text).expect("write config");
+        TempConfig(path)
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const HOOKS: &str = "(connect4, sendmsg4, recvmsg4, getpeername4)";
+
+/// A re-`up` that moves `[host_local]` to another cgroup says where from and where
+/// to; `status` says so when that cgroup is removed under the links (never "cgroup
+/// cgroup id 0"); a re-`up` then names the removed cgroup as removed, and one
+/// without `[host_local]` says which links it removed.
+#[test]
+fn re_up_reports_moved_and_removed_host_local_links_and_status_a_removed_cgroup() {
+    let sb = Sandbox::up("hlm", IngressMode::Tc, "");
+    let cgroup = sb.cgroup();
+    let original = std::fs::read_to_string(&sb.config).expect("read config");
+    let setting = format!("cgroup = \"{}\"", cgroup.display());
+    assert!(original.contains(&setting), "{original}");
+    let child = ChildCgroup::new(cgroup.join("moved"));
+    let moved = TempConfig::new(
+        &sb,
+        "moved",
+        &original.replace(&setting, &format!("cgroup = \"{}\"", child.0.display())),
+    );
+    let report = support::succeeded(&sb.netfast(&["up", "--config", moved.as_str()]), "move");
+    assert!(
+        report.contains(&format!(
+            "  moved host-local links from cgroup {} to {} {HOOKS}\n",
+            cgroup.display(),
+            child.0.display()
+        )),
+        "{report}"
+    );
+    assert_eq!(attached(&child.0).len(), 4, "{:?}", attached(&child.0));
+    assert!(attached(&cgroup).is_empty(), "{:?}", attached(&cgroup));
+    let status = exec_status(&sb);
+    assert!(
+        status.contains(&format!(
+            "host-local:  on for the processes in cgroup {};",
+            child.0.display()
+        )),
+        "{status}"
+    );
+
+    // The cgroup goes (it is empty): the kernel detaches the links from it.
+    std::fs::remove_dir(&child.0).expect("rmdir the moved-to cgroup");
+    let gone = "host-local:  on, but its cgroup is gone (";
+    assert!(
+        support::eventually(std::time::Duration::from_secs(5), || exec_status(&sb)
+            .contains(gone)),
+        "{}",
+        exec_status(&sb)
+    );
+    let status = exec_status(&sb);
+    assert!(
+        status.contains("point [host_local] cgroup at an existing cgroup2 directory"),
+        "{status}"
+    );
+    assert!(!status.contains("cgroup cgroup"), "{status}");
+    assert!(
+        status
+            .lines()
+            .filter(|l| l.starts_with("host_"))
+            .all(|l| l.contains("(cgroup removed)") || l.contains(" (removed)")),
+        "{status}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&support::succeeded(
+        &sb.netfast(&["status", "--instance", &sb.prefix, "--json"]),
+        "status --json",
+    ))
+    .expect("status JSON");
+    assert_eq!(json["host_local"]["cgroup_gone"], true, "{json}");
+
+    // Back to the lab's cgroup: the old one is named, and said to be removed.
+    let report = support::succeeded(
+        &sb.netfast(&["up", "--config", sb.config_str()]),
+        "move back",
+    );
+    assert!(
+        report.contains(&format!(
+            "  moved host-local links from cgroup {} to {} {HOOKS}; that cgroup was removed since\n",
+            child.0.display(),
+            cgroup.display()
+        )),
+        "{report}"
+    );
+    assert_eq!(attached(&cgroup).len(), 4);
+    // An unchanged re-up reports no host-local change.
+    let report = support::succeeded(&sb.netfast(&["up", "--config", sb.config_str()]), "re-up");
+    assert!(!report.contains("host-local links"), "{report}");
 }
 
 fn exec_status(sb: &Sandbox) -> String {

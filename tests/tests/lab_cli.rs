@@ -102,6 +102,34 @@ fn lab_collects_conntrack_and_a_second_lab_is_refused() {
     let prefix = unique_prefix("lb");
     let lab = RunningLab::start(&prefix);
     lab.expect_line("lab: live counters", Duration::from_secs(120));
+    // The live view: a stamped line of the counters that are not 0, wrapped under the
+    // stamp at 100 columns (stdout is a pipe here), never one line of everything.
+    lab.expect_line("Ctrl-C tears everything down", Duration::from_secs(5));
+    let first = lab.expect_line("[", Duration::from_secs(10));
+    assert!(
+        first.starts_with("[    2s] dnat_new=1  dnat_established="),
+        "the first tick lists the counters that are not 0: {first:?}"
+    );
+    let mut tick = vec![first];
+    while let Ok(line) = lab.lines.recv_timeout(Duration::from_millis(500)) {
+        if !line.starts_with("         ") {
+            break;
+        }
+        tick.push(line);
+    }
+    assert!(tick.len() > 1, "wrapped: {tick:#?}");
+    assert!(
+        tick.iter().all(|l| l.chars().count() <= 100),
+        "no line over 100 columns: {tick:#?}"
+    );
+    let joined = tick.join(" ");
+    for counter in ["snat_new=2", "host_local_rewritten=1", "conntrack_assured="] {
+        assert!(joined.contains(counter), "{counter} missing from {tick:#?}");
+    }
+    assert!(
+        !joined.contains("=0 "),
+        "a counter at 0 is listed: {tick:#?}"
+    );
 
     // A second lab with the prefix: exit 2, naming the namespace, nothing changed.
     let config = std::env::temp_dir().join(format!("netfast-lab-{prefix}.toml"));

@@ -23,6 +23,8 @@ enum Action {
     Cli(Vec<String>),
     /// `netfast ARGS` with no `--netns`.
     Bare(Vec<String>),
+    /// `ip netns exec <host> netfast ARGS`, the way the README warns against.
+    IpNetnsExec(Vec<String>),
 }
 
 /// One row: the README's first column (without backticks), what to run, and what the
@@ -31,6 +33,8 @@ struct Case {
     input: String,
     action: Action,
     needles: Vec<String>,
+    /// What the message must not say (advice that does not fit the command).
+    absent: Vec<String>,
 }
 
 fn config(input: &str, from: &'static str, to: &str, needles: &[&str]) -> Case {
@@ -41,6 +45,7 @@ fn config(input: &str, from: &'static str, to: &str, needles: &[&str]) -> Case {
             to: to.to_owned(),
         },
         needles: needles.iter().map(|n| (*n).to_owned()).collect(),
+        absent: Vec::new(),
     }
 }
 
@@ -49,6 +54,7 @@ fn cli(input: &str, args: &[&str], needles: &[&str]) -> Case {
         input: input.to_owned(),
         action: Action::Cli(args.iter().map(|a| (*a).to_owned()).collect()),
         needles: needles.iter().map(|n| (*n).to_owned()).collect(),
+        absent: Vec::new(),
     }
 }
 
@@ -117,6 +123,14 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         )
     };
 
+    // Path hints name this machine's cgroup2 mount (hybrid: /sys/fs/cgroup/unified).
+    let cgroup_example = format!(
+        "\"{}/netfast\"",
+        netfast::host::cgroup::cgroup2_mount()
+            .expect("a cgroup2 mount")
+            .display()
+    );
+
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         config("instance = \"de/mo\"", "instance = \"", "instance = \"de/", &["\"de/", "(instance)", "like \"demo\""]),
@@ -147,7 +161,9 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         config("conntrack.capacity = \"x\"", "[[publish]]", "[conntrack]\ncapacity = \"x\"\n[[publish]]", &["capacity \"x\" (conntrack.capacity)", "not a whole number", "1024 to 4194304"]),
         config("conntrack.udp = \"60s\"", "[[publish]]", "[conntrack]\nudp = \"60s\"\n[[publish]]", &["udp \"60s\" (conntrack.udp)", "1 to 2592000"]),
         config("conntrack.tcp_established = 0", "[[publish]]", "[conntrack]\ntcp_established = 0\n[[publish]]", &["tcp_established 0", "at least 1 second"]),
-        config("host_local.cgroup = \"unified\"", "cgroup = \"", "cgroup = \"unified\" # \"", &["\"unified\" (host_local.cgroup)", "not an absolute path", "\"auto\""]),
+        config("host_local.cgroup = \"unified\"", "cgroup = \"", "cgroup = \"unified\" # \"", &["\"unified\" (host_local.cgroup)", "not an absolute path", "\"auto\"", &cgroup_example]),
+        config("host_local.cgroup = 5", "cgroup = \"", "cgroup = 5 # \"", &["host_local.cgroup = 5 is an integer, not a string", "write cgroup = \"auto\"", &cgroup_example]),
+        config("container[1].veth = 2", "veth = \"veth2\"", "veth = 2", &["container[1].veth = 2 is an integer, not a string", "write veth = \"veth2\""]),
         config("host_local.cgroup = \"/tmp\"", "cgroup = \"", "cgroup = \"/tmp\" # \"", &["\"/tmp\" (host_local.cgroup)", "not on a cgroup2 file system", "give a directory under the cgroup2 mount"]),
         config("uplnk = \"eth1\"", "uplink = \"eth0\"", "uplink = \"eth0\"\nuplnk = \"eth1\"", &["uplnk", "fix its spelling"]),
         cli("publish add 0:172.16.0.102:80", &["publish", "add", "--instance", i, "0:172.16.0.102:80"], &["\"0:172.16.0.102:80\"", "host port 0"]),
@@ -173,12 +189,32 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         Case {
             input: "--netns <no such namespace>".into(),
             action: Action::Bare(vec!["--netns".into(), format!("{inst}nosuchns"), "status".into(), "--instance".into(), inst.clone()]),
-            needles: vec![format!("{inst}nosuchns")],
+            needles: vec![format!("{inst}nosuchns"), format!("instance \"{inst}\" lives in network namespace {host}: `netfast --netns {host} status --instance {inst}`")],
+            absent: vec!["let netfast create it".into(), "ip netns add".into()],
+        },
+        Case {
+            input: "--netns <no such namespace> up".into(),
+            action: Action::Bare(vec!["--netns".into(), format!("{inst}nosuchns"), "up".into(), "--config".into(), sb.config_str().into()]),
+            needles: vec![format!("`ip netns add {inst}nosuchns`"), "never the host's".into()],
+            absent: vec!["let netfast create it".into()],
+        },
+        Case {
+            input: "ip netns exec <host> netfast status".into(),
+            action: Action::IpNetnsExec(vec!["status".into(), "--instance".into(), inst.clone()]),
+            needles: vec![format!("runs under `ip netns exec {host}`"), format!("`netfast --netns {host} status --instance {inst}`")],
+            absent: vec![format!("no instance \"{inst}\"")],
+        },
+        Case {
+            input: "ip netns exec <host> netfast up".into(),
+            action: Action::IpNetnsExec(vec!["up".into(), "--config".into(), sb.config_str().into()]),
+            needles: vec![format!("`netfast --netns {host} up --config {}`", sb.config_str())],
+            absent: Vec::new(),
         },
         Case {
             input: "lab --prefix <a running lab's>".into(),
             action: Action::Bare(vec!["lab".into(), "--prefix".into(), inst.clone(), "--once".into()]),
             needles: vec![format!("{inst}-host"), "already exists".into()],
+            absent: Vec::new(),
         },
     ];
 
@@ -228,6 +264,12 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
             Action::Bare(args) => {
                 netfast(None, &args.iter().map(String::as_str).collect::<Vec<_>>())
             }
+            Action::IpNetnsExec(args) => std::process::Command::new("ip")
+                .args(["netns", "exec", &host])
+                .arg(&bin)
+                .args(args)
+                .output()
+                .expect("run ip netns exec"),
         };
         let err = text(&out.stderr);
         assert_eq!(
@@ -245,6 +287,13 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
             assert!(
                 err.contains(needle.as_str()),
                 "{}: {err:?} lacks {needle:?}",
+                c.input
+            );
+        }
+        for wrong in &c.absent {
+            assert!(
+                !err.contains(wrong.as_str()),
+                "{}: {err:?} says {wrong:?}",
                 c.input
             );
         }

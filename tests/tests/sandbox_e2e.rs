@@ -426,10 +426,25 @@ fn switching_ingress_between_tc_and_xdp_keeps_forwarding() {
             "{from} -> {to}: {report}"
         );
         assert_eq!(
-            report.contains("uplink_ingress_tc on eth0: tcx ingress (fallback for XDP)"),
+            report.contains("attached uplink_ingress_tc on eth0: tcx ingress (fallback for XDP)"),
             to == "xdp",
             "{from} -> {to}: the tc fallback is reported in XDP mode only: {report}"
         );
+        // The links of the mode it left are reported as detached, as `down` would.
+        let detached: Vec<&str> = report
+            .lines()
+            .filter_map(|l| l.strip_prefix("  detached "))
+            .map(|l| l.split(", link id ").next().unwrap_or(l))
+            .collect();
+        let expected: &[&str] = if to == "xdp" {
+            &["uplink_ingress_tc on eth0: tcx ingress"]
+        } else {
+            &[
+                "uplink_ingress_xdp on eth0: xdp",
+                "uplink_ingress_tc on eth0: tcx ingress (fallback for XDP)",
+            ]
+        };
+        assert_eq!(detached, expected, "{from} -> {to}: {report}");
         let link = pins.join("link_uplink_ingress");
         assert!(link.exists(), "{from} -> {to}: the ingress link is pinned");
         assert_eq!(

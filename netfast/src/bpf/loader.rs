@@ -41,7 +41,7 @@ use netfast_common::{
 use super::{
     DatapathError,
     layout::check_layout,
-    link_info::{link_info, update_link},
+    link_info::{RawLinkInfo, link_info, update_link},
     object::object,
     pins::{
         HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, container_link_name,
@@ -164,10 +164,96 @@ pub struct AttachReport {
     pub pin_dir: PathBuf,
     /// Human lines such as "uplink_ingress_tc on eth0: tcx ingress, prog id 42".
     pub attachments: Vec<String>,
+    /// Links an earlier `up` made that this attach detached: gone from their pins, or
+    /// replaced there by a link of another kind or on another cgroup.
+    pub detached: Vec<Detached>,
     /// PUBLISHED_PORTS entries this attach removed or pointed at another backend, with the
     /// backend they had: their UDP flows are still pinned to it (see
     /// `PinnedInstance::remove_pinned_udp_flows`).
     pub displaced: Vec<(PublishKey, Backend)>,
+}
+
+/// A link an earlier `up` pinned that an attach detached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detached {
+    /// The host-local links, which were on the cgroup with this id (0: the kernel
+    /// detached them already, their cgroup was removed). Removed when the spec has no
+    /// host-local access, moved when it names another cgroup.
+    HostLocal { cgroup_id: u64 },
+    /// Another link, as a report line: "uplink_ingress_xdp on eth0: xdp, link id 7".
+    Link(String),
+}
+
+/// What is pinned at each link pin of `dir` now.
+fn pinned_links(dir: &Path) -> Result<Vec<(String, RawLinkInfo)>, DatapathError> {
+    let mut out = Vec::new();
+    let pins = LINK_NAMES
+        .iter()
+        .map(|p| (*p).to_owned())
+        .chain(container_links(dir)?);
+    for pin in pins {
+        match link_info(&dir.join(&pin)) {
+            Ok(info) => out.push((pin, info)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DatapathError::Io {
+                    action: format!("reading pinned link {}", dir.join(&pin).display()),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The links of `before` that `after` no longer has at their pins, or has replaced
+/// by a link of another type (tc and XDP) or on another cgroup. A link re-attached
+/// the same way is no change: the report's attach lines say so.
+fn detached_links(
+    before: &[(String, RawLinkInfo)],
+    after: &[(String, RawLinkInfo)],
+) -> Vec<Detached> {
+    let mut out = Vec::new();
+    let mut host_local = None;
+    for (pin, old) in before {
+        let now = after.iter().find(|(p, _)| p == pin).map(|(_, info)| info);
+        let changed = match now {
+            None => true,
+            Some(new) => new.link_type != old.link_type || new.cgroup_id != old.cgroup_id,
+        };
+        if !changed {
+            continue;
+        }
+        if HOST_LOCAL_LINK_NAMES.contains(&pin.as_str()) {
+            host_local.get_or_insert(old.cgroup_id);
+        } else {
+            out.push(Detached::Link(describe_link(pin, old)));
+        }
+    }
+    if let Some(cgroup_id) = host_local {
+        out.insert(0, Detached::HostLocal { cgroup_id });
+    }
+    out
+}
+
+/// A pinned link as the attach lines name it: program, interface, hook, link id.
+fn describe_link(pin: &str, info: &RawLinkInfo) -> String {
+    let xdp = info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_XDP);
+    let (program, hook) = match pin {
+        LINK_UPLINK_INGRESS if xdp => (PROG_UPLINK_INGRESS_XDP, "xdp".to_owned()),
+        LINK_UPLINK_INGRESS => (PROG_UPLINK_INGRESS_TC, "tcx ingress".to_owned()),
+        LINK_UPLINK_INGRESS_FALLBACK => (
+            PROG_UPLINK_INGRESS_TC,
+            format!("tcx ingress ({FALLBACK_NOTE})"),
+        ),
+        LINK_UPLINK_EGRESS => (PROG_UPLINK_EGRESS_TC, "tcx egress".to_owned()),
+        _ => (PROG_CONTAINER_INGRESS_TC, "tcx ingress".to_owned()),
+    };
+    let interface = nix::net::if_::if_indextoname(info.ifindex)
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .unwrap_or_else(|| format!("ifindex {}", info.ifindex));
+    format!("{program} on {interface}: {hook}, link id {}", info.id)
 }
 
 /// Loads the programs (reusing pinned maps when present), fills CONFIG and PUBLISHED_PORTS,
@@ -194,6 +280,8 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         Some(spec.conntrack_capacity),
         spec.config_path.as_deref(),
     )?;
+
+    let links_before = pinned_links(&dir)?;
 
     let map_paths: Vec<PathBuf> = MAP_NAMES.iter().map(|name| dir.join(name)).collect();
     let mut loader = EbpfLoader::new();
@@ -296,9 +384,11 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
             remove_pin(&dir.join(stale))?;
         }
     }
+    let detached = detached_links(&links_before, &pinned_links(&dir)?);
     Ok(AttachReport {
         pin_dir: dir,
         attachments,
+        detached,
         displaced,
     })
 }
@@ -761,4 +851,89 @@ fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String,
     pin_attached(link, link_path, attached)?;
     let id = program.info().map_err(program_error)?.id();
     Ok(format!("{name} on {uplink}: xdp {mode}, prog id {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(id: u32, link_type: bpf_link_type, ifindex: u32, cgroup_id: u64) -> RawLinkInfo {
+        RawLinkInfo {
+            id,
+            prog_id: id + 100,
+            link_type: Some(link_type),
+            link_type_raw: link_type as u32,
+            ifindex,
+            attach_type: None,
+            cgroup_id,
+        }
+    }
+
+    /// A re-`up` names the links it took away: host-local links dropped or moved to
+    /// another cgroup (once, with the old cgroup), a link replaced by one of another
+    /// kind, a pin gone; links updated in place or re-attached alike are no change.
+    #[test]
+    fn detached_links_are_those_gone_or_replaced_by_another_kind() {
+        use bpf_link_type::{
+            BPF_LINK_TYPE_CGROUP as CG, BPF_LINK_TYPE_TCX as TCX, BPF_LINK_TYPE_XDP as XDP,
+        };
+        let host_local = |cgroup: u64, first_id: u32| -> Vec<(String, RawLinkInfo)> {
+            HOST_LOCAL_LINK_NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, pin)| ((*pin).to_owned(), link(first_id + i as u32, CG, 0, cgroup)))
+                .collect()
+        };
+        let uplink = |ingress: RawLinkInfo| {
+            vec![
+                (LINK_UPLINK_INGRESS.to_owned(), ingress),
+                (LINK_UPLINK_EGRESS.to_owned(), link(2, TCX, 1, 0)),
+            ]
+        };
+        let tc = uplink(link(1, TCX, 1, 0));
+        let with_hl = [tc.clone(), host_local(77, 10)].concat();
+
+        // The same again (updated in place): nothing detached.
+        assert_eq!(detached_links(&with_hl, &with_hl), vec![]);
+        // Re-attached the same way (new link ids): still nothing.
+        assert_eq!(
+            detached_links(
+                &with_hl,
+                &[uplink(link(5, TCX, 1, 0)), host_local(77, 20)].concat()
+            ),
+            vec![]
+        );
+        // [host_local] dropped: one entry, with the cgroup they were on.
+        assert_eq!(
+            detached_links(&with_hl, &tc),
+            vec![Detached::HostLocal { cgroup_id: 77 }]
+        );
+        // Moved to another cgroup.
+        assert_eq!(
+            detached_links(&with_hl, &[tc.clone(), host_local(88, 20)].concat()),
+            vec![Detached::HostLocal { cgroup_id: 77 }]
+        );
+        // tc -> XDP: the tc link at the ingress pin goes; the fallback is new.
+        let xdp = [
+            uplink(link(6, XDP, 1, 0)),
+            vec![(LINK_UPLINK_INGRESS_FALLBACK.to_owned(), link(7, TCX, 1, 0))],
+        ]
+        .concat();
+        assert_eq!(
+            detached_links(&tc, &xdp),
+            vec![Detached::Link(
+                "uplink_ingress_tc on lo: tcx ingress, link id 1".into()
+            )]
+        );
+        // XDP -> tc: XDP and the fallback behind it go.
+        assert_eq!(
+            detached_links(&xdp, &tc),
+            vec![
+                Detached::Link("uplink_ingress_xdp on lo: xdp, link id 6".into()),
+                Detached::Link(
+                    "uplink_ingress_tc on lo: tcx ingress (fallback for XDP), link id 7".into()
+                ),
+            ]
+        );
+    }
 }

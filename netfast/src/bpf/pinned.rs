@@ -36,7 +36,7 @@ use super::{
     pins::{INSTANCE_NAME_FIX, LINK_NAMES, container_links, instance_name_problem},
 };
 use crate::{
-    conntrack::{Flow, FlowFilter, Table},
+    conntrack::{Flow, FlowFilter, Table, hairpin_partners},
     host::{cgroup, netlink::xdp_mode},
     publish::{self, AllowedBackends, PortMappings, Protocol, PublishSpec},
 };
@@ -123,9 +123,12 @@ pub struct LinkStatus {
     /// tcx: "ingress"/"egress"; xdp: "ingress"; cgroup: "connect4", "sendmsg4",
     /// "recvmsg4" or "getpeername4".
     pub hook: &'static str,
-    /// cgroup links: the cgroup2 directory, or `cgroup id N` when no directory under
-    /// the cgroup2 mount has that id.
+    /// cgroup links: the cgroup2 directory; None when no directory under the cgroup2
+    /// mount has the link's cgroup id (the cgroup was removed).
     pub cgroup: Option<String>,
+    /// cgroup links: the kernel's id of their cgroup (0 once the kernel detached them
+    /// from a removed cgroup); None for other links.
+    pub cgroup_id: Option<u64>,
     /// xdp: "native", "skb" or "hw" when netlink tells; tcx: None.
     pub mode: Option<&'static str>,
 }
@@ -136,6 +139,8 @@ pub struct AddReport {
     pub entries: usize,
     /// UDP flows through the new ports that still went to another backend, removed.
     pub udp_flows: usize,
+    /// Hairpin SNAT flows chained to those, removed with them ([`Flow::chained_to`]).
+    pub hairpin_flows: usize,
 }
 
 /// What `publish del` removed.
@@ -147,6 +152,21 @@ pub struct RemoveReport {
     /// Without `--kill-flows`: UDP flows still pinned to the removed backend, deleted
     /// ([`Flow::pinned_udp`]).
     pub udp_flows: usize,
+    /// Hairpin SNAT flows chained to the deleted DNAT flows, deleted with them
+    /// ([`Flow::chained_to`]).
+    pub hairpin_flows: usize,
+}
+
+/// What a flush deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// The flows asked for.
+    pub flows: usize,
+    /// Hairpin SNAT flows chained to a DNAT flow among them, deleted too: alone they
+    /// translate nothing and hold a SNAT port until they time out.
+    pub hairpin: usize,
+    /// Entries deleted, of both.
+    pub entries: usize,
 }
 
 /// An instance's pin directory. Opening checks that it exists; each accessor opens the
@@ -289,43 +309,56 @@ impl PinnedInstance {
         Ok(deleted)
     }
 
-    /// Deletes the flows `filter` matches; returns (flows, entries) deleted.
-    pub fn flush_flows(&self, filter: &FlowFilter) -> Result<(usize, usize)> {
+    /// Deletes the flows `filter` matches, with the hairpin SNAT flows chained to
+    /// them.
+    pub fn flush_flows(&self, filter: &FlowFilter) -> Result<Flushed> {
         self.flush_flows_where(|f| f.matches(filter))
     }
 
-    /// Deletes both halves of every flow `doomed` picks; returns (flows, entries).
-    fn flush_flows_where(&self, doomed: impl Fn(&Flow) -> bool) -> Result<(usize, usize)> {
-        let flows: Vec<Flow> = self.flows()?.into_iter().filter(|f| doomed(f)).collect();
-        let entries = self.delete_flows(&flows)?;
-        Ok((flows.len(), entries))
+    /// Deletes both halves of every flow `doomed` picks, and of every hairpin SNAT
+    /// flow chained to one of them ([`Flow::chained_to`]).
+    fn flush_flows_where(&self, doomed: impl Fn(&Flow) -> bool) -> Result<Flushed> {
+        let (picked, rest): (Vec<Flow>, Vec<Flow>) =
+            self.flows()?.into_iter().partition(|f| doomed(f));
+        let chained = hairpin_partners(&picked, &rest);
+        let entries = self.delete_flows(picked.iter().chain(chained.iter().copied()))?;
+        Ok(Flushed {
+            flows: picked.len(),
+            hairpin: chained.len(),
+            entries,
+        })
     }
 
     /// Deletes the UDP flows still pinned to the old backends of changed publishes:
     /// for each `(published key, old backend)`, the UDP DNAT flows that came in through
-    /// the key and go to that backend ([`Flow::pinned_udp`]). Returns how many flows
-    /// each pair lost, in `stale`'s order.
+    /// the key and go to that backend ([`Flow::pinned_udp`]), and the hairpin SNAT
+    /// flows chained to them ([`Flow::chained_to`]). Returns, in `stale`'s order, how
+    /// many DNAT flows and how many hairpin SNAT flows each pair lost.
     ///
     /// Call it after PUBLISHED_PORTS no longer leads the key to the old backend, never
     /// before: a datagram arriving in between would create the flow to the old
     /// backend again, and it would stay pinned there for as long as its sender sends.
-    pub fn remove_pinned_udp_flows(&self, stale: &[(PublishKey, Backend)]) -> Result<Vec<usize>> {
-        let mut removed = vec![0; stale.len()];
+    pub fn remove_pinned_udp_flows(
+        &self,
+        stale: &[(PublishKey, Backend)],
+    ) -> Result<Vec<(usize, usize)>> {
+        let mut removed = vec![(0, 0); stale.len()];
         if stale.iter().all(|(k, _)| k.proto != proto::UDP) {
             return Ok(removed);
         }
-        let flows: Vec<Flow> = self
-            .flows()?
-            .into_iter()
-            .filter(|f| {
-                let hit = stale.iter().position(|(k, b)| f.pinned_udp(k, b));
-                if let Some(i) = hit {
-                    removed[i] += 1;
-                }
-                hit.is_some()
-            })
-            .collect();
-        self.delete_flows(&flows)?;
+        let all = self.flows()?;
+        let mut doomed: Vec<Flow> = Vec::new();
+        for (i, (key, old)) in stale.iter().enumerate() {
+            let pinned: Vec<Flow> = all
+                .iter()
+                .filter(|f| f.pinned_udp(key, old) && !doomed.contains(f))
+                .copied()
+                .collect();
+            let chained = hairpin_partners(&pinned, &all);
+            removed[i] = (pinned.len(), chained.len());
+            doomed.extend(pinned.iter().chain(chained).copied());
+        }
+        self.delete_flows(&doomed)?;
         Ok(removed)
     }
 
@@ -461,18 +494,20 @@ impl PinnedInstance {
         }
         let mut report = AddReport {
             entries: inserted.len(),
-            udp_flows: 0,
+            ..AddReport::default()
         };
         if spec.protocol == Protocol::Udp {
             // After the inserts: from now on a new flow through these ports goes to
             // the new backend, so what is left on another one is stale.
             let new: Vec<(PublishKey, Backend)> = spec.entries().collect();
-            (report.udp_flows, _) = self.flush_flows_where(|f| {
+            let flushed = self.flush_flows_where(|f| {
                 f.proto() == proto::UDP
                     && new
                         .iter()
                         .any(|(k, b)| f.through_publish(k) && !f.goes_to(b))
             })?;
+            report.udp_flows = flushed.flows;
+            report.hairpin_flows = flushed.hairpin;
         }
         Ok(report)
     }
@@ -500,12 +535,16 @@ impl PinnedInstance {
         // The entries are gone first, so no new flow to the old backend can start
         // while the flows are removed.
         if kill_flows {
-            (report.flows, _) =
-                self.flush_flows_where(|f| keys.iter().any(|k| f.through_publish(k)))?;
+            let flushed = self.flush_flows_where(|f| keys.iter().any(|k| f.through_publish(k)))?;
+            report.flows = flushed.flows;
+            report.hairpin_flows = flushed.hairpin;
         } else {
             // check_del made sure these are exactly the removed entries.
             let removed: Vec<(PublishKey, Backend)> = spec.entries().collect();
-            report.udp_flows = self.remove_pinned_udp_flows(&removed)?.iter().sum();
+            for (udp, hairpin) in self.remove_pinned_udp_flows(&removed)? {
+                report.udp_flows += udp;
+                report.hairpin_flows += hairpin;
+            }
         }
         Ok(report)
     }
@@ -552,8 +591,11 @@ impl PinnedInstance {
                 .then(|| nix::net::if_::if_indextoname(info.ifindex).ok())
                 .flatten()
                 .and_then(|n| n.into_string().ok());
-            let cgroup = (info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_CGROUP))
-                .then(|| cgroup_path(info.cgroup_id));
+            let cgroup_id = (info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_CGROUP))
+                .then_some(info.cgroup_id);
+            let cgroup = cgroup_id
+                .and_then(cgroup::cgroup_dir)
+                .map(|dir| dir.display().to_string());
             let mode = if info.link_type == Some(bpf_link_type::BPF_LINK_TYPE_XDP) {
                 xdp_mode(info.ifindex, info.prog_id)
             } else {
@@ -574,20 +616,12 @@ impl PinnedInstance {
                 interface,
                 hook,
                 cgroup,
+                cgroup_id,
                 mode,
             });
         }
         Ok(out)
     }
-}
-
-/// The cgroup2 directory whose id is `id`, found under the cgroup2 mount; `cgroup id
-/// N` when there is none (or the walk gives up after 100,000 directories).
-fn cgroup_path(id: u64) -> String {
-    cgroup::cgroup2_mount()
-        .ok()
-        .and_then(|mount| cgroup::find_cgroup(&mount, id, 100_000))
-        .map_or_else(|| format!("cgroup id {id}"), |p| p.display().to_string())
 }
 
 /// CONFIG's masquerade subnet, if masquerade is on.

@@ -117,6 +117,11 @@ pub fn pin_dir(instance: &str) -> PathBuf {
     PathBuf::from(PIN_ROOT).join(instance)
 }
 
+/// Whether a bpffs is mounted at `path`.
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
 /// Refuses `path` unless a bpffs is mounted there.
 pub fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
     let stat = nix::sys::statfs::statfs(path).map_err(|errno| DatapathError::Io {

@@ -145,13 +145,14 @@ pub fn run(cmd: &CtCmd) -> anyhow::Result<ExitCode> {
         }
         CtCmd::Flush { target, filter } => {
             let (inst, _) = target.open()?;
-            let (flows, entries) = inst
+            let flushed = inst
                 .flush_flows(&FlowFilter::from(filter))
                 .context("while flushing CONNTRACK")?;
             super::emit_line(&format!(
-                "netfast: deleted {} ({}) from instance {}",
-                netfast::count(flows as u64, "flow", "flows"),
-                netfast::count(entries as u64, "entry", "entries"),
+                "netfast: deleted {}{} ({}) from instance {}",
+                netfast::count(flushed.flows as u64, "flow", "flows"),
+                super::publish::and_hairpin(flushed.hairpin, flushed.flows),
+                netfast::count(flushed.entries as u64, "entry", "entries"),
                 inst.name()
             ))?;
         }

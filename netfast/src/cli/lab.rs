@@ -174,25 +174,41 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
     // does), so it holds the daemon lock: a `netfast run` of the lab's instance is
     // refused with exit 2 instead of running a second GC and a `down` on exit.
     let one_daemon = netfast::lock::daemon(prefix, &netfast::instance::state_dir(prefix))?;
+    println!("lab: live counters every 2 s: those not 0, then those that moved (+change)");
     println!(
-        "lab: live counters every 2 s, conntrack GC with the default timeouts (as `netfast run`); \
-         Ctrl-C tears everything down"
+        "lab: conntrack GC with the default timeouts, as `netfast run`; Ctrl-C tears \
+         everything down"
     );
+    let width = super::render::live_width();
+    let started = std::time::Instant::now();
+    let mut previous: Option<Vec<(netfast_common::Counter, u64)>> = None;
     while !signals.wait(&rt, Duration::from_secs(2)) {
+        let stamp = format!("[{:>5}s] ", started.elapsed().as_secs());
         // As the daemon does: without it, flows would stay listed past their timeouts.
         let gc = match super::run::collect(&cfg) {
-            Ok(r) if r.expired == 0 => String::new(),
-            Ok(r) => format!(
-                " | gc: {} expired",
+            Ok(r) if r.expired == 0 => None,
+            Ok(r) => Some(format!(
+                "gc: {} expired",
                 netfast::count(r.expired as u64, "flow", "flows")
-            ),
-            Err(e) => format!(" | gc failed: {e:#}"),
+            )),
+            Err(e) => Some(format!("gc failed: {e:#}")),
         };
         let instance = prefix.to_string();
-        match netns::run_in(&host, move || bpf::maps::read_counters(&instance)) {
-            Ok(Ok(counters)) => println!("counters: {}{gc}", summary(&counters)),
-            Ok(Err(e)) => println!("counters unavailable: {e}{gc}"),
-            Err(e) => println!("counters unavailable: {e}{gc}"),
+        let mut items = match netns::run_in(&host, move || bpf::maps::read_counters(&instance)) {
+            Ok(Ok(counters)) => {
+                let items =
+                    super::render::live_counter_items(&counters, previous.as_deref(), |change| {
+                        format!("+{change}")
+                    });
+                previous = Some(counters);
+                items
+            }
+            Ok(Err(e)) => vec![format!("counters unavailable: {e}")],
+            Err(e) => vec![format!("counters unavailable: {e}")],
+        };
+        items.extend(gc);
+        for line in super::render::wrap_items(&stamp, &items, width) {
+            println!("{line}");
         }
     }
     println!();
@@ -203,18 +219,4 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// One line: the non-zero counters, `name=value`.
-fn summary(counters: &[(netfast_common::Counter, u64)]) -> String {
-    let nonzero: Vec<String> = counters
-        .iter()
-        .filter(|(_, v)| *v != 0)
-        .map(|(c, v)| format!("{}={v}", c.name()))
-        .collect();
-    if nonzero.is_empty() {
-        "all zero".to_string()
-    } else {
-        nonzero.join(" ")
-    }
 }

@@ -8,6 +8,7 @@ mod ct;
 mod down;
 mod lab;
 mod nat;
+mod netns_advice;
 mod publish;
 mod render;
 mod run;
@@ -137,11 +138,27 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Under `ip netns exec`, /sys/fs/bpf is not the machine's: every instance would
+    // look absent, and `up` would pin into a bpffs that goes with this process.
+    if let Some(problem) = netns_advice::mount_ns_problem(&args) {
+        eprintln!("netfast: {problem}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     // Before any thread starts: threads inherit the namespace of the thread that starts them.
     if let Some(ns) = &cli.netns
         && let Err(e) = netfast::host::netns::enter_current_thread(ns)
     {
-        eprintln!("netfast: --netns {ns}: {e}");
+        let advice = match e {
+            netfast::host::netns::NetnsError::NotFound { .. } => {
+                format!(
+                    "; {}",
+                    netns_advice::netns_not_found(&cli.command, ns, &args)
+                )
+            }
+            _ => String::new(),
+        };
+        eprintln!("netfast: --netns {ns}: {e}{advice}");
         return ExitCode::from(EXIT_USAGE);
     }
     let result = match cli.command {

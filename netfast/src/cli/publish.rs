@@ -64,7 +64,11 @@ pub fn run(cmd: &PublishCmd) -> anyhow::Result<ExitCode> {
             let n = report.entries;
             let stale = match report.udp_flows {
                 0 => String::new(),
-                f => format!("; removed {} through it to other backends", udp_flows(f)),
+                f => format!(
+                    "; removed {} through it to other backends{}",
+                    udp_flows(f),
+                    and_hairpin(report.hairpin_flows, f)
+                ),
             };
             println!(
                 "netfast: published {spec} on instance {} ({n} {}){stale}",
@@ -82,14 +86,16 @@ pub fn run(cmd: &PublishCmd) -> anyhow::Result<ExitCode> {
             let report = inst.remove_publish(&spec, *kill_flows)?;
             let flows = if *kill_flows {
                 format!(
-                    "deleted {} through it",
-                    netfast::count(report.flows as u64, "flow", "flows")
+                    "deleted {} through it{}",
+                    netfast::count(report.flows as u64, "flow", "flows"),
+                    and_hairpin(report.hairpin_flows, report.flows)
                 )
             } else if spec.protocol == Protocol::Udp {
                 format!(
-                    "removed {} to the old backend {}",
+                    "removed {} to the old backend {}{}",
                     udp_flows(report.udp_flows),
-                    spec.backend()
+                    spec.backend(),
+                    and_hairpin(report.hairpin_flows, report.udp_flows)
                 )
             } else {
                 "established flows keep working until they close".to_string()
@@ -118,4 +124,36 @@ pub fn run(cmd: &PublishCmd) -> anyhow::Result<ExitCode> {
 /// "1 UDP flow", "3 UDP flows".
 pub fn udp_flows(n: usize) -> String {
     netfast::count(n as u64, "UDP flow", "UDP flows")
+}
+
+/// What goes after "removed N flows": the hairpin SNAT flows chained to them, which
+/// went too (a container's connections to the published port through the host's
+/// address are two flows each); nothing when there were none.
+pub fn and_hairpin(hairpin: usize, of: usize) -> String {
+    match hairpin {
+        0 => String::new(),
+        n => format!(
+            " and {} chained to {}",
+            netfast::count(n as u64, "hairpin SNAT flow", "hairpin SNAT flows"),
+            if of == 1 { "it" } else { "them" }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hairpin_flows_are_named_after_the_flows_they_were_chained_to() {
+        assert_eq!(and_hairpin(0, 3), "");
+        assert_eq!(
+            format!("removed {}{}", udp_flows(1), and_hairpin(1, 1)),
+            "removed 1 UDP flow and 1 hairpin SNAT flow chained to it"
+        );
+        assert_eq!(
+            format!("removed {}{}", udp_flows(3), and_hairpin(2, 3)),
+            "removed 3 UDP flows and 2 hairpin SNAT flows chained to them"
+        );
+    }
 }

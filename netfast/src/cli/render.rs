@@ -513,6 +513,73 @@ impl fmt::Display for StatsView {
     }
 }
 
+// ---- live counters (`netfast lab`, `netfast run`) ----
+
+/// How wide the live views wrap: the terminal's width when stdout is one (60 to 200
+/// columns), else 100.
+pub fn live_width() -> usize {
+    // SAFETY: TIOCGWINSZ writes a winsize into `ws`, which lives for the whole call.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if rc == 0 && ws.ws_col > 0 {
+        usize::from(ws.ws_col).clamp(60, 200)
+    } else {
+        100
+    }
+}
+
+/// The counters of a live view, one `name=value` item each: without an earlier
+/// sample every counter that is not 0; after one, only those that moved, each with
+/// its change as `change` writes it (`+3`, `+1/s`). A counter that did not move is
+/// left out, so a quiet datapath prints little.
+pub fn live_counter_items(
+    now: &[(Counter, u64)],
+    before: Option<&[(Counter, u64)]>,
+    change: impl Fn(u64) -> String,
+) -> Vec<String> {
+    now.iter()
+        .enumerate()
+        .filter_map(|(i, (counter, value))| match before {
+            None => (*value != 0).then(|| format!("{}={value}", counter.name())),
+            Some(before) => {
+                let was = before.get(i).map_or(0, |(_, v)| *v);
+                (*value != was).then(|| {
+                    format!(
+                        "{}={value} ({})",
+                        counter.name(),
+                        change(value.saturating_sub(was))
+                    )
+                })
+            }
+        })
+        .collect()
+}
+
+/// `items` after `first` (the first line's start, such as `[    4s] `), separated by
+/// two spaces and wrapped at `width` columns; later lines are indented to where the
+/// items start. An item longer than a line gets a line of its own.
+pub fn wrap_items(first: &str, items: &[String], width: usize) -> Vec<String> {
+    let indent = " ".repeat(first.chars().count());
+    let mut lines = Vec::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for item in items {
+        if !empty && line.chars().count() + 2 + item.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+            empty = true;
+        }
+        if !empty {
+            line.push_str("  ");
+        }
+        line.push_str(item);
+        empty = false;
+    }
+    if !empty {
+        lines.push(line);
+    }
+    lines
+}
+
 // ---- status ----
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -525,9 +592,17 @@ pub struct ProgramView {
     pub attach: String,
     /// "ingress" or "egress"; for cgroup links the socket hook ("connect4", ...).
     pub hook: &'static str,
-    /// cgroup links: the cgroup2 directory they are attached to.
+    /// cgroup links: the cgroup2 directory they are attached to (absent when it
+    /// was removed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// cgroup links: the kernel's id of that cgroup (0 once the kernel detached the
+    /// link from a removed cgroup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// cgroup links: true when no directory has that id any more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_gone: Option<bool>,
     /// True for the tc ingress program behind XDP (XDP mode only): it translates the
     /// frames with partial checksums that XDP leaves to it.
     pub fallback: bool,
@@ -581,8 +656,14 @@ pub struct StatusView {
 pub struct HostLocalView {
     /// True when the host-local programs' links are pinned.
     pub enabled: bool,
-    /// The cgroup2 directory they are attached to.
+    /// The cgroup2 directory they are attached to; None when it was removed.
     pub cgroup: Option<String>,
+    /// True when the links are pinned but their cgroup was removed: no process can
+    /// be in it, so the programs never run.
+    pub cgroup_gone: bool,
+    /// The kernel's id of that cgroup (0 once it detached the links from a removed
+    /// cgroup).
+    pub cgroup_id: Option<u64>,
     /// What they take for the host, besides 127.0.0.0/8 (`HOST_ADDRS`, as of `up`).
     pub host_addrs: Vec<Ipv4Addr>,
 }
@@ -592,11 +673,21 @@ pub const HOST_LOCAL_HINT: &str = "add [host_local] cgroup = \"auto\" to the con
      `netfast up` again, so processes of this host reach published ports";
 
 pub fn host_local_view(links: &[LinkStatus], host_addrs: &[(Ipv4Addr, u32)]) -> HostLocalView {
-    let cgroup = links.iter().find_map(|l| l.cgroup.clone());
+    let first = links.iter().find(|l| l.cgroup_id.is_some());
     HostLocalView {
-        enabled: links.iter().any(|l| l.kind == "cgroup"),
-        cgroup,
+        enabled: first.is_some(),
+        cgroup: first.and_then(|l| l.cgroup.clone()),
+        cgroup_gone: first.is_some_and(|l| l.cgroup.is_none()),
+        cgroup_id: first.and_then(|l| l.cgroup_id),
         host_addrs: host_addrs.iter().map(|(a, _)| *a).collect(),
+    }
+}
+
+/// How a cgroup link's cgroup reads when its directory is gone.
+fn removed_cgroup(id: Option<u64>) -> String {
+    match id {
+        Some(id) if id != 0 => format!("cgroup id {id} (removed)"),
+        _ => "(cgroup removed)".to_owned(),
     }
 }
 
@@ -679,6 +770,8 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
             attach: l.kind.clone(),
             hook: l.hook,
             cgroup: l.cgroup.clone(),
+            cgroup_id: l.cgroup_id,
+            cgroup_gone: l.cgroup_id.map(|_| l.cgroup.is_none()),
             fallback: l.fallback,
             mode: l.mode,
             prog_id: l.prog_id,
@@ -801,7 +894,19 @@ impl fmt::Display for StatusView {
         )?;
         writeln!(f, "published:   {}", c.published_ports)?;
         let h = &self.host_local;
-        if h.enabled {
+        if h.cgroup_gone {
+            writeln!(
+                f,
+                "host-local:  on, but its cgroup is gone ({}), so no process can be in it \
+                 and the programs never run; point [host_local] cgroup at an existing \
+                 cgroup2 directory, or \"auto\", and run `netfast up` again, or remove \
+                 [host_local] from the config",
+                match h.cgroup_id {
+                    Some(id) if id != 0 => format!("cgroup id {id}: no directory has it"),
+                    _ => "removed: the kernel detached the links from it".to_owned(),
+                }
+            )?;
+        } else if h.enabled {
             let mut host: Vec<String> = vec!["127.0.0.0/8".to_owned()];
             host.extend(h.host_addrs.iter().map(Ipv4Addr::to_string));
             writeln!(
@@ -830,10 +935,11 @@ impl fmt::Display for StatusView {
         for p in &self.programs {
             t.row(vec![
                 p.program.clone().unwrap_or_else(|| "?".into()),
-                match (&p.cgroup, &p.interface) {
-                    (Some(cgroup), _) => cgroup.clone(),
-                    (None, Some(interface)) => interface.clone(),
-                    (None, None) => format!("ifindex {}", p.ifindex),
+                match (&p.cgroup, p.cgroup_id, &p.interface) {
+                    (Some(cgroup), _, _) => cgroup.clone(),
+                    (None, Some(id), _) => removed_cgroup(Some(id)),
+                    (None, None, Some(interface)) => interface.clone(),
+                    (None, None, None) => format!("ifindex {}", p.ifindex),
                 },
                 if p.fallback {
                     format!("{} {} ({FALLBACK_NOTE})", p.attach, p.hook)
@@ -1159,6 +1265,7 @@ icmp   61000-65535     0   4536  0.0%
                 interface: Some("eth0".into()),
                 hook: "ingress",
                 cgroup: None,
+                cgroup_id: None,
                 mode: Some("native"),
             },
             LinkStatus {
@@ -1172,6 +1279,7 @@ icmp   61000-65535     0   4536  0.0%
                 interface: Some("eth0".into()),
                 hook: "ingress",
                 cgroup: None,
+                cgroup_id: None,
                 mode: None,
             },
             LinkStatus {
@@ -1185,6 +1293,7 @@ icmp   61000-65535     0   4536  0.0%
                 interface: Some("eth0".into()),
                 hook: "egress",
                 cgroup: None,
+                cgroup_id: None,
                 mode: None,
             },
             LinkStatus {
@@ -1198,6 +1307,7 @@ icmp   61000-65535     0   4536  0.0%
                 interface: None,
                 hook: "connect4",
                 cgroup: Some("/sys/fs/cgroup/unified/lab".into()),
+                cgroup_id: Some(4242),
                 mode: None,
             },
         ];
@@ -1290,6 +1400,128 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
                 .contains(&format!("host-local:  off ({HOST_LOCAL_HINT})")),
             "{off}"
         );
+
+        // The cgroup removed under the links: status says so, and how to fix it;
+        // never "cgroup cgroup id 0".
+        for (id, said, column) in [
+            (
+                0,
+                "removed: the kernel detached the links from it",
+                "(cgroup removed)",
+            ),
+            (
+                4242,
+                "cgroup id 4242: no directory has it",
+                "cgroup id 4242 (removed)",
+            ),
+        ] {
+            let mut gone_links = links.clone();
+            gone_links[3].cgroup = None;
+            gone_links[3].cgroup_id = Some(id);
+            let gone = StatusView {
+                programs: program_views(&gone_links),
+                host_local: host_local_view(&gone_links, &[]),
+                ..off.clone()
+            };
+            let text = gone.to_string();
+            assert!(
+                text.contains(&format!(
+                    "host-local:  on, but its cgroup is gone ({said}), so no process can be in \
+                     it and the programs never run; point [host_local] cgroup at an existing \
+                     cgroup2 directory, or \"auto\", and run `netfast up` again, or remove \
+                     [host_local] from the config\n"
+                )),
+                "{text}"
+            );
+            assert!(!text.contains("cgroup cgroup"), "{text}");
+            let row = text
+                .lines()
+                .find(|l| l.starts_with("host_connect4"))
+                .expect("the connect4 row");
+            assert!(row.contains(column), "{row}");
+            let json = serde_json::to_value(&gone).expect("json");
+            assert_eq!(json["host_local"]["cgroup_gone"], true);
+            assert_eq!(json["host_local"]["cgroup_id"], id);
+            assert_eq!(json["programs"][3]["cgroup_gone"], true);
+            assert!(json["programs"][3].get("cgroup").is_none());
+        }
+        assert_eq!(json["programs"][3]["cgroup_gone"], false);
+        assert_eq!(json["programs"][3]["cgroup_id"], 4242);
+        assert!(json["programs"][0].get("cgroup_gone").is_none());
+    }
+
+    /// The live views list what moved, wrapped: never one line of every counter.
+    #[test]
+    fn live_counters_list_what_moved_wrapped() {
+        // By name: the counters' order is the datapath's, which grows.
+        let sample = |values: &[(&str, u64)]| -> Vec<(Counter, u64)> {
+            Counter::ALL
+                .iter()
+                .map(|c| {
+                    let v = values
+                        .iter()
+                        .find(|(n, _)| *n == c.name())
+                        .map_or(0, |(_, v)| *v);
+                    (*c, v)
+                })
+                .collect()
+        };
+        let seed = [
+            ("dnat_new", 1),
+            ("dnat_established", 5),
+            ("dnat_reply", 4),
+            ("snat_new", 2),
+            ("snat_established", 7),
+            ("snat_reply", 7),
+            ("pass_not_ipv4", 13),
+        ];
+        let first = sample(&seed);
+        let items = live_counter_items(&first, None, |d| format!("+{d}"));
+        assert_eq!(
+            items,
+            [
+                "dnat_new=1",
+                "dnat_established=5",
+                "dnat_reply=4",
+                "snat_new=2",
+                "snat_established=7",
+                "snat_reply=7",
+                "pass_not_ipv4=13"
+            ]
+        );
+        let lines = wrap_items("[    2s] ", &items, 60);
+        assert_eq!(
+            lines,
+            [
+                "[    2s] dnat_new=1  dnat_established=5  dnat_reply=4",
+                "         snat_new=2  snat_established=7  snat_reply=7",
+                "         pass_not_ipv4=13",
+            ]
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{lines:#?}");
+        // The next sample: only what moved, with the change.
+        let mut moved = seed;
+        moved[1].1 = 9;
+        moved[2].1 = 8;
+        let next = sample(&moved);
+        let items = live_counter_items(&next, Some(&first), |d| format!("+{d}"));
+        assert_eq!(items, ["dnat_established=9 (+4)", "dnat_reply=8 (+4)"]);
+        assert_eq!(
+            wrap_items("[    4s] ", &items, 100),
+            ["[    4s] dnat_established=9 (+4)  dnat_reply=8 (+4)"]
+        );
+        // Nothing moved: nothing to print.
+        assert!(live_counter_items(&next, Some(&next), |d| format!("+{d}")).is_empty());
+        assert!(wrap_items("[    6s] ", &[], 100).is_empty());
+        // Every counter at once still wraps within the width.
+        let all: Vec<(Counter, u64)> = Counter::ALL.iter().map(|c| (*c, 123_456)).collect();
+        let lines = wrap_items(
+            "[  100s] ",
+            &live_counter_items(&all, None, |d| d.to_string()),
+            100,
+        );
+        assert!(lines.len() > 5, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 100), "{lines:#?}");
     }
 
     #[test]

@@ -89,6 +89,7 @@ async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&
     log.refresh(&cfg.instance);
 
     let started = Instant::now();
+    let width = super::render::live_width();
     let mut gc_tick = tokio::time::interval(gc_every);
     let mut summary_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -116,10 +117,16 @@ async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&
             _ = summary_tick.tick() => {
                 let counters = bpf::maps::read_counters(&cfg.instance)
                     .context("while reading the counters")?;
-                println!(
-                    "{}",
-                    summary(started.elapsed(), &counters, previous.as_deref(), interval, last_gc, cfg.conntrack.capacity)
+                let lines = summary(
+                    started.elapsed(),
+                    &counters,
+                    previous.as_deref(),
+                    interval,
+                    last_gc,
+                    cfg.conntrack.capacity,
+                    width,
                 );
+                println!("{}", lines.join("\n"));
                 previous = Some(counters);
             }
         }
@@ -143,8 +150,10 @@ pub(super) fn collect(cfg: &Config) -> anyhow::Result<GcReport> {
     }
 }
 
-/// One line: uptime, conntrack fill, every counter that is not 0 (with its rate over
-/// the last interval), drops in total, and the last GC pass.
+/// A summary: a line with the uptime, conntrack fill, drops in total and the last GC
+/// pass, then the counters, wrapped at `width` and indented under it: the first
+/// summary lists every counter that is not 0, the later ones those that moved since
+/// the one before, with their rate over the interval.
 fn summary(
     uptime: Duration,
     counters: &[(netfast_common::Counter, u64)],
@@ -152,41 +161,44 @@ fn summary(
     interval: Duration,
     gc: Option<GcReport>,
     capacity: u32,
-) -> String {
-    let mut line = format!("[{:>6}s]", uptime.as_secs());
+    width: usize,
+) -> Vec<String> {
+    let mut head = format!("[{:>6}s]", uptime.as_secs());
     if let Some(gc) = gc {
-        line += &format!(
+        head += &format!(
             " conntrack {}/{} ({:.1}%)",
             gc.scanned,
             capacity,
             gc.scanned as f64 * 100.0 / f64::from(capacity.max(1))
         );
     }
-    let mut drops = 0;
-    for (i, (counter, value)) in counters.iter().enumerate() {
-        if counter.is_drop() {
-            drops += value;
-        }
-        if *value == 0 {
-            continue;
-        }
-        line += &format!(" {}={value}", counter.name());
-        let before = previous.and_then(|p| p.get(i)).map_or(0, |(_, v)| *v);
-        let rate = value.saturating_sub(before) as f64 / interval.as_secs_f64().max(0.001);
-        if previous.is_some() && rate > 0.0 {
-            line += &format!("(+{rate:.0}/s)");
-        }
-    }
-    line += &format!(" drops={drops}");
+    let drops: u64 = counters
+        .iter()
+        .filter(|(c, _)| c.is_drop())
+        .map(|(_, v)| v)
+        .sum();
+    head += &format!(" drops={drops}");
     if let Some(gc) = gc {
-        line += &format!(
+        head += &format!(
             " | gc: {} expired, {} deleted, {:.1} ms",
             gc.expired,
             gc.deleted,
             gc.duration.as_secs_f64() * 1e3
         );
     }
-    line
+    let secs = interval.as_secs_f64().max(0.001);
+    let items = super::render::live_counter_items(counters, previous, |change| {
+        let rate = change as f64 / secs;
+        if rate < 10.0 {
+            format!("+{rate:.1}/s")
+        } else {
+            format!("+{rate:.0}/s")
+        }
+    });
+    let indent = " ".repeat(head.find(']').map_or(0, |i| i + 2));
+    std::iter::once(head)
+        .chain(super::render::wrap_items(&indent, &items, width))
+        .collect()
 }
 
 /// The aya-log ring buffer of the programs attached now. Another `up` (by the
@@ -258,4 +270,85 @@ impl log::Log for Stderr {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use netfast_common::Counter;
+
+    use super::*;
+
+    /// The daemon's summary: a short head line, then the counters under it, wrapped;
+    /// later summaries list only the counters that moved, with their rate.
+    #[test]
+    fn summaries_are_a_head_line_and_the_counters_that_moved() {
+        let sample = |values: &[(&str, u64)]| -> Vec<(Counter, u64)> {
+            Counter::ALL
+                .iter()
+                .map(|c| {
+                    let v = values
+                        .iter()
+                        .find(|(n, _)| *n == c.name())
+                        .map_or(0, |(_, v)| *v);
+                    (*c, v)
+                })
+                .collect()
+        };
+        let gc = GcReport {
+            scanned: 4,
+            expired: 1,
+            deleted: 2,
+            duration: Duration::from_micros(800),
+            ..GcReport::default()
+        };
+        let first = sample(&[("snat_new", 2), ("snat_established", 9), ("snat_reply", 10)]);
+        let lines = summary(
+            Duration::from_secs(2),
+            &first,
+            None,
+            Duration::from_secs(1),
+            Some(gc),
+            262_144,
+            100,
+        );
+        assert_eq!(
+            lines,
+            [
+                "[     2s] conntrack 4/262144 (0.0%) drops=0 | gc: 1 expired, 2 deleted, 0.8 ms",
+                "          snat_new=2  snat_established=9  snat_reply=10",
+            ]
+        );
+        let next = sample(&[
+            ("snat_new", 2),
+            ("snat_established", 19),
+            ("snat_reply", 60),
+        ]);
+        let lines = summary(
+            Duration::from_secs(4),
+            &next,
+            Some(&first),
+            Duration::from_secs(2),
+            None,
+            262_144,
+            100,
+        );
+        assert_eq!(
+            lines,
+            [
+                "[     4s] drops=0",
+                "          snat_established=19 (+5.0/s)  snat_reply=60 (+25/s)",
+            ]
+        );
+        // Nothing moved: the head line alone.
+        let quiet = summary(
+            Duration::from_secs(6),
+            &next,
+            Some(&next),
+            Duration::from_secs(2),
+            None,
+            262_144,
+            100,
+        );
+        assert_eq!(quiet, ["[     6s] drops=0"]);
+    }
 }

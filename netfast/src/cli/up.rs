@@ -29,20 +29,29 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     for a in &report.attach.attachments {
         println!("  attached {a}");
     }
+    // What the last `up` attached and this one took away: the host-local links of a
+    // dropped or moved [host_local], the XDP or tc link of another ingress mode.
+    if let Some(change) = &report.host_local_change {
+        println!("  {change}");
+    }
+    for d in &report.detached {
+        println!("  detached {d}");
+    }
     // Publishes this run moved or dropped, where UDP flows were pinned to the old
     // backend; TCP flows through them are kept until they close.
-    for (key, old, n) in &report.unpinned_udp {
-        if key.proto == proto::UDP && *n > 0 {
-            let host = match key.host_addr {
+    for u in &report.unpinned_udp {
+        if u.key.proto == proto::UDP && u.flows > 0 {
+            let host = match u.key.host_addr {
                 0 => String::new(),
                 a => format!("{}:", addr(a)),
             };
             println!(
-                "  removed {} to the old backend {}:{} ({host}{}/udp)",
-                super::publish::udp_flows(*n),
-                addr(old.addr),
-                u16::from_be(old.port),
-                u16::from_be(key.host_port)
+                "  removed {} to the old backend {}:{} ({host}{}/udp){}",
+                super::publish::udp_flows(u.flows),
+                addr(u.old.addr),
+                u16::from_be(u.old.port),
+                u16::from_be(u.key.host_port),
+                super::publish::and_hairpin(u.hairpin, u.flows)
             );
         }
     }

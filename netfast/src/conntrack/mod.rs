@@ -205,6 +205,23 @@ impl Flow {
         self.proto() == proto::UDP && self.through_publish(key) && self.goes_to(old)
     }
 
+    /// True when this is the SNAT flow of a hairpin connection whose DNAT flow is
+    /// `dnat`. A hairpin connection is two chained flows (`netfast-ebpf`'s
+    /// `container.rs`): the DNAT flow `client -> host:published` becomes `client ->
+    /// backend`, and a SNAT flow keyed by that translated packet makes it `gateway:port
+    /// -> backend`. Without its DNAT flow the SNAT flow translates nothing (the
+    /// backend's replies need both), yet it holds its SNAT port until it times out; so
+    /// whatever deletes the DNAT flow deletes this one too.
+    ///
+    /// No other flow can match: a SNAT flow's original source is a container, and the
+    /// only DNAT flows from a container to a backend are hairpin ones (traffic
+    /// between containers is never translated).
+    pub fn chained_to(&self, dnat: &Flow) -> bool {
+        self.kind() == KIND_SNAT
+            && dnat.kind() == KIND_DNAT
+            && self.original_key() == dnat.translated_key()
+    }
+
     pub fn matches(&self, f: &FlowFilter) -> bool {
         let (o, t) = (self.original_key(), self.translated_key());
         let addrs = [o.src_addr, o.dst_addr, t.src_addr, t.dst_addr];
@@ -214,6 +231,15 @@ impl Flow {
             && f.addr.is_none_or(|a| addrs.contains(&raw_addr(a)))
             && f.port.is_none_or(|p| ports.contains(&p.to_be()))
     }
+}
+
+/// The flows of `flows` [chained](Flow::chained_to) to a DNAT flow of `dnat`: the
+/// hairpin SNAT flows that deleting `dnat` would leave behind.
+pub fn hairpin_partners<'a>(dnat: &'a [Flow], flows: &'a [Flow]) -> Vec<&'a Flow> {
+    flows
+        .iter()
+        .filter(|f| dnat.iter().any(|d| f.chained_to(d)))
+        .collect()
 }
 
 /// Which flows `ct list` and `ct flush` act on; `None` matches everything.
@@ -461,6 +487,68 @@ mod tests {
             st(host, 5353, KIND_SNAT, DIR_ORIGINAL, 0),
         )])[0];
         assert!(!snat.through_publish(&publish([0; 4], 5353)));
+    }
+
+    /// A hairpin connection's two flows: netns3:40001 -> 10.0.1.48:5353 becomes ->
+    /// netns2:53 (DNAT), and netns3:40001 -> netns2:53 becomes 172.16.0.100:61000 ->
+    /// netns2:53 (SNAT).
+    fn hairpin_pair(client_port: u16, backend: [u8; 4]) -> [Flow; 2] {
+        let client = [172, 16, 0, 103];
+        let host = [10, 0, 1, 48];
+        let gateway = [172, 16, 0, 100];
+        let dnat = pair_flows([
+            (
+                key(client, client_port, host, 5353, proto::UDP),
+                st(backend, 53, KIND_DNAT, DIR_ORIGINAL, 0),
+            ),
+            (
+                key(backend, 53, client, client_port, proto::UDP),
+                st(host, 5353, KIND_DNAT, DIR_REPLY, 0),
+            ),
+        ])[0];
+        let snat = pair_flows([
+            (
+                key(client, client_port, backend, 53, proto::UDP),
+                st(gateway, 61000, KIND_SNAT, DIR_ORIGINAL, 0),
+            ),
+            (
+                key(backend, 53, gateway, 61000, proto::UDP),
+                st(client, client_port, KIND_SNAT, DIR_REPLY, 0),
+            ),
+        ])[0];
+        [dnat, snat]
+    }
+
+    #[test]
+    fn hairpin_snat_flows_are_chained_to_their_dnat_flow() {
+        let b2 = [172, 16, 0, 102];
+        let [dnat, snat] = hairpin_pair(40001, b2);
+        let [other_dnat, other_snat] = hairpin_pair(40002, b2);
+        assert!(snat.chained_to(&dnat));
+        assert!(!snat.chained_to(&other_dnat), "another client port");
+        assert!(
+            !dnat.chained_to(&snat),
+            "only a SNAT flow is chained to a DNAT flow"
+        );
+        assert!(!other_snat.chained_to(&dnat));
+        // A half of the DNAT flow still names the translated tuple.
+        let half = Flow {
+            original: None,
+            ..dnat
+        };
+        assert!(snat.chained_to(&half));
+        // An ordinary masqueraded flow of the client is never chained.
+        let masq = pair_flows([(
+            key([172, 16, 0, 103], 40001, [10, 0, 1, 26], 53, proto::UDP),
+            st([10, 0, 1, 48], 61001, KIND_SNAT, DIR_ORIGINAL, 0),
+        )])[0];
+        let all = [dnat, snat, other_dnat, other_snat, masq];
+        assert_eq!(hairpin_partners(&[dnat], &all), vec![&snat]);
+        assert_eq!(
+            hairpin_partners(&[dnat, other_dnat], &all),
+            vec![&snat, &other_snat]
+        );
+        assert!(hairpin_partners(&[masq], &all).is_empty());
     }
 
     #[test]

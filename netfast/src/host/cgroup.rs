@@ -21,9 +21,12 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 pub enum CgroupError {
     #[error(
         "no cgroup2 file system is mounted (none in /proc/mounts); mount one \
-         (`mount -t cgroup2 none /sys/fs/cgroup`) or remove [host_local] from the config"
+         (`{mount}`) or remove [host_local] from the config"
     )]
-    NoCgroup2,
+    NoCgroup2 {
+        /// The command that mounts one where this machine's layout wants it.
+        mount: String,
+    },
     #[error("reading {path}: {source}")]
     Read {
         path: &'static str,
@@ -48,7 +51,27 @@ pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
         path: MOUNTS,
         source,
     })?;
-    cgroup2_mount_in(&text).ok_or(CgroupError::NoCgroup2)
+    cgroup2_mount_in(&text).ok_or_else(|| CgroupError::NoCgroup2 {
+        mount: mount_command(&text),
+    })
+}
+
+/// How to mount cgroup2 on a machine that has none: at `/sys/fs/cgroup`, unless
+/// cgroup v1 hierarchies live there (legacy mode), where it goes beside them at
+/// `/sys/fs/cgroup/unified` as in hybrid mode: mounting over them would hide them.
+pub fn mount_command(mounts: &str) -> String {
+    let v1_there = mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        matches!(
+            (fields.next(), fields.next(), fields.next()),
+            (Some(_), Some(target), Some("cgroup")) if target.starts_with("/sys/fs/cgroup/")
+        )
+    });
+    if v1_there {
+        "mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 none /sys/fs/cgroup/unified".into()
+    } else {
+        "mount -t cgroup2 none /sys/fs/cgroup".into()
+    }
 }
 
 /// The mount point of the first cgroup2 line of a `/proc/mounts` text. Spaces in a
@@ -109,6 +132,17 @@ pub fn find_cgroup(mount: &Path, id: u64, limit: usize) -> Option<PathBuf> {
         );
     }
     None
+}
+
+/// The directory of the cgroup whose id is `id`, found under the cgroup2 mount; None
+/// when there is none: the cgroup was removed (a cgroup link whose cgroup is gone
+/// reports id 0 once the kernel detached it, its old id until then), or the walk
+/// gave up after 100,000 directories.
+pub fn cgroup_dir(id: u64) -> Option<PathBuf> {
+    if id == 0 {
+        return None;
+    }
+    find_cgroup(&cgroup2_mount().ok()?, id, 100_000)
 }
 
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux
@@ -175,6 +209,21 @@ mod tests {
         assert_eq!(
             cgroup2_mount_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
             None
+        );
+    }
+
+    /// Without cgroup2, the advice never mounts it over cgroup v1 hierarchies.
+    #[test]
+    fn the_mount_advice_fits_the_machine() {
+        let legacy = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            mount_command(legacy),
+            "mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 none /sys/fs/cgroup/unified"
+        );
+        assert_eq!(
+            mount_command("sysfs /sys sysfs rw 0 0\n"),
+            "mount -t cgroup2 none /sys/fs/cgroup"
         );
     }
 

@@ -33,9 +33,9 @@ pub enum NetnsError {
         "network namespace name {name:?} is invalid: {reason}; use letters, digits, '-', '_' or '.'"
     )]
     InvalidName { name: String, reason: &'static str },
-    #[error(
-        "network namespace {name:?} does not exist; create it with `ip netns add {name}` or let netfast create it"
-    )]
+    /// No `/run/netns/NAME`. Callers add what to do, which depends on what the name
+    /// was for (a container's namespace `up` makes, the host's it never makes).
+    #[error("network namespace {name:?} does not exist (no {NETNS_RUN_DIR}/{name})")]
     NotFound { name: String },
     #[error("could not {action} {path}: {error}")]
     Io {
@@ -170,6 +170,41 @@ fn nsfs_id(p: &Path) -> Result<(u64, u64), Errno> {
 
 fn stat_id(p: &Path) -> Option<(u64, u64)> {
     nsfs_id(p).ok()
+}
+
+/// Whether the calling thread's mount namespace is another than PID 1's, the
+/// machine's: `ip netns exec`, `unshare -m` and containers make one.
+pub fn private_mount_ns() -> bool {
+    match (
+        stat_id(Path::new("/proc/thread-self/ns/mnt")),
+        stat_id(Path::new("/proc/1/ns/mnt")),
+    ) {
+        (Some(here), Some(machine)) => here != machine,
+        _ => false,
+    }
+}
+
+/// The named network namespace `ip netns exec` runs this process in, when that is how
+/// it was started: iproute2 gives the process a mount namespace of its own and
+/// mounts a fresh sysfs on `/sys` with the namespace's name as its source, which
+/// `/proc/self/mountinfo` shows. None otherwise.
+pub fn ip_netns_exec_name() -> Option<String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let source = sys_mount_source(&mountinfo)?;
+    (source != "sysfs" && exists(&source)).then_some(source)
+}
+
+/// The source of the sysfs mounted on `/sys` last (the one in force), from a
+/// `/proc/self/mountinfo` text: `ID PARENT DEV ROOT MOUNTPOINT OPTIONS... - FSTYPE
+/// SOURCE SUPEROPTIONS`.
+pub fn sys_mount_source(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().rev().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mountpoint = left.split_whitespace().nth(4)?;
+        let mut right = right.split_whitespace();
+        let (fstype, source) = (right.next()?, right.next()?);
+        (mountpoint == "/sys" && fstype == "sysfs").then(|| source.to_owned())
+    })
 }
 
 /// The calling thread's network namespace, with its `/run/netns` name if it has one.
@@ -463,5 +498,21 @@ mod tests {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(path("x"), PathBuf::from("/run/netns/x"));
+    }
+
+    /// `ip netns exec NAME` mounts a sysfs with source NAME over `/sys`.
+    #[test]
+    fn the_sysfs_source_names_the_ip_netns_exec_namespace() {
+        let machine = "23 27 0:22 / /sys rw,relatime shared:7 - sysfs sysfs rw\n\
+                       42 23 0:39 / /sys/fs/bpf rw,relatime shared:8 - bpf bpf rw\n";
+        assert_eq!(sys_mount_source(machine).as_deref(), Some("sysfs"));
+        let exec = format!("{machine}49 46 0:40 / /sys rw,relatime - sysfs lab-host rw\n");
+        assert_eq!(sys_mount_source(&exec).as_deref(), Some("lab-host"));
+        assert_eq!(
+            sys_mount_source("1 0 0:1 / / rw - ext4 /dev/sda1 rw\n"),
+            None
+        );
+        // Here (no `ip netns exec`): none.
+        assert_eq!(ip_netns_exec_name(), None);
     }
 }
