@@ -43,6 +43,17 @@ pub enum Counter {
     /// the DNAT: source back to the published address and port), redirected to the
     /// client's veth.
     HairpinReply,
+    /// With `allow_direct_routing`: a new routed flow, from a peer that routes the
+    /// masqueraded subnet via the host to a container's own address (TCP, UDP, ICMP
+    /// echo; not to an address of the host). Passed untouched, and tracked, so that
+    /// the container's replies leave untranslated (`RoutedReply`) instead of being
+    /// taken for new masqueraded flows.
+    RoutedNew,
+    /// An established routed flow, outside to container: passed untouched.
+    RoutedEstablished,
+    /// A container's reply on a routed flow: passed untouched, never masqueraded, so
+    /// the peer sees the address it connected to.
+    RoutedReply,
     /// No flow, no published port, not from the subnet: passed untouched.
     PassNoMatch,
     /// userspace has not written `CONFIG` yet: passed untouched.
@@ -59,6 +70,12 @@ pub enum Counter {
     /// An ICMP error whose quoted packet belongs to no flow translated on this side of
     /// the uplink, or cannot be parsed; not from the subnet: passed untouched.
     PassIcmpErrorUntracked,
+    /// Leaving: a packet of no flow that the host itself sent from one of its own
+    /// addresses inside the masqueraded subnet (the bridge's, a point-to-point host
+    /// address), such as a host service's answer to a LAN peer that routes the subnet
+    /// via the host. The host's own traffic: passed untouched, never masqueraded and
+    /// never dropped as a private source.
+    PassFromHost,
     /// From a container: IPv4 TCP or UDP that belongs to no hairpin flow and is not
     /// addressed to a published port on an address of the host (traffic between
     /// containers, to the host, out through the masquerade, replies of published
@@ -271,6 +288,9 @@ mod tests {
             "hairpin_new",
             "hairpin_established",
             "hairpin_reply",
+            "routed_new",
+            "routed_established",
+            "routed_reply",
             "pass_no_match",
             "pass_not_configured",
             "pass_not_ipv4",
@@ -278,6 +298,7 @@ mod tests {
             "pass_other_protocol",
             "pass_icmp_other",
             "pass_icmp_error_untracked",
+            "pass_from_host",
             "pass_container_not_published",
             "pass_container_not_ipv4",
             "pass_container_other",

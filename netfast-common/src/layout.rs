@@ -25,8 +25,9 @@ use crate::{
 /// `allow_direct_routing` in `CONFIG` (taken from its padding), puts the host
 /// namespace's cookie in `CONFIG`, and adds `HOST_ADDRS`, `HOST_LOCAL_REVERSE` and the
 /// host-local counters, and adds `ENDPOINTS` and the hairpin and container-side
-/// counters.
-pub const LAYOUT_VERSION: u64 = 9;
+/// counters; 10 adds routed flows (`ct::KIND_ROUTED`, the `routed_*` counters) and
+/// `pass_from_host`.
+pub const LAYOUT_VERSION: u64 = 10;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
 /// in the last one). A u128 since layout 9: eleven sizes no longer fit a u64.
@@ -57,9 +58,9 @@ const fn fingerprint() -> u128 {
 }
 
 // CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 32, FragKey 12,
-// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 52 counters.
+// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 56 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_20_0c_10_10_08_04_14_34,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_20_0c_10_10_08_04_14_38,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );
