@@ -69,8 +69,9 @@ fn ingress_packet<R: Rewriter + Routes>(
     if let Some(state) = hit {
         let outcome = if state.kind == KIND_ROUTED {
             // Switched off by a re-`up` since the flow began: routed access is closed
-            // again, flows and all, as Docker's raw-table drop closes it.
-            if config.allow_direct_routing == 0 {
+            // again, flows and all, as Docker's raw-table drop closes it (the same
+            // test as `refuse_routed`'s).
+            if config.allow_direct_routing == 0 && in_subnet(pkt.key.dst_addr, config) {
                 return Counter::DropRoutedToContainer;
             }
             Counter::RoutedEstablished
