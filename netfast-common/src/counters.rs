@@ -43,6 +43,17 @@ pub enum Counter {
     /// the DNAT: source back to the published address and port), redirected to the
     /// client's veth.
     HairpinReply,
+    /// With `allow_direct_routing`: a new routed flow, from a peer that routes the
+    /// masqueraded subnet via the host to a container's own address (TCP, UDP, ICMP
+    /// echo; not to an address of the host). Passed untouched, and tracked, so that
+    /// the container's replies leave untranslated (`RoutedReply`) instead of being
+    /// taken for new masqueraded flows.
+    RoutedNew,
+    /// An established routed flow, outside to container: passed untouched.
+    RoutedEstablished,
+    /// A container's reply on a routed flow: passed untouched, never masqueraded, so
+    /// the peer sees the address it connected to.
+    RoutedReply,
     /// No flow, no published port, not from the subnet: passed untouched.
     PassNoMatch,
     /// userspace has not written `CONFIG` yet: passed untouched.
@@ -59,6 +70,12 @@ pub enum Counter {
     /// An ICMP error whose quoted packet belongs to no flow translated on this side of
     /// the uplink, or cannot be parsed; not from the subnet: passed untouched.
     PassIcmpErrorUntracked,
+    /// Leaving: a packet of no flow that the host itself sent from one of its own
+    /// addresses inside the masqueraded subnet (the bridge's, a point-to-point host
+    /// address), such as a host service's answer to a LAN peer that routes the subnet
+    /// via the host. The host's own traffic: passed untouched, never masqueraded and
+    /// never dropped as a private source.
+    PassFromHost,
     /// From a container: IPv4 TCP or UDP that belongs to no hairpin flow and is not
     /// addressed to a published port on an address of the host (traffic between
     /// containers, to the host, out through the masquerade, replies of published
@@ -163,12 +180,13 @@ pub enum Counter {
     /// it never asked for.
     HostLocalReverseFailed,
     /// Not a decision (the uplink's ingress counted the translation): a packet
-    /// translated toward a container (`dnat_new`, `dnat_established`, `snat_reply`)
-    /// sent straight into it with `bpf_redirect_peer`, past the host's routing and
+    /// translated toward a container (`dnat_new`, `dnat_established`, `snat_reply`), or
+    /// a routed flow's (`routed_new`, `routed_established`), sent straight into it with
+    /// `bpf_redirect_peer`, past the host's routing and
     /// the bridge. The TTL goes down by one, as the host's forwarding would take it.
     FastPathToContainer,
-    /// Not a decision (the translation is counted, `snat_established` or
-    /// `dnat_reply`): a container's packet of an established flow, translated on its
+    /// Not a decision (the translation is counted, `snat_established`, `dnat_reply` or
+    /// `routed_reply`): a container's packet of an established flow, translated on its
     /// host-side veth and sent straight out of the uplink (`bpf_redirect`), with the
     /// MACs of the kernel's route and neighbour entry (`bpf_fib_lookup`).
     FastPathToUplink,
@@ -257,13 +275,17 @@ impl Counter {
         )
     }
 
-    /// Whether the uplink's ingress translated the packet toward a container (a DNAT
-    /// to a backend, or a reply to a masqueraded flow): what the fast path sends
-    /// straight into the container.
+    /// Whether the uplink's ingress decided to send the packet on to a container: a
+    /// DNAT to a backend, a reply to a masqueraded flow, or a routed flow's packet
+    /// (untranslated). What the fast path sends straight into the container.
     pub const fn is_toward_container(self) -> bool {
         matches!(
             self,
-            Counter::DnatNew | Counter::DnatEstablished | Counter::SnatReply
+            Counter::DnatNew
+                | Counter::DnatEstablished
+                | Counter::SnatReply
+                | Counter::RoutedNew
+                | Counter::RoutedEstablished
         )
     }
 
@@ -323,6 +345,9 @@ mod tests {
             "hairpin_new",
             "hairpin_established",
             "hairpin_reply",
+            "routed_new",
+            "routed_established",
+            "routed_reply",
             "pass_no_match",
             "pass_not_configured",
             "pass_not_ipv4",
@@ -330,6 +355,7 @@ mod tests {
             "pass_other_protocol",
             "pass_icmp_other",
             "pass_icmp_error_untracked",
+            "pass_from_host",
             "pass_container_not_published",
             "pass_container_not_ipv4",
             "pass_container_other",

@@ -41,6 +41,15 @@ impl CtTuple {
 /// `CtEntry::kind`: which translation made the flow.
 pub const KIND_DNAT: u8 = 1;
 pub const KIND_SNAT: u8 = 2;
+/// A routed flow: a peer that routes the masqueraded subnet via the host opened it
+/// to a container's own address, with `allow_direct_routing`. Tracked, not
+/// translated: both entries hold the container's address and port, which the
+/// packets already carry, so translation writes nothing. The reply entry is what
+/// tells the container's replies from new masqueraded flows on the way out (an
+/// nf_conntrack entry without NAT; Cilium skips masquerade for a reply of a
+/// connection the outside opened, found in its CT map). Like a DNAT flow, it starts
+/// from outside: its original entry applies on ingress, its reply entry on egress.
+pub const KIND_ROUTED: u8 = 3;
 
 /// `CtEntry::direction`: the first packet's direction, or the replies'.
 pub const DIR_ORIGINAL: u8 = 1;
@@ -81,9 +90,13 @@ pub struct CtEntry {
 }
 
 /// Whether an entry of `kind` for packets going `direction` rewrites their
-/// destination (true) or their source (false).
+/// destination (true) or their source (false): which side of the uplink it applies
+/// on (destination: ingress). Flows that start from outside (DNAT, routed) rewrite
+/// the destination of their original packets; SNAT flows, which start from the
+/// subnet, the source. One comparison, as it was with two kinds: the datapath asks
+/// this on every conntrack hit.
 pub const fn rewrites_destination(kind: u8, direction: u8) -> bool {
-    (kind == KIND_DNAT) == (direction == DIR_ORIGINAL)
+    (kind != KIND_SNAT) == (direction == DIR_ORIGINAL)
 }
 
 impl CtEntry {
@@ -207,6 +220,32 @@ mod tests {
         assert_eq!(snat_reply.reverse_tuple(&reply), original);
         assert_eq!(snat_original.reverse_entry(&original), snat_reply);
         assert_eq!(snat_reply.reverse_entry(&reply), snat_original);
+    }
+
+    #[test]
+    fn a_routed_flow_translates_nothing_and_pairs_like_dnat() {
+        // Routed: peer -> container stays peer -> container; the reply is the
+        // container's own packet back, container -> peer.
+        let (peer, container) = ((1, 40000), (3, 22));
+        let original = key(peer, container);
+        let reply = key(container, peer);
+        let routed_original = state(container, KIND_ROUTED, DIR_ORIGINAL);
+        let routed_reply = state(container, KIND_ROUTED, DIR_REPLY);
+        assert!(routed_original.rewrites_destination());
+        assert!(!routed_reply.rewrites_destination());
+        assert_eq!(routed_original.reverse_tuple(&original), reply);
+        assert_eq!(routed_reply.reverse_tuple(&reply), original);
+        assert_eq!(routed_original.reverse_entry(&original), routed_reply);
+        assert_eq!(routed_reply.reverse_entry(&reply), routed_original);
+        // What each entry writes is what its packets carry already.
+        assert_eq!(
+            (routed_original.nat_addr, routed_original.nat_port),
+            (original.dst_addr, original.dst_port)
+        );
+        assert_eq!(
+            (routed_reply.nat_addr, routed_reply.nat_port),
+            (reply.src_addr, reply.src_port)
+        );
     }
 
     #[test]

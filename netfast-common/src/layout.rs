@@ -25,9 +25,10 @@ use crate::{
 /// `allow_direct_routing` in `CONFIG` (taken from its padding), puts the host
 /// namespace's cookie in `CONFIG`, and adds `HOST_ADDRS`, `HOST_LOCAL_REVERSE` and the
 /// host-local counters, and adds `ENDPOINTS` and the hairpin and container-side
-/// counters; 10 adds the fast path: `fast_path` (taken from `CONFIG`'s padding) and
-/// `uplink_ifindex` in `CONFIG`, the `CONTAINER_CALLS` program array, and the
-/// fast-path counters.
+/// counters; 10 adds the fast path (`fast_path`, taken from `CONFIG`'s padding, and
+/// `uplink_ifindex` in `CONFIG`, the `CONTAINER_CALLS` program array, the fast-path
+/// counters), and routed flows (`ct::KIND_ROUTED`, the `routed_*` counters) and
+/// `pass_from_host`.
 pub const LAYOUT_VERSION: u64 = 10;
 
 /// The sizes `LAYOUT_VERSION` was set for, packed one byte each (the counter count
@@ -59,9 +60,9 @@ const fn fingerprint() -> u128 {
 }
 
 // CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 40, FragKey 12,
-// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 61 counters.
+// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 65 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_28_0c_10_10_08_04_14_3d,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_28_0c_10_10_08_04_14_41,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

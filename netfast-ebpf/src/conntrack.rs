@@ -10,7 +10,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig,
-    ct::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    ct::{self, DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_ROUTED, KIND_SNAT},
     proto,
     tcp::{self, flags as tcp_flags},
 };
@@ -402,6 +402,29 @@ pub fn create_dnat(pkt: &Packet, backend: &Backend) -> Result<Rewrite, Counter> 
     );
     // The reply tuple (backend to client) may be another flow's: the backend's own
     // masqueraded connection from that port to that client. It is kept.
+    if !claim_reply(pkt, &reply, &reply_state)? {
+        return Err(Counter::DropConntrackClash);
+    }
+    insert_original(&original, &original_state, &reply)
+}
+
+/// A new routed flow (`allow_direct_routing`): a peer that routes the masqueraded
+/// subnet via the host, to a container's own address. Nothing is translated: both
+/// halves hold the container's address and port, so the container's replies match
+/// the reply half on egress and leave as they are, where a miss would have made them
+/// a new masqueraded flow. Inserted like any new flow (reply half first, NOEXIST,
+/// rolled back on failure), into `CONNTRACK_UNASSURED` until assured.
+#[inline(always)]
+pub fn create_routed(pkt: &Packet) -> Result<Rewrite, Counter> {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let original = pkt.key;
+    let reply = original.reversed();
+    let (addr, port) = (original.dst_addr, original.dst_port);
+    let reply_state = state(pkt, addr, port, KIND_ROUTED, DIR_REPLY, now);
+    let original_state = state(pkt, addr, port, KIND_ROUTED, DIR_ORIGINAL, now);
+    // The reply tuple (container to peer) may be another flow's: the container's own
+    // masqueraded connection from that port to that peer. It is kept.
     if !claim_reply(pkt, &reply, &reply_state)? {
         return Err(Counter::DropConntrackClash);
     }

@@ -9,7 +9,8 @@
 //! - Toward the uplink (`container_ingress_tc`): when the kernel's route for a packet
 //!   as the container sent it (`bpf_fib_lookup` from its veth) leads out of the
 //!   uplink to a next hop whose MAC is known, the flow's translation (a masqueraded
-//!   flow, or a published backend's reply) is done on the veth and `bpf_redirect`
+//!   flow, a published backend's reply, or none for a routed flow's reply) is done on
+//!   the veth and `bpf_redirect`
 //!   sends the frame out of the uplink, with the route's MACs. The uplink's egress
 //!   program then passes it by its mark (`FAST_PATH_MARK`).
 //!
@@ -30,7 +31,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netfast_common::{
-    Counter, DatapathConfig, Endpoint, ct::DIR_ORIGINAL, names::FAST_PATH_MARK, proto,
+    Counter, DatapathConfig, Endpoint,
+    ct::{DIR_ORIGINAL, KIND_ROUTED},
+    names::FAST_PATH_MARK,
+    proto,
 };
 
 use crate::{
@@ -120,7 +124,10 @@ fn translate_to_uplink(ctx: &TcContext, pkt: &Packet, params: &FibParams, uplink
         return shot(Counter::DropRewriteFailed);
     }
     ctx.set_mark(FAST_PATH_MARK);
-    count(if rewrite.direction == DIR_ORIGINAL {
+    count(if rewrite.kind == KIND_ROUTED {
+        // A routed flow's entries translate to what the packet already holds.
+        Counter::RoutedReply
+    } else if rewrite.direction == DIR_ORIGINAL {
         Counter::SnatEstablished
     } else {
         Counter::DnatReply

@@ -6,6 +6,8 @@
 //!   back to the container's (masquerade) or backend's (published port) address.
 //! - Egress, an error from a container, a backend or the host: the outer source and
 //!   the quoted destination become the uplink's or published address.
+//! - An error about a routed flow (`allow_direct_routing`) is counted like these and
+//!   left as it is: the flow translates nothing.
 //!
 //! Checksums: the quoted IPv4 header checksum is updated for the address; the
 //! quoted L4 checksum is updated for the address (TCP/UDP pseudo-header) and the port,
@@ -91,6 +93,14 @@ pub fn translate_error<R: Rewriter>(r: &mut R, pkt: &Packet, side: Side) -> Coun
             Counter::IcmpErrorOut,
         ),
     };
+    // A routed flow translates nothing (`ct::KIND_ROUTED`): its errors keep every
+    // byte, checksums included, as they came.
+    if quoted_addr.old == quoted_addr.new
+        && quoted_port.old == quoted_port.new
+        && outer.old == outer.new
+    {
+        return outcome;
+    }
     if rewrite_quote(r, pkt, &quoted, &quoted_addr, &quoted_port).is_err() {
         return Counter::DropRewriteFailed;
     }

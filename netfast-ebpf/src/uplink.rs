@@ -3,7 +3,9 @@
 //! pass or drop (`Counter::is_drop`).
 
 use netfast_common::{
-    Backend, Counter, CtTuple, DatapathConfig, PublishKey, ct::DIR_ORIGINAL, names::SNAT_MAX_TRIES,
+    Backend, Counter, CtTuple, DatapathConfig, PublishKey,
+    ct::{DIR_ORIGINAL, KIND_ROUTED},
+    names::SNAT_MAX_TRIES,
     proto,
 };
 
@@ -25,7 +27,8 @@ pub fn config() -> Option<&'static DatapathConfig> {
 /// From outside: replies to masqueraded flows, new or established flows to published
 /// ports, their later fragments, and ICMP errors about them. Nothing else reaches the
 /// masqueraded subnet by routing, unless `allow_direct_routing` says so
-/// (`refuse_routed`).
+/// (`refuse_routed`); then what opens a flow to a container's address starts a
+/// routed flow, tracked and untranslated (`routed_in`).
 #[inline(always)]
 pub fn ingress<R: Rewriter + Routes>(r: &mut R, parsed: Result<Packet, Unparsed>) -> Counter {
     let Some(config) = config() else {
@@ -64,7 +67,15 @@ fn ingress_packet<R: Rewriter + Routes>(
         Err(drop) => return drop,
     };
     if let Some(state) = hit {
-        let outcome = if state.direction == DIR_ORIGINAL {
+        let outcome = if state.kind == KIND_ROUTED {
+            // Switched off by a re-`up` since the flow began: routed access is closed
+            // again, flows and all, as Docker's raw-table drop closes it (the same
+            // test as `refuse_routed`'s).
+            if config.allow_direct_routing == 0 && in_subnet(pkt.key.dst_addr, config) {
+                return Counter::DropRoutedToContainer;
+            }
+            Counter::RoutedEstablished
+        } else if state.direction == DIR_ORIGINAL {
             Counter::DnatEstablished
         } else {
             Counter::SnatReply
@@ -73,7 +84,7 @@ fn ingress_packet<R: Rewriter + Routes>(
     }
     let backend = match published_backend(r, pkt, config) {
         Ok(Some(backend)) => backend,
-        Ok(None) => return Counter::PassNoMatch,
+        Ok(None) => return routed_in(r, pkt, config),
         Err(drop) => return drop,
     };
     let created = conntrack::create_dnat(pkt, &backend);
@@ -86,7 +97,9 @@ fn ingress_packet<R: Rewriter + Routes>(
 
 /// Toward outside: replies from published backends, flows out of the masqueraded
 /// subnet, their later fragments, and ICMP errors about them. Nothing from the subnet
-/// leaves untranslated.
+/// leaves untranslated, but for the replies of routed flows (`allow_direct_routing`),
+/// which nothing translated on the way in, and what the host sends from its own
+/// addresses in the subnet (`from_host`).
 #[inline(always)]
 pub fn egress<R: Rewriter + HostSockets + Routes>(
     r: &mut R,
@@ -98,9 +111,16 @@ pub fn egress<R: Rewriter + HostSockets + Routes>(
     match parsed {
         Ok(pkt) => {
             let counter = egress_packet(r, &pkt, config);
-            refuse_private_leak(counter, pkt.key.src_addr, config)
+            refuse_private_leak(r, counter, &pkt.key, config)
         }
-        Err(unparsed) => refuse_private_leak(unparsed.reason, unparsed.src_addr, config),
+        Err(unparsed) => {
+            let key = CtTuple {
+                src_addr: unparsed.src_addr,
+                dst_addr: unparsed.dst_addr,
+                ..CtTuple::default()
+            };
+            refuse_private_leak(r, unparsed.reason, &key, config)
+        }
     }
 }
 
@@ -121,7 +141,11 @@ fn egress_packet<R: Rewriter + HostSockets + Routes>(
         Err(drop) => return drop,
     };
     if let Some(state) = hit {
-        let outcome = if state.direction == DIR_ORIGINAL {
+        // A routed flow's original half applies on ingress only: a hit here on one is
+        // the container's reply.
+        let outcome = if state.kind == KIND_ROUTED {
+            Counter::RoutedReply
+        } else if state.direction == DIR_ORIGINAL {
             Counter::SnatEstablished
         } else {
             Counter::DnatReply
@@ -130,6 +154,9 @@ fn egress_packet<R: Rewriter + HostSockets + Routes>(
     }
     if !in_subnet(pkt.key.src_addr, config) {
         return Counter::PassNoMatch;
+    }
+    if from_host(r, &pkt.key) {
+        return Counter::PassFromHost;
     }
     if !pkt.opens_flow {
         return Counter::DropUntranslatableFromSubnet;
@@ -225,6 +252,31 @@ pub fn published_backend<R: Rewriter + Routes>(
     Ok(Some(backend))
 }
 
+/// With `allow_direct_routing`, a miss from the uplink that opens a flow (TCP, UDP, an
+/// ICMP echo request) to an address of the masqueraded subnet that is not the host's
+/// own starts a routed flow, tracked and untranslated (`conntrack::create_routed`), so
+/// that the container's replies match it on egress and leave as they are: without it
+/// they would be taken for new masqueraded flows (a SYN-ACK from the uplink's address,
+/// a UDP answer from a port of the SNAT range). nf_conntrack tracks such a connection
+/// with no NAT; Cilium's masquerade skips a local endpoint's reply to a connection the
+/// outside opened (`ct_is_reply4` in `snat_v4_needs_masquerade`). Anything else stays
+/// a miss for `refuse_routed`. The route is asked only here, on the way to a new flow.
+#[inline(always)]
+fn routed_in<R: Routes>(r: &R, pkt: &Packet, config: &DatapathConfig) -> Counter {
+    if config.allow_direct_routing == 0
+        || !pkt.opens_flow
+        || !in_subnet(pkt.key.dst_addr, config)
+        || route::is_local(r, &pkt.key)
+    {
+        return Counter::PassNoMatch;
+    }
+    done(
+        pkt,
+        conntrack::create_routed(pkt).map(|_| ()),
+        Counter::RoutedNew,
+    )
+}
+
 /// A packet from the uplink that the kernel would route into the masqueraded subnet
 /// is dropped when netfast passed it for want of a flow or a publish
 /// (`DropRoutedToContainer`), as Docker drops direct access to containers in its
@@ -274,17 +326,56 @@ fn in_subnet(addr: u32, config: &DatapathConfig) -> bool {
 }
 
 /// What cannot be translated must not reach the wire with a private source address:
-/// every pass-through decision about a packet from the subnet becomes a drop.
+/// every pass-through decision about a packet from the subnet becomes a drop, unless
+/// the host sent it from an address of its own (`from_host`), which is no container's.
 #[inline(always)]
-fn refuse_private_leak(counter: Counter, src_addr: u32, config: &DatapathConfig) -> Counter {
-    if !in_subnet(src_addr, config) {
+fn refuse_private_leak<R: Routes>(
+    r: &R,
+    counter: Counter,
+    key: &CtTuple,
+    config: &DatapathConfig,
+) -> Counter {
+    if !in_subnet(key.src_addr, config) {
         return counter;
     }
-    match counter {
+    let leak = match counter {
         Counter::PassFragmentUntracked => Counter::DropFragmentFromSubnet,
         Counter::PassOtherProtocol | Counter::PassIcmpOther | Counter::PassIcmpErrorUntracked => {
             Counter::DropUntranslatableFromSubnet
         }
-        counter => counter,
+        counter => return counter,
+    };
+    if from_host(r, key) {
+        Counter::PassFromHost
+    } else {
+        leak
     }
+}
+
+/// Whether the host itself sent this packet (leaving by the uplink, its tuple `key`)
+/// from one of its own addresses: the masquerade is for the containers, and the
+/// host's own traffic is never masqueraded (`up` refuses a subnet that holds an
+/// uplink address for that reason), nor dropped as a private source. A host service
+/// on the bridge's address answering a LAN peer that routes the subnet via the host
+/// is the case that matters; Cilium does not masquerade the host's own endpoint
+/// either (`ENDPOINT_F_HOST` in `snat_v4_needs_masquerade`).
+///
+/// Two questions, the cheap one first:
+/// - the packet was not forwarded: on egress `Routes::ifindexes().0` is the
+///   interface a forwarded packet came in on, 0 for what the host's stack sends
+///   (replies it builds from scratch, SYN-ACKs, RSTs and ICMP included). A container's
+///   packet always has one, so the containers' new flows pay nothing more; and a
+///   forwarded packet never carries a host address as its source (the kernel drops
+///   it on input as a martian);
+/// - the kernel calls the source an address of the host now (`route::is_local` of the
+///   packet coming back from the uplink): so a host process that sends with some
+///   other subnet source (a raw socket, `IP_TRANSPARENT`) is masqueraded as before,
+///   and an address added after `up` counts at once. `HOST_ADDRS` would know only
+///   the addresses of the last `up`.
+///
+/// Asked only for packets of no flow from the subnet, so translated traffic never
+/// pays for it.
+#[inline(always)]
+fn from_host<R: Routes>(r: &R, key: &CtTuple) -> bool {
+    r.ifindexes().0 == 0 && route::is_local(r, &key.reversed())
 }

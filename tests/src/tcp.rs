@@ -128,7 +128,7 @@ pub struct Way {
     pub hit: Counter,
 }
 
-/// A flow through the datapath, DNAT or SNAT, seen from both ends.
+/// A flow through the datapath, DNAT, SNAT or routed, seen from both ends.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpFlow {
     pub original: Way,
@@ -193,6 +193,30 @@ impl TcpFlow {
                 hit: Counter::SnatReply,
             },
             new: Counter::SnatNew,
+        }
+    }
+
+    /// A routed flow (`allow_direct_routing`): `peer` → `container` (ingress `prog`)
+    /// and the container's answers (egress) pass as they are.
+    pub fn routed(prog: Prog, peer: SocketAddrV4, container: SocketAddrV4) -> TcpFlow {
+        TcpFlow {
+            original: Way {
+                prog,
+                src: peer,
+                dst: container,
+                out_src: peer,
+                out_dst: container,
+                hit: Counter::RoutedEstablished,
+            },
+            reply: Way {
+                prog: Prog::EgressTc,
+                src: container,
+                dst: peer,
+                out_src: container,
+                out_dst: peer,
+                hit: Counter::RoutedReply,
+            },
+            new: Counter::RoutedNew,
         }
     }
 

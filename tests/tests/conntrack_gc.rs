@@ -29,7 +29,7 @@ use netfast::{
 };
 use netfast_common::{
     CtEntry, CtTuple,
-    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_ROUTED, KIND_SNAT},
     names::MAP_CONNTRACK,
     proto,
 };
@@ -61,9 +61,10 @@ fn timeouts() -> Timeouts {
 }
 
 /// Flow `i`'s shape: protocol, kind, flags of each half, idle seconds of each half,
-/// and whether the GC must remove it under [`timeouts`].
+/// and whether the GC must remove it under [`timeouts`]. Half of the shapes expire,
+/// and so do exactly half of `FLOWS`.
 fn shape(i: u32) -> (u8, u8, (u8, u8), (u64, u64), bool) {
-    match i % 10 {
+    match i % 12 {
         0 => (
             proto::TCP,
             KIND_DNAT,
@@ -92,6 +93,15 @@ fn shape(i: u32) -> (u8, u8, (u8, u8), (u64, u64), bool) {
         6 => (proto::UDP, KIND_SNAT, (0, 0), (40, 1), false),
         7 => (proto::ICMP, KIND_SNAT, (0, 0), (11, 11), true),
         8 => (proto::ICMP, KIND_SNAT, (0, 0), (1, 1), false),
+        // Routed flows (allow_direct_routing) expire like any other.
+        10 => (
+            proto::TCP,
+            KIND_ROUTED,
+            (SYN | ACK, SYN | ACK),
+            (200, 150),
+            true,
+        ),
+        11 => (proto::UDP, KIND_ROUTED, (0, 0), (20, 2), false),
         _ => (
             proto::TCP,
             KIND_DNAT,
@@ -121,6 +131,18 @@ fn flow(i: u32, now: u64) -> [(CtTuple, CtEntry); 2] {
             _pad: [0; 3],
         };
         (key, be(Ipv4Addr::new(172, 16, 0, 102)), port(80))
+    } else if kind == KIND_ROUTED {
+        // From outside to a container's own address, which is what it writes.
+        let container = be(Ipv4Addr::new(172, 16, 0, 103));
+        let key = CtTuple {
+            src_addr: client,
+            dst_addr: container,
+            src_port: port(30_000 + (i % 20_000) as u16),
+            dst_port: port(22),
+            proto,
+            _pad: [0; 3],
+        };
+        (key, container, port(22))
     } else {
         // Container side: one address per 60000 flows, ports unique within it.
         let key = CtTuple {
@@ -151,12 +173,12 @@ fn flow(i: u32, now: u64) -> [(CtTuple, CtEntry); 2] {
     };
     let reply_key = o.reverse_tuple(&original);
     let r = CtEntry {
-        nat_addr: if kind == KIND_DNAT {
+        nat_addr: if kind != KIND_SNAT {
             original.dst_addr
         } else {
             original.src_addr
         },
-        nat_port: if kind == KIND_DNAT {
+        nat_port: if kind != KIND_SNAT {
             original.dst_port
         } else {
             original.src_port

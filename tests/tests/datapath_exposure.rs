@@ -5,7 +5,8 @@
 //!   Docker's raw PREROUTING drop does), a publish on one of the uplink's addresses
 //!   not on its other address, nor once its address is gone;
 //! - a peer routing the masquerade subnet via the host reaches no container, unless a
-//!   flow or a publish takes the packet, or `allow_direct_routing` is set.
+//!   flow or a publish takes the packet, or `allow_direct_routing` is set (what it
+//!   then lets through and how the answers leave: `datapath_routed.rs`).
 //!
 //! The answers that depend on the routing table are asked in a network namespace of
 //! each test's own (`private_netns`); nothing here reads or touches the machine's.
@@ -212,12 +213,22 @@ fn routed_traffic_to_the_subnet_is_dropped() {
     });
 }
 
-/// `allow_direct_routing` (routed setups), and a config without masquerade (no
-/// subnet), let the same packets through untouched, each with the pass decision it
-/// had before the rule existed.
+/// `allow_direct_routing` (routed setups) lets the same packets through untouched:
+/// what opens a flow (UDP, a TCP SYN, an ICMP echo request) as a new routed flow,
+/// tracked so the container's answers leave untranslated (`datapath_routed.rs`), an
+/// ICMP error about such a flow as one (`icmp_error_in`), the rest with the pass
+/// decision it had before the rule existed. A config without
+/// masquerade (no subnet) passes all of them with their old pass decisions and makes
+/// no flow.
 #[test]
 fn allow_direct_routing_and_no_masquerade_pass_routed_traffic() {
-    in_private_netns("10.0.1.48/24", &[], |prog, datapath| {
+    in_private_netns("10.0.1.48/24", &[], |prog, _| {
+        let opens_flow = [
+            "udp to an unpublished port",
+            "tcp SYN to an unpublished port",
+            "tcp to a published backend's own port",
+            "icmp echo request",
+        ];
         let configs = [
             DatapathConfig {
                 allow_direct_routing: 1,
@@ -229,19 +240,36 @@ fn allow_direct_routing_and_no_masquerade_pass_routed_traffic() {
             },
         ];
         for config in configs {
+            let mut datapath = Datapath::configured();
             datapath.write_config(&config);
+            let routed = config.masquerade != 0;
             for (what, bytes) in routed_to_container() {
                 let run = datapath.run(prog, &bytes);
                 assert_eq!(run.verdict, PASS, "{prog:?}, {what}, {config:?}");
                 assert_eq!(run.out, bytes, "{prog:?}, {what}: passed untouched");
                 assert_eq!(run.counted.len(), 1, "{prog:?}, {what}: {:?}", run.counted);
                 let (counter, n) = run.counted[0];
-                assert!(
-                    n == 1 && counter.is_decision() && counter.name().starts_with("pass_"),
-                    "{prog:?}, {what}: {:?}",
-                    run.counted
-                );
+                if routed && opens_flow.contains(&what) {
+                    assert_eq!((counter, n), (Counter::RoutedNew, 1), "{prog:?}, {what}");
+                } else if routed && what == "icmp error about no flow" {
+                    // It quotes the answer to the first datagram, whose routed flow
+                    // now exists: an error about that flow, left as it is.
+                    assert_eq!((counter, n), (Counter::IcmpErrorIn, 1), "{prog:?}, {what}");
+                } else {
+                    assert!(
+                        n == 1 && counter.is_decision() && counter.name().starts_with("pass_"),
+                        "{prog:?}, {what}: {:?}",
+                        run.counted
+                    );
+                }
             }
+            let flows = if routed { 2 * opens_flow.len() } else { 0 };
+            assert_eq!(
+                datapath.conntrack().len(),
+                flows,
+                "{prog:?}, {config:?}: {:?}",
+                datapath.conntrack()
+            );
         }
     });
 }

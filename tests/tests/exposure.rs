@@ -4,6 +4,13 @@
 //!   the LAN namespace, which it created) does not reach an unpublished container
 //!   port, while a published port and a container's own flow keep working; with
 //!   `allow_direct_routing = true` it does reach it.
+//! - With `allow_direct_routing = true`, that peer's TCP connection, UDP exchange and
+//!   ping to a container work both ways: the container sees the peer's own address and
+//!   answers from its own (routed flows: tracked, not masqueraded).
+//! - The host's own addresses inside the subnet (the bridge's 172.16.0.100, netns1's
+//!   point-to-point 172.16.0.1) answer that peer from those addresses, and a host
+//!   connection from one of them leaves with it: the host's own traffic is never
+//!   masqueraded.
 //! - The crafted SYN of the Docker report (to the host's MAC, addressed to
 //!   127.0.0.1:8081, published as `127.0.0.1:8081:172.16.0.102:80`) gets no SYN-ACK,
 //!   while the same crafted SYN to the published 10.0.1.48:8088 does.
@@ -25,6 +32,10 @@ const HOST: &str = "10.0.1.48";
 const LAN: &str = "10.0.1.26";
 /// netns3: no port of it is published.
 const CONTAINER: &str = "172.16.0.103";
+/// The host's own addresses inside the masquerade subnet: the bridge's, and the
+/// point-to-point host address toward netns1.
+const BRIDGE_ADDR: &str = "172.16.0.100";
+const P2P_HOST_ADDR: &str = "172.16.0.1";
 const UNPUBLISHED: &str = "7000";
 const ROUTED_DROP: &str = "drop_routed_to_container";
 
@@ -51,6 +62,36 @@ const UDP_ECHO_ONCE: &str = "import socket,sys
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(15)
 s.bind((sys.argv[1],int(sys.argv[2])))
 d,a=s.recvfrom(100); s.sendto(b'echo:'+d,a)";
+
+/// A one-shot TCP server that says who connected: accepts one connection, prints
+/// the peer's address, answers `echo:<data>`. Arguments: ADDR PORT.
+const TCP_ECHO_PEER: &str = "import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind((sys.argv[1],int(sys.argv[2]))); s.listen(); s.settimeout(15)
+c,a=s.accept(); print(a[0],flush=True); d=c.recv(100); c.sendall(b'echo:'+d); c.close()";
+
+/// A one-shot UDP server that says who sent: prints the sender's address, answers
+/// `echo:<data>`. Arguments: ADDR PORT.
+const UDP_ECHO_PEER: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(15)
+s.bind((sys.argv[1],int(sys.argv[2])))
+d,a=s.recvfrom(100); print(a[0],flush=True); s.sendto(b'echo:'+d,a)";
+
+/// A TCP client: connects to ADDR PORT (from SRC, when given), sends DATA, and prints
+/// the address it is connected to and the answer. Arguments: ADDR PORT DATA [SRC].
+const TCP_CLIENT: &str = "import socket,sys
+s=socket.socket(); s.settimeout(5)
+if len(sys.argv)>4: s.bind((sys.argv[4],0))
+s.connect((sys.argv[1],int(sys.argv[2]))); s.sendall(sys.argv[3].encode())
+s.shutdown(socket.SHUT_WR); print('%s:%d'%s.getpeername(), s.recv(100).decode())";
+
+/// A UDP client on an unconnected socket: sends DATA to ADDR PORT and prints where
+/// the answer came from (any source is accepted) and the answer. Arguments: ADDR
+/// PORT DATA.
+const UDP_CLIENT: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2])))
+d,a=s.recvfrom(100); print('%s:%d'%a, d.decode())";
 
 /// Keeps a TCP listener open (the kernel answers SYNs with SYN-ACKs) until killed.
 const TCP_LISTEN: &str = "import socket,sys,time
@@ -169,12 +210,7 @@ fn reup_with_direct_routing(sb: &Sandbox, allow: bool) {
 fn routed_access(ingress: IngressMode, tag: &str) {
     let sb = Sandbox::up(tag, ingress, "");
     full_checksums(&sb);
-    // The LAN peer routes the container subnet via the host: in the LAN namespace,
-    // which this test created, never in the root namespace.
-    exec_ok(
-        &sb.lan(),
-        &["ip", "route", "add", "172.16.0.0/24", "via", HOST],
-    );
+    lan_routes_the_subnet(&sb);
 
     // An unpublished container port: nothing arrives, and the counter moves by
     // exactly the datagrams sent.
@@ -240,6 +276,212 @@ fn routed_access_to_containers_tc() {
 #[test]
 fn routed_access_to_containers_xdp() {
     routed_access(IngressMode::Xdp, "rx");
+}
+
+/// The LAN peer routes the container subnet via the host: in the LAN namespace,
+/// which the test created, never in the root namespace.
+fn lan_routes_the_subnet(sb: &Sandbox) {
+    exec_ok(
+        &sb.lan(),
+        &["ip", "route", "add", "172.16.0.0/24", "via", HOST],
+    );
+}
+
+/// Runs a one-shot server (`script` ADDR PORT) in `server_ns` and `client`'s argv in
+/// `client_ns`; returns (what the client printed, what the server printed), trimmed.
+fn exchange(
+    server_ns: &str,
+    (script, addr, port, proto): (&str, &str, u16, &str),
+    client_ns: &str,
+    client: &[&str],
+) -> (String, String) {
+    let port_arg = port.to_string();
+    let server = Background::spawn(server_ns, &["python3", "-c", script, addr, &port_arg]);
+    wait_listening(server_ns, proto, port);
+    let said = exec_ok(client_ns, client);
+    let (heard, err) = server.wait(Duration::from_secs(10));
+    assert!(err.is_empty(), "server in {server_ns} failed: {err}");
+    (said.trim().to_owned(), heard.trim().to_owned())
+}
+
+/// The flows `ct list --json` shows, as (kind, proto, original destination).
+fn flows(sb: &Sandbox) -> Vec<(String, String, String)> {
+    let json = succeeded(
+        &sb.netfast(&["ct", "list", "--instance", &sb.prefix, "--json"]),
+        "netfast ct list --json",
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).expect("ct list JSON");
+    rows.iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or_default().to_owned(),
+                r["proto"].as_str().unwrap_or_default().to_owned(),
+                r["original"]["dst"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// With `allow_direct_routing = true`, a LAN peer that routes the subnet via the host
+/// reaches netns3 (no port of it published) over TCP, UDP and ICMP echo, and every
+/// answer comes back from netns3's own address: the TCP connection completes, the
+/// UDP answer comes from 172.16.0.103 (before routed flows: from 10.0.1.48, and the
+/// SYN-ACK too, so TCP never completed), and netns3 sees 10.0.1.26. `ct list` shows
+/// the routed flows, untranslated; no masqueraded flow is made (`nat list` has no
+/// binding, `snat_new` does not move).
+fn routed_connections(ingress: IngressMode, tag: &str) {
+    let sb = Sandbox::up(tag, ingress, "");
+    full_checksums(&sb);
+    lan_routes_the_subnet(&sb);
+    reup_with_direct_routing(&sb, true);
+    let snat_before = sb.counter("snat_new");
+    let routed_before = sb.counter("routed_new");
+
+    let (said, heard) = exchange(
+        &sb.container(3),
+        (TCP_ECHO_PEER, CONTAINER, 7000, "tcp"),
+        &sb.lan(),
+        &["python3", "-c", TCP_CLIENT, CONTAINER, "7000", "routed-tcp"],
+    );
+    assert_eq!(said, format!("{CONTAINER}:7000 echo:routed-tcp"));
+    assert_eq!(heard, LAN, "netns3 sees the LAN peer's own address");
+
+    let (said, heard) = exchange(
+        &sb.container(3),
+        (UDP_ECHO_PEER, CONTAINER, 7001, "udp"),
+        &sb.lan(),
+        &["python3", "-c", UDP_CLIENT, CONTAINER, "7001", "routed-udp"],
+    );
+    assert_eq!(
+        said,
+        format!("{CONTAINER}:7001 echo:routed-udp"),
+        "the UDP answer comes from the container's own address"
+    );
+    assert_eq!(heard, LAN);
+
+    let ping = exec_ok(&sb.lan(), &["ping", "-c", "2", "-W", "2", CONTAINER]);
+    assert!(ping.contains("2 received"), "{ping}");
+
+    assert!(sb.counter("routed_new") - routed_before >= 3);
+    assert!(sb.counter("routed_reply") >= 3);
+    assert_eq!(
+        sb.counter("snat_new"),
+        snat_before,
+        "no answer may be taken for a new masqueraded flow"
+    );
+    let shown = flows(&sb);
+    for proto in ["tcp", "udp", "icmp"] {
+        let routed = ("ROUTED".to_owned(), proto.to_owned(), CONTAINER.to_owned());
+        assert!(shown.contains(&routed), "ct list: {shown:?}");
+    }
+    let table = succeeded(
+        &sb.netfast(&["ct", "list", "--instance", &sb.prefix, "--kind", "routed"]),
+        "netfast ct list --kind routed",
+    );
+    let tcp_row = table
+        .lines()
+        .find(|l| l.starts_with("tcp") && l.contains(&format!("{CONTAINER}:7000")))
+        .unwrap_or_else(|| panic!("no routed tcp row:\n{table}"));
+    let original = format!("{LAN}:");
+    assert_eq!(
+        tcp_row.matches(&original).count(),
+        2,
+        "ORIGINAL and TRANSLATED are the same tuple: {tcp_row}"
+    );
+    let nat = succeeded(
+        &sb.netfast(&["nat", "list", "--instance", &sb.prefix, "--json"]),
+        "netfast nat list --json",
+    );
+    let nat: serde_json::Value = serde_json::from_str(&nat).expect("nat list JSON");
+    assert_eq!(nat["bindings"], serde_json::json!([]), "{nat}");
+}
+
+#[test]
+fn routed_connections_to_containers_tc() {
+    routed_connections(IngressMode::Tc, "dpr");
+}
+
+#[test]
+fn routed_connections_to_containers_xdp() {
+    routed_connections(IngressMode::Xdp, "dpx");
+}
+
+/// The host's own addresses inside the subnet, with `allow_direct_routing` off (it
+/// plays no part): a LAN peer that routes the subnet via the host reaches a TCP
+/// listener of the host on the bridge's 172.16.0.100 and on netns1's point-to-point
+/// 172.16.0.1, a UDP service and ping on 172.16.0.100, each answering from the
+/// address the peer used (before: the SYN-ACK and the UDP answer were masqueraded
+/// from 10.0.1.48, the echo reply dropped). A host connection from 172.16.0.100 to
+/// the LAN arrives from 172.16.0.100. No flow is made, and `pass_from_host` counts
+/// the host's packets.
+fn host_services_on_subnet_addresses(ingress: IngressMode, tag: &str) {
+    let sb = Sandbox::up(tag, ingress, "");
+    full_checksums(&sb);
+    lan_routes_the_subnet(&sb);
+    let snat_before = sb.counter("snat_new");
+    let from_host_before = sb.counter("pass_from_host");
+
+    for (addr, port) in [(BRIDGE_ADDR, 7100), (P2P_HOST_ADDR, 7101)] {
+        let port_arg = port.to_string();
+        let (said, heard) = exchange(
+            &sb.host(),
+            (TCP_ECHO_PEER, addr, port, "tcp"),
+            &sb.lan(),
+            &["python3", "-c", TCP_CLIENT, addr, &port_arg, "to-host"],
+        );
+        assert_eq!(said, format!("{addr}:{port} echo:to-host"));
+        assert_eq!(heard, LAN);
+    }
+
+    let (said, heard) = exchange(
+        &sb.host(),
+        (UDP_ECHO_PEER, BRIDGE_ADDR, 7102, "udp"),
+        &sb.lan(),
+        &["python3", "-c", UDP_CLIENT, BRIDGE_ADDR, "7102", "to-host"],
+    );
+    assert_eq!(said, format!("{BRIDGE_ADDR}:7102 echo:to-host"));
+    assert_eq!(heard, LAN);
+
+    let ping = exec_ok(&sb.lan(), &["ping", "-c", "2", "-W", "2", BRIDGE_ADDR]);
+    assert!(ping.contains("2 received"), "{ping}");
+
+    // The host's own connection from the bridge's address keeps it.
+    let (said, heard) = exchange(
+        &sb.lan(),
+        (TCP_ECHO_PEER, LAN, 9002, "tcp"),
+        &sb.host(),
+        &[
+            "python3",
+            "-c",
+            TCP_CLIENT,
+            LAN,
+            "9002",
+            "from-host",
+            BRIDGE_ADDR,
+        ],
+    );
+    assert_eq!(said, format!("{LAN}:9002 echo:from-host"));
+    assert_eq!(heard, BRIDGE_ADDR, "the LAN sees the host's bridge address");
+
+    assert_eq!(sb.counter("snat_new"), snat_before, "nothing masqueraded");
+    assert!(sb.counter("pass_from_host") - from_host_before >= 5);
+    let shown = flows(&sb);
+    assert!(
+        shown
+            .iter()
+            .all(|(_, _, dst)| dst != BRIDGE_ADDR && dst != P2P_HOST_ADDR && dst != LAN),
+        "no flow for the host's own traffic: {shown:?}"
+    );
+}
+
+#[test]
+fn host_services_on_subnet_addresses_tc() {
+    host_services_on_subnet_addresses(IngressMode::Tc, "dph");
+}
+
+#[test]
+fn host_services_on_subnet_addresses_xdp() {
+    host_services_on_subnet_addresses(IngressMode::Xdp, "dpy");
 }
 
 /// Sends `RAW_SYN` from the LAN's eth0 to the host's MAC and returns its verdict line.

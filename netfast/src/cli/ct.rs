@@ -11,7 +11,7 @@ use netfast::{
 
 use super::render;
 use netfast_common::{
-    ct::{KIND_DNAT, KIND_SNAT},
+    ct::{KIND_DNAT, KIND_ROUTED, KIND_SNAT},
     proto,
 };
 
@@ -19,7 +19,8 @@ use super::target::Target;
 
 #[derive(Debug, Subcommand)]
 pub enum CtCmd {
-    /// One row per flow: original and translated tuple, DNAT/SNAT, TCP state, age,
+    /// One row per flow: original and translated tuple, DNAT/SNAT/ROUTED (routed in
+    /// with allow_direct_routing, not translated), TCP state, age,
     /// idle time, time until the GC removes it, packets and bytes (original/reply);
     /// then a count line. EXPIRES uses the timeouts of --config FILE, else the defaults.
     List {
@@ -51,6 +52,8 @@ pub enum Proto {
 pub enum Kind {
     Dnat,
     Snat,
+    /// Routed in from a peer with `allow_direct_routing`: tracked, not translated.
+    Routed,
 }
 
 /// Filters: an address or port matches any side of the original or translated tuple.
@@ -81,6 +84,7 @@ impl From<&FilterArgs> for FlowFilter {
             kind: a.kind.map(|k| match k {
                 Kind::Dnat => KIND_DNAT,
                 Kind::Snat => KIND_SNAT,
+                Kind::Routed => KIND_ROUTED,
             }),
         }
     }

@@ -963,7 +963,7 @@ impl fmt::Display for StatusView {
 mod tests {
     use netfast_common::{
         CtEntry, CtTuple,
-        ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT},
+        ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_ROUTED},
         proto,
     };
 
@@ -1017,6 +1017,15 @@ mod tests {
             (
                 key("10.0.1.26", 9001, "10.0.1.48", 61000, proto::UDP),
                 st("172.16.0.102", 5555, KIND_SNAT, DIR_REPLY, 0, 1),
+            ),
+            // Routed in with allow_direct_routing: tracked, not translated.
+            (
+                key("10.0.1.26", 41000, "172.16.0.103", 7000, proto::UDP),
+                st("172.16.0.103", 7000, KIND_ROUTED, DIR_ORIGINAL, 0, 2),
+            ),
+            (
+                key("172.16.0.103", 7000, "10.0.1.26", 41000, proto::UDP),
+                st("172.16.0.103", 7000, KIND_ROUTED, DIR_REPLY, 0, 1),
             ),
         ])
     }
@@ -1114,12 +1123,13 @@ udp    10.0.1.48:5353  172.16.0.103:53
         assert_eq!(
             flow_table(&rows).to_string(),
             "\
-PROTO  KIND  ORIGINAL                             TRANSLATED                          STATE         AGE  IDLE  EXPIRES  PACKETS    BYTES
-tcp    DNAT  10.0.1.26:40000 -> 10.0.1.48:8088    10.0.1.26:40000 -> 172.16.0.102:80  ESTABLISHED  4.0s  2.0s  119h59m      5/4  300/240
-udp    SNAT  172.16.0.102:5555 -> 10.0.1.26:9001  10.0.1.48:61000 -> 10.0.1.26:9001   -            4.0s  2.0s    58.0s      1/1    60/60
+PROTO  KIND    ORIGINAL                              TRANSLATED                            STATE         AGE  IDLE  EXPIRES  PACKETS    BYTES
+tcp    DNAT    10.0.1.26:40000 -> 10.0.1.48:8088     10.0.1.26:40000 -> 172.16.0.102:80    ESTABLISHED  4.0s  2.0s  119h59m      5/4  300/240
+udp    SNAT    172.16.0.102:5555 -> 10.0.1.26:9001   10.0.1.48:61000 -> 10.0.1.26:9001     -            4.0s  2.0s    58.0s      1/1    60/60
+udp    ROUTED  10.0.1.26:41000 -> 172.16.0.103:7000  10.0.1.26:41000 -> 172.16.0.103:7000  -            4.0s  2.0s    58.0s      2/1   120/60
 "
         );
-        assert_eq!(flow_count(&rows), "2 flows (2 assured, 0 unassured)");
+        assert_eq!(flow_count(&rows), "3 flows (3 assured, 0 unassured)");
         assert_eq!(flow_count(&rows[..1]), "1 flow (1 assured, 0 unassured)");
         // Idle past the UDP timeout (60 s): due at the next GC pass.
         let late = flow_row(
@@ -1191,55 +1201,67 @@ icmp   61000-65535     0   4536  0.0%
             "hairpin_new                      redirect     90     45.0"
         );
         assert_eq!(
-            lines[26],
-            "drop_truncated                   drop        250    125.0"
-        );
-        assert_eq!(
-            lines[33],
-            "drop_tcp_rst_out_of_window       drop        320    160.0"
-        );
-        assert_eq!(
-            &lines[34..],
+            lines[13..16],
             [
-                "drop_loopback_publish            drop        330    165.0",
-                "drop_routed_to_container         drop        340    170.0",
-                "snat_port_retries                info        350    175.0",
-                "snat_port_host_socket            info        360    180.0",
-                "conntrack_half_restored          info        370    185.0",
-                "conntrack_restore_failed         info        380    190.0",
-                "fragment_record_failed           info        390    195.0",
-                "xdp_mark_failed                  info        400    200.0",
-                "conntrack_reopened               info        410    205.0",
-                "conntrack_assured                info        420    210.0",
-                "conntrack_assure_failed          info        430    215.0",
-                "host_local_rewritten             socket      440    220.0",
-                "host_local_reply_rewritten       socket      450    225.0",
-                "host_local_not_published         socket      460    230.0",
-                "host_local_reverse_miss          socket      470    235.0",
-                "host_local_other_netns           socket      480    240.0",
-                "host_local_other_protocol        socket      490    245.0",
-                "host_local_not_configured        socket      500    250.0",
-                "host_local_reverse_failed        socket      510    255.0",
-                "fast_path_to_container           info        520    260.0",
-                "fast_path_to_uplink              info        530    265.0",
-                "fast_path_fallback_no_endpoint   info        540    270.0",
-                "fast_path_fallback_ttl           info        550    275.0",
-                "fast_path_fallback_mtu           info        560    280.0",
-                "fast_path_fallback_no_neigh      info        570    285.0",
-                "pass_container_to_uplink         pass        580    290.0",
-                "pass_hairpin_unavailable         pass        590    295.0",
-                "pass_fast_path_translated        pass        600    300.0",
+                "routed_new                       pass        120     60.0",
+                "routed_established               pass        130     65.0",
+                "routed_reply                     pass        140     70.0",
+            ]
+        );
+        assert_eq!(
+            lines[23],
+            "pass_from_host                   pass        220    110.0"
+        );
+        assert_eq!(
+            lines[30],
+            "drop_truncated                   drop        290    145.0"
+        );
+        assert_eq!(
+            lines[37],
+            "drop_tcp_rst_out_of_window       drop        360    180.0"
+        );
+        assert_eq!(
+            &lines[38..],
+            [
+                "drop_loopback_publish            drop        370    185.0",
+                "drop_routed_to_container         drop        380    190.0",
+                "snat_port_retries                info        390    195.0",
+                "snat_port_host_socket            info        400    200.0",
+                "conntrack_half_restored          info        410    205.0",
+                "conntrack_restore_failed         info        420    210.0",
+                "fragment_record_failed           info        430    215.0",
+                "xdp_mark_failed                  info        440    220.0",
+                "conntrack_reopened               info        450    225.0",
+                "conntrack_assured                info        460    230.0",
+                "conntrack_assure_failed          info        470    235.0",
+                "host_local_rewritten             socket      480    240.0",
+                "host_local_reply_rewritten       socket      490    245.0",
+                "host_local_not_published         socket      500    250.0",
+                "host_local_reverse_miss          socket      510    255.0",
+                "host_local_other_netns           socket      520    260.0",
+                "host_local_other_protocol        socket      530    265.0",
+                "host_local_not_configured        socket      540    270.0",
+                "host_local_reverse_failed        socket      550    275.0",
+                "fast_path_to_container           info        560    280.0",
+                "fast_path_to_uplink              info        570    285.0",
+                "fast_path_fallback_no_endpoint   info        580    290.0",
+                "fast_path_fallback_ttl           info        590    295.0",
+                "fast_path_fallback_mtu           info        600    300.0",
+                "fast_path_fallback_no_neigh      info        610    305.0",
+                "pass_container_to_uplink         pass        620    310.0",
+                "pass_hairpin_unavailable         pass        630    315.0",
+                "pass_fast_path_translated        pass        640    320.0",
                 "",
                 "MAP        TYPE      ENTRIES  CAPACITY  FILL",
                 "CONNTRACK  lru_hash        4     65536  0.0%",
                 "",
-                "snat port retries: 350",
+                "snat port retries: 390",
             ]
         );
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["counters"][1]["name"], "dnat_established");
         assert_eq!(json["counters"][1]["rate"], 5.0);
-        assert_eq!(json["snat_port_retries"], 350);
+        assert_eq!(json["snat_port_retries"], 390);
         assert_eq!(json["maps"][0]["capacity"], 65536);
         // Without --watch there is no rate at all.
         let plain = stats_view("demo", &counters, None, &maps);

@@ -14,7 +14,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use netfast_common::{
     Backend, CtEntry, CtTuple, PublishKey,
-    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_SNAT},
+    ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_ROUTED, KIND_SNAT},
     proto,
 };
 
@@ -124,7 +124,7 @@ impl Flow {
         self.any().key.proto
     }
 
-    /// `KIND_DNAT` or `KIND_SNAT`.
+    /// `KIND_DNAT`, `KIND_SNAT` or `KIND_ROUTED`.
     pub fn kind(&self) -> u8 {
         self.any().state.kind
     }
@@ -249,7 +249,7 @@ pub struct FlowFilter {
     pub proto: Option<u8>,
     pub addr: Option<Ipv4Addr>,
     pub port: Option<u16>,
-    /// `KIND_DNAT` or `KIND_SNAT`.
+    /// `KIND_DNAT`, `KIND_SNAT` or `KIND_ROUTED`.
     pub kind: Option<u8>,
 }
 
@@ -308,11 +308,13 @@ pub fn pair_flows_in(
     flows
 }
 
-/// `KIND_DNAT`/`KIND_SNAT` as operators write it.
+/// `KIND_DNAT`/`KIND_SNAT`/`KIND_ROUTED` as operators write it. A routed flow's
+/// TRANSLATED tuple is its ORIGINAL one: nothing is translated.
 pub fn kind_name(kind: u8) -> &'static str {
     match kind {
         KIND_DNAT => "DNAT",
         KIND_SNAT => "SNAT",
+        KIND_ROUTED => "ROUTED",
         _ => "?",
     }
 }
@@ -418,6 +420,51 @@ mod tests {
         );
         assert_eq!(f.packets(), (3, 3));
         assert_eq!(f.keys(), [o.0, r.0]);
+    }
+
+    /// A routed flow (`allow_direct_routing`): 10.0.1.26:40000 -> 172.16.0.103:22,
+    /// tracked, not translated.
+    #[test]
+    fn routed_pairs_join_and_translate_nothing() {
+        let peer = [10, 0, 1, 26];
+        let container = [172, 16, 0, 103];
+        let o = (
+            key(peer, 40000, container, 22, proto::TCP),
+            st(container, 22, KIND_ROUTED, DIR_ORIGINAL, SYN | ACK),
+        );
+        let r = (
+            key(container, 22, peer, 40000, proto::TCP),
+            st(container, 22, KIND_ROUTED, DIR_REPLY, SYN | ACK),
+        );
+        let flows = pair_flows([r, o]);
+        assert_eq!(flows.len(), 1);
+        let f = flows[0];
+        assert!(f.is_complete());
+        assert_eq!(kind_name(f.kind()), "ROUTED");
+        assert_eq!(f.tcp_state(), Some(TcpState::Established));
+        assert_eq!(f.translated_key(), f.original_key());
+        assert_eq!(f.keys(), [o.0, r.0]);
+        // Either half names the other, as for translated flows.
+        assert_eq!(pair_flows([r])[0].original_key(), o.0);
+        assert_eq!(pair_flows([o])[0].reply_key(), r.0);
+        // `--kind routed` finds it, the others do not; no publish is its.
+        assert!(f.matches(&FlowFilter {
+            kind: Some(KIND_ROUTED),
+            ..Default::default()
+        }));
+        for kind in [KIND_DNAT, KIND_SNAT] {
+            assert!(!f.matches(&FlowFilter {
+                kind: Some(kind),
+                ..Default::default()
+            }));
+        }
+        let publish = PublishKey {
+            host_addr: 0,
+            host_port: 22u16.to_be(),
+            proto: proto::TCP,
+            _pad: 0,
+        };
+        assert!(!f.through_publish(&publish));
     }
 
     #[test]
