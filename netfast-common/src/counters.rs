@@ -198,9 +198,14 @@ pub enum Counter {
     /// forwarding then answers with ICMP time exceeded, as without netfast.
     FastPathFallbackTtl,
     /// Not a decision: the same, because it is larger than the MTU of the interface it
-    /// would leave by (`bpf_check_mtu`); the host fragments it or answers with ICMP
-    /// fragmentation needed.
+    /// would leave by (`bpf_check_mtu`, each segment of a GSO packet) or, toward the
+    /// uplink, of its route; the host fragments it or answers with ICMP fragmentation
+    /// needed.
     FastPathFallbackMtu,
+    /// Not a decision: the same, because the frame was not sent to the host's MAC
+    /// (broadcast, multicast, another host's): the host's forwarding drops it, as
+    /// without netfast.
+    FastPathFallbackNotHost,
     /// Not a decision: the same, because the next hop's MAC is not known yet
     /// (`BPF_FIB_LKUP_RET_NO_NEIGH`); the host resolves it, and later packets take the
     /// fast path.
@@ -247,6 +252,7 @@ impl Counter {
                 | Counter::FastPathFallbackTtl
                 | Counter::FastPathFallbackMtu
                 | Counter::FastPathFallbackNoNeigh
+                | Counter::FastPathFallbackNotHost
         ) && !self.is_host_local()
     }
 
@@ -394,6 +400,7 @@ mod tests {
             "fast_path_fallback_no_endpoint",
             "fast_path_fallback_ttl",
             "fast_path_fallback_mtu",
+            "fast_path_fallback_not_host",
             "fast_path_fallback_no_neigh",
             "pass_container_to_uplink",
             "pass_hairpin_unavailable",

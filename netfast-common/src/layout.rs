@@ -60,9 +60,9 @@ const fn fingerprint() -> u128 {
 }
 
 // CtTuple 16, CtEntry 56, PublishKey 8, Backend 8, DatapathConfig 40, FragKey 12,
-// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 65 counters.
+// FragEntry 16, SockRevKey 16, SockRevEntry 8, HostAddr 4, Endpoint 20, 66 counters.
 // If this fails, a map layout changed: bump LAYOUT_VERSION and update this value.
 const _: () = assert!(
-    LAYOUT_FINGERPRINT == 0x10_38_08_08_28_0c_10_10_08_04_14_41,
+    LAYOUT_FINGERPRINT == 0x10_38_08_08_28_0c_10_10_08_04_14_42,
     "a map layout changed: bump LAYOUT_VERSION and update the fingerprint"
 );

@@ -24,8 +24,8 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
-        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        TC_ACT_OK, TC_ACT_SHOT, bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_fib_lookup as FibParams,
     },
     helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
@@ -48,6 +48,12 @@ use crate::{
 
 /// Offset of the TTL, and of the 16-bit word (TTL, protocol) the IP checksum sees it in.
 const IP_TTL_OFF: usize = IP_OFF + 8;
+/// Offset of the flags and fragment offset, and their bits (host order).
+const IP_FRAG_OFF: usize = IP_OFF + 6;
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET_MASK: u16 = 0x1fff;
+/// `skb->pkt_type` of a frame to this host's MAC (include/uapi/linux/if_packet.h).
+const PACKET_HOST: u32 = 0;
 
 /// Sends a frame that the uplink's ingress just translated toward a container into
 /// that container; returns the tc verdict. Falls back (TC_ACT_OK, the frame goes on
@@ -55,6 +61,19 @@ const IP_TTL_OFF: usize = IP_OFF + 8;
 /// the TTL would expire, or the frame exceeds the container link's MTU.
 #[inline(always)]
 pub fn to_container(ctx: &TcContext) -> i32 {
+    // A fragment keeps the normal path: its datagram's other fragments do (they carry
+    // no ports), and a host that reassembles (nf_defrag, for any stateful rule) must
+    // see them all.
+    match ctx.load::<u16>(IP_FRAG_OFF) {
+        Ok(frag) if u16::from_be(frag) & (IP_MF | IP_OFFSET_MASK) == 0 => {}
+        _ => return TC_ACT_OK as i32,
+    }
+    // SAFETY: `skb` is the context the kernel passed in; pkt_type is readable in tc.
+    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
+        // Broadcast, multicast or another host's MAC: the host's forwarding drops
+        // such a frame (`ip_forward`), so the fast path must not deliver it.
+        return fall_back(Counter::FastPathFallbackNotHost);
+    }
     let Some(to) = ctx.load::<u32>(IP_DST_OFF).ok().and_then(endpoint) else {
         return fall_back(Counter::FastPathFallbackNoEndpoint);
     };
@@ -84,10 +103,28 @@ pub fn to_uplink(ctx: &TcContext, config: &DatapathConfig) -> Option<i32> {
     if !trackable || pkt.fragment != FRAG_NONE || pkt.quote_off != 0 {
         return None;
     }
-    // SAFETY: `skb` is the context the kernel passed in; ifindex is readable in tc.
-    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: `skb` is the context the kernel passed in; ifindex and gso_size are
+    // readable in tc.
+    let (veth, gso_size) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).gso_size) };
+    // Only a container's own address, from its own veth: a spoofed source is left to
+    // the host's stack, whose rp_filter and rules see it as before.
+    if endpoint(pkt.key.src_addr).is_none_or(|from| from.ifindex != veth) {
+        return None;
+    }
     let mut params = route::forward_params(&pkt.key, veth);
+    // The datagram's length against its route's MTU (`ip_mtu_from_fib_result`: the
+    // device's, or a route's own where the helper sees it); a GSO packet's segments
+    // are checked against the device's below (`bpf_check_mtu`).
+    if gso_size == 0 {
+        params.__bindgen_anon_1.tot_len = pkt.ip_len;
+    }
     let found = route::next_hop(&SkbRewriter { ctx }, &mut params);
+    // Too big for its route (the helper then names no interface): the host's
+    // forwarding answers with "fragmentation needed", or fragments it.
+    if found == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+        count(Counter::FastPathFallbackMtu);
+        return Some(pass_to_uplink());
+    }
     if params.ifindex != config.uplink_ifindex {
         return None;
     }

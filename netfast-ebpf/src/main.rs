@@ -49,7 +49,7 @@ const PACKET_MULTICAST: u32 = 2;
 use crate::{
     maps::{CONTAINER_CALLS, count},
     nat::Rewriter,
-    parse::{IP_CSUM_OFF, IP_OFF, IP_PROTO_OFF, Packet, Unparsed, parse, ptr_at},
+    parse::{FRAG_NONE, IP_CSUM_OFF, IP_OFF, IP_PROTO_OFF, Packet, Unparsed, parse, ptr_at},
     route::{FIB_PARAMS_LEN, Routes},
     sockets::HostSockets,
 };
@@ -86,8 +86,11 @@ fn toward_container(ctx: &TcContext) -> i32 {
 
 #[classifier]
 pub fn uplink_egress_tc(ctx: TcContext) -> i32 {
-    // SAFETY: `skb` is the context the kernel passed in; mark is readable in tc.
-    if unsafe { (*ctx.skb.skb).mark } == FAST_PATH_MARK {
+    // SAFETY: `skb` is the context the kernel passed in; mark and ingress_ifindex are
+    // readable in tc. Only a forwarded frame (one that came in on an interface) can be
+    // the fast path's: a host socket's SO_MARK with the same value is no bypass.
+    let (mark, arrived) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).ingress_ifindex) };
+    if mark == FAST_PATH_MARK && arrived != 0 {
         // Translated by the container-side fast path, which redirected it here.
         ctx.set_mark(0);
         count(Counter::PassFastPathTranslated);
@@ -166,6 +169,8 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
         data_end: ctx.data_end(),
     };
     let parsed = parse(frame.data, frame.data_end);
+    // Fragments keep the normal path (`fast_path::to_container`).
+    let whole = matches!(&parsed, Ok(pkt) if pkt.fragment == FRAG_NONE);
     let counter = match &parsed {
         // XDP cannot see skb->ip_summed: a frame that may carry a partial checksum goes
         // to the tc ingress program behind XDP, whose helpers handle both kinds.
@@ -179,7 +184,7 @@ pub fn uplink_ingress_xdp(ctx: XdpContext) -> u32 {
     }
     if counter == Counter::PassXdpCsumPartial {
         release_mark(&ctx);
-    } else if counter.is_toward_container() {
+    } else if counter.is_toward_container() && whole {
         write_mark(&ctx, XDP_DECIDED_TO_CONTAINER_MARK);
     } else {
         write_mark(&ctx, XDP_DECIDED_MARK);

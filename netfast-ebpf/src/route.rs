@@ -93,8 +93,10 @@ pub fn forward_params(key: &CtTuple, ifindex: u32) -> FibParams {
 /// `BPF_FIB_LKUP_RET_SUCCESS`, `params` holds the interface out (`ifindex`) and the
 /// frame's MACs (`smac`, that interface's; `dmac`, the next hop's from the neighbour
 /// table); on `BPF_FIB_LKUP_RET_NO_NEIGH` the interface but no MACs (the neighbour
-/// entry is missing or not valid). `tot_len` is left 0, so no MTU is checked here.
-/// Returns the helper's return value.
+/// entry is missing or not valid); on `BPF_FIB_LKUP_RET_FRAG_NEEDED` the interface,
+/// when `params.tot_len` (host order, set by the caller) exceeds the route's MTU or,
+/// in tc with `tot_len` 0, a packet that is not GSO exceeds the device's
+/// (`bpf_skb_fib_lookup`). Returns the helper's return value.
 #[inline(always)]
 pub fn next_hop<R: Routes>(r: &R, params: &mut FibParams) -> i64 {
     r.fib_lookup(params, 0)

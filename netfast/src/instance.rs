@@ -1342,6 +1342,9 @@ async fn build(
                 c.netns, c.address, c.peer
             )]));
         };
+        if c.host_address.is_none() {
+            topology::add_static_fdb(host, veth, mac).await?;
+        }
         endpoints.push(bpf::EndpointSpec {
             veth: c.veth.clone(),
             addr: c.address.addr(),
@@ -1352,6 +1355,15 @@ async fn build(
                 host_mac,
             },
         });
+    }
+    // A bridge whose address was never set (one netfast did not create) takes the
+    // lowest MAC of its ports: read it again now that every veth is enslaved.
+    if let Some(mac) = topology::link(host, bridge).await?.and_then(|l| l.mac) {
+        for (ep, c) in endpoints.iter_mut().zip(&cfg.containers) {
+            if c.host_address.is_none() {
+                ep.endpoint.host_mac = mac;
+            }
+        }
     }
 
     if !topology::ip_forward()? {

@@ -29,8 +29,10 @@ const BRIDGE_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x64];
 /// The uplink stand-in's MAC and the LAN peer's, set by `uplink_netns`.
 const UPLINK_MAC: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0x30];
 const LAN_PEER_MAC: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0x1a];
-/// A frame from outside as it arrives: to the uplink's MAC.
-const LAN_FRAME_MACS: ([u8; 6], [u8; 6]) = (UPLINK_MAC, LAN_PEER_MAC);
+/// A frame from outside as it arrives: to the MAC of the device the test run takes it
+/// in on. That is the loopback, whose MAC is all zeros, so `eth_type_trans` makes it
+/// PACKET_HOST, as a frame to the uplink's MAC is on the uplink.
+const LAN_FRAME_MACS: ([u8; 6], [u8; 6]) = ([0; 6], LAN_PEER_MAC);
 
 const LAN_PORT: u16 = 40_000;
 /// The loopback's ifindex: an interface every namespace has, with an MTU (65536) that
@@ -144,7 +146,11 @@ fn xdp_marks_a_frame_translated_toward_a_container() {
 #[test]
 fn a_ttl_that_would_expire_falls_back_translated() {
     let mut dp = datapath(0, LO);
-    let syn = Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN).with_ttl(1);
+    let syn = with_macs(
+        Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
+        LAN_FRAME_MACS,
+    )
+    .with_ttl(1);
     let run = dp.run(Prog::IngressTc, &syn.bytes());
     run.assert_counts(
         Verdict::Pass,
@@ -158,7 +164,10 @@ fn a_ttl_that_would_expire_falls_back_translated() {
 fn a_destination_without_an_endpoint_falls_back_translated() {
     let mut dp = Datapath::configured();
     dp.write_config(&fast_config(0));
-    let syn = Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN);
+    let syn = with_macs(
+        Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
+        LAN_FRAME_MACS,
+    );
     let run = dp.run(Prog::IngressTc, &syn.bytes());
     run.assert_counts(
         Verdict::Pass,
@@ -185,7 +194,7 @@ fn a_frame_over_the_container_links_mtu_falls_back() {
             let to = sock(UPLINK_ADDR, UDP_PUBLISHED);
             let backend = sock(BACKEND, UDP_BACKEND_PORT);
 
-            let mut big = Packet::udp(lan_client(), to);
+            let mut big = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
             big.payload = vec![0x5a; 1200];
             let run = dp.run(Prog::IngressTc, &big.bytes());
             run.assert_counts(
@@ -194,7 +203,7 @@ fn a_frame_over_the_container_links_mtu_falls_back() {
                 &big.with_dst(backend).bytes(),
             );
 
-            let mut small = Packet::udp(lan_client(), to);
+            let mut small = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
             small.payload = vec![0x5a; 900];
             let run = dp.run(Prog::IngressTc, &small.bytes());
             run.assert_counts(
@@ -269,9 +278,9 @@ fn a_backends_reply_goes_out_of_the_uplink_translated() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, LO);
+            let mut dp = datapath(uplink, bridge);
             let published = sock(UPLINK_ADDR, TCP_PUBLISHED);
-            let syn = Packet::tcp(lan_client(), published, SYN);
+            let syn = with_macs(Packet::tcp(lan_client(), published, SYN), LAN_FRAME_MACS);
             assert_eq!(
                 dp.run(Prog::IngressTc, &syn.bytes()).verdict,
                 Verdict::Redirect
@@ -314,7 +323,7 @@ fn a_masqueraded_flow_opens_on_the_normal_path_then_takes_the_fast_path() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, LO);
+            let mut dp = datapath(uplink, bridge);
             // A port outside the host's ephemeral range: the SNAT keeps it.
             let container = sock(BACKEND, 5000);
             let remote = sock(LAN_PEER, 9000);
@@ -361,8 +370,11 @@ fn without_a_neighbour_or_with_ttl_1_a_reply_falls_back_untranslated() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, LO);
-            let syn = Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN);
+            let mut dp = datapath(uplink, bridge);
+            let syn = with_macs(
+                Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
+                LAN_FRAME_MACS,
+            );
             dp.run(Prog::IngressTc, &syn.bytes());
             let reply = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
 
@@ -407,7 +419,7 @@ fn a_packet_not_routed_out_of_the_uplink_goes_on_to_hairpin() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, LO);
+            let mut dp = datapath(uplink, bridge);
             let to_neighbour = from_backend(Packet::tcp(
                 sock(BACKEND, 5000),
                 sock(Ipv4Addr::new(172, 16, 0, 103), 80),
@@ -419,6 +431,121 @@ fn a_packet_not_routed_out_of_the_uplink_goes_on_to_hairpin() {
                 Counter::PassContainerNotPublished,
                 &to_neighbour.bytes(),
             );
+        });
+    });
+}
+
+/// A first fragment keeps the normal path, translated, as its later fragments do (a
+/// host that reassembles must see them all); a broadcast frame too, which the host's
+/// forwarding then drops.
+#[test]
+fn a_fragment_and_a_broadcast_frame_keep_the_normal_path() {
+    let mut dp = datapath(0, LO);
+    let to = sock(UPLINK_ADDR, UDP_PUBLISHED);
+    let backend = sock(BACKEND, UDP_BACKEND_PORT);
+    let mut datagram = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
+    datagram.payload = vec![0x5a; 64];
+    let first = datagram.fragments(32).remove(0);
+    let run = dp.run(Prog::IngressTc, &first);
+    assert_eq!(
+        run.verdict,
+        Verdict::Pass,
+        "a first fragment is passed, not redirected"
+    );
+    assert_eq!(
+        run.counted,
+        [(Counter::DnatNew, 1)],
+        "translated, no fast-path counter"
+    );
+
+    let broadcast = with_macs(
+        Packet::udp(sock(LAN_PEER, 40_001), to),
+        ([0xff; 6], LAN_PEER_MAC),
+    );
+    let run = dp.run(Prog::IngressTc, &broadcast.bytes());
+    run.assert_counts(
+        Verdict::Pass,
+        &[(Counter::DnatNew, 1), (Counter::FastPathFallbackNotHost, 1)],
+        &broadcast.with_dst(backend).bytes(),
+    );
+}
+
+/// A packet with a container's source address from another container's veth (a
+/// spoofed source) is no fast-path packet: it goes on to hairpin and the host's stack
+/// (and its rp_filter), untranslated.
+#[test]
+fn a_spoofed_source_is_left_to_the_host() {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (uplink, bridge) = uplink_netns();
+            let mut dp = datapath(uplink, bridge);
+            let syn = with_macs(
+                Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
+                LAN_FRAME_MACS,
+            );
+            dp.run(Prog::IngressTc, &syn.bytes());
+            let spoofed = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
+            let elsewhere = Some(Ifindexes {
+                ifindex: uplink,
+                ingress_ifindex: uplink,
+                mark: 0,
+            });
+            let run = dp.run_on(Prog::ContainerTc, &spoofed.bytes(), elsewhere);
+            run.assert(
+                Verdict::Pass,
+                Counter::PassContainerNotPublished,
+                &spoofed.bytes(),
+            );
+        });
+    });
+}
+
+/// A datagram over the MTU of the link out (here the uplink's) keeps the normal path
+/// untranslated, where the host's forwarding answers "fragmentation needed".
+#[test]
+fn a_reply_over_the_routes_mtu_falls_back() {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (uplink, bridge) = uplink_netns();
+            ip(&["link", "set", UPLINK, "mtu", "1000"]);
+            let mut dp = datapath(uplink, bridge);
+            let syn = with_macs(
+                Packet::udp(lan_client(), sock(UPLINK_ADDR, UDP_PUBLISHED)),
+                LAN_FRAME_MACS,
+            );
+            dp.run(Prog::IngressTc, &syn.bytes());
+            let mut reply =
+                from_backend(Packet::udp(sock(BACKEND, UDP_BACKEND_PORT), lan_client()));
+            reply.payload = vec![0x5a; 1200];
+            let run = dp.run_on(Prog::ContainerTc, &reply.bytes(), on_veth(bridge));
+            run.assert_counts(
+                Verdict::Pass,
+                &[
+                    (Counter::FastPathFallbackMtu, 1),
+                    (Counter::PassContainerToUplink, 1),
+                ],
+                &reply.bytes(),
+            );
+        });
+    });
+}
+
+/// A host socket's own frame with the fast path's mark value (SO_MARK) is no fast-path
+/// frame: only a forwarded one can be. The egress program decides on it as usual.
+#[test]
+fn the_mark_alone_does_not_pass_the_egress() {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (uplink, _) = uplink_netns();
+            let mut dp = datapath(uplink, LO);
+            let own = Packet::tcp(sock(UPLINK_ADDR, 40_000), sock(LAN_PEER, 80), SYN);
+            let sent_by_host = Ifindexes {
+                ifindex: uplink,
+                ingress_ifindex: 0,
+                mark: FAST_PATH_MARK,
+            };
+            let run = dp.run_on(Prog::EgressTc, &own.bytes(), Some(sent_by_host));
+            run.assert(Verdict::Pass, Counter::PassNoMatch, &own.bytes());
         });
     });
 }

@@ -315,3 +315,52 @@ fn a_packet_whose_ttl_would_expire_falls_back_and_the_sender_gets_time_exceeded(
     let (seen, _) = server.wait(Duration::from_secs(10));
     assert!(seen.starts_with(&format!("{LAN} ")), "backend saw {seen:?}");
 }
+
+/// The MAC of `link` in namespace `ns`, as `ip -j link show` prints it.
+fn mac_of(ns: &str, link: &str) -> String {
+    let out = exec_ok(ns, &["ip", "-j", "link", "show", link]);
+    let links: serde_json::Value = serde_json::from_str(&out).expect("ip -j link JSON");
+    links[0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{link} in {ns} has no address: {out}"))
+        .to_owned()
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Fast-path frames never cross the bridge, so the bridge would forget the containers'
+/// MACs after its ageing time and flood to every port what it still forwards to them;
+/// `up` gives each bridged container a static forwarding entry. And the bridge keeps
+/// the MAC it was created with (set explicitly, as Docker does), so the gateway MAC in
+/// `ENDPOINTS`, which fast-path frames carry as their source, is the bridge's own.
+#[test]
+fn bridged_containers_have_static_bridge_entries_and_the_bridges_own_mac() {
+    let sb = Sandbox::up("fpfdb", IngressMode::Tc, "");
+    let fdb = exec_ok(&sb.host(), &["bridge", "fdb", "show", "br", "br0"]);
+    for n in [2, 3] {
+        let mac = mac_of(&sb.container(n), &format!("veth{n}-peer"));
+        assert!(
+            fdb.lines()
+                .any(|l| l.starts_with(&mac) && l.contains("static") && !l.contains("permanent")),
+            "no static entry for netns{n}'s {mac} in:\n{fdb}"
+        );
+    }
+    let bridge_mac = mac_of(&sb.host(), "br0");
+    let endpoints = netfast::bpf::pinned::PinnedInstance::open(&sb.prefix)
+        .and_then(|instance| instance.endpoints())
+        .expect("read ENDPOINTS");
+    for (addr, endpoint) in endpoints {
+        if addr.octets()[3] != 2 {
+            assert_eq!(
+                mac_text(&endpoint.host_mac),
+                bridge_mac,
+                "the gateway MAC of {addr} is the bridge's"
+            );
+        }
+    }
+}

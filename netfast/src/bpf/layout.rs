@@ -10,7 +10,7 @@ use netfast_common::{
 
 use super::{
     DatapathError,
-    maps::open_pinned_map,
+    maps::{conntrack_map_entries, open_pinned_map},
     object::{MapShape, expected_shapes},
     pins::{MAP_NAMES, pin_dir},
 };
@@ -69,7 +69,7 @@ pub fn check_layout(
             max_entries: info.max_entries(),
         };
         match (name, conntrack_capacity) {
-            (MAP_CONNTRACK, Some(capacity)) => want.max_entries = capacity,
+            (MAP_CONNTRACK, Some(capacity)) => want.max_entries = conntrack_map_entries(capacity),
             (MAP_CONNTRACK_UNASSURED, Some(capacity)) => {
                 want.max_entries = unassured_capacity(capacity)
             }

@@ -42,6 +42,7 @@ use super::{
     DatapathError,
     layout::check_layout,
     link_info::{RawLinkInfo, link_info, update_link},
+    maps::conntrack_map_entries,
     object::object,
     pins::{
         HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, container_link_name,
@@ -288,7 +289,10 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     for (name, path) in MAP_NAMES.iter().zip(&map_paths) {
         loader.map_pin_path(name, path.as_path());
     }
-    loader.map_max_entries(MAP_CONNTRACK, spec.conntrack_capacity);
+    loader.map_max_entries(
+        MAP_CONNTRACK,
+        conntrack_map_entries(spec.conntrack_capacity),
+    );
     loader.map_max_entries(
         MAP_CONNTRACK_UNASSURED,
         unassured_capacity(spec.conntrack_capacity),
@@ -360,7 +364,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         }
     }
     // Filled before the first container link exists, so that no packet meets an
-    // empty slot (`pass_container_hairpin_unavailable`).
+    // empty slot (`pass_hairpin_unavailable`).
     set_container_calls(&mut ebpf)?;
     for ep in &spec.endpoints {
         attachments.push(attach_tc(

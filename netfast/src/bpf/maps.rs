@@ -18,6 +18,21 @@ use super::{DatapathError, pins::pin_dir};
 /// `BPF_NOEXIST`: insert only when the key is not there yet.
 const BPF_NOEXIST: u64 = 1;
 
+/// The `max_entries` the kernel gives `CONNTRACK` for `[conntrack] capacity` entries.
+/// A per-CPU LRU (`BPF_F_NO_COMMON_LRU`) holds a multiple of the possible CPUs:
+/// `htab_map_alloc` rounds up (down at the top of the range). The loader asks for
+/// exactly that and the layout check expects it, so the two never disagree.
+pub fn conntrack_map_entries(capacity: u32) -> u32 {
+    let cpus = aya::util::nr_cpus()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1);
+    capacity
+        .checked_next_multiple_of(cpus)
+        .unwrap_or(capacity - capacity % cpus)
+}
+
 /// Sums every counter over all CPUs.
 pub fn read_counters(instance: &str) -> Result<Vec<(Counter, u64)>, DatapathError> {
     let (map, _) = open_pinned_map(instance, MAP_COUNTERS, 4, size_of::<u64>())?;

@@ -20,6 +20,7 @@ use rtnetlink::{
         AddressFamily,
         address::{AddressAttribute, AddressHeaderFlags, AddressMessage},
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        neighbour::{NeighbourFlags, NeighbourState},
         route::RouteAttribute,
     },
 };
@@ -163,6 +164,12 @@ pub async fn links(h: &Handle) -> Result<Vec<Link>> {
 }
 
 /// Creates a bridge (down, no address). Returns its index.
+///
+/// Its MAC address is set explicitly to the one it was created with, as Docker does:
+/// a bridge whose address was never set takes the lowest MAC of its ports
+/// (`br_stp_recalculate_bridge_id`), so it would change as containers come and go,
+/// behind the containers' ARP entries for their gateway and the `ENDPOINTS` entries
+/// that hold it.
 pub async fn create_bridge(h: &Handle, name: &str) -> Result<u32> {
     let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name).build();
     h.link()
@@ -170,7 +177,38 @@ pub async fn create_bridge(h: &Handle, name: &str) -> Result<u32> {
         .execute()
         .await
         .map_err(nl(format!("create bridge {name:?}")))?;
-    require_link(h, name).await
+    let index = require_link(h, name).await?;
+    if let Some(mac) = link(h, name).await?.and_then(|l| l.mac) {
+        h.link()
+            .change(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("pin the MAC address of bridge {name:?}")))?;
+    }
+    Ok(index)
+}
+
+/// A static forwarding entry for `mac` on the bridge port `port` (`bridge fdb replace
+/// MAC dev PORT master static`): it never ages out. The fast path carries a
+/// container's traffic past the bridge, so the bridge would otherwise stop seeing the
+/// container's frames, forget its MAC after `ageing_time` (300 s) and flood what it
+/// still forwards to it (the host's own traffic) to every port. The entry goes with
+/// the port.
+pub async fn add_static_fdb(h: &Handle, port: u32, mac: [u8; 6]) -> Result<()> {
+    h.neighbours()
+        .add_bridge(port, &mac)
+        .state(NeighbourState::Noarp)
+        .flags(NeighbourFlags::Controller)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "add a static bridge entry for interface #{port}"
+        )))
 }
 
 /// Creates a veth pair `name` ↔ `peer`, with `peer` created directly inside the
