@@ -352,7 +352,8 @@ fn bridged_containers_have_static_bridge_entries_and_the_bridges_own_mac() {
     }
     let bridge_mac = mac_of(&sb.host(), "br0");
     let endpoints = netfast::bpf::pinned::PinnedInstance::open(&sb.prefix)
-        .and_then(|instance| instance.endpoints())
+        .expect("open the instance")
+        .endpoints()
         .expect("read ENDPOINTS");
     for (addr, endpoint) in endpoints {
         if addr.octets()[3] != 2 {
