@@ -110,7 +110,7 @@ fn quick_bench_runs_every_lane_and_scenario() {
         &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
     )
     .expect("report.json is JSON");
-    assert_eq!(json["lanes"].as_array().map(Vec::len), Some(6));
+    assert_eq!(json["lanes"].as_array().map(Vec::len), Some(7));
     for key in [
         "machine",
         "kernel",

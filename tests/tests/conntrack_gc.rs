@@ -218,7 +218,22 @@ fn orphan(j: u32, now: u64, old: bool) -> (CtTuple, CtEntry) {
 
 #[test]
 fn one_pass_over_100k_flows_removes_exactly_the_expired_pairs() {
-    let sb = Sandbox::up("g", IngressMode::Tc, "");
+    // CONNTRACK has an LRU list per CPU (`BPF_F_NO_COMMON_LRU`): the entries this test
+    // inserts from one CPU fit without eviction only in that CPU's share of the table,
+    // capacity ÷ possible CPUs, so the table is sized for that.
+    let entries = 2 * (FLOWS + ORPHANS) as usize;
+    let cpus = aya::util::nr_cpus().expect("the number of possible CPUs");
+    let capacity = (entries * cpus).next_multiple_of(1024);
+    assert!(
+        capacity <= 4_194_304,
+        "{cpus} possible CPUs need a CONNTRACK of {capacity} entries, over [conntrack] \
+         capacity's maximum: this test cannot run here"
+    );
+    let sb = Sandbox::up(
+        "g",
+        IngressMode::Tc,
+        &format!("\n[conntrack]\ncapacity = {capacity}\n"),
+    );
     let mut map = gc::open_conntrack(&sb.prefix, MAP_CONNTRACK).expect("open the pinned CONNTRACK");
     // The entries' timestamps reach 300 s back from `now`, and the pass is given `now`
     // rather than reading the clock: an hour ahead of the monotonic clock, so the test

@@ -90,6 +90,16 @@ pub fn check(
             format!("returned {return_value}, which is neither pass nor drop"),
         );
     }
+    // A redirect is the fast path's or hairpin's, and says so in a counter.
+    let redirected = moved.iter().any(|(c, _)| {
+        c.is_redirect() || matches!(c, Counter::FastPathToContainer | Counter::FastPathToUplink)
+    });
+    if checked.verdict == Some(Verdict::Redirect) && !redirected {
+        checked.fail(
+            "verdict",
+            "redirected without a fast-path or hairpin counter".to_owned(),
+        );
+    }
     check_decision(&mut checked, moved);
     if let (Some(decision), Some(verdict)) = (checked.decision, checked.verdict)
         && decision.is_drop() != (verdict == Verdict::Drop)
