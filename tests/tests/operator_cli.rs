@@ -363,6 +363,13 @@ fn stats_move_by_the_packets_sent_and_nat_list_shows_bindings() {
             "conntrack_reopened",
             "conntrack_assured",
             "conntrack_assure_failed",
+            "fast_path_to_container",
+            "fast_path_to_uplink",
+            "fast_path_fallback_no_endpoint",
+            "fast_path_fallback_ttl",
+            "fast_path_fallback_mtu",
+            "fast_path_fallback_not_host",
+            "fast_path_fallback_no_neigh",
         ]
         .contains(&c["name"].as_str().unwrap_or_default())
         {
