@@ -37,7 +37,7 @@ use netfast_common::{
 
 use crate::{
     conntrack::{self, Rewrite, Side},
-    maps::ENDPOINTS,
+    maps::{ENDPOINTS, endpoint},
     nat::{Rewriter, translate},
     parse::{FRAG_NONE, Packet},
     route::Routes,
@@ -259,12 +259,6 @@ fn write_macs<R: Rewriter>(r: &mut R, to: &Endpoint) -> Result<(), ()> {
     r.store_u32(0, u32::from_ne_bytes([d[0], d[1], d[2], d[3]]))?;
     r.store_u32(4, u32::from_ne_bytes([d[4], d[5], s[0], s[1]]))?;
     r.store_u32(8, u32::from_ne_bytes([s[2], s[3], s[4], s[5]]))
-}
-
-#[inline(always)]
-fn endpoint(addr: u32) -> Option<Endpoint> {
-    // SAFETY: the value is copied out at once.
-    unsafe { ENDPOINTS.get(&addr) }.copied()
 }
 
 #[inline(always)]

@@ -31,7 +31,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netfast_common::{
-    Counter, DatapathConfig, Endpoint,
+    Counter, DatapathConfig,
     ct::{DIR_ORIGINAL, KIND_ROUTED},
     names::FAST_PATH_MARK,
     proto,
@@ -40,7 +40,7 @@ use netfast_common::{
 use crate::{
     SkbRewriter,
     conntrack::{self, Side},
-    maps::{ENDPOINTS, count},
+    maps::{count, endpoint},
     nat::translate,
     parse::{FRAG_NONE, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, Packet},
     route,
@@ -218,12 +218,6 @@ fn decrement_ttl(ctx: &TcContext) -> Result<(), ()> {
 fn write_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), ()> {
     ctx.store(0, dst, 0).map_err(|_| ())?;
     ctx.store(6, src, 0).map_err(|_| ())
-}
-
-#[inline(always)]
-fn endpoint(addr: u32) -> Option<Endpoint> {
-    // SAFETY: the value is copied out at once.
-    unsafe { ENDPOINTS.get(&addr) }.copied()
 }
 
 /// A translated frame the fast path leaves to the host's routing.

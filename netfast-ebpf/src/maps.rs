@@ -86,6 +86,13 @@ pub static META: Array<u64, 1> = Array::new();
 #[btf_map]
 pub static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
 
+/// The `ENDPOINTS` entry of the container at `addr` (network byte order), copied out.
+#[inline(always)]
+pub fn endpoint(addr: u32) -> Option<Endpoint> {
+    // SAFETY: the value is copied out at once.
+    unsafe { ENDPOINTS.get(&addr) }.copied()
+}
+
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

@@ -183,38 +183,36 @@ fn a_destination_without_an_endpoint_falls_back_translated() {
 /// host fragments it or answers "fragmentation needed"; one that fits goes in.
 #[test]
 fn a_frame_over_the_container_links_mtu_falls_back() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            private_netns("10.0.1.48/24", &[]);
-            ip(&[
-                "link", "add", "nfct0", "type", "veth", "peer", "name", "nfct1",
-            ]);
-            ip(&["link", "set", "nfct0", "mtu", "1000"]);
-            let mut dp = datapath(0, ifindex("nfct0"));
-            let to = sock(UPLINK_ADDR, UDP_PUBLISHED);
-            let backend = sock(BACKEND, UDP_BACKEND_PORT);
+    in_own_netns(|| {
+        private_netns("10.0.1.48/24", &[]);
+        ip(&[
+            "link", "add", "nfct0", "type", "veth", "peer", "name", "nfct1",
+        ]);
+        ip(&["link", "set", "nfct0", "mtu", "1000"]);
+        let mut dp = datapath(0, ifindex("nfct0"));
+        let to = sock(UPLINK_ADDR, UDP_PUBLISHED);
+        let backend = sock(BACKEND, UDP_BACKEND_PORT);
 
-            let mut big = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
-            big.payload = vec![0x5a; 1200];
-            let run = dp.run(Prog::IngressTc, &big.bytes());
-            run.assert_counts(
-                Verdict::Pass,
-                &[(Counter::DnatNew, 1), (Counter::FastPathFallbackMtu, 1)],
-                &big.with_dst(backend).bytes(),
-            );
+        let mut big = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
+        big.payload = vec![0x5a; 1200];
+        let run = dp.run(Prog::IngressTc, &big.bytes());
+        run.assert_counts(
+            Verdict::Pass,
+            &[(Counter::DnatNew, 1), (Counter::FastPathFallbackMtu, 1)],
+            &big.with_dst(backend).bytes(),
+        );
 
-            let mut small = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
-            small.payload = vec![0x5a; 900];
-            let run = dp.run(Prog::IngressTc, &small.bytes());
-            run.assert_counts(
-                Verdict::Redirect,
-                &[
-                    (Counter::DnatEstablished, 1),
-                    (Counter::FastPathToContainer, 1),
-                ],
-                &into_backend(small.with_dst(backend)).bytes(),
-            );
-        });
+        let mut small = with_macs(Packet::udp(lan_client(), to), LAN_FRAME_MACS);
+        small.payload = vec![0x5a; 900];
+        let run = dp.run(Prog::IngressTc, &small.bytes());
+        run.assert_counts(
+            Verdict::Redirect,
+            &[
+                (Counter::DnatEstablished, 1),
+                (Counter::FastPathToContainer, 1),
+            ],
+            &into_backend(small.with_dst(backend)).bytes(),
+        );
     });
 }
 
@@ -236,6 +234,15 @@ fn with_the_fast_path_off_a_published_flow_takes_the_normal_path() {
 }
 
 // --- toward the uplink: the container's veth ---------------------------------------
+
+/// Runs `test` on a thread of its own, which `test` moves into a network namespace
+/// of its own (`private_netns` unshares the calling thread): no other test sees its
+/// routes and neighbours, and it goes with the thread.
+fn in_own_netns(test: impl FnOnce() + Send) {
+    std::thread::scope(|scope| {
+        scope.spawn(test);
+    });
+}
 
 /// A namespace with the uplink and bridge stand-ins, known MACs, and the LAN peer's
 /// neighbour entry on the uplink. Returns (uplink, bridge) ifindexes.
@@ -266,6 +273,21 @@ fn on_veth(bridge: u32) -> Option<Ifindexes> {
     })
 }
 
+/// A SYN from the LAN to the published TCP port: the flow the backend's replies in
+/// the container-side tests belong to.
+fn open_published_tcp(dp: &mut Datapath) {
+    let syn = with_macs(
+        Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
+        LAN_FRAME_MACS,
+    );
+    let run = dp.run(Prog::IngressTc, &syn.bytes());
+    assert_eq!(
+        run.verdict,
+        Verdict::Redirect,
+        "the SYN into the backend: {run:?}"
+    );
+}
+
 /// A frame as the backend sends it toward its gateway.
 fn from_backend(pkt: Packet) -> Packet {
     with_macs(pkt, (BRIDGE_MAC, BACKEND_MAC))
@@ -275,44 +297,38 @@ fn from_backend(pkt: Packet) -> Packet {
 /// route's MACs, the TTL one lower, marked for the uplink's egress, which passes it.
 #[test]
 fn a_backends_reply_goes_out_of_the_uplink_translated() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, bridge);
-            let published = sock(UPLINK_ADDR, TCP_PUBLISHED);
-            let syn = with_macs(Packet::tcp(lan_client(), published, SYN), LAN_FRAME_MACS);
-            assert_eq!(
-                dp.run(Prog::IngressTc, &syn.bytes()).verdict,
-                Verdict::Redirect
-            );
+    in_own_netns(|| {
+        let (uplink, bridge) = uplink_netns();
+        let mut dp = datapath(uplink, bridge);
+        let published = sock(UPLINK_ADDR, TCP_PUBLISHED);
+        open_published_tcp(&mut dp);
 
-            let syn_ack = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
-            let run = dp.run_on(Prog::ContainerTc, &syn_ack.bytes(), on_veth(bridge));
-            let expected = with_macs(
-                syn_ack.with_src(published).with_ttl(63),
-                (LAN_PEER_MAC, UPLINK_MAC),
-            );
-            run.assert_counts(
-                Verdict::Redirect,
-                &[(Counter::DnatReply, 1), (Counter::FastPathToUplink, 1)],
-                &expected.bytes(),
-            );
-            assert_eq!(run.skb_mark, Some(FAST_PATH_MARK), "the fast path's mark");
+        let syn_ack = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
+        let run = dp.run_on(Prog::ContainerTc, &syn_ack.bytes(), on_veth(bridge));
+        let expected = with_macs(
+            syn_ack.with_src(published).with_ttl(63),
+            (LAN_PEER_MAC, UPLINK_MAC),
+        );
+        run.assert_counts(
+            Verdict::Redirect,
+            &[(Counter::DnatReply, 1), (Counter::FastPathToUplink, 1)],
+            &expected.bytes(),
+        );
+        assert_eq!(run.skb_mark, Some(FAST_PATH_MARK), "the fast path's mark");
 
-            // The uplink's egress passes the marked frame as it is, and clears the mark.
-            let on_uplink = Ifindexes {
-                ifindex: uplink,
-                ingress_ifindex: bridge,
-                mark: FAST_PATH_MARK,
-            };
-            let run = dp.run_on(Prog::EgressTc, &expected.bytes(), Some(on_uplink));
-            run.assert(
-                Verdict::Pass,
-                Counter::PassFastPathTranslated,
-                &expected.bytes(),
-            );
-            assert_eq!(run.skb_mark, Some(0), "the mark is cleared");
-        });
+        // The uplink's egress passes the marked frame as it is, and clears the mark.
+        let on_uplink = Ifindexes {
+            ifindex: uplink,
+            ingress_ifindex: bridge,
+            mark: FAST_PATH_MARK,
+        };
+        let run = dp.run_on(Prog::EgressTc, &expected.bytes(), Some(on_uplink));
+        run.assert(
+            Verdict::Pass,
+            Counter::PassFastPathTranslated,
+            &expected.bytes(),
+        );
+        assert_eq!(run.skb_mark, Some(0), "the mark is cleared");
     });
 }
 
@@ -320,45 +336,43 @@ fn a_backends_reply_goes_out_of_the_uplink_translated() {
 /// egress creates it); the container's next packets leave on the fast path, SNAT-ed.
 #[test]
 fn a_masqueraded_flow_opens_on_the_normal_path_then_takes_the_fast_path() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, bridge);
-            // A port outside the host's ephemeral range: the SNAT keeps it.
-            let container = sock(BACKEND, 5000);
-            let remote = sock(LAN_PEER, 9000);
-            let syn = from_backend(Packet::tcp(container, remote, SYN));
-            let run = dp.run_on(Prog::ContainerTc, &syn.bytes(), on_veth(bridge));
-            run.assert(Verdict::Pass, Counter::PassContainerToUplink, &syn.bytes());
+    in_own_netns(|| {
+        let (uplink, bridge) = uplink_netns();
+        let mut dp = datapath(uplink, bridge);
+        // A port outside the host's ephemeral range: the SNAT keeps it.
+        let container = sock(BACKEND, 5000);
+        let remote = sock(LAN_PEER, 9000);
+        let syn = from_backend(Packet::tcp(container, remote, SYN));
+        let run = dp.run_on(Prog::ContainerTc, &syn.bytes(), on_veth(bridge));
+        run.assert(Verdict::Pass, Counter::PassContainerToUplink, &syn.bytes());
 
-            let on_uplink = Ifindexes {
-                ifindex: uplink,
-                ingress_ifindex: bridge,
-                mark: 0,
-            };
-            let masqueraded = sock(UPLINK_ADDR, 5000);
-            let run = dp.run_on(Prog::EgressTc, &syn.bytes(), Some(on_uplink));
-            run.assert(
-                Verdict::Pass,
-                Counter::SnatNew,
-                &syn.with_src(masqueraded).bytes(),
-            );
+        let on_uplink = Ifindexes {
+            ifindex: uplink,
+            ingress_ifindex: bridge,
+            mark: 0,
+        };
+        let masqueraded = sock(UPLINK_ADDR, 5000);
+        let run = dp.run_on(Prog::EgressTc, &syn.bytes(), Some(on_uplink));
+        run.assert(
+            Verdict::Pass,
+            Counter::SnatNew,
+            &syn.with_src(masqueraded).bytes(),
+        );
 
-            let ack = from_backend(Packet::tcp(container, remote, ACK));
-            let run = dp.run_on(Prog::ContainerTc, &ack.bytes(), on_veth(bridge));
-            run.assert_counts(
-                Verdict::Redirect,
-                &[
-                    (Counter::SnatEstablished, 1),
-                    (Counter::FastPathToUplink, 1),
-                ],
-                &with_macs(
-                    ack.with_src(masqueraded).with_ttl(63),
-                    (LAN_PEER_MAC, UPLINK_MAC),
-                )
-                .bytes(),
-            );
-        });
+        let ack = from_backend(Packet::tcp(container, remote, ACK));
+        let run = dp.run_on(Prog::ContainerTc, &ack.bytes(), on_veth(bridge));
+        run.assert_counts(
+            Verdict::Redirect,
+            &[
+                (Counter::SnatEstablished, 1),
+                (Counter::FastPathToUplink, 1),
+            ],
+            &with_macs(
+                ack.with_src(masqueraded).with_ttl(63),
+                (LAN_PEER_MAC, UPLINK_MAC),
+            )
+            .bytes(),
+        );
     });
 }
 
@@ -367,47 +381,41 @@ fn a_masqueraded_flow_opens_on_the_normal_path_then_takes_the_fast_path() {
 /// touched on the veth.
 #[test]
 fn without_a_neighbour_or_with_ttl_1_a_reply_falls_back_untranslated() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, bridge);
-            let syn = with_macs(
-                Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
-                LAN_FRAME_MACS,
-            );
-            dp.run(Prog::IngressTc, &syn.bytes());
-            let reply = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
+    in_own_netns(|| {
+        let (uplink, bridge) = uplink_netns();
+        let mut dp = datapath(uplink, bridge);
+        open_published_tcp(&mut dp);
+        let reply = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
 
-            let expiring = reply.clone().with_ttl(1);
-            let run = dp.run_on(Prog::ContainerTc, &expiring.bytes(), on_veth(bridge));
-            run.assert_counts(
-                Verdict::Pass,
-                &[
-                    (Counter::FastPathFallbackTtl, 1),
-                    (Counter::PassContainerToUplink, 1),
-                ],
-                &expiring.bytes(),
-            );
+        let expiring = reply.clone().with_ttl(1);
+        let run = dp.run_on(Prog::ContainerTc, &expiring.bytes(), on_veth(bridge));
+        run.assert_counts(
+            Verdict::Pass,
+            &[
+                (Counter::FastPathFallbackTtl, 1),
+                (Counter::PassContainerToUplink, 1),
+            ],
+            &expiring.bytes(),
+        );
 
-            ip(&["neigh", "del", "10.0.1.26", "dev", UPLINK]);
-            let run = dp.run_on(Prog::ContainerTc, &reply.bytes(), on_veth(bridge));
-            run.assert_counts(
-                Verdict::Pass,
-                &[
-                    (Counter::FastPathFallbackNoNeigh, 1),
-                    (Counter::PassContainerToUplink, 1),
-                ],
-                &reply.bytes(),
-            );
-            let backend_reply = dp
-                .flow(&netfast_tests::harness::flow_key(
-                    netfast_common::proto::TCP,
-                    backend_tcp(),
-                    lan_client(),
-                ))
-                .expect("the flow's reply half");
-            assert_eq!(backend_reply.packets, 0, "the veth left the flow untouched");
-        });
+        ip(&["neigh", "del", "10.0.1.26", "dev", UPLINK]);
+        let run = dp.run_on(Prog::ContainerTc, &reply.bytes(), on_veth(bridge));
+        run.assert_counts(
+            Verdict::Pass,
+            &[
+                (Counter::FastPathFallbackNoNeigh, 1),
+                (Counter::PassContainerToUplink, 1),
+            ],
+            &reply.bytes(),
+        );
+        let backend_reply = dp
+            .flow(&netfast_tests::harness::flow_key(
+                netfast_common::proto::TCP,
+                backend_tcp(),
+                lan_client(),
+            ))
+            .expect("the flow's reply half");
+        assert_eq!(backend_reply.packets, 0, "the veth left the flow untouched");
     });
 }
 
@@ -416,22 +424,20 @@ fn without_a_neighbour_or_with_ttl_1_a_reply_falls_back_untranslated() {
 /// fast path.
 #[test]
 fn a_packet_not_routed_out_of_the_uplink_goes_on_to_hairpin() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, bridge);
-            let to_neighbour = from_backend(Packet::tcp(
-                sock(BACKEND, 5000),
-                sock(Ipv4Addr::new(172, 16, 0, 103), 80),
-                SYN,
-            ));
-            let run = dp.run_on(Prog::ContainerTc, &to_neighbour.bytes(), on_veth(bridge));
-            run.assert(
-                Verdict::Pass,
-                Counter::PassContainerNotPublished,
-                &to_neighbour.bytes(),
-            );
-        });
+    in_own_netns(|| {
+        let (uplink, bridge) = uplink_netns();
+        let mut dp = datapath(uplink, bridge);
+        let to_neighbour = from_backend(Packet::tcp(
+            sock(BACKEND, 5000),
+            sock(Ipv4Addr::new(172, 16, 0, 103), 80),
+            SYN,
+        ));
+        let run = dp.run_on(Prog::ContainerTc, &to_neighbour.bytes(), on_veth(bridge));
+        run.assert(
+            Verdict::Pass,
+            Counter::PassContainerNotPublished,
+            &to_neighbour.bytes(),
+        );
     });
 }
 
@@ -475,28 +481,22 @@ fn a_fragment_and_a_broadcast_frame_keep_the_normal_path() {
 /// (and its rp_filter), untranslated.
 #[test]
 fn a_spoofed_source_is_left_to_the_host() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, bridge) = uplink_netns();
-            let mut dp = datapath(uplink, bridge);
-            let syn = with_macs(
-                Packet::tcp(lan_client(), sock(UPLINK_ADDR, TCP_PUBLISHED), SYN),
-                LAN_FRAME_MACS,
-            );
-            dp.run(Prog::IngressTc, &syn.bytes());
-            let spoofed = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
-            let elsewhere = Some(Ifindexes {
-                ifindex: uplink,
-                ingress_ifindex: uplink,
-                mark: 0,
-            });
-            let run = dp.run_on(Prog::ContainerTc, &spoofed.bytes(), elsewhere);
-            run.assert(
-                Verdict::Pass,
-                Counter::PassContainerNotPublished,
-                &spoofed.bytes(),
-            );
+    in_own_netns(|| {
+        let (uplink, bridge) = uplink_netns();
+        let mut dp = datapath(uplink, bridge);
+        open_published_tcp(&mut dp);
+        let spoofed = from_backend(Packet::tcp(backend_tcp(), lan_client(), SYN | ACK));
+        let elsewhere = Some(Ifindexes {
+            ifindex: uplink,
+            ingress_ifindex: uplink,
+            mark: 0,
         });
+        let run = dp.run_on(Prog::ContainerTc, &spoofed.bytes(), elsewhere);
+        run.assert(
+            Verdict::Pass,
+            Counter::PassContainerNotPublished,
+            &spoofed.bytes(),
+        );
     });
 }
 
@@ -504,29 +504,26 @@ fn a_spoofed_source_is_left_to_the_host() {
 /// untranslated, where the host's forwarding answers "fragmentation needed".
 #[test]
 fn a_reply_over_the_routes_mtu_falls_back() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, bridge) = uplink_netns();
-            ip(&["link", "set", UPLINK, "mtu", "1000"]);
-            let mut dp = datapath(uplink, bridge);
-            let syn = with_macs(
-                Packet::udp(lan_client(), sock(UPLINK_ADDR, UDP_PUBLISHED)),
-                LAN_FRAME_MACS,
-            );
-            dp.run(Prog::IngressTc, &syn.bytes());
-            let mut reply =
-                from_backend(Packet::udp(sock(BACKEND, UDP_BACKEND_PORT), lan_client()));
-            reply.payload = vec![0x5a; 1200];
-            let run = dp.run_on(Prog::ContainerTc, &reply.bytes(), on_veth(bridge));
-            run.assert_counts(
-                Verdict::Pass,
-                &[
-                    (Counter::FastPathFallbackMtu, 1),
-                    (Counter::PassContainerToUplink, 1),
-                ],
-                &reply.bytes(),
-            );
-        });
+    in_own_netns(|| {
+        let (uplink, bridge) = uplink_netns();
+        ip(&["link", "set", UPLINK, "mtu", "1000"]);
+        let mut dp = datapath(uplink, bridge);
+        let syn = with_macs(
+            Packet::udp(lan_client(), sock(UPLINK_ADDR, UDP_PUBLISHED)),
+            LAN_FRAME_MACS,
+        );
+        dp.run(Prog::IngressTc, &syn.bytes());
+        let mut reply = from_backend(Packet::udp(sock(BACKEND, UDP_BACKEND_PORT), lan_client()));
+        reply.payload = vec![0x5a; 1200];
+        let run = dp.run_on(Prog::ContainerTc, &reply.bytes(), on_veth(bridge));
+        run.assert_counts(
+            Verdict::Pass,
+            &[
+                (Counter::FastPathFallbackMtu, 1),
+                (Counter::PassContainerToUplink, 1),
+            ],
+            &reply.bytes(),
+        );
     });
 }
 
@@ -534,18 +531,16 @@ fn a_reply_over_the_routes_mtu_falls_back() {
 /// frame: only a forwarded one can be. The egress program decides on it as usual.
 #[test]
 fn the_mark_alone_does_not_pass_the_egress() {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let (uplink, _) = uplink_netns();
-            let mut dp = datapath(uplink, LO);
-            let own = Packet::tcp(sock(UPLINK_ADDR, 40_000), sock(LAN_PEER, 80), SYN);
-            let sent_by_host = Ifindexes {
-                ifindex: uplink,
-                ingress_ifindex: 0,
-                mark: FAST_PATH_MARK,
-            };
-            let run = dp.run_on(Prog::EgressTc, &own.bytes(), Some(sent_by_host));
-            run.assert(Verdict::Pass, Counter::PassNoMatch, &own.bytes());
-        });
+    in_own_netns(|| {
+        let (uplink, _) = uplink_netns();
+        let mut dp = datapath(uplink, LO);
+        let own = Packet::tcp(sock(UPLINK_ADDR, 40_000), sock(LAN_PEER, 80), SYN);
+        let sent_by_host = Ifindexes {
+            ifindex: uplink,
+            ingress_ifindex: 0,
+            mark: FAST_PATH_MARK,
+        };
+        let run = dp.run_on(Prog::EgressTc, &own.bytes(), Some(sent_by_host));
+        run.assert(Verdict::Pass, Counter::PassNoMatch, &own.bytes());
     });
 }

@@ -960,7 +960,7 @@ impl fmt::Display for StatusView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use netfast_common::{
         CtEntry, CtTuple,
         ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_ROUTED},
@@ -1473,22 +1473,24 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
         assert!(json["programs"][0].get("cgroup_gone").is_none());
     }
 
+    /// Every counter with the values named in `values` (by name: the counters' order
+    /// is the datapath's, which grows), 0 for the rest.
+    pub(crate) fn sample(values: &[(&str, u64)]) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let v = values
+                    .iter()
+                    .find(|(n, _)| *n == c.name())
+                    .map_or(0, |(_, v)| *v);
+                (*c, v)
+            })
+            .collect()
+    }
+
     /// The live views list what moved, wrapped: never one line of every counter.
     #[test]
     fn live_counters_list_what_moved_wrapped() {
-        // By name: the counters' order is the datapath's, which grows.
-        let sample = |values: &[(&str, u64)]| -> Vec<(Counter, u64)> {
-            Counter::ALL
-                .iter()
-                .map(|c| {
-                    let v = values
-                        .iter()
-                        .find(|(n, _)| *n == c.name())
-                        .map_or(0, |(_, v)| *v);
-                    (*c, v)
-                })
-                .collect()
-        };
         let seed = [
             ("dnat_new", 1),
             ("dnat_established", 5),

@@ -274,7 +274,8 @@ impl log::Log for Stderr {
 
 #[cfg(test)]
 mod tests {
-    use netfast_common::Counter;
+
+    use crate::cli::render::tests::sample;
 
     use super::*;
 
@@ -282,18 +283,6 @@ mod tests {
     /// later summaries list only the counters that moved, with their rate.
     #[test]
     fn summaries_are_a_head_line_and_the_counters_that_moved() {
-        let sample = |values: &[(&str, u64)]| -> Vec<(Counter, u64)> {
-            Counter::ALL
-                .iter()
-                .map(|c| {
-                    let v = values
-                        .iter()
-                        .find(|(n, _)| *n == c.name())
-                        .map_or(0, |(_, v)| *v);
-                    (*c, v)
-                })
-                .collect()
-        };
         let gc = GcReport {
             scanned: 4,
             expired: 1,
