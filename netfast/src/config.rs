@@ -21,7 +21,7 @@ use netfast_common::{
 use serde::Deserialize;
 
 /// The attach mode lives with the loader; re-exported where configs always found it.
-pub use crate::bpf::loader::IngressMode;
+pub use crate::bpf::loader::{IngressMode, TcAttachMode};
 use crate::{
     bpf::pins::{INSTANCE_NAME_FIX, instance_name_problem},
     conntrack::Timeouts,
@@ -52,6 +52,9 @@ pub struct Config {
     /// An existing interface of the host namespace; the datapath attaches here.
     pub uplink: String,
     pub ingress: IngressMode,
+    /// `tc_attach`: tcx links or netlink TC filters for the tc programs ("auto", the
+    /// default: tcx where the kernel has it).
+    pub tc_attach: TcAttachMode,
     /// `fast_path`: true (the default) sends translated packets straight between the
     /// uplink and the containers' veths (`bpf_redirect_peer`, `bpf_redirect`), past
     /// the bridge and the host's routing; false keeps them on that normal path.
@@ -229,6 +232,7 @@ struct RawConfig {
     instance: String,
     uplink: String,
     ingress: Option<String>,
+    tc_attach: Option<String>,
     fast_path: Option<toml::Value>,
     bridge: RawBridge,
     #[serde(default)]
@@ -332,6 +336,10 @@ impl Config {
                 ))
             })?,
         };
+        let tc_attach = match raw.tc_attach.as_deref() {
+            None => TcAttachMode::default(),
+            Some(s) => s.parse().map_err(in_file)?,
+        };
         let fast_path = match &raw.fast_path {
             None => true,
             Some(toml::Value::Boolean(b)) => *b,
@@ -423,6 +431,7 @@ impl Config {
             instance: raw.instance,
             uplink: raw.uplink,
             ingress,
+            tc_attach,
             fast_path,
             bridge,
             containers,
@@ -806,6 +815,7 @@ fn key_expectation(path: &str) -> Option<(&'static str, String)> {
         "instance" => string("instance = \"demo\""),
         "uplink" => string("uplink = \"eth0\""),
         "ingress" => string("ingress = \"tc\" (or \"xdp\")"),
+        "tc_attach" => string("tc_attach = \"auto\" (or \"tcx\", \"netlink\")"),
         "bridge" => Some((
             "a table",
             "a [bridge] section with name = \"br0\" and address = \"172.16.0.100/24\"".into(),
@@ -1334,6 +1344,26 @@ ports = "40000-40100"
         assert!(c.masquerade.is_none());
     }
 
+    /// `tc_attach`: "auto" unless set, and each value as written.
+    #[test]
+    fn tc_attach_defaults_to_auto() {
+        let c = Config::from_toml_str(SEED).unwrap();
+        assert_eq!(c.tc_attach, TcAttachMode::Auto);
+        for (text, mode) in [
+            ("auto", TcAttachMode::Auto),
+            ("tcx", TcAttachMode::Tcx),
+            ("netlink", TcAttachMode::Netlink),
+        ] {
+            let toml = SEED.replace(
+                "ingress = \"tc\"",
+                &format!("ingress = \"tc\"\ntc_attach = \"{text}\""),
+            );
+            let c = Config::from_toml_str(&toml).unwrap();
+            assert_eq!(c.tc_attach, mode);
+            assert_eq!(mode.to_string(), text);
+        }
+    }
+
     /// `[masquerade] allow_direct_routing`: false unless set, and what is set.
     #[test]
     fn allow_direct_routing_defaults_to_false() {
@@ -1384,6 +1414,8 @@ ports = "40000-40100"
             ("veth = \"veth2\"", "veth = \"a/b\"", &["\"a/b\"", "container[1].veth", "'/'"]),
             ("peer = \"veth1-peer\"", "peer = \"peer-name-is-too-long\"", &["container[0].peer", "at most 15"]),
             ("ingress = \"tc\"", "ingress = \"ebpf\"", &["\"ebpf\"", "(ingress)", "\"tc\" or \"xdp\""]),
+            ("ingress = \"tc\"", "ingress = \"tc\"\ntc_attach = \"legacy\"", &["tc attach mode \"legacy\" (tc_attach) is unknown", "use \"auto\"", "\"tcx\" or \"netlink\""]),
+            ("ingress = \"tc\"", "ingress = \"tc\"\ntc_attach = 1", &["tc_attach = 1 is an integer, not a string", "write tc_attach = \"auto\" (or \"tcx\", \"netlink\")"]),
             ("address = \"172.16.0.100/24\"", "address = \"172.16.0.100\"", &["\"172.16.0.100\"", "bridge.address", "\"172.16.0.100/24\""]),
             ("address = \"172.16.0.100/24\"", "address = \"br0\"", &["\"br0\"", "bridge.address"]),
             ("address = \"172.16.0.100/24\"", "address = \"172.16.0.0/24\"", &["bridge.address", "network's own address"]),

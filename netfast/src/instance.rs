@@ -19,7 +19,10 @@ use netfast_common::{Backend, DatapathConfig, PublishKey};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    bpf::{self, AttachReport, DatapathError, DatapathSpec, PinnedInstance, loader::HostLocalSpec},
+    bpf::{
+        self, AttachReport, DatapathError, DatapathSpec, PinnedInstance, features::Features,
+        loader::HostLocalSpec,
+    },
     config::{CgroupSetting, Config, ConfigError},
     host::{
         cgroup::{self, cgroup2_dir_problem},
@@ -30,8 +33,9 @@ use crate::{
     publish::{PortMappings, entry_spec},
 };
 
-/// Per-instance state lives under here: `/run/netfast/<instance>/manifest.json`.
-pub const STATE_ROOT: &str = "/run/netfast";
+/// Per-instance state lives under here: `/run/netfast/<instance>/manifest.json` (and
+/// the netlink TC record, `tc_filters.json`, which the loader keeps).
+pub const STATE_ROOT: &str = bpf::tc_netlink::STATE_ROOT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -499,7 +503,11 @@ pub fn remove(c: &Created) -> Result<bool> {
             Ok(true)
         }
         Created::Datapath { instance } => {
-            if !bpf::pins::pin_dir(instance).exists() {
+            // Netlink TC filters keep their programs without any pin: their record
+            // alone is something to remove.
+            if !bpf::pins::pin_dir(instance).exists()
+                && !bpf::tc_netlink::record_path(instance).exists()
+            {
                 return Ok(false);
             }
             bpf::loader::detach(instance)?;
@@ -579,6 +587,17 @@ pub struct UpReport {
     /// Found in place and kept, for the operator ("bridge br0", ...).
     pub kept: Vec<String>,
     pub attach: AttachReport,
+    /// What the kernel offers, as probed at the start of this run (native XDP from
+    /// the attach, in XDP mode).
+    pub features: Features,
+    /// For each feature that is off (or forced), what netfast does instead
+    /// ([`Features::consequences`]).
+    pub feature_notes: Vec<String>,
+    /// The tc programs' attach mode this run used.
+    pub tc_attach: bpf::TcAttach,
+    /// Set when the config asks for the fast path and the kernel cannot give it:
+    /// CONFIG has it off, for this reason.
+    pub fast_path_off: Option<String>,
     /// Publishes this run removed or pointed at another backend, with the UDP flows
     /// to the old backend it removed.
     pub unpinned_udp: Vec<UnpinnedUdp>,
@@ -685,6 +704,13 @@ pub struct Plan {
     pub ephemeral_ports: std::ops::RangeInclusive<u16>,
     /// `[host_local]`, resolved and checked; None when the config has none.
     pub host_local: Option<HostLocalPlan>,
+    /// What the kernel offers, probed by `validate`.
+    pub features: Features,
+    /// `tc_attach` resolved against `features`.
+    pub tc_attach: bpf::TcAttach,
+    /// CONFIG's fast path: the config's, unless the kernel lacks what it needs
+    /// ([`Features::fast_path`]); with the reason when it was turned off.
+    pub fast_path: (bool, Option<String>),
 }
 
 /// `[host_local]` as `up` will apply it.
@@ -773,6 +799,30 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
     {
         problems.push(e.to_string());
     }
+    // What the kernel offers decides the tc attach mode and the fast path; what the
+    // config demands and the kernel lacks is refused here, before anything changes.
+    let features = Features::probe();
+    let tc_attach = features.tc_attach(cfg.tc_attach).unwrap_or_else(|e| {
+        problems.push(e);
+        bpf::TcAttach::Netlink
+    });
+    if let Some(h) = &cfg.host_local
+        && !features.sock_addr.on
+    {
+        problems.push(format!(
+            "host-local cgroup \"{}\" (host_local.cgroup): host-local access needs the cgroup \
+             sock_addr hooks, and {}; remove [host_local] from the config, or run a kernel that \
+             has them (Linux 5.14 or later)",
+            h.cgroup,
+            features
+                .sock_addr
+                .why
+                .as_deref()
+                .unwrap_or("they are missing")
+        ));
+    }
+    let fast_path = features.fast_path(cfg.fast_path);
+
     let links = topology::links(host).await?;
     let find = |name: &str| links.iter().find(|l| l.name == name);
 
@@ -898,6 +948,9 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
             uplink_addr,
             ephemeral_ports,
             host_local,
+            features,
+            tc_attach,
+            fast_path,
         }),
         _ => Err(InstanceError::Invalid(problems)),
     }
@@ -1161,11 +1214,37 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
             rollback_failures: undo.rollback(),
         });
     }
+    let mut features = plan.features.clone();
+    features.xdp_native = attach.xdp_native.as_ref().map(|native| {
+        let name = "native XDP";
+        match native {
+            Ok(()) => bpf::features::Feature {
+                name,
+                on: true,
+                why: None,
+            },
+            Err(e) => bpf::features::Feature {
+                name,
+                on: false,
+                why: Some(format!("{} refused it: {e}", cfg.uplink)),
+            },
+        }
+    });
+    let feature_notes = features.consequences(&bpf::features::Needs {
+        tc_attach: cfg.tc_attach,
+        fast_path: cfg.fast_path,
+        host_local: cfg.host_local.is_some(),
+        ingress: cfg.ingress,
+    });
     Ok(UpReport {
         instance: cfg.instance.clone(),
         uplink_addr: plan.uplink_addr,
         created: undo.commit(),
         kept,
+        features,
+        feature_notes,
+        tc_attach: plan.tc_attach,
+        fast_path_off: plan.fast_path.1.clone(),
         attach,
         unpinned_udp,
         kept_live: live.iter().map(|(k, b)| entry_spec(k, b)).collect(),
@@ -1375,8 +1454,10 @@ async fn build(
         instance: cfg.instance.clone(),
         uplink: cfg.uplink.clone(),
         ingress: cfg.ingress,
+        tc_attach: plan.tc_attach,
         config: DatapathConfig {
             host_netns_cookie: plan.host_local.as_ref().map_or(0, |h| h.netns_cookie),
+            fast_path: u8::from(plan.fast_path.0),
             ..datapath_config(cfg, plan.uplink_addr, &plan.ephemeral_ports)
         },
         // The config's publishes, and those added live that it does not contradict.

@@ -118,7 +118,7 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
+pub(super) fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a zero-initialised bpf_attr filled in for `cmd`; the kernel
     // reads it, and for INFO writes through a pointer to memory we own, within the
     // sizes given.

@@ -18,8 +18,7 @@ use aya::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
-        tc::SchedClassifierLink,
-        tc::TcAttachOptions,
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcError, qdisc_add_clsact},
         xdp::XdpLink,
     },
 };
@@ -48,6 +47,7 @@ use super::{
         HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, container_link_name,
         container_links, ensure_bpffs, pin_dir, remove_pin,
     },
+    tc_netlink::{Clsact, TcFilter, TcFilters, direction},
 };
 use crate::host::cgroup::cgroup_id;
 
@@ -120,12 +120,72 @@ impl std::str::FromStr for IngressMode {
     }
 }
 
+/// `tc_attach` in the config: how the tc programs attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TcAttachMode {
+    /// tcx where the kernel has it (Linux 6.6), else netlink TC filters.
+    #[default]
+    Auto,
+    /// tcx links; `up` refuses a kernel without tcx.
+    Tcx,
+    /// Netlink TC filters on a clsact qdisc, as kernels before 6.6 need.
+    Netlink,
+}
+
+impl TcAttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcAttachMode::Auto => "auto",
+            TcAttachMode::Tcx => "tcx",
+            TcAttachMode::Netlink => "netlink",
+        }
+    }
+}
+
+impl std::fmt::Display for TcAttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TcAttachMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(TcAttachMode::Auto),
+            "tcx" => Ok(TcAttachMode::Tcx),
+            "netlink" => Ok(TcAttachMode::Netlink),
+            _ => Err(format!(
+                "tc attach mode \"{s}\" (tc_attach) is unknown; use \"auto\" (tcx where the \
+                 kernel has it, else netlink), \"tcx\" or \"netlink\""
+            )),
+        }
+    }
+}
+
+/// How the tc programs attach, resolved against the kernel
+/// ([`super::features::Features::tc_attach`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcAttach {
+    /// tcx links, pinned under the pin directory.
+    #[default]
+    Tcx,
+    /// Netlink TC filters on a clsact qdisc, recorded in
+    /// `/run/netfast/<instance>/tc_filters.json` ([`super::tc_netlink`]).
+    Netlink,
+}
+
 /// What to attach and what to put in the maps.
 #[derive(Clone, Debug)]
 pub struct DatapathSpec {
     pub instance: String,
     pub uplink: String,
     pub ingress: IngressMode,
+    /// tcx links or netlink TC filters, for every tc program (uplink, the tc program
+    /// behind XDP, container veths).
+    pub tc_attach: TcAttach,
     pub config: DatapathConfig,
     pub publishes: Vec<(PublishKey, Backend)>,
     /// The containers: `ENDPOINTS` holds exactly these afterwards, and each host-side
@@ -172,6 +232,12 @@ pub struct AttachReport {
     /// backend they had: their UDP flows are still pinned to it (see
     /// `PinnedInstance::remove_pinned_udp_flows`).
     pub displaced: Vec<(PublishKey, Backend)>,
+    /// XDP mode: Ok when XDP runs native (driver) on the uplink, Err with the kernel's
+    /// refusal when it fell back to generic (skb) mode; None in tc mode or when the
+    /// link was updated in place (its mode did not change).
+    pub xdp_native: Option<Result<(), String>>,
+    /// What netfast did to clsact qdiscs it added (removed once unused, or kept).
+    pub qdisc_notes: Vec<String>,
 }
 
 /// A link an earlier `up` pinned that an attach detached.
@@ -283,6 +349,15 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     )?;
 
     let links_before = pinned_links(&dir)?;
+    let mut tc = TcCtx {
+        mode: spec.tc_attach,
+        instance: &spec.instance,
+        filters: TcFilters::load(&spec.instance).map_err(|source| DatapathError::Io {
+            action: "reading the netlink TC record".to_owned(),
+            source,
+        })?,
+        detached: Vec::new(),
+    };
 
     let map_paths: Vec<PathBuf> = MAP_NAMES.iter().map(|name| dir.join(name)).collect();
     let mut loader = EbpfLoader::new();
@@ -316,6 +391,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
     sync_endpoints(&mut ebpf, &spec.endpoints)?;
 
     let mut attachments = Vec::new();
+    let mut xdp_native = None;
     let ingress_link = dir.join(LINK_UPLINK_INGRESS);
     let fallback_link = dir.join(LINK_UPLINK_INGRESS_FALLBACK);
     match spec.ingress {
@@ -327,21 +403,27 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
                 TcAttachType::Ingress,
                 &ingress_link,
                 None,
+                &mut tc,
             )?);
             // A leftover of XDP mode goes only now. When switching from XDP, the new
             // link was appended behind the fallback and replaced XDP at the primary
             // pin; tcx runs its links in order and ours end the chain (TC_ACT_OK), so
             // the fallback translated every frame until this removal hands over to
-            // the new link: no frame goes untranslated.
-            remove_pin(&fallback_link)?;
+            // the new link: no frame goes untranslated. (A netlink TC filter runs
+            // after every tcx link, and only when they all say "next", which ours
+            // never do: the same hand-over holds between the two kinds.)
+            remove_tc(&fallback_link, &mut tc)?;
         }
         IngressMode::Xdp => {
-            attachments.extend(attach_xdp_with_fallback(
+            let (lines, native) = attach_xdp_with_fallback(
                 &mut ebpf,
                 &spec.uplink,
                 &ingress_link,
                 &fallback_link,
-            )?);
+                &mut tc,
+            )?;
+            attachments.extend(lines);
+            xdp_native = native;
         }
     }
     let egress_link = dir.join(LINK_UPLINK_EGRESS);
@@ -352,6 +434,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         TcAttachType::Egress,
         &egress_link,
         None,
+        &mut tc,
     )?);
     match &spec.host_local {
         Some(host_local) => {
@@ -374,6 +457,7 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
             TcAttachType::Ingress,
             &dir.join(container_link_name(&ep.veth)),
             None,
+            &mut tc,
         )?);
     }
     // Links of containers the config no longer has (their veths may be gone already,
@@ -383,18 +467,84 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
         .iter()
         .map(|ep| container_link_name(&ep.veth))
         .collect();
-    for stale in container_links(&dir)? {
+    let recorded: Vec<String> = tc
+        .filters
+        .filters
+        .iter()
+        .map(|f| f.pin.clone())
+        .filter(|p| p.starts_with(netfast_common::names::LINK_CONTAINER_INGRESS_PREFIX))
+        .collect();
+    for stale in container_links(&dir)?.into_iter().chain(recorded) {
         if !wanted.contains(&stale) {
-            remove_pin(&dir.join(stale))?;
+            remove_tc(&dir.join(stale), &mut tc)?;
         }
     }
-    let detached = detached_links(&links_before, &pinned_links(&dir)?);
+    let qdisc_notes = tc
+        .filters
+        .remove_unused_clsact()
+        .map_err(tc_io("removing clsact qdiscs"))?;
+    tc.store()?;
+    let mut detached = detached_links(&links_before, &pinned_links(&dir)?);
+    detached.extend(tc.detached.into_iter().map(Detached::Link));
     Ok(AttachReport {
         pin_dir: dir,
         attachments,
         detached,
         displaced,
+        xdp_native,
+        qdisc_notes,
     })
+}
+
+/// What every tc attach of one `attach` shares: the mode, and the record of netlink
+/// filters with what this run removed from it.
+struct TcCtx<'a> {
+    mode: TcAttach,
+    instance: &'a str,
+    filters: TcFilters,
+    /// Netlink filters this run deleted, as report lines.
+    detached: Vec<String>,
+}
+
+impl TcCtx<'_> {
+    /// Writes the record: after every change, so a failure half-way leaves a record of
+    /// what is attached.
+    fn store(&self) -> Result<(), DatapathError> {
+        self.filters
+            .store(self.instance)
+            .map_err(tc_io("writing the netlink TC record"))
+    }
+}
+
+fn tc_io(action: &str) -> impl FnOnce(io::Error) -> DatapathError + '_ {
+    move |source| DatapathError::Io {
+        action: action.to_owned(),
+        source,
+    }
+}
+
+/// The file name of a link pin path: the key of the netlink TC record too.
+fn pin_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Detaches what is attached under pin `path`: the tcx link pinned there, and the
+/// netlink filter recorded under its name.
+fn remove_tc(path: &Path, tc: &mut TcCtx) -> Result<(), DatapathError> {
+    remove_pin(path)?;
+    let removed = tc
+        .filters
+        .remove(&pin_name(path))
+        .map_err(tc_io("removing a netlink TC filter"))?;
+    if let Some((filter, live)) = removed {
+        if live {
+            tc.detached.push(filter.describe());
+        }
+        tc.store()?;
+    }
+    Ok(())
 }
 
 /// XDP mode: `uplink_ingress_tc` on tcx ingress at the fallback pin, then XDP at the
@@ -408,13 +558,17 @@ pub fn attach(spec: &DatapathSpec) -> Result<AttachReport, DatapathError> {
 /// The fallback is attached first, so XDP never defers a frame with nobody behind it.
 /// When switching from tc, the old tc link at the primary pin still runs ahead of the
 /// new fallback (tcx runs links in order and ours end the chain) until XDP replaces it.
+type XdpNative = Option<Result<(), String>>;
+
 fn attach_xdp_with_fallback(
     ebpf: &mut Ebpf,
     uplink: &str,
     ingress_link: &Path,
     fallback_link: &Path,
-) -> Result<Vec<String>, DatapathError> {
-    let fallback_existed = fallback_link.exists();
+    tc: &mut TcCtx,
+) -> Result<(Vec<String>, XdpNative), DatapathError> {
+    let fallback_existed =
+        fallback_link.exists() || tc.filters.get(&pin_name(fallback_link)).is_some();
     let fallback = attach_tc(
         ebpf,
         PROG_UPLINK_INGRESS_TC,
@@ -422,14 +576,15 @@ fn attach_xdp_with_fallback(
         TcAttachType::Ingress,
         fallback_link,
         Some(FALLBACK_NOTE),
+        tc,
     )?;
     match attach_xdp(ebpf, uplink, ingress_link) {
-        Ok(xdp) => Ok(vec![xdp, fallback]),
+        Ok((xdp, native)) => Ok((vec![xdp, fallback], native)),
         Err(e) => {
             // Leave the running datapath as it was: a fallback attached by this call
             // goes again. An error removing it would hide the one that matters.
             if !fallback_existed {
-                let _ = remove_pin(fallback_link);
+                let _ = remove_tc(fallback_link, tc);
             }
             Err(e)
         }
@@ -440,6 +595,23 @@ fn attach_xdp_with_fallback(
 /// nothing else holds them. Missing pins are fine.
 pub fn detach(instance: &str) -> Result<(), DatapathError> {
     let dir = pin_dir(instance);
+    // Netlink filters first: they keep their programs loaded without any pin.
+    let mut filters = TcFilters::load(instance).map_err(tc_io("reading the netlink TC record"))?;
+    let pins: Vec<String> = filters.filters.iter().map(|f| f.pin.clone()).collect();
+    for pin in pins {
+        filters
+            .remove(&pin)
+            .map_err(tc_io("removing a netlink TC filter"))?;
+        filters
+            .store(instance)
+            .map_err(tc_io("writing the netlink TC record"))?;
+    }
+    filters
+        .remove_unused_clsact()
+        .map_err(tc_io("removing clsact qdiscs"))?;
+    filters
+        .store(instance)
+        .map_err(tc_io("writing the netlink TC record"))?;
     for link in LINK_NAMES {
         remove_pin(&dir.join(link))?;
     }
@@ -481,6 +653,15 @@ pub fn host_local_attached(instance: &str) -> bool {
 /// the log ring buffer of the programs now attached through it.
 pub fn ingress_prog_id(instance: &str) -> Result<u32, DatapathError> {
     let path = pin_dir(instance).join(LINK_UPLINK_INGRESS);
+    // Netlink mode: the filter recorded under the pin's name says which program runs.
+    if !path.exists()
+        && let Ok(filters) = TcFilters::load(instance)
+        && let Some(filter) = filters.get(LINK_UPLINK_INGRESS)
+        && let Ok(Some(live)) = filter.live()
+        && let Some(id) = live.prog_id
+    {
+        return Ok(id);
+    }
     let link_error = |source| DatapathError::Link {
         path: path.clone(),
         source,
@@ -773,9 +954,15 @@ where
         .map_err(|source| DatapathError::Program { name, source })
 }
 
-/// Attaches program `name` on tcx of interface `uplink` (the uplink, or a container's
-/// host-side veth) and pins its link at `link_path`; returns the report line, with
+/// Attaches program `name` on tc of interface `uplink` (the uplink, or a container's
+/// host-side veth): a tcx link pinned at `link_path`, or in netlink mode a filter on
+/// the clsact qdisc recorded under the pin's name. Returns the report line, with
 /// `note` after the hook (e.g. "tcx ingress (fallback for XDP)").
+///
+/// Switching kinds, the new attachment is made first and the old one removed after:
+/// tcx links run before netlink filters, and ours end the chain (TC_ACT_OK), so the
+/// old tcx link translates every packet until it goes, or the new tcx link from the
+/// moment it exists; no packet meets both or neither.
 fn attach_tc(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -783,12 +970,24 @@ fn attach_tc(
     attach_type: TcAttachType,
     link_path: &Path,
     note: Option<&str>,
+    tc: &mut TcCtx,
 ) -> Result<String, DatapathError> {
     let program_error = |source| DatapathError::Program { name, source };
     let program: &mut SchedClassifier = program_mut(ebpf, name)?;
     // One program, many links: `container_ingress_tc` goes on every container veth.
     if program.fd().is_err() {
         program.load().map_err(program_error)?;
+    }
+    let direction = direction(attach_type);
+    let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
+    if tc.mode == TcAttach::Netlink {
+        let line = attach_netlink(program, name, uplink, attach_type, link_path, tc)?;
+        // A tcx link of an earlier `up` goes now that the filter is there.
+        remove_pin(link_path)?;
+        let id = program.info().map_err(program_error)?.id();
+        return Ok(format!(
+            "{name} on {uplink}: netlink tc {direction}{note}, {line}, prog id {id}"
+        ));
     }
     // An existing tcx link is updated in place: no packet sees a gap or two programs.
     let (link_id, attached) = match pinned_link::<SchedClassifierLink>(link_path)? {
@@ -809,22 +1008,121 @@ fn attach_tc(
     let link_id = link_id.map_err(program_error)?;
     let link = program.take_link(link_id).map_err(program_error)?;
     pin_attached(link, link_path, attached)?;
+    // A netlink filter of an earlier `up` goes now that the tcx link runs ahead of it.
+    let removed = tc
+        .filters
+        .remove(&pin_name(link_path))
+        .map_err(tc_io("removing a netlink TC filter"))?;
+    if let Some((filter, live)) = removed {
+        if live {
+            tc.detached.push(filter.describe());
+        }
+        tc.store()?;
+    }
     let id = program.info().map_err(program_error)?.id();
-    let direction = match attach_type {
-        TcAttachType::Ingress => "ingress",
-        _ => "egress",
-    };
-    let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
     Ok(format!(
         "{name} on {uplink}: tcx {direction}{note}, prog id {id}"
     ))
 }
 
-fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String, DatapathError> {
+/// Netlink mode of [`attach_tc`]: adds the clsact qdisc unless the interface has one
+/// (recording that netfast added it), then replaces the program of the filter
+/// recorded under the pin when the kernel still has it there, or attaches a new
+/// filter (the kernel picks priority and handle). Records the filter; returns
+/// "pref P handle H" with how it got there.
+fn attach_netlink(
+    program: &mut SchedClassifier,
+    name: &'static str,
+    iface: &str,
+    attach_type: TcAttachType,
+    link_path: &Path,
+    tc: &mut TcCtx,
+) -> Result<String, DatapathError> {
+    let program_error = |source| DatapathError::Program { name, source };
+    let ifindex =
+        nix::net::if_::if_nametoindex(iface).map_err(|_| DatapathError::NoSuchInterface {
+            name: iface.to_owned(),
+        })?;
+    match qdisc_add_clsact(iface) {
+        Ok(()) => {
+            tc.filters.clsact_added.retain(|q| q.ifindex != ifindex);
+            tc.filters.clsact_added.push(Clsact {
+                interface: iface.to_owned(),
+                ifindex,
+            });
+            tc.store()?;
+        }
+        // There already (ours from an earlier `up`, or the operator's): keep the record.
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(program_error(ProgramError::from(e))),
+    }
+    let pin = pin_name(link_path);
+    let recorded = tc
+        .filters
+        .get(&pin)
+        .filter(|f| f.ifindex == ifindex && f.direction == direction(attach_type))
+        .cloned();
+    let live = match &recorded {
+        Some(f) => f.live().map_err(tc_io("reading the tc filters"))?,
+        None => None,
+    };
+    let (link_id, how) = match (recorded, live) {
+        (Some(f), Some(_)) => {
+            let old = SchedClassifierLink::attached(
+                iface,
+                attach_type,
+                f.priority,
+                f.handle.into(),
+                None,
+            )
+            .map_err(|source| DatapathError::Io {
+                action: format!("finding {iface}"),
+                source,
+            })?;
+            (program.attach_to_link(old), "replaced in place")
+        }
+        _ => (
+            program.attach_with_options(
+                iface,
+                attach_type,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            ),
+            "attached",
+        ),
+    };
+    let link = program
+        .take_link(link_id.map_err(program_error)?)
+        .map_err(program_error)?;
+    let priority = link.priority().map_err(program_error)?;
+    let handle = u32::from(link.handle().map_err(program_error)?);
+    // The filter must outlive this process, as a pinned link does: dropping aya's
+    // link would delete it. It holds no fd, so forgetting it leaks nothing.
+    std::mem::forget(link);
+    tc.filters
+        .put(TcFilter {
+            pin,
+            interface: iface.to_owned(),
+            ifindex,
+            direction: direction(attach_type).to_owned(),
+            priority,
+            handle,
+            program: name.to_owned(),
+        })
+        .map_err(tc_io("recording a netlink TC filter"))?;
+    tc.store()?;
+    Ok(format!("pref {priority} handle {handle:#x} {how}"))
+}
+
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    uplink: &str,
+    link_path: &Path,
+) -> Result<(String, XdpNative), DatapathError> {
     let name = PROG_UPLINK_INGRESS_XDP;
     let program_error = |source| DatapathError::Program { name, source };
     let program: &mut Xdp = program_mut(ebpf, name)?;
     program.load().map_err(program_error)?;
+    let mut native = None;
     let (link_id, attached, mode) = match pinned_link::<XdpLink>(link_path)? {
         PinnedAs::Same(old) => (
             program.attach_to_link(old).map_err(program_error)?,
@@ -838,8 +1136,12 @@ fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String,
                 Attached::Fresh
             };
             match program.attach(uplink, XdpMode::Driver) {
-                Ok(id) => (id, attached, "native"),
+                Ok(id) => {
+                    native = Some(Ok(()));
+                    (id, attached, "native")
+                }
                 Err(native_error) => {
+                    native = Some(Err(native_error.to_string()));
                     eprintln!(
                         "netfast: native XDP is not available on {uplink} ({native_error}); falling back to generic (skb) mode, which is slower"
                     );
@@ -854,7 +1156,10 @@ fn attach_xdp(ebpf: &mut Ebpf, uplink: &str, link_path: &Path) -> Result<String,
     let link = program.take_link(link_id).map_err(program_error)?;
     pin_attached(link, link_path, attached)?;
     let id = program.info().map_err(program_error)?.id();
-    Ok(format!("{name} on {uplink}: xdp {mode}, prog id {id}"))
+    Ok((
+        format!("{name} on {uplink}: xdp {mode}, prog id {id}"),
+        native,
+    ))
 }
 
 #[cfg(test)]

@@ -6,11 +6,15 @@
 //! - [`loader`]: load, attach and pin; fill CONFIG and PUBLISHED_PORTS;
 //! - [`maps`]: the one way to open a pinned map, and a typed handle per map;
 //! - [`pinned`]: a running instance's maps and links, for the operator commands;
-//! - [`link_info`]: what a pinned link attaches, from the kernel.
+//! - [`link_info`]: what a pinned link attaches, from the kernel;
+//! - [`features`]: what the kernel offers (tcx, the fast path's helpers, the cgroup
+//!   hooks), probed at start;
+//! - [`tc_netlink`]: the netlink TC filters that stand in for tcx links, and their record.
 //!
 //! Imports point down this list; nothing here imports the host or the CLI layer.
 
 mod error;
+pub mod features;
 pub mod layout;
 pub mod link_info;
 pub mod loader;
@@ -18,7 +22,10 @@ pub mod maps;
 pub mod object;
 pub mod pinned;
 pub mod pins;
+pub mod tc_netlink;
 
 pub use error::DatapathError;
-pub use loader::{AttachReport, DatapathSpec, EndpointSpec, IngressMode, attach, detach};
+pub use loader::{
+    AttachReport, DatapathSpec, EndpointSpec, IngressMode, TcAttach, TcAttachMode, attach, detach,
+};
 pub use pinned::{PinnedError, PinnedInstance};

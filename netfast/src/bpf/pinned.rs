@@ -17,11 +17,11 @@ use aya_obj::generated::{bpf_attach_type, bpf_link_type};
 use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, PublishKey,
     names::{
-        LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED,
-        MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS, MAP_HOST_LOCAL_REVERSE,
-        MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_CONTAINER_INGRESS_TC, PROG_HOST_CONNECT4,
-        PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4, PROG_HOST_SENDMSG4, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        LINK_CONTAINER_INGRESS_PREFIX, LINK_UPLINK_INGRESS_FALLBACK, MAP_CONFIG, MAP_CONNTRACK,
+        MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_ENDPOINTS, MAP_FRAGMENTS, MAP_HOST_ADDRS,
+        MAP_HOST_LOCAL_REVERSE, MAP_PUBLISHED_PORTS, PIN_ROOT, PROG_CONTAINER_INGRESS_TC,
+        PROG_HOST_CONNECT4, PROG_HOST_GETPEERNAME4, PROG_HOST_RECVMSG4, PROG_HOST_SENDMSG4,
+        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
     },
     proto,
 };
@@ -34,6 +34,7 @@ use super::{
         HostLocalReverseMap, PublishedPorts,
     },
     pins::{INSTANCE_NAME_FIX, LINK_NAMES, container_links, instance_name_problem},
+    tc_netlink::{TcFilter, TcFilters},
 };
 use crate::{
     conntrack::{Flow, FlowFilter, Table, hairpin_partners},
@@ -131,6 +132,21 @@ pub struct LinkStatus {
     pub cgroup_id: Option<u64>,
     /// xdp: "native", "skb" or "hw" when netlink tells; tcx: None.
     pub mode: Option<&'static str>,
+    /// A netlink TC filter (kind "tc") standing in for a tcx link: its priority and
+    /// handle. None for links.
+    pub netlink: Option<NetlinkTc>,
+}
+
+/// A netlink TC filter of the instance, as recorded and as the kernel has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetlinkTc {
+    /// `tc filter show` calls it pref.
+    pub priority: u16,
+    /// `major << 16 | minor`.
+    pub handle: u32,
+    /// False when the kernel no longer has the filter (its interface was deleted,
+    /// or someone removed it): nothing runs there.
+    pub live: bool,
 }
 
 /// What `publish add` changed.
@@ -554,11 +570,30 @@ impl PinnedInstance {
     /// then one per container veth, by name.
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
-        let containers = container_links(&self.dir).map_err(|e| self.datapath_err(e))?;
+        let filters = TcFilters::load(&self.name).map_err(|source| PinnedError::Link {
+            path: super::tc_netlink::record_path(&self.name),
+            source,
+        })?;
+        let mut containers = container_links(&self.dir).map_err(|e| self.datapath_err(e))?;
+        containers.extend(
+            filters
+                .filters
+                .iter()
+                .map(|f| f.pin.clone())
+                .filter(|p| p.starts_with(LINK_CONTAINER_INGRESS_PREFIX)),
+        );
+        containers.sort();
+        containers.dedup();
         let pins = LINK_NAMES.iter().map(|p| (*p).to_owned()).chain(containers);
         for pin in pins {
             let path = self.dir.join(&pin);
             if !path.exists() {
+                if let Some(f) = filters.get(&pin) {
+                    out.push(netlink_status(&pin, f).map_err(|source| PinnedError::Link {
+                        path: super::tc_netlink::record_path(&self.name),
+                        source,
+                    })?);
+                }
                 continue;
             }
             let info = link_info(&path).map_err(|source| PinnedError::Link {
@@ -618,10 +653,39 @@ impl PinnedInstance {
                 cgroup,
                 cgroup_id,
                 mode,
+                netlink: None,
             });
         }
         Ok(out)
     }
+}
+
+/// The status of the netlink TC filter recorded under `pin`, asked of the kernel.
+fn netlink_status(pin: &str, f: &TcFilter) -> io::Result<LinkStatus> {
+    let live = f.live()?;
+    Ok(LinkStatus {
+        pin: pin.to_owned(),
+        fallback: pin == LINK_UPLINK_INGRESS_FALLBACK,
+        link_id: 0,
+        prog_id: live.as_ref().and_then(|l| l.prog_id).unwrap_or(0),
+        prog_name: Some(f.program.clone()),
+        kind: "tc".to_owned(),
+        ifindex: f.ifindex,
+        interface: Some(f.interface.clone()),
+        hook: if f.direction == "egress" {
+            "egress"
+        } else {
+            "ingress"
+        },
+        cgroup: None,
+        cgroup_id: None,
+        mode: None,
+        netlink: Some(NetlinkTc {
+            priority: f.priority,
+            handle: f.handle,
+            live: live.is_some(),
+        }),
+    })
 }
 
 /// CONFIG's masquerade subnet, if masquerade is on.

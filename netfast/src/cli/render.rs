@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use netfast::{
     bpf::{
+        features::Features,
         loader::FALLBACK_NOTE,
         pinned::{LinkStatus, MapFill},
     },
@@ -608,7 +609,17 @@ pub struct ProgramView {
     pub fallback: bool,
     /// XDP: "native", "skb" or "hw"; absent for tcx.
     pub mode: Option<&'static str>,
+    /// A netlink TC filter (attach "tc"): its priority (`tc filter show`'s pref).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tc_priority: Option<u16>,
+    /// A netlink TC filter: its handle, `major << 16 | minor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tc_handle: Option<u32>,
+    /// A netlink TC filter: false when the kernel no longer has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tc_live: Option<bool>,
     pub prog_id: u32,
+    /// 0 for a netlink TC filter, which is no bpf_link.
     pub link_id: u32,
 }
 
@@ -649,6 +660,23 @@ pub struct StatusView {
     /// attached (no uplink to ask about).
     pub addresses: Option<AddressesView>,
     pub host_local: HostLocalView,
+    /// What this kernel offers, probed by this command.
+    pub features: Features,
+    /// How the tc programs are attached: "tcx", "netlink" (TC filters on a clsact
+    /// qdisc), or None when no tc program is.
+    pub tc_attach: Option<&'static str>,
+}
+
+/// How the tc programs of `programs` are attached: "netlink" when any is a netlink
+/// TC filter, "tcx" when any is a tcx link, None when none is attached.
+pub fn tc_attach_of(programs: &[ProgramView]) -> Option<&'static str> {
+    if programs.iter().any(|p| p.attach == "tc") {
+        Some("netlink")
+    } else if programs.iter().any(|p| p.attach == "tcx") {
+        Some("tcx")
+    } else {
+        None
+    }
 }
 
 /// Host-local access to published ports, as the pins say.
@@ -774,6 +802,9 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
             cgroup_gone: l.cgroup_id.map(|_| l.cgroup.is_none()),
             fallback: l.fallback,
             mode: l.mode,
+            tc_priority: l.netlink.map(|n| n.priority),
+            tc_handle: l.netlink.map(|n| n.handle),
+            tc_live: l.netlink.map(|n| n.live),
             prog_id: l.prog_id,
             link_id: l.link_id,
         })
@@ -883,15 +914,32 @@ impl fmt::Display for StatusView {
                 }
             )?;
         }
-        writeln!(
-            f,
-            "fast path:   {}",
-            if c.fast_path {
-                "on (bpf_redirect_peer into containers, fib lookup + redirect to the uplink)"
-            } else {
-                "off (fast_path = false: through the bridge and the host's routing)"
-            }
-        )?;
+        writeln!(f, "features:    {}", self.features.summary())?;
+        match self.tc_attach {
+            Some("netlink") if self.features.tcx.on => writeln!(
+                f,
+                "tc attach:   netlink TC filters on a clsact qdisc (tc_attach = \"netlink\"; \
+                 tcx is available)"
+            )?,
+            Some("netlink") => writeln!(
+                f,
+                "tc attach:   netlink TC filters on a clsact qdisc, because tcx is off ({})",
+                self.features.tcx.why.as_deref().unwrap_or("")
+            )?,
+            Some(mode) => writeln!(f, "tc attach:   {mode} links")?,
+            None => {}
+        }
+        let fast_path = if c.fast_path {
+            "on (bpf_redirect_peer into containers, fib lookup + redirect to the uplink)".to_owned()
+        } else if !self.features.redirect_peer.on {
+            format!(
+                "off (no bpf_redirect_peer: {}; through the bridge and the host's routing)",
+                self.features.redirect_peer.why.as_deref().unwrap_or("")
+            )
+        } else {
+            "off (fast_path = false: through the bridge and the host's routing)".to_owned()
+        };
+        writeln!(f, "fast path:   {fast_path}")?;
         writeln!(f, "published:   {}", c.published_ports)?;
         let h = &self.host_local;
         if h.cgroup_gone {
@@ -914,6 +962,12 @@ impl fmt::Display for StatusView {
                 "host-local:  on for the processes in cgroup {}; \"any\" publishes answer there on {}",
                 h.cgroup.as_deref().unwrap_or("?"),
                 host.join(", ")
+            )?;
+        } else if !self.features.sock_addr.on {
+            writeln!(
+                f,
+                "host-local:  unavailable on this kernel ({})",
+                self.features.sock_addr.why.as_deref().unwrap_or("")
             )?;
         } else {
             writeln!(f, "host-local:  off ({HOST_LOCAL_HINT})")?;
@@ -946,9 +1000,19 @@ impl fmt::Display for StatusView {
                 } else {
                     format!("{} {}", p.attach, p.hook)
                 },
-                p.mode.unwrap_or("-").to_string(),
+                match (p.tc_priority, p.tc_handle, p.tc_live) {
+                    (Some(pref), Some(handle), live) => format!(
+                        "pref {pref} handle {handle:#x}{}",
+                        if live == Some(false) { " (gone)" } else { "" }
+                    ),
+                    _ => p.mode.unwrap_or("-").to_string(),
+                },
                 p.prog_id.to_string(),
-                p.link_id.to_string(),
+                if p.attach == "tc" {
+                    "-".to_owned()
+                } else {
+                    p.link_id.to_string()
+                },
             ]);
         }
         if t.is_empty() {
@@ -961,6 +1025,7 @@ impl fmt::Display for StatusView {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use netfast::bpf::features::Feature;
     use netfast_common::{
         CtEntry, CtTuple,
         ct::{DIR_ORIGINAL, DIR_REPLY, KIND_DNAT, KIND_ROUTED},
@@ -1290,6 +1355,7 @@ icmp   61000-65535     0   4536  0.0%
                 cgroup: None,
                 cgroup_id: None,
                 mode: Some("native"),
+                netlink: None,
             },
             LinkStatus {
                 pin: "link_uplink_ingress_fallback".into(),
@@ -1304,6 +1370,7 @@ icmp   61000-65535     0   4536  0.0%
                 cgroup: None,
                 cgroup_id: None,
                 mode: None,
+                netlink: None,
             },
             LinkStatus {
                 pin: "link_uplink_egress".into(),
@@ -1318,6 +1385,7 @@ icmp   61000-65535     0   4536  0.0%
                 cgroup: None,
                 cgroup_id: None,
                 mode: None,
+                netlink: None,
             },
             LinkStatus {
                 pin: "link_host_connect4".into(),
@@ -1332,6 +1400,7 @@ icmp   61000-65535     0   4536  0.0%
                 cgroup: Some("/sys/fs/cgroup/unified/lab".into()),
                 cgroup_id: Some(4242),
                 mode: None,
+                netlink: None,
             },
         ];
         let view = StatusView {
@@ -1352,6 +1421,8 @@ icmp   61000-65535     0   4536  0.0%
                 }],
             )),
             host_local: host_local_view(&links, &[(ip("10.0.1.49"), 2), (ip("172.16.0.100"), 0)]),
+            features: features_all_on(),
+            tc_attach: Some("tcx"),
         };
         assert_eq!(
             view.to_string(),
@@ -1366,6 +1437,8 @@ new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins
 any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 routed in:   172.16.0.0/24 closed but for flows and publishes (allow_direct_routing = false)
+features:    kernel 6.18.0: tcx on; bpf_redirect_peer on; bpf_redirect_neigh on; cgroup sock_addr on; native XDP not asked (ingress = \"tc\")
+tc attach:   tcx links
 fast path:   on (bpf_redirect_peer into containers, fib lookup + redirect to the uplink)
 published:   1
 host-local:  on for the processes in cgroup /sys/fs/cgroup/unified/lab; \"any\" publishes answer there on 127.0.0.0/8, 10.0.1.49, 172.16.0.100
@@ -1471,6 +1544,138 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
         assert_eq!(json["programs"][3]["cgroup_gone"], false);
         assert_eq!(json["programs"][3]["cgroup_id"], 4242);
         assert!(json["programs"][0].get("cgroup_gone").is_none());
+    }
+
+    fn features_all_on() -> Features {
+        let on = |name| Feature {
+            name,
+            on: true,
+            why: None,
+        };
+        Features {
+            kernel: "6.18.0".into(),
+            tcx: on("tcx"),
+            redirect_peer: on("bpf_redirect_peer"),
+            redirect_neigh: on("bpf_redirect_neigh"),
+            sock_addr: on("cgroup sock_addr"),
+            xdp_native: None,
+        }
+    }
+
+    /// An instance attached with netlink TC filters on a kernel without tcx and
+    /// without `bpf_redirect_peer`: the filters show with pref and handle (no link
+    /// id), and status says why tc is netlink and why the fast path is off.
+    #[test]
+    fn status_shows_netlink_filters_and_what_is_off() {
+        let filter = |pin: &str, prog: &str, hook, prog_id, handle, live| LinkStatus {
+            pin: pin.into(),
+            fallback: false,
+            link_id: 0,
+            prog_id,
+            prog_name: Some(prog.into()),
+            kind: "tc".into(),
+            ifindex: 2,
+            interface: Some("eth0".into()),
+            hook,
+            cgroup: None,
+            cgroup_id: None,
+            mode: None,
+            netlink: Some(netfast::bpf::pinned::NetlinkTc {
+                priority: 49152,
+                handle,
+                live,
+            }),
+        };
+        let links = [
+            filter(
+                "link_uplink_ingress",
+                "uplink_ingress_tc",
+                "ingress",
+                42,
+                1,
+                true,
+            ),
+            filter(
+                "link_uplink_egress",
+                "uplink_egress_tc",
+                "egress",
+                0,
+                2,
+                false,
+            ),
+        ];
+        let programs = program_views(&links);
+        assert_eq!(tc_attach_of(&programs), Some("netlink"));
+        let mut features = features_all_on();
+        features.kernel = "6.1.0-28-amd64".into();
+        features.tcx = Feature {
+            name: "tcx",
+            on: false,
+            why: Some("no tcx".into()),
+        };
+        features.redirect_peer = Feature {
+            name: "bpf_redirect_peer",
+            on: false,
+            why: Some("unknown func".into()),
+        };
+        features.sock_addr = Feature {
+            name: "cgroup sock_addr",
+            on: false,
+            why: Some("no hook".into()),
+        };
+        let view = StatusView {
+            instance: "demo".into(),
+            netns: None,
+            netns_note: None,
+            pin_dir: "/sys/fs/bpf/netfast/demo".into(),
+            tc_attach: tc_attach_of(&programs),
+            programs,
+            config: config_view(
+                &DatapathConfig {
+                    fast_path: 0,
+                    ..seed_config()
+                },
+                1,
+                0,
+            ),
+            addresses: None,
+            host_local: host_local_view(&links, &[]),
+            features,
+        };
+        let text = view.to_string();
+        for line in [
+            "features:    kernel 6.1.0-28-amd64: tcx off; bpf_redirect_peer off; \
+             bpf_redirect_neigh on; cgroup sock_addr off; native XDP not asked (ingress = \"tc\")\n",
+            "tc attach:   netlink TC filters on a clsact qdisc, because tcx is off (no tcx)\n",
+            "fast path:   off (no bpf_redirect_peer: unknown func; through the bridge and the \
+             host's routing)\n",
+            "host-local:  unavailable on this kernel (no hook)\n",
+        ] {
+            assert!(text.contains(line), "{text}\nlacks {line:?}");
+        }
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("PROGRAM"))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                "PROGRAM            INTERFACE  ATTACH      MODE                          PROG ID  LINK ID",
+                "uplink_ingress_tc  eth0       tc ingress  pref 49152 handle 0x1              42        -",
+                "uplink_egress_tc   eth0       tc egress   pref 49152 handle 0x2 (gone)        0        -",
+            ]
+        );
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["tc_attach"], "netlink");
+        assert_eq!(json["programs"][0]["attach"], "tc");
+        assert_eq!(json["programs"][0]["tc_priority"], 49152);
+        assert_eq!(json["programs"][0]["tc_handle"], 1);
+        assert_eq!(json["programs"][0]["tc_live"], true);
+        assert_eq!(json["programs"][1]["tc_live"], false);
+        assert_eq!(json["features"]["tcx"]["on"], false);
+        assert_eq!(json["features"]["tcx"]["why"], "no tcx");
+        assert_eq!(json["features"]["redirect_peer"]["on"], false);
+        assert_eq!(json["config"]["fast_path"], false);
     }
 
     /// Every counter with the values named in `values` (by name: the counters' order

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use netfast::{
-    bpf::pinned::LinkStatus,
+    bpf::{features::Features, pinned::LinkStatus},
     conntrack::Table,
     host::{netlink, netns, topology},
     instance,
@@ -55,12 +55,15 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         addresses(&links, config_view.uplink_addr)?
     };
+    let programs = render::program_views(&links);
     let view = StatusView {
         instance: inst.name().to_owned(),
         netns,
         netns_note,
         pin_dir: inst.dir().display().to_string(),
-        programs: render::program_views(&links),
+        tc_attach: render::tc_attach_of(&programs),
+        features: Features::probe(),
+        programs,
         host_local: render::host_local_view(&links, &host_addrs),
         config: config_view,
         addresses,

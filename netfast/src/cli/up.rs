@@ -26,8 +26,16 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     for k in &report.kept {
         println!("  kept    {k}");
     }
+    // What the kernel offers, and what netfast does instead where something is off.
+    println!("  features: {}", report.features.summary());
+    for note in &report.feature_notes {
+        println!("  {note}");
+    }
     for a in &report.attach.attachments {
         println!("  attached {a}");
+    }
+    for q in &report.attach.qdisc_notes {
+        println!("  {q}");
     }
     // What the last `up` attached and this one took away: the host-local links of a
     // dropped or moved [host_local], the XDP or tc link of another ingress mode.
