@@ -139,10 +139,10 @@ fn status_json(sb: &Sandbox) -> serde_json::Value {
     serde_json::from_str(&out).expect("status --json is JSON")
 }
 
-/// Writes the sandbox's config again with `top` in front (top-level keys) and runs
-/// `up`; returns its stdout.
-fn re_up(sb: &Sandbox, top: &str) -> String {
-    let seed = netfast::lab::seed_config_toml(&sb.prefix, IngressMode::Tc);
+/// Writes the sandbox's config again with `top` in front (top-level keys) and
+/// `ingress`, and runs `up`; returns its stdout.
+fn re_up(sb: &Sandbox, ingress: IngressMode, top: &str) -> String {
+    let seed = netfast::lab::seed_config_toml(&sb.prefix, ingress);
     std::fs::write(&sb.config, format!("{top}\n{seed}")).expect("write config");
     succeeded(&sb.netfast(&["up", "--config", sb.config_str()]), "up")
 }
@@ -278,7 +278,7 @@ fn netlink_mode_translates_persists_shows_and_goes_with_down() {
 
     // A re-`up` replaces each program in place: same filters, same pref and handle.
     let before = tc_filters(&host, UPLINK, "ingress");
-    let out = re_up(&sb, "tc_attach = \"netlink\"");
+    let out = re_up(&sb, IngressMode::Tc, "tc_attach = \"netlink\"");
     assert!(out.contains("netlink tc ingress"), "{out}");
     assert!(out.contains("replaced in place"), "{out}");
     assert!(
@@ -315,7 +315,7 @@ fn switching_tcx_and_netlink_leaves_one_program_per_hook() {
     one_program_per_hook(&sb, &veths, false);
     assert!(!has_clsact(&host, UPLINK), "tcx needs no qdisc");
 
-    let out = re_up(&sb, "tc_attach = \"netlink\"");
+    let out = re_up(&sb, IngressMode::Tc, "tc_attach = \"netlink\"");
     assert!(
         out.contains("detached uplink_ingress_tc on eth0: tcx ingress, link id"),
         "the switch names the tcx link it detached: {out}"
@@ -324,7 +324,7 @@ fn switching_tcx_and_netlink_leaves_one_program_per_hook() {
     assert_eq!(status_json(&sb)["tc_attach"], "netlink");
     traffic_is_translated(&sb);
 
-    let out = re_up(&sb, "tc_attach = \"tcx\"");
+    let out = re_up(&sb, IngressMode::Tc, "tc_attach = \"tcx\"");
     assert!(
         out.contains("detached uplink_ingress_tc on eth0: netlink tc ingress, pref"),
         "the switch back names the filter it removed: {out}"
@@ -338,6 +338,70 @@ fn switching_tcx_and_netlink_leaves_one_program_per_hook() {
     assert!(!netfast::bpf::tc_netlink::record_path(&sb.prefix).exists());
     assert_eq!(status_json(&sb)["tc_attach"], "tcx");
     traffic_is_translated(&sb);
+}
+
+/// XDP mode keeps a tc ingress program behind XDP: in netlink mode that is a filter
+/// too. Switching tc -> XDP -> tc in netlink mode leaves one filter on the uplink's
+/// ingress each time (tc mode's own goes when XDP takes over, the fallback when tc
+/// mode comes back), and `down` leaves none.
+#[test]
+fn xdp_mode_has_its_tc_fallback_as_a_netlink_filter() {
+    let sb = Sandbox::up_with("kfxd", IngressMode::Tc, "tc_attach = \"netlink\"", "");
+    let host = sb.host();
+    let netlink = "tc_attach = \"netlink\"";
+
+    let out = re_up(&sb, IngressMode::Xdp, netlink);
+    assert!(
+        out.contains("netlink tc ingress (fallback for XDP), pref"),
+        "the fallback is a filter: {out}"
+    );
+    assert!(
+        out.contains("detached uplink_ingress_tc on eth0: netlink tc ingress, pref"),
+        "tc mode's filter goes once XDP runs: {out}"
+    );
+    let filters = tc_filters(&host, UPLINK, "ingress");
+    assert_eq!(filters.len(), 1, "only the fallback: {filters:?}");
+    assert_eq!(filters[0].name, "uplink_ingress_tc");
+    let json = status_json(&sb);
+    assert_eq!(json["programs"][0]["attach"], "xdp");
+    assert_eq!(json["programs"][1]["attach"], "tc");
+    assert_eq!(json["programs"][1]["fallback"], true);
+    assert_eq!(
+        json["programs"][1]["tc_priority"],
+        u64::from(filters[0].pref)
+    );
+    assert_eq!(
+        json["features"]["xdp_native"],
+        serde_json::Value::Null,
+        "status does not attach XDP to probe it"
+    );
+    assert!(
+        out.contains("native XDP on"),
+        "up reports the native XDP it got: {out}"
+    );
+    traffic_is_translated(&sb);
+
+    let out = re_up(&sb, IngressMode::Tc, netlink);
+    assert!(
+        out.contains("detached uplink_ingress_tc on eth0: netlink tc ingress, pref"),
+        "the fallback goes: {out}"
+    );
+    let filters = tc_filters(&host, UPLINK, "ingress");
+    assert_eq!(filters.len(), 1, "only tc mode's filter: {filters:?}");
+    let json = status_json(&sb);
+    assert!(
+        json["programs"]
+            .as_array()
+            .expect("programs")
+            .iter()
+            .all(|p| p["attach"] != "xdp"),
+        "no XDP left: {json}"
+    );
+    traffic_is_translated(&sb);
+
+    succeeded(&sb.netfast(&["down", "--config", sb.config_str()]), "down");
+    assert_eq!(tc_filters(&host, UPLINK, "ingress"), vec![]);
+    assert!(!has_clsact(&host, UPLINK));
 }
 
 #[test]

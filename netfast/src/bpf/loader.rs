@@ -534,9 +534,14 @@ fn pin_name(path: &Path) -> String {
 /// netlink filter recorded under its name.
 fn remove_tc(path: &Path, tc: &mut TcCtx) -> Result<(), DatapathError> {
     remove_pin(path)?;
+    drop_filter(&pin_name(path), tc)
+}
+
+/// Deletes the netlink filter recorded under `pin`, if any, reporting it as detached.
+fn drop_filter(pin: &str, tc: &mut TcCtx) -> Result<(), DatapathError> {
     let removed = tc
         .filters
-        .remove(&pin_name(path))
+        .remove(pin)
         .map_err(tc_io("removing a netlink TC filter"))?;
     if let Some((filter, live)) = removed {
         if live {
@@ -579,7 +584,12 @@ fn attach_xdp_with_fallback(
         tc,
     )?;
     match attach_xdp(ebpf, uplink, ingress_link) {
-        Ok((xdp, native)) => Ok((vec![xdp, fallback], native)),
+        Ok((xdp, native)) => {
+            // tc mode's netlink filter at the primary pin goes now that XDP runs ahead
+            // of it (the fallback, attached first, has the lower pref and ends the chain).
+            drop_filter(&pin_name(ingress_link), tc)?;
+            Ok((vec![xdp, fallback], native))
+        }
         Err(e) => {
             // Leave the running datapath as it was: a fallback attached by this call
             // goes again. An error removing it would hide the one that matters.
@@ -1009,16 +1019,7 @@ fn attach_tc(
     let link = program.take_link(link_id).map_err(program_error)?;
     pin_attached(link, link_path, attached)?;
     // A netlink filter of an earlier `up` goes now that the tcx link runs ahead of it.
-    let removed = tc
-        .filters
-        .remove(&pin_name(link_path))
-        .map_err(tc_io("removing a netlink TC filter"))?;
-    if let Some((filter, live)) = removed {
-        if live {
-            tc.detached.push(filter.describe());
-        }
-        tc.store()?;
-    }
+    drop_filter(&pin_name(link_path), tc)?;
     let id = program.info().map_err(program_error)?.id();
     Ok(format!(
         "{name} on {uplink}: tcx {direction}{note}, prog id {id}"
@@ -1087,7 +1088,7 @@ fn attach_netlink(
                 attach_type,
                 TcAttachOptions::Netlink(NlOptions::default()),
             ),
-            "attached",
+            "new",
         ),
     };
     let link = program
@@ -1110,7 +1111,7 @@ fn attach_netlink(
         })
         .map_err(tc_io("recording a netlink TC filter"))?;
     tc.store()?;
-    Ok(format!("pref {priority} handle {handle:#x} {how}"))
+    Ok(format!("pref {priority} handle {handle:#x} ({how})"))
 }
 
 fn attach_xdp(
