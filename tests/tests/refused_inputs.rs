@@ -137,6 +137,7 @@ fn every_refused_input_exits_2_names_the_value_and_changes_nothing() {
         config("uplink = \"nosuch0\"", "uplink = \"eth0\"", "uplink = \"nosuch0\"", &["\"nosuch0\"", "no such interface", "eth0"]),
         config("uplink = \"an-interface-name-too-long\"", "uplink = \"eth0\"", "uplink = \"an-interface-name-too-long\"", &["\"an-interface-name-too-long\"", "at most 15"]),
         config("ingress = \"ebpf\"", "ingress = \"tc\"", "ingress = \"ebpf\"", &["\"ebpf\"", "\"tc\" or \"xdp\""]),
+        config("tc_attach = \"legacy\"", "ingress = \"tc\"", "ingress = \"tc\"\ntc_attach = \"legacy\"", &["\"legacy\"", "(tc_attach)", "\"auto\"", "\"netlink\""]),
         config("bridge.address = \"172.16.0.100\"", "address = \"172.16.0.100/24\"", "address = \"172.16.0.100\"", &["\"172.16.0.100\"", "\"172.16.0.100/24\""]),
         config("bridge.address = \"172.16.0.0/24\"", "address = \"172.16.0.100/24\"", "address = \"172.16.0.0/24\"", &["\"172.16.0.0/24\"", "network's own address"]),
         config("bridge.address = \"10.0.1.100/24\"", "", &minimal("10.0.1.100/24"), &["\"10.0.1.100/24\"", "the uplink's own subnet", "pick a network of its own"]),
