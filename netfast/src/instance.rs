@@ -801,7 +801,11 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
     }
     // What the kernel offers decides the tc attach mode and the fast path; what the
     // config demands and the kernel lacks is refused here, before anything changes.
-    let features = Features::probe();
+    // Native XDP is asked of the uplink's driver (read only), when there is an uplink.
+    let uplink = nix::net::if_::if_nametoindex(cfg.uplink.as_str())
+        .ok()
+        .map(|_| cfg.uplink.as_str());
+    let features = Features::probe(uplink);
     let tc_attach = features.tc_attach(cfg.tc_attach).unwrap_or_else(|e| {
         problems.push(e);
         bpf::TcAttach::Netlink
@@ -1215,9 +1219,10 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
         });
     }
     let mut features = plan.features.clone();
-    features.xdp_native = attach.xdp_native.as_ref().map(|native| {
-        let name = "native XDP";
-        match native {
+    // XDP mode: the attach itself is the last word on native XDP.
+    if let Some(native) = &attach.xdp_native {
+        let name = bpf::features::XDP_NATIVE;
+        features.xdp_native = Some(match native {
             Ok(()) => bpf::features::Feature {
                 name,
                 on: true,
@@ -1228,8 +1233,8 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
                 on: false,
                 why: Some(format!("{} refused it: {e}", cfg.uplink)),
             },
-        }
-    });
+        });
+    }
     let feature_notes = features.consequences(&bpf::features::Needs {
         tc_attach: cfg.tc_attach,
         fast_path: cfg.fast_path,

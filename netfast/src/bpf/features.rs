@@ -1,6 +1,7 @@
 //! What this kernel offers the datapath, probed at start: tcx, the fast path's
 //! `bpf_redirect_peer`, `bpf_redirect_neigh`, the cgroup sock_addr hooks of host-local
-//! access, and (from the attach) native XDP on the uplink.
+//! access, and native XDP on the uplink (the driver's netdev xdp-features, or the
+//! attach itself).
 //!
 //! Each probe asks the kernel itself, never its version: a distribution kernel may
 //! carry a feature back (RHEL does) or lack one it could have (a config option). The
@@ -91,8 +92,9 @@ pub struct Features {
     /// (5.8), `bpf_get_netns_cookie` there (5.7) and `SO_NETNS_COOKIE` (5.14): all of
     /// host-local access.
     pub sock_addr: Feature,
-    /// Native (driver) XDP on the uplink: known from the attach in XDP mode; None
-    /// when nothing asked (tc ingress).
+    /// Native (driver) XDP on the uplink: the driver's netdev xdp-features (Linux 6.3),
+    /// or in XDP mode the attach itself; None when neither told (an older kernel in tc
+    /// mode, or no uplink given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_native: Option<Feature>,
 }
@@ -110,9 +112,10 @@ pub struct Needs {
 }
 
 impl Features {
-    /// Probes this kernel (from the calling thread's network namespace; no probe
-    /// depends on it). Needs CAP_BPF (root); a probe that fails says so in `why`.
-    pub fn probe() -> Features {
+    /// Probes this kernel, and native XDP on `uplink` (an interface of the calling
+    /// thread's network namespace; nothing is attached to it). Needs CAP_BPF (root);
+    /// a probe that fails says so in `why`.
+    pub fn probe(uplink: Option<&str>) -> Features {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".to_owned());
@@ -134,7 +137,25 @@ impl Features {
                 "the verifier does not know the helper from tc (Linux 5.10)",
             ),
             sock_addr: probe_sock_addr(),
-            xdp_native: None,
+            xdp_native: uplink.and_then(|u| match probe_xdp_native(u) {
+                Ok(Some(0)) => Some(Feature::off(
+                    XDP_NATIVE,
+                    format!("the driver of {u} offers no native XDP (netdev xdp-features 0)"),
+                )),
+                Ok(Some(flags)) if flags & NETDEV_XDP_ACT_BASIC == 0 => Some(Feature::off(
+                    XDP_NATIVE,
+                    format!(
+                        "the driver of {u} offers no basic native XDP (netdev xdp-features {flags:#x})"
+                    ),
+                )),
+                Ok(Some(_)) => Some(Feature::on(XDP_NATIVE)),
+                // No netdev family (before 6.3): the attach in XDP mode tells.
+                Ok(None) => None,
+                Err(e) => Some(Feature::off(
+                    XDP_NATIVE,
+                    format!("the netdev xdp-features probe of {u} failed: {e}"),
+                )),
+            }),
             kernel,
         }
     }
@@ -147,7 +168,10 @@ impl Features {
             .map(|f| format!("{} {}", f.name, if f.on { "on" } else { "off" }))
             .collect();
         if self.xdp_native.is_none() {
-            parts.push("native XDP not asked (ingress = \"tc\")".to_owned());
+            parts.push(
+                "native XDP unknown until XDP attaches (no netdev xdp-features before Linux 6.3)"
+                    .to_owned(),
+            );
         }
         format!("kernel {}: {}", self.kernel, parts.join("; "))
     }
@@ -253,6 +277,137 @@ impl Features {
             )),
         }
     }
+}
+
+/// How `up` and `status` name native XDP on the uplink.
+pub const XDP_NATIVE: &str = "native XDP";
+
+/// `NETDEV_XDP_ACT_BASIC` (include/uapi/linux/netdev.h): the driver runs XDP programs
+/// with XDP_PASS, XDP_DROP, XDP_TX and XDP_ABORTED.
+const NETDEV_XDP_ACT_BASIC: u64 = 1;
+
+/// Appends a netlink attribute (type, payload), padded to 4 bytes.
+fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// The attributes after the netlink and genetlink headers of `msg`, as (type, payload).
+fn attrs(msg: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 16 + 4;
+    while at + 4 <= msg.len() {
+        let len = usize::from(u16::from_ne_bytes([msg[at], msg[at + 1]]));
+        // NLA_F_NESTED and NLA_F_NET_BYTEORDER sit in the top bits of the type.
+        let kind = u16::from_ne_bytes([msg[at + 2], msg[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > msg.len() {
+            break;
+        }
+        out.push((kind, &msg[at + 4..at + len]));
+        at += len.next_multiple_of(4);
+    }
+    out
+}
+
+/// One generic netlink request and its answer: Ok(None) when the kernel answers with
+/// the error `absent` (the family or the object does not exist).
+fn genl_request(
+    sock: &OwnedFd,
+    family: u16,
+    cmd: u8,
+    attrs_buf: &[u8],
+    absent: i32,
+) -> io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsRawFd;
+    let len = 16 + 4 + attrs_buf.len();
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&family.to_ne_bytes());
+    msg.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel's
+    msg.extend_from_slice(&[cmd, 1, 0, 0]); // genlmsghdr: cmd, version 1
+    msg.extend_from_slice(attrs_buf);
+    // SAFETY: `msg` is a valid buffer of `msg.len()` bytes for the call.
+    let sent = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: `buf` is writable for `buf.len()` bytes.
+    let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+    buf.truncate(got);
+    if buf.len() < 16 {
+        return Err(io::Error::other("a short netlink answer"));
+    }
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    if kind == libc::NLMSG_ERROR as u16 {
+        let errno = buf
+            .get(16..20)
+            .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0);
+        return match errno {
+            0 => Err(io::Error::other("an empty netlink answer")),
+            e if e == absent => Ok(None),
+            e => Err(io::Error::from_raw_os_error(e)),
+        };
+    }
+    Ok(Some(buf))
+}
+
+/// The netdev xdp-features of `ifname` (Linux 6.3 and later: generic netlink family
+/// "netdev", `NETDEV_CMD_DEV_GET`); Ok(None) when the kernel has no netdev family.
+/// Read only: nothing is attached to the interface.
+fn probe_xdp_native(ifname: &str) -> io::Result<Option<u64>> {
+    const GENL_ID_CTRL: u16 = 0x10;
+    const CTRL_CMD_GETFAMILY: u8 = 3;
+    const CTRL_ATTR_FAMILY_ID: u16 = 1;
+    const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+    const NETDEV_CMD_DEV_GET: u8 = 1;
+    const NETDEV_A_DEV_IFINDEX: u16 = 1;
+    const NETDEV_A_DEV_XDP_FEATURES: u16 = 3;
+    let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_GENERIC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = Vec::new();
+    push_attr(&mut req, CTRL_ATTR_FAMILY_NAME, b"netdev\0");
+    let Some(answer) = genl_request(&sock, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, &req, libc::ENOENT)?
+    else {
+        return Ok(None);
+    };
+    let family = attrs(&answer)
+        .into_iter()
+        .find(|(k, v)| *k == CTRL_ATTR_FAMILY_ID && v.len() >= 2)
+        .map(|(_, v)| u16::from_ne_bytes([v[0], v[1]]))
+        .ok_or_else(|| io::Error::other("no family id for netdev"))?;
+    let mut req = Vec::new();
+    push_attr(&mut req, NETDEV_A_DEV_IFINDEX, &ifindex.to_ne_bytes());
+    let answer = genl_request(&sock, family, NETDEV_CMD_DEV_GET, &req, libc::ENODEV)?
+        .ok_or_else(|| io::Error::other(format!("netdev does not know {ifname}")))?;
+    attrs(&answer)
+        .into_iter()
+        .find(|(k, v)| *k == NETDEV_A_DEV_XDP_FEATURES && v.len() >= 8)
+        .map(|(_, v)| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[..8]);
+            Some(u64::from_ne_bytes(b))
+        })
+        .ok_or_else(|| io::Error::other("no xdp-features in the netdev answer"))
 }
 
 /// Two instructions: `r0 = ret; exit`.
@@ -409,7 +564,8 @@ mod tests {
         assert_eq!(
             f.summary(),
             "kernel 6.1.0-test: tcx on; bpf_redirect_peer on; bpf_redirect_neigh on; \
-             cgroup sock_addr on; native XDP not asked (ingress = \"tc\")"
+             cgroup sock_addr on; native XDP unknown until XDP attaches (no netdev \
+             xdp-features before Linux 6.3)"
         );
         assert_eq!(f.consequences(&NEEDS), Vec::<String>::new());
         assert_eq!(f.fast_path(true), (true, None));
@@ -503,7 +659,18 @@ mod tests {
             println!("skipped: the probes load BPF programs and need root");
             return;
         }
-        let f = Features::probe();
+        let f = Features::probe(Some("lo"));
+        // Loopback has no driver XDP: the netdev probe says so.
+        let lo = f.xdp_native.clone().expect("6.18 has netdev xdp-features");
+        assert!(!lo.on, "lo has no native XDP: {lo:?}");
+        assert_eq!(
+            lo.why.as_deref(),
+            Some("the driver of lo offers no native XDP (netdev xdp-features 0)")
+        );
+        let f = Features {
+            xdp_native: None,
+            ..f
+        };
         for feature in f.all() {
             assert!(
                 feature.on,

@@ -1437,7 +1437,7 @@ new SNAT:    10.0.1.49 (the uplink's primary address now; a route's own src wins
 any publish: 10.0.1.49, 10.0.1.48
 masquerade:  172.16.0.0/24, SNAT ports 61000-65535
 routed in:   172.16.0.0/24 closed but for flows and publishes (allow_direct_routing = false)
-features:    kernel 6.18.0: tcx on; bpf_redirect_peer on; bpf_redirect_neigh on; cgroup sock_addr on; native XDP not asked (ingress = \"tc\")
+features:    kernel 6.18.0: tcx on; bpf_redirect_peer on; bpf_redirect_neigh on; cgroup sock_addr on; native XDP unknown until XDP attaches (no netdev xdp-features before Linux 6.3)
 tc attach:   tcx links
 fast path:   on (bpf_redirect_peer into containers, fib lookup + redirect to the uplink)
 published:   1
@@ -1645,7 +1645,8 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
         let text = view.to_string();
         for line in [
             "features:    kernel 6.1.0-28-amd64: tcx off; bpf_redirect_peer off; \
-             bpf_redirect_neigh on; cgroup sock_addr off; native XDP not asked (ingress = \"tc\")\n",
+             bpf_redirect_neigh on; cgroup sock_addr off; native XDP unknown until XDP attaches \
+             (no netdev xdp-features before Linux 6.3)\n",
             "tc attach:   netlink TC filters on a clsact qdisc, because tcx is off (no tcx)\n",
             "fast path:   off (no bpf_redirect_peer: unknown func; through the bridge and the \
              host's routing)\n",

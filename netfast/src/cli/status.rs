@@ -62,7 +62,13 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         netns_note,
         pin_dir: inst.dir().display().to_string(),
         tc_attach: render::tc_attach_of(&programs),
-        features: Features::probe(),
+        // Native XDP is asked of the uplink's driver: the egress program's interface.
+        features: Features::probe(
+            links
+                .iter()
+                .find(|l| l.hook == "egress" && l.kind != "cgroup")
+                .and_then(|l| l.interface.as_deref()),
+        ),
         programs,
         host_local: render::host_local_view(&links, &host_addrs),
         config: config_view,
