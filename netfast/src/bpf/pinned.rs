@@ -145,8 +145,9 @@ pub struct NetlinkTc {
     /// `major << 16 | minor`.
     pub handle: u32,
     /// False when the kernel no longer has the filter (its interface was deleted,
-    /// or someone removed it): nothing runs there.
-    pub live: bool,
+    /// or someone removed it): nothing runs there. None when this command runs in
+    /// another network namespace than the filters' and cannot ask.
+    pub live: Option<bool>,
 }
 
 /// What `publish add` changed.
@@ -570,10 +571,12 @@ impl PinnedInstance {
     /// then one per container veth, by name.
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
-        let filters = TcFilters::load(&self.name).map_err(|source| PinnedError::Link {
+        let record_error = |source| PinnedError::Link {
             path: super::tc_netlink::record_path(&self.name),
             source,
-        })?;
+        };
+        let filters = TcFilters::load(&self.name).map_err(record_error)?;
+        let here = filters.here().map_err(record_error)?;
         let mut containers = container_links(&self.dir).map_err(|e| self.datapath_err(e))?;
         containers.extend(
             filters
@@ -589,10 +592,7 @@ impl PinnedInstance {
             let path = self.dir.join(&pin);
             if !path.exists() {
                 if let Some(f) = filters.get(&pin) {
-                    out.push(netlink_status(&pin, f).map_err(|source| PinnedError::Link {
-                        path: super::tc_netlink::record_path(&self.name),
-                        source,
-                    })?);
+                    out.push(netlink_status(&pin, f, here).map_err(record_error)?);
                 }
                 continue;
             }
@@ -660,9 +660,10 @@ impl PinnedInstance {
     }
 }
 
-/// The status of the netlink TC filter recorded under `pin`, asked of the kernel.
-fn netlink_status(pin: &str, f: &TcFilter) -> io::Result<LinkStatus> {
-    let live = f.live()?;
+/// The status of the netlink TC filter recorded under `pin`, asked of the kernel when
+/// this thread is in the filters' namespace (`here`).
+fn netlink_status(pin: &str, f: &TcFilter, here: bool) -> io::Result<LinkStatus> {
+    let live = if here { f.live()? } else { None };
     Ok(LinkStatus {
         pin: pin.to_owned(),
         fallback: pin == LINK_UPLINK_INGRESS_FALLBACK,
@@ -683,7 +684,7 @@ fn netlink_status(pin: &str, f: &TcFilter) -> io::Result<LinkStatus> {
         netlink: Some(NetlinkTc {
             priority: f.priority,
             handle: f.handle,
-            live: live.is_some(),
+            live: here.then_some(live.is_some()),
         }),
     })
 }

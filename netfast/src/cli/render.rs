@@ -615,7 +615,8 @@ pub struct ProgramView {
     /// A netlink TC filter: its handle, `major << 16 | minor`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tc_handle: Option<u32>,
-    /// A netlink TC filter: false when the kernel no longer has it.
+    /// A netlink TC filter: false when the kernel no longer has it; absent when
+    /// status could not ask (another network namespace).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tc_live: Option<bool>,
     pub prog_id: u32,
@@ -804,7 +805,7 @@ pub fn program_views(links: &[LinkStatus]) -> Vec<ProgramView> {
             mode: l.mode,
             tc_priority: l.netlink.map(|n| n.priority),
             tc_handle: l.netlink.map(|n| n.handle),
-            tc_live: l.netlink.map(|n| n.live),
+            tc_live: l.netlink.and_then(|n| n.live),
             prog_id: l.prog_id,
             link_id: l.link_id,
         })
@@ -1583,7 +1584,7 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
             netlink: Some(netfast::bpf::pinned::NetlinkTc {
                 priority: 49152,
                 handle,
-                live,
+                live: Some(live),
             }),
         };
         let links = [
