@@ -144,10 +144,16 @@ impl TcFilters {
     pub fn store(&self, instance: &str) -> io::Result<()> {
         let path = record_path(instance);
         if self.filters.is_empty() && self.clsact_added.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            // The state directory goes too when nothing else (the manifest) is in it,
+            // so a rolled-back first `up` leaves nothing behind.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Ok(());
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
