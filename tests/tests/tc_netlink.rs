@@ -401,6 +401,103 @@ fn xdp_mode_has_its_tc_fallback_as_a_netlink_filter() {
     assert!(!has_clsact(&host, UPLINK));
 }
 
+/// netfast removes a clsact qdisc only when it added it and nothing else sits on it:
+/// one the operator had (with a filter of theirs) stays with its filter, and one
+/// netfast added stays while someone else's filter is on it, which `up` says.
+#[test]
+fn a_clsact_qdisc_with_someone_elses_filter_stays() {
+    let sb = Sandbox::up("kfqd", IngressMode::Tc, "");
+    let host = sb.host();
+    // The operator's: a u32 filter ahead of netfast's that matches nothing of the
+    // test's traffic (TEST-NET-1), so classification goes on to netfast's filter
+    // (a classid, not an action: this kernel has no act_gact).
+    let theirs = [
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        UPLINK,
+        "ingress",
+        "pref",
+        "1",
+        "protocol",
+        "ip",
+        "u32",
+        "match",
+        "ip",
+        "dst",
+        "192.0.2.1/32",
+        "flowid",
+        "1:1",
+    ];
+    exec_ok(&host, &["tc", "qdisc", "add", "dev", UPLINK, "clsact"]);
+    exec_ok(&host, &theirs);
+    let u32_on = |dev: &str, hook: &str| {
+        exec_ok(&host, &["tc", "filter", "show", "dev", dev, hook]).contains(" u32 ")
+    };
+
+    re_up(&sb, IngressMode::Tc, "tc_attach = \"netlink\"");
+    let veths = container_veths(&status_json(&sb));
+    one_program_per_hook(&sb, &veths, true);
+    traffic_is_translated(&sb);
+    // netfast added the clsact of each container veth; put a filter of someone else
+    // on one of them.
+    let veth = &veths[1];
+    exec_ok(
+        &host,
+        &[
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            veth,
+            "egress",
+            "pref",
+            "1",
+            "protocol",
+            "ip",
+            "u32",
+            "match",
+            "ip",
+            "dst",
+            "192.0.2.1/32",
+            "flowid",
+            "1:1",
+        ],
+    );
+
+    let out = re_up(&sb, IngressMode::Tc, "tc_attach = \"tcx\"");
+    one_program_per_hook(&sb, &veths, false);
+    assert!(
+        !out.contains(&format!("removed the clsact qdisc on {UPLINK}")),
+        "the uplink's qdisc was the operator's: {out}"
+    );
+    assert!(has_clsact(&host, UPLINK), "the operator's qdisc stays");
+    assert!(u32_on(UPLINK, "ingress"), "with the operator's filter");
+    assert!(
+        out.contains(&format!(
+            "kept the clsact qdisc netfast added on {veth}: 1 filter(s) of someone else sit on it"
+        )),
+        "{out}"
+    );
+    assert!(has_clsact(&host, veth), "{veth} keeps its qdisc");
+    assert!(u32_on(veth, "egress"), "and the filter on it");
+    for other in veths.iter().filter(|v| *v != veth) {
+        assert!(
+            !has_clsact(&host, other),
+            "netfast's qdisc on {other} is gone"
+        );
+    }
+    traffic_is_translated(&sb);
+
+    succeeded(&sb.netfast(&["down", "--config", sb.config_str()]), "down");
+    assert!(
+        u32_on(UPLINK, "ingress"),
+        "down leaves the operator's filter"
+    );
+    assert_eq!(tc_filters(&host, UPLINK, "ingress"), vec![]);
+}
+
 #[test]
 fn tc_filter_lines_parse() {
     let out = "filter protocol all pref 49152 bpf chain 0 \n\

@@ -226,8 +226,19 @@ impl TcFilters {
             if !interface_is(&q.interface, q.ifindex) || !clsact_present(q.ifindex)? {
                 continue;
             }
-            let others = live_filters(q.ifindex, TcAttachType::Ingress)?.len()
-                + live_filters(q.ifindex, TcAttachType::Egress)?.len();
+            // A filter is what `tc filter show` lists under one pref: a u32 filter
+            // dumps its hash table nodes as more entries of the same pref.
+            let mut prefs: Vec<(bool, u16)> = Vec::new();
+            for (egress, hook) in [(false, TcAttachType::Ingress), (true, TcAttachType::Egress)] {
+                prefs.extend(
+                    live_filters(q.ifindex, hook)?
+                        .iter()
+                        .map(|f| (egress, f.priority)),
+                );
+            }
+            prefs.sort_unstable();
+            prefs.dedup();
+            let others = prefs.len();
             if others > 0 {
                 notes.push(format!(
                     "kept the clsact qdisc netfast added on {}: {others} filter(s) of \
