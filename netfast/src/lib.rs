@@ -9,7 +9,8 @@
 //!   GC ([`conntrack::gc`]);
 //! - [`bpf`]: the embedded object, its pins and layout check, the loader, a typed
 //!   handle per map and [`bpf::PinnedInstance`] for the operator commands;
-//! - [`host`]: namespaces, links, addresses and routes over rtnetlink.
+//! - [`host`]: namespaces, links, addresses and routes over rtnetlink;
+//! - [`metrics`]: the daemon's counters, map fill and GC totals for Prometheus.
 
 pub mod bpf;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod host;
 pub mod instance;
 pub mod lab;
 pub mod lock;
+pub mod metrics;
 pub mod publish;
 
 /// The GC, where it always was for callers: it lives in the conntrack layer.

@@ -64,6 +64,10 @@ pub enum Commands {
         #[arg(long, value_name = "SECONDS", default_value_t = 5,
               allow_negative_numbers = true, value_parser = number::<u64>(1, 3600))]
         interval: u64,
+        /// Serve the counters, map fill and GC totals for Prometheus at
+        /// http://ADDR/metrics (OpenMetrics text), e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Build the seed topology in a sandbox of namespaces, run the seed checks, then show
     /// live counters until Ctrl-C. Everything is torn down on exit.
@@ -126,6 +130,14 @@ fn number<T: TryFrom<i64> + Clone + Send + Sync + 'static>(
         .try_map(|n| T::try_from(n).map_err(|_| format!("{n} does not fit")))
 }
 
+/// The value parser of `run --metrics`: an IP address and a port. Clap prefixes the
+/// option and the value: "invalid value 'x' for '--metrics <ADDR>': ...".
+fn metrics_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    value.parse().map_err(|_| {
+        "not an IP:PORT to listen on; write e.g. 127.0.0.1:9464 (or [::1]:9464)".to_owned()
+    })
+}
+
 /// Exit code for refused input (bad config, not root): nothing was changed.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -168,7 +180,13 @@ pub fn main() -> ExitCode {
             config,
             keep,
             interval,
-        } => run::run(&config, keep, std::time::Duration::from_secs(interval)),
+            metrics,
+        } => run::run(
+            &config,
+            keep,
+            std::time::Duration::from_secs(interval),
+            metrics,
+        ),
         Commands::Lab {
             prefix,
             ingress,
@@ -276,6 +294,26 @@ mod tests {
 
     /// Every numeric option refuses a negative or too large value as out of range,
     /// naming the option and the range, with clap's usage exit code 2.
+    #[test]
+    fn a_bad_metrics_address_names_the_value_and_the_form() {
+        let err = Cli::try_parse_from(["netfast", "run", "-c", "x.toml", "--metrics", "9464"])
+            .expect_err("a port alone is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("'9464'")
+                && text.contains("--metrics")
+                && text.contains("127.0.0.1:9464"),
+            "{text}"
+        );
+        let ok =
+            Cli::try_parse_from(["netfast", "run", "-c", "x.toml", "--metrics", "127.0.0.1:0"])
+                .expect("IP:PORT parses");
+        assert!(matches!(
+            ok.command,
+            super::Commands::Run { metrics: Some(addr), .. } if addr.to_string() == "127.0.0.1:0"
+        ));
+    }
+
     #[test]
     fn numbers_out_of_range_name_the_option_and_range() {
         #[rustfmt::skip]
