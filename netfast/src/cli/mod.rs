@@ -44,11 +44,12 @@ pub enum Commands {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Remove exactly what `up` created for the instance in the config file.
+    /// Remove exactly what `up` created for the instance in the config file, or for
+    /// the instance NAME (also one a CNI network brought up: its containers' programs
+    /// are detached too).
     Down {
-        /// The instance's TOML config.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: target::Target,
     },
     /// The foreground daemon: `up`, then garbage-collect conntrack, drain the
     /// datapath's log and print a counter summary until Ctrl-C or SIGTERM, then `down`.
@@ -175,7 +176,7 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Commands::Up { config } => up::run(&config),
-        Commands::Down { config } => down::run(&config),
+        Commands::Down { target } => down::run(&target),
         Commands::Run {
             config,
             keep,

@@ -89,7 +89,7 @@ pub fn run(
         return Ok(ExitCode::SUCCESS);
     }
     println!("netfast: {reason}; taking instance {} down", cfg.instance);
-    super::down::run(config)
+    super::down::run_config(config)
 }
 
 /// Binds the `--metrics` address; the error names it and the fix.
