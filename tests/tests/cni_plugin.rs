@@ -707,3 +707,67 @@ fn fifty_parallel_add_del() {
         .collect();
     assert!(links.is_empty(), "container links left: {links:?}");
 }
+
+fn counter(instance: &str, name: &str) -> u64 {
+    netfast::bpf::maps::read_counters(instance)
+        .expect("read counters")
+        .into_iter()
+        .find(|(c, _)| c.name() == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// What the container-side program brings on a CNI instance: hairpin (a container to
+/// another's published port through the uplink address; the backend sees the
+/// gateway, as with Docker), the fast path into the container, the bridge's static
+/// entry for the container's MAC, and `ct list` of the instance.
+#[test]
+fn hairpin_fast_path_and_ct_list() {
+    let mut net = Net::new();
+    let (c1, c2) = (net.container(1), net.container(2));
+    net.add(&c1, one_mapping(8088)).expect_ok("ADD c1");
+    net.add(&c2, json!([])).expect_ok("ADD c2");
+    let fdb = exec_ok(&net.host, &["bridge", "fdb", "show", "br", &net.bridge]);
+    assert!(
+        fdb.lines()
+            .any(|l| l.starts_with(&c1.mac) && l.contains("static")),
+        "no static bridge entry for {}: {fdb}",
+        c1.mac
+    );
+
+    let backend = net.containers[0].clone();
+    let server = Background::spawn(&backend, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
+    wait_listening(&backend, "tcp", 80);
+    let hairpin_before = counter(&net.instance, "hairpin_new");
+    let reply = exec_ok(
+        &net.containers[1],
+        &[
+            "sh",
+            "-c",
+            &format!("printf hp | nc -N -w 3 {UPLINK_HOST} 8088"),
+        ],
+    );
+    assert_eq!(reply, "echo:hp");
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    assert_eq!(
+        peer_seen(&seen).0,
+        GATEWAY.parse::<Ipv4Addr>().expect("addr")
+    );
+    assert_eq!(counter(&net.instance, "hairpin_new"), hairpin_before + 1);
+
+    let server = Background::spawn(&backend, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
+    wait_listening(&backend, "tcp", 80);
+    let fast_before = counter(&net.instance, "fast_path_to_container");
+    let reply = far_client(&net, 8088, "fast");
+    assert_eq!(text(&reply.stdout), "echo:fast", "{}", text(&reply.stderr));
+    server.wait(Duration::from_secs(10));
+    assert!(
+        counter(&net.instance, "fast_path_to_container") > fast_before,
+        "the published flow's packets must take the fast path into the container"
+    );
+    let ct = succeeded(
+        &net.netfast(&["ct", "list", "--instance", &net.instance]),
+        "ct list",
+    );
+    assert!(ct.contains(&format!("{}:80", c1.address)), "{ct}");
+}
