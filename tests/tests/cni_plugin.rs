@@ -529,6 +529,16 @@ fn a_taken_host_port_names_its_owner() {
     // Another port is fine.
     net.add(&c2, one_mapping(8089)).expect_ok("ADD c2 on 8089");
     assert_eq!(net.publishes().len(), 2);
+
+    // A container in another subnet: the instance masquerades the first one's.
+    let mut c3 = net.container(3);
+    c3.address = "10.99.0.13".parse().expect("addr");
+    let (code, msg) = net.add(&c3, one_mapping(8090)).error();
+    assert_eq!(code, 7, "{msg}");
+    for needle in ["(masquerade)", "10.88.0.0/24", "10.99.0.13", "\"instance\""] {
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+    assert_eq!(net.publishes().len(), 2);
 }
 
 /// Bad configs: each answered with a CNI error JSON whose code is the spec's and whose

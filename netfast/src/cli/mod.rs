@@ -342,6 +342,16 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
     }
 
+    /// `down` takes an instance name (a CNI network's instance has no config file) or
+    /// a config file, one of the two.
+    #[test]
+    fn down_takes_instance_or_config() {
+        assert!(Cli::try_parse_from(["netfast", "down", "--instance", "mynet"]).is_ok());
+        assert!(Cli::try_parse_from(["netfast", "down", "--config", "x.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["netfast", "down"]).is_err());
+        assert!(Cli::try_parse_from(["netfast", "down", "-i", "a", "-c", "x.toml"]).is_err());
+    }
+
     /// `forward` is the old name of `publish`: every form parses to the same command.
     #[test]
     fn forward_is_an_alias_of_publish() {
