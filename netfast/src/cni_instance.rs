@@ -861,6 +861,14 @@ pub fn del(instance: &str, container_id: &str, ifname: &str) -> Result<DelReport
 /// what is missing.
 pub fn check(instance: &str, container_id: &str, ifname: &str) -> Result<ContainerRecord> {
     check_instance_name(instance, "instance")?;
+    // Without state there is nothing to check, and nothing to create for it.
+    if !records_dir(instance).exists() {
+        return Err(CniError::Missing(format!(
+            "instance \"{instance}\" has no container records ({} is missing): container \
+             {container_id} was never added, or the instance was taken down; ADD it again",
+            records_dir(instance).display()
+        )));
+    }
     let _turn = take_turn(instance)?;
     let r = read_record(&record_path(instance, container_id, ifname))?.ok_or_else(|| {
         CniError::Missing(format!(
