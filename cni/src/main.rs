@@ -22,13 +22,15 @@ fn main() -> ExitCode {
     // The version to answer errors in: the config's when it can be read.
     let mut version = OWN_VERSION.to_owned();
     let result = (|| -> Result<Option<String>, CniError> {
-        let env = Env::read(|k| std::env::var(k).ok())?;
+        // stdin first, whatever comes next: a runtime writing the config to a plugin
+        // that exited early would get EPIPE.
         std::io::stdin().read_to_string(&mut stdin).map_err(|e| {
             CniError::new(
                 Code::Io,
                 format!("could not read the network config from stdin: {e}"),
             )
         })?;
+        let env = Env::read(|k| std::env::var(k).ok())?;
         if env.command == Command::Version {
             // VERSION's stdin holds only cniVersion (and may be empty).
             return Ok(Some(version_json()));
