@@ -274,9 +274,14 @@ impl Net {
 
     /// Runs the plugin inside the host namespace, as libcni does: env + stdin.
     fn cni(&self, command: &str, c: Option<&Container>, conf: &Value) -> Answer {
+        self.plugin(&cni_bin(), command, c, conf)
+    }
+
+    /// Runs plugin `bin` as libcni does (see [`Net::cni`]).
+    fn plugin(&self, bin: &Path, command: &str, c: Option<&Container>, conf: &Value) -> Answer {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.host))
-            .arg(cni_bin())
+            .arg(bin)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
@@ -783,4 +788,138 @@ fn hairpin_fast_path_and_ct_list() {
         "ct list",
     );
     assert!(ct.contains(&format!("{}:80", c1.address)), "{ct}");
+}
+
+/// Debian's bridge and host-local plugins (package containernetworking-plugins, which
+/// `cargo xtask setup` installs), or a failure saying so.
+fn debian_plugin(name: &str) -> PathBuf {
+    let bin = Path::new("/usr/lib/cni").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: install containernetworking-plugins (`cargo xtask setup` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The conflist of the issue with the real bridge and host-local plugins before
+/// netfast-cni, run plugin by plugin as libcni runs a conflist: ADD in order, each
+/// plugin's result as the next one's prevResult; DEL in reverse order. The far side
+/// reaches the container through the mapping and sees its own address, the container
+/// reaches the far side from the uplink address, no masquerade or DNAT rule exists;
+/// after the DELs the client is refused.
+#[test]
+fn real_bridge_and_host_local_chain() {
+    let bridge_bin = debian_plugin("bridge");
+    debian_plugin("host-local");
+    let mut net = Net::new();
+    let ns = format!("{}c1", net.p);
+    sh(&["ip", "netns", "add", &ns]);
+    net.containers.push(ns.clone());
+    // host-local's leases under a directory of this run's own, removed at the end.
+    let data_dir = std::env::temp_dir().join(format!("netfast-{}-ipam", net.p));
+    let _leases = RemoveDir(data_dir.clone());
+    let bridge_name = format!("{}cb", net.p);
+    let bridge_conf = json!({
+        "cniVersion": "1.0.0",
+        "name": format!("{}net", net.p),
+        "type": "bridge",
+        "bridge": bridge_name,
+        "isGateway": true,
+        "ipMasq": false,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.66.0.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": data_dir,
+        },
+    });
+    let c = Container {
+        id: format!("{}real", net.p),
+        netns: format!("/run/netns/{ns}"),
+        ifname: "eth0".to_owned(),
+        // Filled from the bridge plugin's result; unused by the calls below.
+        veth: String::new(),
+        address: Ipv4Addr::UNSPECIFIED,
+        mac: String::new(),
+    };
+    let added = net.plugin(&bridge_bin, "ADD", Some(&c), &bridge_conf);
+    let prev: Value =
+        serde_json::from_str(added.expect_ok("bridge ADD").trim()).expect("bridge result");
+    let address: Ipv4Addr = prev["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {prev}"));
+
+    let conf = net.conf(json!({
+        "runtimeConfig": {"portMappings": one_mapping(8088)},
+        "prevResult": prev.clone(),
+    }));
+    let out = net.cni("ADD", Some(&c), &conf);
+    let out: Value = serde_json::from_str(out.expect_ok("netfast-cni ADD").trim()).expect("json");
+    assert_eq!(
+        out, prev,
+        "netfast-cni passes the bridge's result on unchanged"
+    );
+
+    let server = Background::spawn(&ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
+    wait_listening(&ns, "tcp", 80);
+    let reply = far_client(&net, 8088, "real-bridge");
+    assert_eq!(
+        text(&reply.stdout),
+        "echo:real-bridge",
+        "{}",
+        text(&reply.stderr)
+    );
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    assert_eq!(peer_seen(&seen).0, FAR.parse::<Ipv4Addr>().expect("addr"));
+
+    let server = Background::spawn(&net.far, &["python3", "-c", TCP_ECHO_ONCE, FAR, "9000"]);
+    wait_listening(&net.far, "tcp", 9000);
+    let reply = exec_ok(
+        &ns,
+        &["sh", "-c", &format!("printf out | nc -N -w 3 {FAR} 9000")],
+    );
+    assert_eq!(reply, "echo:out");
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    assert_eq!(
+        peer_seen(&seen).0,
+        UPLINK_HOST.parse::<Ipv4Addr>().expect("addr")
+    );
+    let ruleset = exec_ok(&net.host, &["nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains("masquerade") && !ruleset.contains("dnat"),
+        "no NAT rule may exist in the host namespace: {ruleset}"
+    );
+    let rows = net.publishes();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["backend_addr"], address.to_string());
+    assert_eq!(rows[0]["owner"]["container_id"], c.id.as_str());
+    let check = net.conf(json!({"prevResult": prev.clone()}));
+    net.cni("CHECK", Some(&c), &check)
+        .expect_ok("netfast-cni CHECK");
+
+    // DEL in reverse order: netfast-cni, then bridge.
+    net.cni("DEL", Some(&c), &check)
+        .expect_ok("netfast-cni DEL");
+    let mut bridge_del = bridge_conf.clone();
+    bridge_del["prevResult"] = prev;
+    net.plugin(&bridge_bin, "DEL", Some(&c), &bridge_del)
+        .expect_ok("bridge DEL");
+    assert!(net.publishes().is_empty());
+    let refused = far_client(&net, 8088, "gone");
+    assert!(
+        !refused.status.success() && text(&refused.stdout).is_empty(),
+        "{refused:?}"
+    );
+}
+
+/// Removes a directory on drop, also when the test fails.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
