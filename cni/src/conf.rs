@@ -344,6 +344,20 @@ fn valid_attachments(obj: &Map<String, Value>) -> Result<Vec<(String, String)>, 
         .collect()
 }
 
+/// The instance a config names, read leniently for DEL: `instance` if it is a valid
+/// name, else the network's name if it is one; None when neither is.
+pub fn instance_name(obj: &Map<String, Value>) -> Option<String> {
+    let valid = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .filter(|n| netfast::cni_instance::check_instance_name(n, "instance").is_ok())
+            .map(str::to_owned)
+    };
+    match obj.get("instance") {
+        Some(Value::Null) | None => valid(obj.get("name")),
+        given => valid(given),
+    }
+}
+
 /// Parses a plugin config (one entry of a conflist, as libcni hands it over).
 pub fn parse(obj: &Map<String, Value>) -> Result<PluginConf, CniError> {
     let cni_version = cni_version(obj)?;
@@ -591,6 +605,24 @@ mod tests {
             e.msg
         );
         assert_eq!(decode("{nope").unwrap_err().code, Code::Decode);
+    }
+
+    #[test]
+    fn del_finds_the_instance_leniently() {
+        let obj = |t: &str| decode(t).expect("json");
+        assert_eq!(
+            instance_name(&obj(r#"{"name":"mynet","masquerade":"yes"}"#)).as_deref(),
+            Some("mynet")
+        );
+        assert_eq!(
+            instance_name(&obj(r#"{"name":"mynet","instance":"other"}"#)).as_deref(),
+            Some("other")
+        );
+        assert_eq!(instance_name(&obj(r#"{"name":"my.net"}"#)), None);
+        assert_eq!(
+            instance_name(&obj(r#"{"name":"mynet","instance":"a/b"}"#)),
+            None
+        );
     }
 
     #[test]

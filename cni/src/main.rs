@@ -39,7 +39,15 @@ fn main() -> ExitCode {
         if let Ok(v) = conf::cni_version(&obj) {
             version = v;
         }
-        let conf = conf::parse(&obj)?;
+        let conf = match conf::parse(&obj) {
+            Ok(c) => c,
+            // Runtimes call DEL to clean up after a failed ADD, with the same config: a
+            // key DEL does not need must not make it fail. DEL needs the instance only.
+            Err(e) if env.command == Command::Del && e.code != Code::IncompatibleVersion => {
+                return del_despite(&env, &obj, &e);
+            }
+            Err(e) => return Err(e),
+        };
         for k in &conf.unknown_keys {
             eprintln!("netfast-cni: ignoring key {k:?}, which netfast-cni does not know");
         }
@@ -129,6 +137,24 @@ fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
             Some(why) => Err(CniError::new(Code::NotAvailable, why)),
         },
     }
+}
+
+/// DEL with a config ADD would refuse (`refused`): the instance it names, if any, loses
+/// the container's state; with no usable instance name nothing can have been made, and
+/// DEL succeeds, as the spec wants DEL to whenever there is nothing to remove.
+fn del_despite(
+    env: &Env,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    refused: &CniError,
+) -> Result<Option<String>, CniError> {
+    eprintln!(
+        "netfast-cni: DEL with a config ADD refuses ({}); removing what there is",
+        refused.msg
+    );
+    if let Some(instance) = conf::instance_name(obj) {
+        cni_instance::del(&instance, &env.container_id, &env.ifname)?;
+    }
+    Ok(None)
 }
 
 /// VERSION's answer: this plugin's version and every one it speaks.

@@ -588,6 +588,27 @@ fn bad_configs_name_the_key() {
     assert_eq!(code, 4);
     assert!(msg.contains("CNI_CONTAINERID"), "{msg}");
     assert!(!net.pins().exists(), "a refused ADD must bring nothing up");
+
+    // The runtime's DEL after the failed ADD, with the same bad config, succeeds:
+    // there is nothing to remove.
+    for extra in [
+        json!({"masquerade": "yes"}),
+        json!({"instance": "bad/name"}),
+    ] {
+        let mut conf = net.conf(json!({"prevResult": prev.clone()}));
+        for (k, v) in extra.as_object().expect("object") {
+            conf[k] = v.clone();
+        }
+        net.cni("DEL", Some(&c), &conf)
+            .expect_ok(&format!("DEL with {extra}"));
+    }
+    // A bad key does not stop DEL from removing what an ADD made.
+    net.add(&c, one_mapping(8088)).expect_ok("ADD");
+    let mut conf = net.conf(json!({"prevResult": prev}));
+    conf["fastPath"] = json!("no");
+    net.cni("DEL", Some(&c), &conf)
+        .expect_ok("DEL with a bad fastPath");
+    assert!(net.publishes().is_empty());
 }
 
 /// GC removes the state of attachments the runtime no longer lists.
