@@ -97,6 +97,9 @@ fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
                 mappings: conf.port_mappings.clone(),
             };
             let report = cni_instance::add(net, &att)?;
+            for w in &report.warnings {
+                eprintln!("netfast-cni: {w}");
+            }
             if report.brought_up {
                 eprintln!(
                     "netfast-cni: instance {} is up on uplink {} ({})",

@@ -212,6 +212,8 @@ pub struct AddReport {
     pub uplink_addr: Option<Ipv4Addr>,
     /// Attach report lines.
     pub attachments: Vec<String>,
+    /// What did not work but does not stop the container, for the runtime's log.
+    pub warnings: Vec<String>,
 }
 
 /// `/run/netfast/<instance>/cni`.
@@ -688,8 +690,10 @@ async fn add_container(
                 .map(|a| a.local.addr())
                 .find(|a| att.address.contains(a));
             if let Err(e) = topology::add_static_fdb(host, veth.index, att.mac).await {
-                // The fast path still works; the bridge may flood after its ageing time.
-                eprintln!("netfast-cni: {e}");
+                report.warnings.push(format!(
+                    "{e}: the fast path works, but the bridge may flood the container's \
+                     frames after its ageing time"
+                ));
             }
             (bridge.and_then(|b| b.mac), att.gateway.or(in_subnet))
         }
