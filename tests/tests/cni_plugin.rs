@@ -479,8 +479,27 @@ fn add_publishes_masquerades_check_and_del() {
     // ADD again puts it back; DEL removes it: the client is refused.
     net.add(&c, one_mapping(8088)).expect_ok("ADD again");
     net.check(&c).expect_ok("CHECK after ADD again");
+    // A connection through the mapping again: its flow stays in conntrack (no GC
+    // runs for a CNI instance) until DEL removes it with the container.
+    let server = Background::spawn(ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
+    wait_listening(ns, "tcp", 80);
+    assert_eq!(text(&far_client(&net, 8088, "again").stdout), "echo:again");
+    server.wait(Duration::from_secs(10));
+    let ct = |net: &Net| {
+        succeeded(
+            &net.netfast(&["ct", "list", "--instance", &net.instance]),
+            "ct list",
+        )
+    };
+    let needle = format!("{}:", c.address);
+    assert!(ct(&net).contains(&needle), "{}", ct(&net));
     let del = net.del(&c);
     assert_eq!(del.expect_ok("DEL").trim(), "");
+    assert!(
+        !ct(&net).contains(&needle),
+        "DEL must remove the container's flows: {}",
+        ct(&net)
+    );
     assert!(net.publishes().is_empty());
     let _server = Background::spawn(ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
     wait_listening(ns, "tcp", 80);
