@@ -2,9 +2,11 @@
 //! without the lanes, for a before/after comparison of a datapath change.
 //!
 //! `cargo build --release -p netfast-bench --examples &&
-//!  target/release/examples/progcost [RUNS] [BLOCKS] [CLASS,CLASS...]` (as root;
-//! defaults 50000 and 8, the full benchmark's, and every class). Name the classes an
-//! older build had to compare the two over one class set.
+//!  target/release/examples/progcost [RUNS] [BLOCKS] [CLASS,CLASS...] [CAPACITY]` (as
+//! root; defaults 50000 and 8, the full benchmark's, every class, and `CONNTRACK`'s
+//! default 262144 entries). Name the classes an older build had to compare the two
+//! over one class set. A smaller CAPACITY shows what of a class's cost is cache and TLB
+//! misses in the big tables (`all` names every class).
 //!
 //! It runs in a network namespace of its own (unnamed, gone when it exits), with an
 //! uplink veth 10.0.1.48/24 and 10.0.1.49/24, a default route via 10.0.1.1 and a
@@ -86,7 +88,14 @@ fn main() -> anyhow::Result<()> {
     };
     let only: Option<Vec<String>> = args
         .next()
+        .filter(|list| list != "all")
         .map(|list| list.split(',').map(str::to_owned).collect());
+    let capacity = match args.next() {
+        Some(capacity) => Some(capacity.parse().with_context(|| {
+            format!("CAPACITY {capacity:?} is not a count of CONNTRACK entries; pass e.g. 16384")
+        })?),
+        None => None,
+    };
     let only_refs: Option<Vec<&str>> = only
         .as_ref()
         .map(|names| names.iter().map(String::as_str).collect());
@@ -96,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         blocks,
         only_refs.as_deref(),
         Some(routing),
+        capacity,
     )
     .context("while measuring the programs with BPF_PROG_TEST_RUN")?;
     println!(

@@ -22,12 +22,14 @@ use aya::{
 use netfast_common::{
     Backend, Counter, DatapathConfig, PublishKey,
     names::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_PUBLISHED_PORTS, PROG_UPLINK_EGRESS_TC,
-        PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP,
+        MAP_CONFIG, MAP_CONNTRACK, MAP_CONNTRACK_UNASSURED, MAP_COUNTERS, MAP_PUBLISHED_PORTS,
+        PROG_UPLINK_EGRESS_TC, PROG_UPLINK_INGRESS_TC, PROG_UPLINK_INGRESS_XDP, unassured_capacity,
     },
     proto,
 };
 use serde::Serialize;
+
+use netfast::bpf::maps::conntrack_map_entries;
 
 use crate::{BenchError, stats::Summary};
 
@@ -81,12 +83,87 @@ struct TestRunAttr {
 
 /// Loads `r0 = ret; exit` as a program of `prog_type`.
 fn load_empty(prog_type: u32, ret: i32, name: &str) -> Result<OwnedFd, BenchError> {
-    // BPF_ALU64|BPF_MOV|BPF_K into r0, then BPF_JMP|BPF_EXIT.
-    let mut mov = [0u8; 8];
-    mov[0] = 0xb7;
-    mov[4..8].copy_from_slice(&ret.to_le_bytes());
-    let exit = [0x95u8, 0, 0, 0, 0, 0, 0, 0];
-    let insns: Vec<u8> = [mov, exit].concat();
+    load_raw(
+        prog_type,
+        &[insn(MOV64_IMM, 0, 0, 0, ret), insn(EXIT, 0, 0, 0, 0)],
+        name,
+    )
+}
+
+// The few eBPF instruction encodings the raw programs here need
+// (Documentation/bpf/standardization/instruction-set.rst).
+const MOV64_IMM: u8 = 0xb7;
+const MOV64_REG: u8 = 0xbf;
+const ADD64_IMM: u8 = 0x07;
+const OR64_REG: u8 = 0x4f;
+const STX_MEM_W: u8 = 0x63;
+const ST_MEM_DW: u8 = 0x7a;
+const LD_IMM64: u8 = 0x18;
+const CALL: u8 = 0x85;
+const EXIT: u8 = 0x95;
+const PSEUDO_MAP_FD: u8 = 1;
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_MAP_UPDATE_ELEM: i32 = 2;
+const HELPER_GET_PRANDOM_U32: i32 = 7;
+const BPF_NOEXIST: i32 = 1;
+
+/// One instruction: opcode, destination and source registers, offset, immediate.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut i = [0u8; 8];
+    i[0] = code;
+    i[1] = (src << 4) | (dst & 0x0f);
+    i[2..4].copy_from_slice(&off.to_le_bytes());
+    i[4..8].copy_from_slice(&imm.to_le_bytes());
+    i
+}
+
+/// `r1 = map` (two instruction slots).
+fn ld_map_fd(map_fd: RawFd) -> [[u8; 8]; 2] {
+    [insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd), [0u8; 8]]
+}
+
+/// The map operations a new flow cannot do without, alone: for each of `ops`, a key
+/// of the conntrack tuple's size (16 bytes) with 64 random bits, then a lookup (a miss)
+/// or a BPF_NOEXIST insert of a zeroed 48-byte entry into that map. Returns the OR of
+/// the inserts' results, so 0 proves every insert took place.
+fn load_map_floor(
+    prog_type: u32,
+    ops: &[(RawFd, bool)],
+    name: &str,
+) -> Result<OwnedFd, BenchError> {
+    let mut p: Vec<[u8; 8]> = Vec::new();
+    // r6: the OR of the inserts' results. The entry at r10-64..-16, the key at -16.
+    p.push(insn(MOV64_IMM, 6, 0, 0, 0));
+    for off in (-64..-16).step_by(8) {
+        p.push(insn(ST_MEM_DW, 10, 0, off, 0));
+    }
+    for &(map_fd, insert) in ops {
+        p.push(insn(ST_MEM_DW, 10, 0, -8, 0));
+        for off in [-16, -12] {
+            p.push(insn(CALL, 0, 0, 0, HELPER_GET_PRANDOM_U32));
+            p.push(insn(STX_MEM_W, 10, 0, off, 0));
+        }
+        p.extend(ld_map_fd(map_fd));
+        p.push(insn(MOV64_REG, 2, 10, 0, 0));
+        p.push(insn(ADD64_IMM, 2, 0, 0, -16));
+        if insert {
+            p.push(insn(MOV64_REG, 3, 10, 0, 0));
+            p.push(insn(ADD64_IMM, 3, 0, 0, -64));
+            p.push(insn(MOV64_IMM, 4, 0, 0, BPF_NOEXIST));
+            p.push(insn(CALL, 0, 0, 0, HELPER_MAP_UPDATE_ELEM));
+            p.push(insn(OR64_REG, 6, 0, 0, 0));
+        } else {
+            p.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+        }
+    }
+    p.push(insn(MOV64_REG, 0, 6, 0, 0));
+    p.push(insn(EXIT, 0, 0, 0, 0));
+    load_raw(prog_type, &p, name)
+}
+
+/// Loads the raw instructions `insns` as a program of `prog_type`.
+fn load_raw(prog_type: u32, insns: &[[u8; 8]], name: &str) -> Result<OwnedFd, BenchError> {
+    let insns: Vec<u8> = insns.concat();
     let license = b"GPL\0";
     let mut prog_name = [0u8; 16];
     for (d, s) in prog_name.iter_mut().zip(name.bytes().take(15)) {
@@ -94,7 +171,7 @@ fn load_empty(prog_type: u32, ret: i32, name: &str) -> Result<OwnedFd, BenchErro
     }
     let attr = ProgLoadAttr {
         prog_type,
-        insn_cnt: 2,
+        insn_cnt: (insns.len() / 8) as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         log_level: 0,
@@ -118,7 +195,7 @@ fn load_empty(prog_type: u32, ret: i32, name: &str) -> Result<OwnedFd, BenchErro
     };
     if fd < 0 {
         return Err(BenchError::Bpf {
-            what: format!("loading the empty {name} program"),
+            what: format!("loading the raw program {name}"),
             detail: std::io::Error::last_os_error().to_string(),
         });
     }
@@ -328,20 +405,33 @@ pub fn measure_classes(
     blocks: usize,
     only: Option<&[&str]>,
 ) -> Result<Vec<ClassCost>, BenchError> {
-    measure_classes_routed(runs, blocks, only, None)
+    measure_classes_routed(runs, blocks, only, None, None)
 }
 
 /// [`measure_classes`] with a routing table to ask: new-flow SNAT runs as a packet
 /// forwarded from the bridge, and "new-flow DNAT (other local address)" is measured.
+///
+/// `conntrack_capacity` sizes `CONNTRACK` (entries; `CONNTRACK_UNASSURED` gets half, as
+/// `up` sizes them) instead of the default 262,144. Smaller tables stay in the CPU's
+/// caches and TLB, so a sweep shows how much of a class's cost is memory misses
+/// rather than instructions; a run of more new flows than half the unassured table
+/// holds measures evictions too.
 pub fn measure_classes_routed(
     runs: usize,
     blocks: usize,
     only: Option<&[&str]>,
     routing: Option<Routing>,
+    conntrack_capacity: Option<u32>,
 ) -> Result<Vec<ClassCost>, BenchError> {
     let snat_ctx = routing.map(Routing::egress_ctx);
     let object = netfast::bpf::object::object()?;
-    let mut ebpf = EbpfLoader::new().load(object)?;
+    let mut loader = EbpfLoader::new();
+    if let Some(capacity) = conntrack_capacity {
+        loader
+            .map_max_entries(MAP_CONNTRACK, conntrack_map_entries(capacity))
+            .map_max_entries(MAP_CONNTRACK_UNASSURED, unassured_capacity(capacity));
+    }
+    let mut ebpf = loader.load(object)?;
     for name in [PROG_UPLINK_INGRESS_TC, PROG_UPLINK_EGRESS_TC] {
         let p: &mut SchedClassifier = ebpf
             .program_mut(name)
@@ -379,6 +469,35 @@ pub fn measure_classes_routed(
         fd: fd_of(&ebpf, PROG_UPLINK_EGRESS_TC)?,
     };
     let empty_tc = load_empty(BPF_PROG_TYPE_SCHED_CLS, 0, "bench_empty_tc")?;
+    // The floor under any new flow: the two conntrack misses and the two inserts of
+    // its halves, on the datapath's own tables, with no program logic around them.
+    let conntrack_fd = lru_map_fd(&ebpf, MAP_CONNTRACK)?;
+    let unassured_fd = lru_map_fd(&ebpf, MAP_CONNTRACK_UNASSURED)?;
+    let floor_fd = load_map_floor(
+        BPF_PROG_TYPE_SCHED_CLS,
+        &[
+            (conntrack_fd, false),
+            (unassured_fd, false),
+            (unassured_fd, true),
+            (unassured_fd, true),
+        ],
+        "bench_map_floor",
+    )?;
+    let inserts_fd = load_map_floor(
+        BPF_PROG_TYPE_SCHED_CLS,
+        &[(unassured_fd, true), (unassured_fd, true)],
+        "bench_map_inserts",
+    )?;
+    let map_floor = Prog {
+        name: "(raw map operations)",
+        kind: Kind::Tc,
+        fd: floor_fd.as_raw_fd(),
+    };
+    let map_inserts = Prog {
+        name: "(raw map operations)",
+        kind: Kind::Tc,
+        fd: inserts_fd.as_raw_fd(),
+    };
     let empty_xdp = load_empty(BPF_PROG_TYPE_XDP, 2, "bench_empty_xdp")?;
     let empty_fd = |k: Kind| match k {
         Kind::Tc => empty_tc.as_raw_fd(),
@@ -450,7 +569,9 @@ pub fn measure_classes_routed(
     struct Case<'a> {
         prog: &'a Prog,
         class: &'static str,
-        counter: Counter,
+        /// The counter every run must move once; None: the run's return value must be
+        /// 0 instead (the raw map-floor program's inserts all succeeded).
+        counter: Option<Counter>,
         frame: Frame,
         samples: Vec<f64>,
     }
@@ -466,7 +587,7 @@ pub fn measure_classes_routed(
         cases.push(Case {
             prog: p,
             class: "ICMP error (masquerade)",
-            counter: Counter::IcmpErrorIn,
+            counter: Some(Counter::IcmpErrorIn),
             frame: Frame::Fixed(fixed.len() - 1),
             samples: Vec::new(),
         });
@@ -474,21 +595,21 @@ pub fn measure_classes_routed(
         cases.push(Case {
             prog: p,
             class: "later fragment (reply)",
-            counter: Counter::FragmentTranslated,
+            counter: Some(Counter::FragmentTranslated),
             frame: Frame::Fixed(fixed.len() - 1),
             samples: Vec::new(),
         });
         cases.push(Case {
             prog: p,
             class: "miss",
-            counter: Counter::PassNoMatch,
+            counter: Some(Counter::PassNoMatch),
             frame: Frame::Fixed(0),
             samples: Vec::new(),
         });
         cases.push(Case {
             prog: p,
             class: "new-flow DNAT",
-            counter: Counter::DnatNew,
+            counter: Some(Counter::DnatNew),
             frame: Frame::NewDnat,
             samples: Vec::new(),
         });
@@ -496,7 +617,7 @@ pub fn measure_classes_routed(
             cases.push(Case {
                 prog: p,
                 class: "new-flow DNAT (other local address)",
-                counter: Counter::DnatNew,
+                counter: Some(Counter::DnatNew),
                 frame: Frame::NewDnatOther(routing.other_local),
                 samples: Vec::new(),
             });
@@ -504,14 +625,14 @@ pub fn measure_classes_routed(
         cases.push(Case {
             prog: p,
             class: "established DNAT",
-            counter: Counter::DnatEstablished,
+            counter: Some(Counter::DnatEstablished),
             frame: Frame::Fixed(est_idx),
             samples: Vec::new(),
         });
         cases.push(Case {
             prog: p,
             class: "reverse SNAT (reply)",
-            counter: Counter::SnatReply,
+            counter: Some(Counter::SnatReply),
             frame: Frame::Fixed(reply_idx),
             samples: Vec::new(),
         });
@@ -521,17 +642,29 @@ pub fn measure_classes_routed(
     cases.push(Case {
         prog: &egress_tc,
         class: "reverse DNAT (reply)",
-        counter: Counter::DnatReply,
+        counter: Some(Counter::DnatReply),
         frame: Frame::Fixed(backend_reply_idx),
         samples: Vec::new(),
     });
     cases.push(Case {
         prog: &egress_tc,
         class: "new-flow SNAT",
-        counter: Counter::SnatNew,
+        counter: Some(Counter::SnatNew),
         frame: Frame::NewSnat,
         samples: Vec::new(),
     });
+    for (prog, class) in [
+        (&map_floor, MAP_FLOOR_CLASS),
+        (&map_inserts, "map floor: 2 inserts"),
+    ] {
+        cases.push(Case {
+            prog,
+            class,
+            counter: None,
+            frame: Frame::NewDnat,
+            samples: Vec::new(),
+        });
+    }
     if let Some(only) = only {
         cases.retain(|case| only.contains(&case.class));
         if cases.is_empty() {
@@ -549,7 +682,11 @@ pub fn measure_classes_routed(
         let n = cases.len();
         for k in 0..n {
             let case = &mut cases[(k + block) % n];
-            let before = counter(&ebpf, case.counter)?;
+            let before = match case.counter {
+                Some(c) => counter(&ebpf, c)?,
+                None => 0,
+            };
+            let mut failed_runs = 0u64;
             for _ in 0..per_block {
                 let mut ctx = None;
                 let frame = match case.frame {
@@ -582,17 +719,29 @@ pub fn measure_classes_routed(
                         )
                     }
                 };
-                let (_, ns, _) = test_run_ctx(case.prog.fd, &frame, &mut out, 1, ctx)?;
+                let (retval, ns, _) = test_run_ctx(case.prog.fd, &frame, &mut out, 1, ctx)?;
+                failed_runs += u64::from(retval != 0);
                 case.samples.push(f64::from(ns));
             }
-            let after = counter(&ebpf, case.counter)?;
+            let Some(class_counter) = case.counter else {
+                if failed_runs != 0 {
+                    return Err(BenchError::Check {
+                        what: format!(
+                            "{}: {failed_runs} of {per_block} runs had an insert refused",
+                            case.class
+                        ),
+                    });
+                }
+                continue;
+            };
+            let after = counter(&ebpf, class_counter)?;
             if after - before != per_block as u64 {
                 return Err(BenchError::Check {
                     what: format!(
                         "{} {}: counter {} moved by {} over {per_block} runs; the class did not take its path",
                         case.prog.name,
                         case.class,
-                        case.counter.name(),
+                        class_counter.name(),
                         after - before
                     ),
                 });
@@ -628,7 +777,9 @@ pub fn measure_classes_routed(
         result.push(ClassCost {
             program: case.prog.name.to_string(),
             class: case.class.to_string(),
-            counter: case.counter.name().to_string(),
+            counter: case
+                .counter
+                .map_or_else(|| "- (return value 0)".to_owned(), |c| c.name().to_string()),
             net_ns: raw.median - empty[idx].median,
             raw_ns: raw,
             empty_ns: empty[idx].clone(),
@@ -636,6 +787,24 @@ pub fn measure_classes_routed(
         });
     }
     Ok(result)
+}
+
+/// The class of the raw map-floor program: what a new flow's map operations cost
+/// alone, to set against "new-flow DNAT".
+pub const MAP_FLOOR_CLASS: &str = "map floor: 2 misses + 2 inserts";
+
+/// The fd of the LRU hash map `name` in the loaded object.
+fn lru_map_fd(ebpf: &Ebpf, name: &str) -> Result<RawFd, BenchError> {
+    match ebpf.map(name) {
+        Some(aya::maps::Map::LruHashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
+        Some(_) => Err(BenchError::Check {
+            what: format!("map {name} in the datapath object is not an LRU hash"),
+        }),
+        None => Err(BenchError::Bpf {
+            what: format!("the datapath object has no map {name}"),
+            detail: "rebuild netfast".into(),
+        }),
+    }
 }
 
 fn missing(name: &str) -> BenchError {

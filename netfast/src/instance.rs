@@ -409,7 +409,8 @@ pub fn load_manifest(instance: &str) -> Result<Option<Manifest>> {
         })
 }
 
-fn store_manifest(m: &Manifest) -> Result<()> {
+/// Writes the manifest (through a temporary file and a rename).
+pub fn store_manifest(m: &Manifest) -> Result<()> {
     let dir = state_dir(&m.instance);
     let state = |action, path: &Path| {
         let path = path.to_path_buf();
@@ -1507,7 +1508,14 @@ fn host_local_record(instance: &str, plan: &HostLocalPlan) -> Created {
 /// namespace no longer exists, only what outlives it is removed: named namespaces and
 /// the pins; the rest is reported as already gone.
 pub fn down(cfg: &Config) -> Result<DownReport> {
-    let (mut entries, owner) = match load_manifest(&cfg.instance)? {
+    down_instance(&cfg.instance)
+}
+
+/// [`down`] by instance name alone: everything `down` needs is in the manifest and
+/// the pins. `netfast down --instance NAME` uses it, for instances a CNI network
+/// brought up (no config file) as for the others.
+pub fn down_instance(instance: &str) -> Result<DownReport> {
+    let (mut entries, owner) = match load_manifest(instance)? {
         Some(m) => (m.created, m.owner),
         None => (Vec::new(), None),
     };
@@ -1518,10 +1526,13 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
                 let theirs = owner_netns(owner);
                 return Err(InstanceError::Invalid(vec![format!(
                     "instance \"{}\" belongs to {theirs}, not to {here}; take it down there \
-                     (`netfast {}down --config {}`)",
-                    cfg.instance,
+                     (`netfast {}down {}`)",
+                    instance,
                     theirs.netns_arg(),
-                    config_name(owner.config.as_deref())
+                    owner.config.as_deref().map_or_else(
+                        || format!("--instance {instance}"),
+                        |c| format!("--config {}", c.display())
+                    )
                 )]));
             }
             true
@@ -1530,9 +1541,9 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
     };
     // Pins are named after the instance; remove them even if the manifest was lost.
     let datapath = Created::Datapath {
-        instance: cfg.instance.clone(),
+        instance: instance.to_owned(),
     };
-    if !entries.contains(&datapath) && bpf::pins::pin_dir(&cfg.instance).exists() {
+    if !entries.contains(&datapath) && bpf::pins::pin_dir(instance).exists() {
         entries.push(datapath);
     }
     let mut report = DownReport::default();
@@ -1553,12 +1564,12 @@ pub fn down(cfg: &Config) -> Result<DownReport> {
         }
     }
     if failed.is_empty() {
-        remove_state(&cfg.instance)?;
+        remove_state(instance)?;
         Ok(report)
     } else {
         failed.reverse();
         store_manifest(&Manifest {
-            instance: cfg.instance.clone(),
+            instance: instance.to_owned(),
             created: failed,
             owner,
         })?;

@@ -7,6 +7,9 @@
 //! on every address and one on a single address, could both pass their checks. The
 //! lock makes check-and-insert one step.
 //!
+//! CNI ADD, DEL, CHECK and GC of an instance take turns under a lock on its container
+//! records' directory (`/run/netfast/<instance>/cni`).
+//!
 //! `netfast run` holds a lock on the instance's state directory
 //! (`/run/netfast/<instance>`) for as long as it runs: one daemon per instance.
 
@@ -44,6 +47,15 @@ pub struct DirLock {
 /// Waits for the publish lock on the instance's `pin_dir`.
 pub fn publishes(pin_dir: &Path) -> Result<DirLock, LockError> {
     lock_dir(pin_dir, FlockArg::LockExclusive)
+        .map_err(|(path, source)| LockError::Io { path, source })
+}
+
+/// Waits for the CNI lock of an instance, on `cni_dir` (`/run/netfast/<instance>/cni`,
+/// where its container records live). Runtimes call the CNI plugin in parallel: ADD,
+/// DEL, CHECK and GC of one instance take turns under it, so bringing the datapath up
+/// and claiming a host port are each one step.
+pub fn cni(cni_dir: &Path) -> Result<DirLock, LockError> {
+    lock_dir(cni_dir, FlockArg::LockExclusive)
         .map_err(|(path, source)| LockError::Io { path, source })
 }
 

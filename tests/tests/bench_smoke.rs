@@ -96,8 +96,14 @@ fn quick_bench_runs_every_lane_and_scenario() {
     }
 
     // 6 classes on each ingress program (miss, new-flow and established DNAT, reverse
-    // SNAT, ICMP error, later fragment) and 2 on egress.
-    assert_eq!(r.prog_cost.len(), 14, "every program cost class");
+    // SNAT, ICMP error, later fragment), 2 on egress, and the 2 raw map floors.
+    assert_eq!(r.prog_cost.len(), 16, "every program cost class");
+    assert!(
+        r.prog_cost
+            .iter()
+            .any(|c| c.class == netfast_bench::progcost::MAP_FLOOR_CLASS),
+        "the map floor is measured beside the new-flow classes"
+    );
     for c in &r.prog_cost {
         assert!(c.raw_ns.median.is_finite() && c.net_ns.is_finite(), "{c:?}");
     }

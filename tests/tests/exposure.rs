@@ -79,11 +79,14 @@ d,a=s.recvfrom(100); print(a[0],flush=True); s.sendto(b'echo:'+d,a)";
 
 /// A TCP client: connects to ADDR PORT (from SRC, when given), sends DATA, and prints
 /// the address it is connected to and the answer. Arguments: ADDR PORT DATA [SRC].
+/// The peer is read right after connect: once the server's answer and FIN are in, a
+/// half-closed socket is in TIME_WAIT, where getpeername says ENOTCONN (the socket
+/// itself is TCP_CLOSE by then), a race a loaded machine lost.
 const TCP_CLIENT: &str = "import socket,sys
 s=socket.socket(); s.settimeout(5)
 if len(sys.argv)>4: s.bind((sys.argv[4],0))
-s.connect((sys.argv[1],int(sys.argv[2]))); s.sendall(sys.argv[3].encode())
-s.shutdown(socket.SHUT_WR); print('%s:%d'%s.getpeername(), s.recv(100).decode())";
+s.connect((sys.argv[1],int(sys.argv[2]))); p=s.getpeername(); s.sendall(sys.argv[3].encode())
+s.shutdown(socket.SHUT_WR); print('%s:%d'%p, s.recv(100).decode())";
 
 /// A UDP client on an unconnected socket: sends DATA to ADDR PORT and prints where
 /// the answer came from (any source is accepted) and the answer. Arguments: ADDR

@@ -44,6 +44,22 @@ const PACKAGES: &[(&str, &str)] = &[
         "iputils-tracepath",
         "tracepath through the masquerade in the ICMP error tests",
     ),
+    (
+        "podman",
+        "the CNI test: a real runtime calling netfast-cni (CNI backend)",
+    ),
+    (
+        "runc",
+        "podman's OCI runtime here (crun refuses hybrid cgroups)",
+    ),
+    (
+        "containernetworking-plugins",
+        "the bridge and host-local plugins netfast-cni chains after",
+    ),
+    (
+        "busybox-static",
+        "the podman test's container rootfs (no image registry is reachable)",
+    ),
 ];
 
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

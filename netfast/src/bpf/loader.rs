@@ -552,6 +552,99 @@ fn drop_filter(pin: &str, tc: &mut TcCtx) -> Result<(), DatapathError> {
     Ok(())
 }
 
+/// Adds one container to a running instance, leaving every other container as it
+/// is: writes its `ENDPOINTS` entry, then attaches `container_ingress_tc` to its
+/// host-side veth and pins the link (`link_container_<veth>`). This is a CNI ADD's
+/// step; [`attach`] instead makes `ENDPOINTS` hold exactly its spec's containers.
+///
+/// The instance must be attached already: its maps are reused from their pins, and
+/// `CONTAINER_CALLS` holds the hairpin program `attach` put there. Idempotent: a link
+/// pinned for this veth is updated in place. Returns the attach report line.
+pub fn attach_container(instance: &str, ep: &EndpointSpec) -> Result<String, DatapathError> {
+    let object = object()?;
+    let dir = pin_dir(instance);
+    if !dir.join(MAP_CONTAINER_CALLS).exists() {
+        return Err(DatapathError::NotPinned {
+            instance: instance.to_owned(),
+            path: dir.join(MAP_CONTAINER_CALLS),
+        });
+    }
+    // Any CONNTRACK capacity: the pinned maps are reused as they are.
+    check_layout(instance, None, None)?;
+    let mut loader = EbpfLoader::new();
+    let map_paths: Vec<PathBuf> = MAP_NAMES.iter().map(|name| dir.join(name)).collect();
+    for (name, path) in MAP_NAMES.iter().zip(&map_paths) {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(object)?;
+    // The entry first: the program looks the container up from its first packet on.
+    let map_error = |source| DatapathError::Map {
+        name: MAP_ENDPOINTS,
+        source,
+    };
+    let mut map: HashMap<&mut MapData, u32, Endpoint> =
+        HashMap::try_from(map_mut(&mut ebpf, MAP_ENDPOINTS)?).map_err(map_error)?;
+    map.insert(u32::from_ne_bytes(ep.addr.octets()), ep.endpoint, 0)
+        .map_err(map_error)?;
+    // The way the instance's uplink programs are attached (tcx or netlink filters).
+    let mut tc = TcCtx {
+        mode: instance_tc_attach(instance)?,
+        instance,
+        filters: TcFilters::load(instance).map_err(tc_io("reading the netlink TC record"))?,
+        detached: Vec::new(),
+    };
+    let line = attach_tc(
+        &mut ebpf,
+        PROG_CONTAINER_INGRESS_TC,
+        &ep.veth,
+        TcAttachType::Ingress,
+        &dir.join(container_link_name(&ep.veth)),
+        None,
+        &mut tc,
+    )?;
+    tc.store()?;
+    Ok(line)
+}
+
+/// How instance `instance`'s tc programs are attached now: netlink filters when its
+/// record holds the uplink's egress filter, else tcx links.
+pub fn instance_tc_attach(instance: &str) -> Result<TcAttach, DatapathError> {
+    let filters = TcFilters::load(instance).map_err(tc_io("reading the netlink TC record"))?;
+    Ok(if filters.get(LINK_UPLINK_EGRESS).is_some() {
+        TcAttach::Netlink
+    } else {
+        TcAttach::Tcx
+    })
+}
+
+/// Takes one container out of a running instance: removes the pin of its veth's
+/// `container_ingress_tc` link (which detaches it) and its `ENDPOINTS` entry at
+/// `addr`. Missing pins and entries are fine (a CNI DEL may come twice). Returns
+/// whether anything was there.
+pub fn detach_container(instance: &str, veth: &str, addr: Ipv4Addr) -> Result<bool, DatapathError> {
+    let dir = pin_dir(instance);
+    let link = dir.join(container_link_name(veth));
+    let mut tc = TcCtx {
+        mode: instance_tc_attach(instance)?,
+        instance,
+        filters: TcFilters::load(instance).map_err(tc_io("reading the netlink TC record"))?,
+        detached: Vec::new(),
+    };
+    let mut any = link.exists() || tc.filters.get(&pin_name(&link)).is_some();
+    // The tcx link pinned there, or the netlink filter recorded under its name, and
+    // the clsact qdisc netfast added on the veth once nothing of netfast is on it.
+    remove_tc(&link, &mut tc)?;
+    tc.filters
+        .remove_unused_clsact()
+        .map_err(tc_io("removing clsact qdiscs"))?;
+    tc.store()?;
+    if dir.join(MAP_ENDPOINTS).exists() {
+        let mut map = super::maps::EndpointsMap::open(instance, MAP_ENDPOINTS)?;
+        any |= map.remove(&u32::from_ne_bytes(addr.octets()))?;
+    }
+    Ok(any)
+}
+
 /// XDP mode: `uplink_ingress_tc` on tcx ingress at the fallback pin, then XDP at the
 /// primary pin; returns both report lines, in the order a frame meets them.
 ///

@@ -1,23 +1,48 @@
-//! `netfast down --config FILE`.
+//! `netfast down --config FILE | --instance NAME`.
 
-use std::{path::Path, process::ExitCode};
+use std::process::ExitCode;
 
 use netfast::{
     config::Config,
     instance::{self, InstanceError},
 };
 
-pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = Config::from_file(config)?;
-    let report = instance::down(&cfg).map_err(|e| {
+use super::target::Target;
+
+/// `down --config FILE`, for `netfast run` as it stops.
+pub fn run_config(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    run(&Target {
+        instance: None,
+        config: Some(config.to_owned()),
+    })
+}
+
+pub fn run(target: &Target) -> anyhow::Result<ExitCode> {
+    // The manifest and the pins are all `down` needs: a CNI network's instance has no
+    // config file.
+    let name = match (&target.instance, &target.config) {
+        (Some(name), _) => {
+            if let Some(why) = netfast::bpf::pins::instance_name_problem(name) {
+                return Err(netfast::bpf::PinnedError::BadName {
+                    name: name.clone(),
+                    why,
+                }
+                .into());
+            }
+            name.clone()
+        }
+        (None, Some(path)) => Config::from_file(path)?.instance,
+        (None, None) => anyhow::bail!("give --instance NAME or --config FILE"),
+    };
+    let report = instance::down_instance(&name).map_err(|e| {
         super::in_context(e, InstanceError::is_invalid_input, || {
-            format!("while taking down instance {:?}", cfg.instance)
+            format!("while taking down instance {name:?}")
         })
     })?;
     if report.removed.is_empty() && report.already_gone.is_empty() {
-        println!("netfast: instance {} had nothing to remove", cfg.instance);
+        println!("netfast: instance {name} had nothing to remove");
     } else {
-        println!("netfast: instance {} is down", cfg.instance);
+        println!("netfast: instance {name} is down");
         for c in &report.removed {
             println!("  removed {c}");
         }

@@ -44,11 +44,12 @@ pub enum Commands {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Remove exactly what `up` created for the instance in the config file.
+    /// Remove exactly what `up` created for the instance in the config file, or for
+    /// the instance NAME (also one a CNI network brought up: its containers' programs
+    /// are detached too).
     Down {
-        /// The instance's TOML config.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: target::Target,
     },
     /// The foreground daemon: `up`, then garbage-collect conntrack, drain the
     /// datapath's log and print a counter summary until Ctrl-C or SIGTERM, then `down`.
@@ -64,6 +65,10 @@ pub enum Commands {
         #[arg(long, value_name = "SECONDS", default_value_t = 5,
               allow_negative_numbers = true, value_parser = number::<u64>(1, 3600))]
         interval: u64,
+        /// Serve the counters, map fill and GC totals for Prometheus at
+        /// http://ADDR/metrics (OpenMetrics text), e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Build the seed topology in a sandbox of namespaces, run the seed checks, then show
     /// live counters until Ctrl-C. Everything is torn down on exit.
@@ -126,6 +131,14 @@ fn number<T: TryFrom<i64> + Clone + Send + Sync + 'static>(
         .try_map(|n| T::try_from(n).map_err(|_| format!("{n} does not fit")))
 }
 
+/// The value parser of `run --metrics`: an IP address and a port. Clap prefixes the
+/// option and the value: "invalid value 'x' for '--metrics <ADDR>': ...".
+fn metrics_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    value.parse().map_err(|_| {
+        "not an IP:PORT to listen on; write e.g. 127.0.0.1:9464 (or [::1]:9464)".to_owned()
+    })
+}
+
 /// Exit code for refused input (bad config, not root): nothing was changed.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -163,12 +176,18 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Commands::Up { config } => up::run(&config),
-        Commands::Down { config } => down::run(&config),
+        Commands::Down { target } => down::run(&target),
         Commands::Run {
             config,
             keep,
             interval,
-        } => run::run(&config, keep, std::time::Duration::from_secs(interval)),
+            metrics,
+        } => run::run(
+            &config,
+            keep,
+            std::time::Duration::from_secs(interval),
+            metrics,
+        ),
         Commands::Lab {
             prefix,
             ingress,
@@ -277,6 +296,26 @@ mod tests {
     /// Every numeric option refuses a negative or too large value as out of range,
     /// naming the option and the range, with clap's usage exit code 2.
     #[test]
+    fn a_bad_metrics_address_names_the_value_and_the_form() {
+        let err = Cli::try_parse_from(["netfast", "run", "-c", "x.toml", "--metrics", "9464"])
+            .expect_err("a port alone is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("'9464'")
+                && text.contains("--metrics")
+                && text.contains("127.0.0.1:9464"),
+            "{text}"
+        );
+        let ok =
+            Cli::try_parse_from(["netfast", "run", "-c", "x.toml", "--metrics", "127.0.0.1:0"])
+                .expect("IP:PORT parses");
+        assert!(matches!(
+            ok.command,
+            super::Commands::Run { metrics: Some(addr), .. } if addr.to_string() == "127.0.0.1:0"
+        ));
+    }
+
+    #[test]
     fn numbers_out_of_range_name_the_option_and_range() {
         #[rustfmt::skip]
         let cases: &[(&[&str], &[&str])] = &[
@@ -301,6 +340,16 @@ mod tests {
         }
         let ok = Cli::try_parse_from(["netfast", "ct", "list", "-i", "x", "--port", "0"]);
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// `down` takes an instance name (a CNI network's instance has no config file) or
+    /// a config file, one of the two.
+    #[test]
+    fn down_takes_instance_or_config() {
+        assert!(Cli::try_parse_from(["netfast", "down", "--instance", "mynet"]).is_ok());
+        assert!(Cli::try_parse_from(["netfast", "down", "--config", "x.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["netfast", "down"]).is_err());
+        assert!(Cli::try_parse_from(["netfast", "down", "-i", "a", "-c", "x.toml"]).is_err());
     }
 
     /// `forward` is the old name of `publish`: every form parses to the same command.

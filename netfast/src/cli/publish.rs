@@ -38,7 +38,7 @@ pub enum PublishCmd {
         #[arg(long)]
         kill_flows: bool,
     },
-    /// Show the published ports.
+    /// Show the published ports (with the owning container on a CNI network's instance).
     List {
         #[command(flatten)]
         target: Target,
@@ -110,7 +110,11 @@ pub fn run(cmd: &PublishCmd) -> anyhow::Result<ExitCode> {
         PublishCmd::List { target, json } => {
             let (inst, _) = target.open()?;
             let entries = inst.publishes().context("while reading PUBLISHED_PORTS")?;
-            let rows = render::publish_rows(&entries);
+            let mut rows = render::publish_rows(&entries);
+            // On a CNI network's instance, each mapping's container.
+            let records = netfast::cni_instance::records(inst.name())
+                .context("while reading the CNI owner records")?;
+            render::with_owners(&mut rows, &records);
             if *json {
                 super::print_json(&rows)?;
             } else {

@@ -100,6 +100,39 @@ pub struct PublishRow {
     pub host_port: u16,
     pub backend_addr: Ipv4Addr,
     pub backend_port: u16,
+    /// The container that owns the mapping, on an instance a CNI network brought up;
+    /// None for a port published by `up --config` or `publish add`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<PublishOwner>,
+}
+
+/// A CNI container, as `publish list` names the owner of a port mapping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishOwner {
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+}
+
+/// Sets each row's owner from the CNI owner records: the record whose mappings hold
+/// the row's (protocol, host address, host port) with the row's backend.
+pub fn with_owners(rows: &mut [PublishRow], records: &[netfast::cni_instance::ContainerRecord]) {
+    for row in rows.iter_mut() {
+        row.owner = records.iter().find_map(|r| {
+            let owns = r.specs().ok()?.iter().any(|spec| {
+                spec.protocol.as_str() == row.proto
+                    && spec.host_addr == row.host_addr
+                    && spec.host_ports.contains(&row.host_port)
+                    && spec.backend_addr == row.backend_addr
+                    && spec.backend_port_for(row.host_port) == Some(row.backend_port)
+            });
+            owns.then(|| PublishOwner {
+                container_id: r.container_id.clone(),
+                netns: r.netns.clone(),
+                ifname: r.ifname.clone(),
+            })
+        });
+    }
 }
 
 pub fn publish_rows(entries: &[(PublishKey, Backend)]) -> Vec<PublishRow> {
@@ -111,26 +144,46 @@ pub fn publish_rows(entries: &[(PublishKey, Backend)]) -> Vec<PublishRow> {
             host_port: u16::from_be(k.host_port),
             backend_addr: addr(b.addr),
             backend_port: u16::from_be(b.port),
+            owner: None,
         })
         .collect()
 }
 
+/// The `publish list` table; an OWNER column (CNI container id and netns) when any
+/// row has an owner.
 pub fn publish_table(rows: &[PublishRow]) -> Table {
-    let mut t = Table::new(&[
+    let owners = rows.iter().any(|r| r.owner.is_some());
+    let mut columns = vec![
         ("PROTO", Align::Left),
         ("HOST", Align::Left),
         ("BACKEND", Align::Left),
-    ]);
+    ];
+    if owners {
+        columns.push(("OWNER", Align::Left));
+    }
+    let mut t = Table::new(&columns);
     for r in rows {
         let host = r.host_addr.map_or_else(
             || format!("*:{}", r.host_port),
             |a| endpoint(a, r.host_port),
         );
-        t.row(vec![
+        let mut cells = vec![
             r.proto.to_string(),
             host,
             endpoint(r.backend_addr, r.backend_port),
-        ]);
+        ];
+        if owners {
+            cells.push(r.owner.as_ref().map_or_else(
+                || "-".to_owned(),
+                |o| {
+                    format!(
+                        "container {} ({}, netns {})",
+                        o.container_id, o.ifname, o.netns
+                    )
+                },
+            ));
+        }
+        t.row(cells);
     }
     t
 }

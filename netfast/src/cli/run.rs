@@ -1,30 +1,45 @@
-//! `netfast run --config FILE [--keep]`: the foreground daemon.
+//! `netfast run --config FILE [--keep] [--metrics ADDR]`: the foreground daemon.
 //!
 //! It runs `up` (the same code path as `netfast up`), then, until SIGINT or SIGTERM:
 //! garbage-collects conntrack every `[conntrack] gc_interval`, drains the datapath's
-//! aya-log ring buffer, and prints a one-line counter summary every `--interval`.
+//! aya-log ring buffer, prints a one-line counter summary every `--interval`, and
+//! with `--metrics` serves `GET /metrics` for Prometheus (`netfast::metrics`).
 //! On exit it runs `down` unless `--keep` is given. The datapath is pinned, so a
 //! `kill -9` leaves it forwarding; only GC and the log stop.
 
 use std::{
+    convert::Infallible,
+    net::SocketAddr,
     path::Path,
     process::ExitCode,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use aya_log::EbpfLogger;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, header::CONTENT_TYPE};
 use netfast::{
     bpf::{self, DatapathError},
     config::Config,
     gc::{self, GcError, GcReport},
+    metrics::{self, GcTotals, Snapshot},
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
 
 /// How often the log ring buffer is drained, and the attached program checked.
 const LOG_EVERY: Duration = Duration::from_millis(500);
 
-pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: &Path,
+    keep: bool,
+    interval: Duration,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_file(config)?;
     // One daemon per instance, decided before anything else: a second one must not
     // even run the (idempotent) `up`, which would swap the attached programs.
@@ -33,6 +48,16 @@ pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<Exit
     std::fs::create_dir_all(&state)
         .with_context(|| format!("while creating {}", state.display()))?;
     let _one_daemon = netfast::lock::daemon(&cfg.instance, &state)?;
+    // The metrics port is taken before `up`, so a port in use leaves nothing made.
+    let metrics_listener = match metrics_addr.map(bind_metrics).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_dir(&state);
+            }
+            return Err(e);
+        }
+    };
     // The same code path, and the same report, as `netfast up`.
     if let Err(e) = super::up::run(config) {
         // A refused or rolled-back `up` leaves no state directory behind; remove_dir
@@ -46,7 +71,7 @@ pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<Exit
         .enable_all()
         .build()
         .context("while starting the daemon's runtime")?;
-    let outcome = rt.block_on(serve(&cfg, interval, keep));
+    let outcome = rt.block_on(serve(&cfg, interval, keep, metrics_listener));
     drop(rt);
     let reason = match outcome {
         Ok(reason) => reason,
@@ -64,11 +89,96 @@ pub fn run(config: &Path, keep: bool, interval: Duration) -> anyhow::Result<Exit
         return Ok(ExitCode::SUCCESS);
     }
     println!("netfast: {reason}; taking instance {} down", cfg.instance);
-    super::down::run(config)
+    super::down::run_config(config)
+}
+
+/// Binds the `--metrics` address; the error names it and the fix.
+fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot serve metrics on {addr}: {e}; give --metrics a free port of an address of \
+             this namespace (nothing was brought up)"
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("while preparing the metrics socket on {addr}"))?;
+    Ok(listener)
+}
+
+/// Answers one HTTP request: `GET /metrics` with the instance's figures read now, 503
+/// when they cannot be read (the instance was taken down), 404 and 405 otherwise.
+async fn scrape(
+    req: Request<hyper::body::Incoming>,
+    instance: Arc<str>,
+    gc: Arc<Mutex<GcTotals>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let plain = |status: StatusCode, text: String| {
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        *response.status_mut() = status;
+        response
+    };
+    if req.uri().path() != "/metrics" {
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "netfast serves its metrics at /metrics\n".into(),
+        ));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /metrics\n".into(),
+        ));
+    }
+    // A poisoned lock still holds whole totals: each update is one assignment.
+    let totals = *gc.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let text = Snapshot::read(&instance, totals)
+        .map_err(anyhow::Error::new)
+        .and_then(|snapshot| snapshot.encode().map_err(anyhow::Error::new));
+    Ok(match text {
+        Ok(text) => {
+            let mut response = plain(StatusCode::OK, text);
+            if let Ok(value) = metrics::CONTENT_TYPE.parse() {
+                response.headers_mut().insert(CONTENT_TYPE, value);
+            }
+            response
+        }
+        Err(e) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("netfast: cannot read instance {instance}: {e:#}\n"),
+        ),
+    })
+}
+
+/// The next connection on the metrics listener; never, without one.
+async fn next_scrape(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs until a signal arrives; returns which one.
-async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&'static str> {
+async fn serve(
+    cfg: &Config,
+    interval: Duration,
+    keep: bool,
+    metrics_listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<&'static str> {
+    let metrics_listener = metrics_listener
+        .map(TcpListener::from_std)
+        .transpose()
+        .context("while serving the metrics socket")?;
+    if let Some(listener) = &metrics_listener {
+        let addr = listener
+            .local_addr()
+            .context("while reading the metrics socket's address")?;
+        println!("netfast: metrics on http://{addr}/metrics");
+    }
+    let instance: Arc<str> = Arc::from(cfg.instance.as_str());
+    let gc_totals = Arc::new(Mutex::new(GcTotals::default()));
     let mut sigint =
         signal(SignalKind::interrupt()).context("while installing a SIGINT handler")?;
     let mut sigterm =
@@ -107,8 +217,27 @@ async fn serve(cfg: &Config, interval: Duration, keep: bool) -> anyhow::Result<&
                 log.refresh(&cfg.instance);
                 log.drain();
             }
+            accepted = next_scrape(metrics_listener.as_ref()) => {
+                // A failed accept (a client gone, fds short) costs that client only.
+                if let Ok((stream, _)) = accepted {
+                    let (instance, gc) = (instance.clone(), gc_totals.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            scrape(req, instance.clone(), gc.clone())
+                        });
+                        // A client that hangs up mid-answer is its own business.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
             _ = gc_tick.tick() => {
                 let report = collect(cfg)?;
+                gc_totals
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .add(&report);
                 if report.expired > 0 {
                     println!("netfast: gc: {report}");
                 }

@@ -1,0 +1,166 @@
+//! `netfast-cni`: the CNI plugin (type `"netfast-cni"`), chained after an interface
+//! plugin (bridge, ptp). It replaces portmap and the bridge plugin's `ipMasq` with
+//! netfast's eBPF datapath: ADD brings the network's instance up if needed and adds
+//! the container (endpoint, container-side program, port mappings); DEL removes the
+//! container's part; CHECK, GC and STATUS as in CNI 1.1.
+//!
+//! Invoked as libcni invokes plugins: `CNI_*` environment variables, the network
+//! config on stdin, the result (or the spec's error JSON) on stdout. The netfast
+//! logic lives in `netfast::cni_instance`; this binary speaks the protocol.
+
+mod conf;
+mod spec;
+
+use std::{io::Read, process::ExitCode};
+
+use netfast::cni_instance::{self, Attachment};
+use serde_json::json;
+use spec::{CniError, Code, Command, Env, OWN_VERSION, SUPPORTED_VERSIONS};
+
+fn main() -> ExitCode {
+    let mut stdin = String::new();
+    // The version to answer errors in: the config's when it can be read.
+    let mut version = OWN_VERSION.to_owned();
+    let result = (|| -> Result<Option<String>, CniError> {
+        // stdin first, whatever comes next: a runtime writing the config to a plugin
+        // that exited early would get EPIPE.
+        std::io::stdin().read_to_string(&mut stdin).map_err(|e| {
+            CniError::new(
+                Code::Io,
+                format!("could not read the network config from stdin: {e}"),
+            )
+        })?;
+        let env = Env::read(|k| std::env::var(k).ok())?;
+        if env.command == Command::Version {
+            // VERSION's stdin holds only cniVersion (and may be empty).
+            return Ok(Some(version_json()));
+        }
+        let obj = conf::decode(&stdin)?;
+        if let Ok(v) = conf::cni_version(&obj) {
+            version = v;
+        }
+        let conf = match conf::parse(&obj) {
+            Ok(c) => c,
+            // Runtimes call DEL to clean up after a failed ADD, with the same config: a
+            // key DEL does not need must not make it fail. DEL needs the instance only.
+            Err(e) if env.command == Command::Del && e.code != Code::IncompatibleVersion => {
+                return del_despite(&env, &obj, &e);
+            }
+            Err(e) => return Err(e),
+        };
+        for k in &conf.unknown_keys {
+            eprintln!("netfast-cni: ignoring key {k:?}, which netfast-cni does not know");
+        }
+        for s in &conf.skipped {
+            eprintln!("netfast-cni: {s}");
+        }
+        run(&env, &conf)
+    })();
+    match result {
+        Ok(out) => {
+            if let Some(out) = out {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}", e.to_json(&version));
+            eprintln!("netfast-cni: {}", e.msg);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs one command; Some is what goes on stdout.
+fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
+    let net = &conf.network;
+    match env.command {
+        Command::Version => Ok(Some(version_json())),
+        Command::Add => {
+            let prev = conf.prev_result.as_ref().ok_or_else(|| {
+                CniError::new(
+                    Code::InvalidConfig,
+                    "prevResult (prevResult) is missing: netfast-cni is a chained plugin; put it \
+                     after an interface plugin (bridge or ptp) in the network's plugins list",
+                )
+            })?;
+            let container = conf::prev_container(prev, &env.ifname)?;
+            let host_veth = cni_instance::pick_host_veth(&container.host_side)?;
+            let att = Attachment {
+                container_id: env.container_id.clone(),
+                netns: env.netns.clone(),
+                ifname: env.ifname.clone(),
+                host_veth,
+                address: container.address,
+                mac: container.mac,
+                gateway: container.gateway,
+                mappings: conf.port_mappings.clone(),
+            };
+            let report = cni_instance::add(net, &att)?;
+            for w in &report.warnings {
+                eprintln!("netfast-cni: {w}");
+            }
+            if report.brought_up {
+                eprintln!(
+                    "netfast-cni: instance {} is up on uplink {} ({})",
+                    net.instance,
+                    report.uplink,
+                    report.attachments.join("; ")
+                );
+            }
+            // The result is prevResult, unchanged: netfast adds no interface or address.
+            Ok(Some(prev.to_string()))
+        }
+        Command::Del => {
+            cni_instance::del(&net.instance, &env.container_id, &env.ifname)?;
+            Ok(None)
+        }
+        Command::Check => {
+            if conf.prev_result.is_none() {
+                return Err(CniError::new(
+                    Code::InvalidConfig,
+                    "prevResult (prevResult) is missing: CHECK needs the result of the ADD",
+                ));
+            }
+            cni_instance::check(&net.instance, &env.container_id, &env.ifname)?;
+            Ok(None)
+        }
+        Command::Gc => {
+            let removed = cni_instance::gc(&net.instance, &conf.valid_attachments)?;
+            for r in removed {
+                eprintln!(
+                    "netfast-cni: GC removed container {} interface {} ({})",
+                    r.container_id, r.ifname, r.address
+                );
+            }
+            Ok(None)
+        }
+        Command::Status => match cni_instance::not_ready() {
+            None => Ok(None),
+            Some(why) => Err(CniError::new(Code::NotAvailable, why)),
+        },
+    }
+}
+
+/// DEL with a config ADD would refuse (`refused`): the instance it names, if any, loses
+/// the container's state; with no usable instance name nothing can have been made, and
+/// DEL succeeds, as the spec wants DEL to whenever there is nothing to remove.
+fn del_despite(
+    env: &Env,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    refused: &CniError,
+) -> Result<Option<String>, CniError> {
+    eprintln!(
+        "netfast-cni: DEL with a config ADD refuses ({}); removing what there is",
+        refused.msg
+    );
+    if let Some(instance) = conf::instance_name(obj) {
+        cni_instance::del(&instance, &env.container_id, &env.ifname)?;
+    }
+    Ok(None)
+}
+
+/// VERSION's answer: this plugin's version and every one it speaks.
+fn version_json() -> String {
+    json!({"cniVersion": OWN_VERSION, "supportedVersions": SUPPORTED_VERSIONS}).to_string()
+}

@@ -1,0 +1,176 @@
+//! `netfast run --metrics ADDR`: a Prometheus scrape over real HTTP, inside the
+//! sandbox's host namespace, shows the packets a real connection made, the flow in
+//! `CONNTRACK` and the GC's passes; a port in use is refused before anything is made.
+
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
+mod support;
+
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
+mod daemon;
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddrV4, TcpListener},
+    time::{Duration, Instant},
+};
+
+use daemon::{Daemon, TCP_ECHO_SERVER, connect_in, echo_exchange};
+use netfast::config::IngressMode;
+use nix::sys::signal::Signal;
+use support::{Background, Sandbox, text, wait_listening};
+
+/// `GET PATH` over HTTP/1.1 from namespace `ns`; returns (status line, headers, body).
+fn http_get(ns: &str, to: SocketAddrV4, path: &str) -> (String, String, String) {
+    let mut stream = connect_in(ns, to);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("read the answer to the end");
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {answer:?}"));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (
+        status.to_owned(),
+        headers.to_ascii_lowercase(),
+        body.to_owned(),
+    )
+}
+
+/// The value of the sample `line_start` (metric name and labels, as encoded) in `body`.
+fn sample(body: &str, line_start: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {line_start} in\n{body}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{line_start}: {e}"))
+}
+
+/// The address the daemon printed in "netfast: metrics on http://ADDR/metrics".
+fn metrics_addr(run: &Daemon) -> SocketAddrV4 {
+    let out = run.output();
+    let addr = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("netfast: metrics on http://")?
+                .strip_suffix("/metrics")
+        })
+        .unwrap_or_else(|| panic!("no metrics address printed:\n{out}"));
+    addr.parse().expect("an IPv4 socket address")
+}
+
+#[test]
+fn a_scrape_shows_the_connection_the_flow_and_the_gc() {
+    let sb = Sandbox::up("mx", IngressMode::Tc, "");
+    let _backend = Background::spawn(
+        &sb.container(2),
+        &["python3", "-c", TCP_ECHO_SERVER, "172.16.0.102", "80"],
+    );
+    wait_listening(&sb.container(2), "tcp", 80);
+
+    // Port 0: the kernel picks a free one in the sandbox's host namespace.
+    let mut run = Daemon::start(&sb, &["--interval", "1", "--metrics", "127.0.0.1:0"]);
+    run.wait_for("netfast: running instance", Duration::from_secs(30));
+    let at = metrics_addr(&run);
+    let instance = format!("netfast_instance=\"{}\"", sb.prefix);
+    let dnat_new =
+        format!("netfast_packets_total{{{instance},decision=\"dnat_new\",verdict=\"pass\"}}");
+    let established = format!(
+        "netfast_packets_total{{{instance},decision=\"dnat_established\",verdict=\"pass\"}}"
+    );
+    let conntrack = format!("netfast_map_entries{{{instance},map=\"CONNTRACK\"}}");
+    let gc_runs = format!("netfast_gc_runs_total{{{instance}}}");
+
+    let (status, headers, before) = http_get(&sb.host(), at, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{before}");
+    assert!(
+        headers.contains("content-type: application/openmetrics-text"),
+        "{headers}"
+    );
+    assert_eq!(before.lines().last(), Some("# EOF"));
+
+    // One published connection from the LAN, held open so its flow stays assured.
+    let mut conn = connect_in(&sb.lan(), "10.0.1.48:8088".parse().expect("address"));
+    echo_exchange(&mut conn, "metrics", 4096);
+    let (_, _, after) = http_get(&sb.host(), at, "/metrics");
+    assert_eq!(
+        sample(&after, &dnat_new) - sample(&before, &dnat_new),
+        1.0,
+        "one new flow:\n{after}"
+    );
+    assert!(sample(&after, &established) > sample(&before, &established));
+    assert_eq!(
+        sample(&after, &conntrack),
+        2.0,
+        "the assured flow's two halves"
+    );
+    // The scrape and `netfast stats` read the same counters.
+    let stats = sb.netfast(&["stats", "--instance", &sb.prefix, "--json"]);
+    assert!(stats.status.success(), "{}", text(&stats.stderr));
+    let stats: serde_json::Value = serde_json::from_str(&text(&stats.stdout)).expect("JSON");
+    let (_, _, now) = http_get(&sb.host(), at, "/metrics");
+    for name in ["dnat_new", "dnat_established", "dnat_reply"] {
+        let shown = stats["counters"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+            .and_then(|r| r["value"].as_f64())
+            .unwrap_or_else(|| panic!("{name} in stats --json"));
+        let line =
+            format!("netfast_packets_total{{{instance},decision=\"{name}\",verdict=\"pass\"}}");
+        assert_eq!(sample(&now, &line), shown, "{name}");
+    }
+
+    // The first GC pass runs as the daemon starts.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut runs = sample(&now, &gc_runs);
+    while runs < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        runs = sample(&http_get(&sb.host(), at, "/metrics").2, &gc_runs);
+    }
+    assert!(runs >= 1.0, "the GC's passes are counted");
+
+    let (status, _, body) = http_get(&sb.host(), at, "/other");
+    assert_eq!(status, "HTTP/1.1 404 Not Found", "{body}");
+
+    conn.shutdown(Shutdown::Both).expect("shutdown");
+    let exit = run.stop(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(exit.success(), "{}", run.output());
+}
+
+#[test]
+fn a_metrics_port_in_use_is_refused_before_up() {
+    let sb = Sandbox::up("my", IngressMode::Tc, "");
+    let down = sb.netfast(&["down", "--config", sb.config_str()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    // Hold a port in the sandbox's host namespace.
+    let held = netfast::host::netns::run_in(&sb.host(), || TcpListener::bind("127.0.0.1:0"))
+        .expect("enter the host namespace")
+        .expect("bind a port");
+    let port = held.local_addr().expect("local address").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = Daemon::start(&sb, &["--metrics", &addr]);
+    let exit = run.wait_exit(Duration::from_secs(20));
+    let out = run.output();
+    assert!(!exit.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "cannot serve metrics on {addr}: Address already in use"
+        )) && out.contains("nothing was brought up"),
+        "{out}"
+    );
+    assert!(
+        !netfast::bpf::pins::pin_dir(&sb.prefix).exists(),
+        "no instance pinned"
+    );
+}
