@@ -498,6 +498,85 @@ fn a_clsact_qdisc_with_someone_elses_filter_stays() {
     assert_eq!(tc_filters(&host, UPLINK, "ingress"), vec![]);
 }
 
+/// A container added to a live instance (`attach_container`, a CNI ADD's step)
+/// follows the instance's mode: in netlink mode its veth gets a filter (and a clsact
+/// qdisc), recorded, shown by `status`; `detach_container` (a CNI DEL's step) removes
+/// both, and a second one finds nothing. The veth lives in the lab's host namespace,
+/// which goes with the sandbox.
+#[test]
+fn a_container_added_live_follows_the_netlink_mode() {
+    use netfast::bpf::{
+        EndpointSpec,
+        loader::{attach_container, detach_container},
+    };
+    let sb = Sandbox::up_with("kfct", IngressMode::Tc, "tc_attach = \"netlink\"", "");
+    let host = sb.host();
+    let veth = "kfveth9";
+    exec_ok(
+        &host,
+        &[
+            "ip", "link", "add", veth, "type", "veth", "peer", "name", "kfveth9p",
+        ],
+    );
+    exec_ok(&host, &["ip", "link", "set", veth, "up"]);
+    let addr = std::net::Ipv4Addr::new(172, 16, 0, 109);
+    let ifindex = netfast::host::netns::run_in(&host, || nix::net::if_::if_nametoindex(veth))
+        .expect("enter the host namespace")
+        .expect("the veth's index");
+    let ep = EndpointSpec {
+        veth: veth.to_owned(),
+        addr,
+        endpoint: netfast_common::Endpoint {
+            ifindex,
+            gateway: u32::from_ne_bytes([172, 16, 0, 100]),
+            mac: [2, 0, 0, 0, 0, 9],
+            host_mac: [2, 0, 0, 0, 0, 1],
+        },
+    };
+    let line = netfast::host::netns::run_in(&host, || attach_container(&sb.prefix, &ep))
+        .expect("enter the host namespace")
+        .expect("attach_container");
+    assert!(
+        line.starts_with(&format!(
+            "container_ingress_tc on {veth}: netlink tc ingress, pref"
+        )),
+        "{line}"
+    );
+    let filters = tc_filters(&host, veth, "ingress");
+    assert_eq!(filters.len(), 1, "{filters:?}");
+    assert_eq!(filters[0].name, "container_ingress_tc");
+    assert_eq!(
+        tcx_programs(&host, veth, TcAttachType::Ingress),
+        Vec::<String>::new()
+    );
+    assert!(has_clsact(&host, veth));
+    let json = status_json(&sb);
+    let row = json["programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .find(|p| p["pin"] == format!("link_container_{veth}"))
+        .unwrap_or_else(|| panic!("status lists the new container's filter: {json}"));
+    assert_eq!(row["attach"], "tc");
+    assert_eq!(row["tc_live"], true);
+
+    let removed = netfast::host::netns::run_in(&host, || detach_container(&sb.prefix, veth, addr))
+        .expect("enter the host namespace")
+        .expect("detach_container");
+    assert!(removed, "the filter and the endpoint were there");
+    assert_eq!(tc_filters(&host, veth, "ingress"), vec![]);
+    assert!(
+        !has_clsact(&host, veth),
+        "the qdisc netfast added goes with it"
+    );
+    let again = netfast::host::netns::run_in(&host, || detach_container(&sb.prefix, veth, addr))
+        .expect("enter the host namespace")
+        .expect("detach_container again");
+    assert!(!again, "a second DEL finds nothing");
+    // The instance's own filters are untouched.
+    one_program_per_hook(&sb, &container_veths(&status_json(&sb)), true);
+}
+
 #[test]
 fn tc_filter_lines_parse() {
     let out = "filter protocol all pref 49152 bpf chain 0 \n\
