@@ -12,6 +12,12 @@
 )]
 mod support;
 
+#[allow(
+    dead_code,
+    reason = "shared by several test binaries; each uses a part of it"
+)]
+mod daemon;
+
 use std::{
     io::Write,
     net::Ipv4Addr,
@@ -962,4 +968,84 @@ impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `netfast run --instance` looks after a CNI-made instance, which has no config file:
+/// a Prometheus scrape shows its GC passes and the connection through the container's
+/// mapping; a second daemon on it is refused; when the daemon stops, the instance and
+/// the mapping stay. A missing instance is refused by name.
+#[test]
+fn run_watches_a_cni_instance() {
+    use daemon::{Daemon, http_get, metric, metrics_addr};
+    use nix::sys::signal::Signal;
+
+    let mut net = Net::new();
+    let c = net.container(1);
+    net.add(&c, one_mapping(8088)).expect_ok("ADD");
+    let _server = Background::spawn(
+        &c.netns.replace("/run/netns/", ""),
+        &["python3", "-c", TCP_ECHO_ONCE, &c.address.to_string(), "80"],
+    );
+    wait_listening(&c.netns.replace("/run/netns/", ""), "tcp", 80);
+
+    let mut run = Daemon::spawn(
+        &net.host,
+        &[
+            "--instance",
+            &net.instance,
+            "--interval",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    run.wait_for("netfast: running instance", Duration::from_secs(30));
+    let at = metrics_addr(&run);
+    let client = far_client(&net, 8088, "through-cni");
+    assert_eq!(
+        text(&client.stdout),
+        "echo:through-cni",
+        "{}",
+        text(&client.stderr)
+    );
+
+    let labels = format!("netfast_instance=\"{}\"", net.instance);
+    let (status, _, body) = http_get(&net.host, at, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(
+        metric(
+            &body,
+            &format!("netfast_packets_total{{{labels},decision=\"dnat_new\",verdict=\"pass\"}}")
+        ),
+        1.0,
+        "{body}"
+    );
+    assert!(metric(&body, &format!("netfast_gc_runs_total{{{labels}}}")) >= 1.0);
+
+    let second = net.netfast(&["run", "--instance", &net.instance]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("already has a running `netfast run`"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    let exit = run.stop(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(exit.success(), "{}", run.output());
+    assert!(
+        run.output()
+            .contains(&format!("SIGTERM; instance {} stays up", net.instance)),
+        "{}",
+        run.output()
+    );
+    assert!(net.pins().exists(), "the instance stays pinned");
+    assert_eq!(net.publishes().len(), 1, "the mapping stays");
+
+    let missing = net.netfast(&["run", "--instance", &format!("{}x", net.instance)]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains(&format!("{}x", net.instance)),
+        "{}",
+        text(&missing.stderr)
+    );
 }

@@ -15,60 +15,16 @@ mod support;
 mod daemon;
 
 use std::{
-    io::{Read, Write},
-    net::{Shutdown, SocketAddrV4, TcpListener},
+    net::{Shutdown, TcpListener},
     time::{Duration, Instant},
 };
 
-use daemon::{Daemon, TCP_ECHO_SERVER, connect_in, echo_exchange};
+use daemon::{
+    Daemon, TCP_ECHO_SERVER, connect_in, echo_exchange, http_get, metric as sample, metrics_addr,
+};
 use netfast::config::IngressMode;
 use nix::sys::signal::Signal;
 use support::{Background, Sandbox, text, wait_listening};
-
-/// `GET PATH` over HTTP/1.1 from namespace `ns`; returns (status line, headers, body).
-fn http_get(ns: &str, to: SocketAddrV4, path: &str) -> (String, String, String) {
-    let mut stream = connect_in(ns, to);
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .expect("read the answer to the end");
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers in {answer:?}"));
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (
-        status.to_owned(),
-        headers.to_ascii_lowercase(),
-        body.to_owned(),
-    )
-}
-
-/// The value of the sample `line_start` (metric name and labels, as encoded) in `body`.
-fn sample(body: &str, line_start: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {line_start} in\n{body}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{line_start}: {e}"))
-}
-
-/// The address the daemon printed in "netfast: metrics on http://ADDR/metrics".
-fn metrics_addr(run: &Daemon) -> SocketAddrV4 {
-    let out = run.output();
-    let addr = out
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("netfast: metrics on http://")?
-                .strip_suffix("/metrics")
-        })
-        .unwrap_or_else(|| panic!("no metrics address printed:\n{out}"));
-    addr.parse().expect("an IPv4 socket address")
-}
 
 #[test]
 fn a_scrape_shows_the_connection_the_flow_and_the_gc() {

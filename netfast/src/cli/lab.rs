@@ -180,12 +180,13 @@ pub fn run(prefix: &str, ingress: IngressMode, once: bool) -> anyhow::Result<Exi
          everything down"
     );
     let width = super::render::live_width();
+    let watched = super::run::Watched::of_config(&cfg);
     let started = std::time::Instant::now();
     let mut previous: Option<Vec<(netfast_common::Counter, u64)>> = None;
     while !signals.wait(&rt, Duration::from_secs(2)) {
         let stamp = format!("[{:>5}s] ", started.elapsed().as_secs());
         // As the daemon does: without it, flows would stay listed past their timeouts.
-        let gc = match super::run::collect(&cfg) {
+        let gc = match super::run::collect(&watched) {
             Ok(r) if r.expired == 0 => None,
             Ok(r) => Some(format!(
                 "gc: {} expired",

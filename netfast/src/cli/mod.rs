@@ -53,13 +53,24 @@ pub enum Commands {
     },
     /// The foreground daemon: `up`, then garbage-collect conntrack, drain the
     /// datapath's log and print a counter summary until Ctrl-C or SIGTERM, then `down`.
-    /// A kill -9 leaves the datapath pinned and forwarding.
+    /// A kill -9 leaves the datapath pinned and forwarding. With --instance instead of
+    /// --config: the same for an instance that is up already (a CNI network's), with
+    /// nf_conntrack's default timeouts, and no `up` or `down`.
     Run {
         /// The instance's TOML config.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            required_unless_present = "instance",
+            conflicts_with = "instance"
+        )]
+        config: Option<PathBuf>,
+        /// Watch the instance NAME, up already; it stays up when the daemon stops.
+        #[arg(long, short = 'i', value_name = "NAME")]
+        instance: Option<String>,
         /// Leave the instance up when the daemon stops.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "instance")]
         keep: bool,
         /// Seconds between two counter summaries (1 to 3600).
         #[arg(long, value_name = "SECONDS", default_value_t = 5,
@@ -179,15 +190,19 @@ pub fn main() -> ExitCode {
         Commands::Down { target } => down::run(&target),
         Commands::Run {
             config,
+            instance,
             keep,
             interval,
             metrics,
-        } => run::run(
-            &config,
-            keep,
-            std::time::Duration::from_secs(interval),
-            metrics,
-        ),
+        } => {
+            let interval = std::time::Duration::from_secs(interval);
+            match (config, instance) {
+                (Some(config), _) => run::run(&config, keep, interval, metrics),
+                (None, Some(name)) => run::run_instance(&name, interval, metrics),
+                // clap requires one of the two.
+                (None, None) => Err(anyhow::anyhow!("give --config FILE or --instance NAME")),
+            }
+        }
         Commands::Lab {
             prefix,
             ingress,

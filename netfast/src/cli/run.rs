@@ -1,4 +1,7 @@
 //! `netfast run --config FILE [--keep] [--metrics ADDR]`: the foreground daemon.
+//! `netfast run --instance NAME [--metrics ADDR]` watches an instance that is up
+//! already (one a CNI network brought up has no config file): the same loop, with
+//! nf_conntrack's default timeouts, and no `up` or `down`.
 //!
 //! It runs `up` (the same code path as `netfast up`), then, until SIGINT or SIGTERM:
 //! garbage-collects conntrack every `[conntrack] gc_interval`, drains the datapath's
@@ -21,8 +24,9 @@ use aya_log::EbpfLogger;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, header::CONTENT_TYPE};
 use netfast::{
-    bpf::{self, DatapathError},
-    config::Config,
+    bpf::{self, DatapathError, PinnedInstance},
+    config::{Config, DEFAULT_GC_INTERVAL},
+    conntrack::Timeouts,
     gc::{self, GcError, GcReport},
     metrics::{self, GcTotals, Snapshot},
 };
@@ -33,6 +37,81 @@ use tokio::{
 
 /// How often the log ring buffer is drained, and the attached program checked.
 const LOG_EVERY: Duration = Duration::from_millis(500);
+
+/// The instance a daemon looks after, and how its GC runs.
+pub(super) struct Watched {
+    pub instance: String,
+    pub gc_interval: Duration,
+    pub timeouts: Timeouts,
+    /// CONNTRACK's entries, for the summary's fill figure.
+    pub capacity: u32,
+}
+
+impl Watched {
+    pub fn of_config(cfg: &Config) -> Watched {
+        Watched {
+            instance: cfg.instance.clone(),
+            gc_interval: cfg.conntrack.gc_interval,
+            timeouts: cfg.conntrack.timeouts,
+            capacity: cfg.conntrack.capacity,
+        }
+    }
+}
+
+/// What the daemon does to the instance when it stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// `down`, as `run --config` does by default.
+    Down,
+    /// Nothing: `run --config --keep`.
+    Keep,
+    /// Nothing, ever: `run --instance` did not bring the instance up.
+    Watch,
+}
+
+/// `run --instance NAME`: GC, log, summaries and metrics for an instance that is up
+/// already, until SIGINT or SIGTERM; the instance stays up after. Errors: a bad name,
+/// an instance that is not pinned, another daemon on it, a metrics port in use.
+pub fn run_instance(
+    name: &str,
+    interval: Duration,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(why) = bpf::pins::instance_name_problem(name) {
+        return Err(bpf::PinnedError::BadName {
+            name: name.to_owned(),
+            why,
+        }
+        .into());
+    }
+    let pinned = PinnedInstance::open(name)?;
+    let capacity = pinned
+        .map_fill()
+        .context("while reading the conntrack map's capacity")?
+        .iter()
+        .find(|fill| fill.name == netfast_common::names::MAP_CONNTRACK)
+        .map_or(0, |fill| fill.capacity);
+    let state = netfast::instance::state_dir(name);
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("while creating {}", state.display()))?;
+    let _one_daemon = netfast::lock::daemon(name, &state)?;
+    let metrics_listener = metrics_addr.map(bind_metrics).transpose()?;
+    let watched = Watched {
+        instance: name.to_owned(),
+        gc_interval: DEFAULT_GC_INTERVAL,
+        timeouts: Timeouts::default(),
+        capacity,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the daemon's runtime")?;
+    let reason = rt.block_on(serve(&watched, interval, Ending::Watch, metrics_listener))?;
+    println!(
+        "netfast: {reason}; instance {name} stays up (`netfast down --instance {name}` takes it down)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
 pub fn run(
     config: &Path,
@@ -71,7 +150,13 @@ pub fn run(
         .enable_all()
         .build()
         .context("while starting the daemon's runtime")?;
-    let outcome = rt.block_on(serve(&cfg, interval, keep, metrics_listener));
+    let ending = if keep { Ending::Keep } else { Ending::Down };
+    let outcome = rt.block_on(serve(
+        &Watched::of_config(&cfg),
+        interval,
+        ending,
+        metrics_listener,
+    ));
     drop(rt);
     let reason = match outcome {
         Ok(reason) => reason,
@@ -162,9 +247,9 @@ async fn next_scrape(
 
 /// Runs until a signal arrives; returns which one.
 async fn serve(
-    cfg: &Config,
+    cfg: &Watched,
     interval: Duration,
-    keep: bool,
+    ending: Ending,
     metrics_listener: Option<std::net::TcpListener>,
 ) -> anyhow::Result<&'static str> {
     let metrics_listener = metrics_listener
@@ -183,16 +268,16 @@ async fn serve(
         signal(SignalKind::interrupt()).context("while installing a SIGINT handler")?;
     let mut sigterm =
         signal(SignalKind::terminate()).context("while installing a SIGTERM handler")?;
-    let gc_every = cfg.conntrack.gc_interval;
+    let gc_every = cfg.gc_interval;
     println!(
         "netfast: running instance {}: conntrack GC every {} s, summary every {} s; Ctrl-C {}",
         cfg.instance,
         gc_every.as_secs(),
         interval.as_secs(),
-        if keep {
-            "stops the daemon and keeps the instance up (--keep)"
-        } else {
-            "takes the instance down"
+        match ending {
+            Ending::Down => "takes the instance down",
+            Ending::Keep => "stops the daemon and keeps the instance up (--keep)",
+            Ending::Watch => "stops the daemon; the instance stays up",
         }
     );
     let mut log = DatapathLog::default();
@@ -252,7 +337,7 @@ async fn serve(
                     previous.as_deref(),
                     interval,
                     last_gc,
-                    cfg.conntrack.capacity,
+                    cfg.capacity,
                     width,
                 );
                 println!("{}", lines.join("\n"));
@@ -263,12 +348,12 @@ async fn serve(
 }
 
 /// One GC pass over both conntrack maps of `cfg`'s instance, with its timeouts.
-pub(super) fn collect(cfg: &Config) -> anyhow::Result<GcReport> {
+pub(super) fn collect(cfg: &Watched) -> anyhow::Result<GcReport> {
     let pass = gc::CONNTRACK_MAPS
         .iter()
         .try_fold(GcReport::default(), |sum, name| {
             let mut map = gc::open_conntrack(&cfg.instance, name)?;
-            Ok(sum + gc::collect(&mut map, &cfg.conntrack.timeouts)?)
+            Ok(sum + gc::collect(&mut map, &cfg.timeouts)?)
         });
     match pass {
         Ok(report) => Ok(report),

@@ -24,8 +24,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(sb: &Sandbox, args: &[&str]) -> Daemon {
+        Self::spawn(&sb.host(), &[&["--config", sb.config_str()], args].concat())
+    }
+
+    /// `netfast --netns <host_ns> run ARGS...`.
+    pub fn spawn(host_ns: &str, args: &[&str]) -> Daemon {
         let mut child = Command::new(netfast_bin())
-            .args(["--netns", &sb.host(), "run", "--config", sb.config_str()])
+            .args(["--netns", host_ns, "run"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -132,6 +137,54 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The address a daemon started with `--metrics` printed: "netfast: metrics on
+/// http://ADDR/metrics".
+pub fn metrics_addr(run: &Daemon) -> SocketAddrV4 {
+    let out = run.output();
+    let addr = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("netfast: metrics on http://")?
+                .strip_suffix("/metrics")
+        })
+        .unwrap_or_else(|| panic!("no metrics address printed:\n{out}"));
+    addr.parse().expect("an IPv4 socket address")
+}
+
+/// `GET PATH` over HTTP/1.1 from namespace `ns`; returns (status line, headers in
+/// lower case, body).
+pub fn http_get(ns: &str, to: SocketAddrV4, path: &str) -> (String, String, String) {
+    let mut stream = connect_in(ns, to);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("read the answer to the end");
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {answer:?}"));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (
+        status.to_owned(),
+        headers.to_ascii_lowercase(),
+        body.to_owned(),
+    )
+}
+
+/// The value of the sample `line_start` (metric name and labels, as encoded) in the
+/// OpenMetrics text `body`.
+pub fn metric(body: &str, line_start: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {line_start} in\n{body}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{line_start}: {e}"))
 }
 
 /// A TCP connection opened from inside network namespace `ns`. The socket stays in
