@@ -11,7 +11,9 @@
 //!   hooks), probed at start;
 //! - [`tc_netlink`]: the netlink TC filters that stand in for tcx links, and their record.
 //!
-//! Imports point down this list; nothing here imports the host or the CLI layer.
+//! Imports point down this list; nothing here imports the CLI layer. From the host
+//! layer only the rtnetlink helper, namespace identity and cgroup ids are used (the
+//! cgroup links, the netlink TC filters, `SO_NETNS_COOKIE`, XDP's mode).
 
 mod error;
 pub mod features;
