@@ -50,8 +50,9 @@ pub struct PluginConf {
     pub skipped: Vec<String>,
     /// prevResult as given, passed on unchanged by ADD.
     pub prev_result: Option<Value>,
-    /// GC's `cni.dev/valid-attachments`: (containerID, ifname).
-    pub valid_attachments: Vec<(String, String)>,
+    /// GC's `cni.dev/valid-attachments`: (containerID, ifname); None when the config
+    /// has no such key.
+    pub valid_attachments: Option<Vec<(String, String)>>,
     /// Keys this plugin ignored.
     pub unknown_keys: Vec<String>,
 }
@@ -184,8 +185,8 @@ fn conntrack_capacity(obj: &Map<String, Value>) -> Result<u32, CniError> {
             Code::UnsupportedField,
             format!(
                 "conntrack.{k} (conntrack.{k}) is not supported by netfast-cni: flow timeouts are \
-                 applied by `netfast run`'s GC, which a CNI network's instance does not run; \
-                 remove the key (only conntrack.capacity is read)"
+                 applied by the GC of `netfast run --instance NAME`, which uses nf_conntrack's \
+                 defaults; remove the key (only conntrack.capacity is read)"
             ),
         ));
     }
@@ -317,10 +318,10 @@ fn port_mappings(obj: &Map<String, Value>) -> Result<(Vec<PortMapping>, Vec<Stri
 }
 
 /// GC's `cni.dev/valid-attachments`: [{"containerID", "ifname"}].
-fn valid_attachments(obj: &Map<String, Value>) -> Result<Vec<(String, String)>, CniError> {
+fn valid_attachments(obj: &Map<String, Value>) -> Result<Option<Vec<(String, String)>>, CniError> {
     const KEY: &str = "cni.dev/valid-attachments";
     let list = match obj.get(KEY) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(l)) => l,
         Some(other) => {
             return Err(invalid(format!(
@@ -341,7 +342,8 @@ fn valid_attachments(obj: &Map<String, Value>) -> Result<Vec<(String, String)>, 
             };
             Ok((field("containerID")?, field("ifname")?))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// The instance a config names, read leniently for DEL: `instance` if it is a valid

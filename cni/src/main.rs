@@ -74,6 +74,22 @@ fn main() -> ExitCode {
 /// Runs one command; Some is what goes on stdout.
 fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
     let net = &conf.network;
+    // GC and STATUS came with CNI 1.1: an older config does not ask for them.
+    if matches!(env.command, Command::Gc | Command::Status) && conf.cni_version != "1.1.0" {
+        return Err(CniError::new(
+            Code::IncompatibleVersion,
+            format!(
+                "cniVersion \"{}\" (cniVersion) has no {}: GC and STATUS are CNI 1.1.0 \
+                 commands; set \"cniVersion\": \"1.1.0\" in the network config",
+                conf.cni_version,
+                if env.command == Command::Gc {
+                    "GC"
+                } else {
+                    "STATUS"
+                }
+            ),
+        ));
+    }
     match env.command {
         Command::Version => Ok(Some(version_json())),
         Command::Add => {
@@ -126,7 +142,17 @@ fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
             Ok(None)
         }
         Command::Gc => {
-            let removed = cni_instance::gc(&net.instance, &conf.valid_attachments)?;
+            // Every attachment not listed goes: a GC without the list is refused
+            // rather than read as "none is valid".
+            let Some(valid) = &conf.valid_attachments else {
+                return Err(CniError::new(
+                    Code::InvalidConfig,
+                    "cni.dev/valid-attachments (cni.dev/valid-attachments) is missing: GC \
+                     removes every attachment the list does not name, so it needs the list \
+                     (an empty one to remove them all)",
+                ));
+            };
+            let removed = cni_instance::gc(&net.instance, valid)?;
             for r in removed {
                 eprintln!(
                     "netfast-cni: GC removed container {} interface {} ({})",

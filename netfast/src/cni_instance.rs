@@ -318,15 +318,34 @@ fn remove_record(instance: &str, container_id: &str, ifname: &str) -> Result<()>
     }
 }
 
-/// Creates the records directory and waits for the instance's CNI lock.
+/// Creates the records directory and waits for the instance's CNI lock. A refused
+/// first ADD removes the directory it made ([`remove_if_unused`]) while others may
+/// wait on it; a turn taken on a directory that is gone is taken again.
 fn take_turn(instance: &str) -> Result<lock::DirLock> {
     let dir = records_dir(instance);
-    std::fs::create_dir_all(&dir).map_err(|error| CniError::State {
-        action: "could not create",
-        path: dir.clone(),
-        error,
-    })?;
-    Ok(lock::cni(&dir)?)
+    loop {
+        std::fs::create_dir_all(&dir).map_err(|error| CniError::State {
+            action: "could not create",
+            path: dir.clone(),
+            error,
+        })?;
+        let turn = lock::cni(&dir)?;
+        if dir.exists() {
+            return Ok(turn);
+        }
+    }
+}
+
+/// After a refused ADD: the records and state directories of an instance that is not
+/// up, if nothing is in them, so a refusal leaves nothing behind. Called with the turn
+/// held; `remove_dir` removes only empty directories, so a record another ADD wrote
+/// meanwhile, or a manifest, keeps them.
+fn remove_if_unused(instance: &str) {
+    if pin_dir(instance).exists() {
+        return;
+    }
+    let _ = std::fs::remove_dir(records_dir(instance));
+    let _ = std::fs::remove_dir(instance::state_dir(instance));
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -433,7 +452,11 @@ pub fn add(net: &CniNetwork, att: &Attachment) -> Result<AddReport> {
     let _turn = take_turn(&net.instance)?;
     let rt = runtime()?;
     let host = netlink::netlink_here(rt.handle())?;
-    rt.block_on(add_locked(net, att, &host))
+    let added = rt.block_on(add_locked(net, att, &host));
+    if added.is_err() {
+        remove_if_unused(&net.instance);
+    }
+    added
 }
 
 async fn add_locked(
@@ -563,6 +586,18 @@ async fn add_locked(
         ..AddReport::default()
     };
     let pins = pin_dir(&net.instance);
+    if !pins.join(MAP_ENDPOINTS).exists()
+        && let Some(other) = instance::uplink_holder(&net.instance, &uplink.name, &here)
+    {
+        return Err(CniError::Invalid(format!(
+            "uplink \"{}\" (uplink): netfast instance \"{other}\" is attached to it already, \
+             and the first instance's programs end the tc chain, so instance \"{}\" would \
+             translate nothing; one uplink serves one instance, and one instance one container \
+             subnet: put this network's containers on network \"{other}\", or set \"uplink\" to \
+             another interface",
+            uplink.name, net.instance
+        )));
+    }
     if !pins.join(MAP_ENDPOINTS).exists() {
         // Kernels that distributions ship: tcx where the kernel has it, else netlink
         // TC filters; the fast path off where bpf_redirect_peer is missing.

@@ -262,8 +262,20 @@ fn owner_netns(owner: &Owner) -> NetnsId {
 /// and the fix.
 fn check_owner(cfg: &Config, owner: &Owner, here: &NetnsId) -> Result<()> {
     let theirs = owner_netns(owner);
-    let config = config_name(owner.config.as_deref());
-    let down = format!("netfast {}down --config {config}", theirs.netns_arg());
+    // Only a CNI network's instance has no config file.
+    let config = owner.config.as_deref().map_or_else(
+        || "none: a CNI network's instance".to_owned(),
+        |p| p.display().to_string(),
+    );
+    // An instance with no config file (a CNI network's) is taken down by name.
+    let down = match &owner.config {
+        Some(_) => format!("netfast {}down --config {config}", theirs.netns_arg()),
+        None => format!(
+            "netfast {}down --instance {}",
+            theirs.netns_arg(),
+            cfg.instance
+        ),
+    };
     if !owner.netns.same(here) {
         let msg = if netns::alive(&owner.netns) {
             format!(
@@ -272,10 +284,14 @@ fn check_owner(cfg: &Config, owner: &Owner, here: &NetnsId) -> Result<()> {
                 cfg.instance
             )
         } else {
+            let remove = match &owner.config {
+                Some(_) => format!("netfast down --config {config}"),
+                None => format!("netfast down --instance {}", cfg.instance),
+            };
             format!(
                 "instance \"{}\" was brought up in {theirs} (config {config}), which no \
-                 longer exists; remove what is left of it with `netfast down --config \
-                 {config}`, or pick another instance name",
+                 longer exists; remove what is left of it with `{remove}`, or pick another \
+                 instance name",
                 cfg.instance
             )
         };
@@ -381,6 +397,30 @@ impl Manifest {
 
 pub fn state_dir(instance: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(instance)
+}
+
+/// The other instance of namespace `here` whose datapath is on `uplink`, if any. Two
+/// instances cannot share an uplink: the first one's tc programs end the chain (tcx
+/// runs links in order, and each of netfast's answers TC_ACT_OK or redirects), so the
+/// second one's would never see a packet and would translate nothing, silently.
+/// Instances are found by their manifests (`/run/netfast/*/manifest.json`, the owner's
+/// namespace and topology) and counted only while their pins exist; a manifest that
+/// cannot be read is not an instance this check can name, and is skipped.
+pub fn uplink_holder(instance: &str, uplink: &str, here: &NetnsId) -> Option<String> {
+    let entries = std::fs::read_dir(STATE_ROOT).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        if name == instance || !bpf::pins::pin_dir(&name).exists() {
+            return None;
+        }
+        let owner = load_manifest(&name).ok()??.owner?;
+        let holds = owner.netns.same(here)
+            && owner
+                .topology
+                .iter()
+                .any(|(k, v)| k == "uplink" && v == uplink);
+        holds.then_some(name)
+    })
 }
 
 pub fn manifest_path(instance: &str) -> PathBuf {
@@ -799,6 +839,15 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         && let Err(e) = check_owner(cfg, owner, &here)
     {
         problems.push(e.to_string());
+    }
+    if let Some(other) = uplink_holder(&cfg.instance, &cfg.uplink, &here) {
+        problems.push(format!(
+            "uplink \"{}\" (uplink): instance \"{other}\" of this namespace is attached to \
+             it, and the first instance's programs end the tc chain, so this one's would never \
+             see a packet; take \"{other}\" down first (`netfast down --instance {other}`), or \
+             give this instance another uplink",
+            cfg.uplink
+        ));
     }
     // What the kernel offers decides the tc attach mode and the fast path; what the
     // config demands and the kernel lacks is refused here, before anything changes.

@@ -9,7 +9,8 @@
 //! Families (the label `netfast_instance` names the instance; `instance` is left to
 //! Prometheus, which sets it to the scraped target):
 //! - `netfast_packets_total{decision, verdict}`: each packet's one decision, a counter
-//!   per `Counter::is_decision`, `verdict` "drop" or "pass" (`Counter::is_drop`);
+//!   per `Counter::is_decision`, `verdict` "drop", "redirect" or "pass" as `netfast
+//!   stats` says (`Counter::is_drop`, `Counter::is_redirect`);
 //! - `netfast_datapath_events_total{event}`: what the datapath counts on the way
 //!   (conntrack assured, fast-path fallbacks, SNAT port retries ...);
 //! - `netfast_host_local_calls_total{outcome}`: socket calls the host-local cgroup
@@ -127,10 +128,16 @@ impl Collector for Snapshot {
             "netfast_packets",
             "Packets by the datapath's one decision about each.",
             "decision",
-            &|c| match (c.is_decision(), c.is_drop()) {
-                (false, _) => None,
-                (true, true) => Some("drop"),
-                (true, false) => Some("pass"),
+            &|c| {
+                if !c.is_decision() {
+                    None
+                } else if c.is_drop() {
+                    Some("drop")
+                } else if c.is_redirect() {
+                    Some("redirect")
+                } else {
+                    Some("pass")
+                }
             },
         )?;
         family(
@@ -228,7 +235,13 @@ mod tests {
         for (i, &c) in Counter::ALL.iter().enumerate() {
             let value = i * 10;
             let line = if c.is_decision() {
-                let verdict = if c.is_drop() { "drop" } else { "pass" };
+                let verdict = if c.is_drop() {
+                    "drop"
+                } else if c.is_redirect() {
+                    "redirect"
+                } else {
+                    "pass"
+                };
                 format!(
                     "netfast_packets_total{{netfast_instance=\"demo\",decision=\"{}\",verdict=\"{verdict}\"}} {value}",
                     c.name()

@@ -604,6 +604,9 @@ fn bad_configs_name_the_key() {
         let (code, msg) = net.cni("ADD", Some(&c), &conf).error();
         assert_eq!(code, want_code, "{extra}: {msg}");
         assert!(msg.contains(needle), "{extra}: {msg:?} lacks {needle:?}");
+        // Nothing of the refused ADD stays, not even an empty state directory.
+        let state = Path::new("/run/netfast").join(&net.instance);
+        assert!(!state.exists(), "{extra}: {} was left", state.display());
     }
     // Not JSON at all: code 6; no CNI_COMMAND... the env is code 4.
     let bad = net.cni("ADD", Some(&c), &json!("not an object"));
@@ -643,6 +646,23 @@ fn gc_removes_stale_attachments() {
     let (c1, c2) = (net.container(1), net.container(2));
     net.add(&c1, one_mapping(8088)).expect_ok("ADD c1");
     net.add(&c2, one_mapping(8089)).expect_ok("ADD c2");
+    // GC is CNI 1.1's, and needs its list: without either, nothing is removed.
+    let old = net.conf(json!({
+        "cni.dev/valid-attachments": [{"containerID": c1.id, "ifname": "eth0"}],
+    }));
+    let (code, msg) = net.cni("GC", None, &old).error();
+    assert_eq!(code, 1, "{msg}");
+    assert!(
+        msg.contains("(cniVersion)") && msg.contains("1.1.0"),
+        "{msg}"
+    );
+    let (code, msg) = net
+        .cni("GC", None, &net.conf(json!({"cniVersion": "1.1.0"})))
+        .error();
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains("(cni.dev/valid-attachments)"), "{msg}");
+    assert_eq!(net.publishes().len(), 2, "a refused GC removed nothing");
+
     let conf = net.conf(json!({
         "cniVersion": "1.1.0",
         "cni.dev/valid-attachments": [{"containerID": c1.id, "ifname": "eth0"}],
@@ -675,6 +695,8 @@ fn version_and_status() {
     assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
     let status = net.cni("STATUS", None, &net.conf(json!({"cniVersion": "1.1.0"})));
     assert_eq!(status.expect_ok("STATUS").trim(), "");
+    let (code, msg) = net.cni("STATUS", None, &net.conf(json!({}))).error();
+    assert_eq!(code, 1, "STATUS with cniVersion 1.0.0: {msg}");
 }
 
 /// 50 ADDs in parallel threads, each with its own container id and host port, then
@@ -1047,5 +1069,51 @@ fn run_watches_a_cni_instance() {
         text(&missing.stderr).contains(&format!("{}x", net.instance)),
         "{}",
         text(&missing.stderr)
+    );
+}
+
+/// A second network (instance) on an uplink another instance holds is refused by its
+/// first ADD, naming the uplink and the holder, and leaves nothing behind: the first
+/// instance's programs end the tc chain, so the second's would never run and its
+/// mappings would be refused connections (as a review found before this check).
+#[test]
+fn a_second_instance_on_the_same_uplink_is_refused() {
+    let mut net = Net::new();
+    let c1 = net.container(1);
+    net.add(&c1, one_mapping(8088))
+        .expect_ok("ADD of the first network");
+    let c2 = net.container(2);
+    let other = format!("{}two", net.p);
+    let conf = net.conf(json!({
+        "instance": other,
+        "runtimeConfig": {"portMappings": one_mapping(9091)},
+        "prevResult": net.prev_result(&c2),
+    }));
+    let (code, msg) = net.cni("ADD", Some(&c2), &conf).error();
+    assert_eq!(code, 7, "{msg}");
+    assert!(
+        msg.contains("(uplink)") && msg.contains(&format!("\"{}\"", net.instance)),
+        "{msg}"
+    );
+    assert!(!Path::new("/sys/fs/bpf/netfast").join(&other).exists());
+    assert!(!Path::new("/run/netfast").join(&other).exists());
+    // The first network still works.
+    let _server = Background::spawn(
+        &c1.netns.replace("/run/netns/", ""),
+        &[
+            "python3",
+            "-c",
+            TCP_ECHO_ONCE,
+            &c1.address.to_string(),
+            "80",
+        ],
+    );
+    wait_listening(&c1.netns.replace("/run/netns/", ""), "tcp", 80);
+    let client = far_client(&net, 8088, "first");
+    assert_eq!(
+        text(&client.stdout),
+        "echo:first",
+        "{}",
+        text(&client.stderr)
     );
 }

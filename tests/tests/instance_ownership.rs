@@ -513,3 +513,40 @@ fn an_instance_whose_namespace_is_gone_is_refused_then_taken_down() {
         );
     }
 }
+
+/// A second instance on the uplink of an instance that is up is refused with exit 2
+/// naming the uplink and the instance that holds it, and changes nothing: the first
+/// instance's programs end the tc chain, so the second's would translate nothing
+/// while `up` said it was up (a review found it so).
+#[test]
+fn a_second_instance_on_the_same_uplink_is_refused_and_changes_nothing() {
+    let a = Sandbox::up("su", IngressMode::Tc, "");
+    let second = format!("{}b", a.prefix);
+    let nss = [a.host()];
+    let before = snapshot(&a.prefix, &[&a.prefix], &nss);
+    let config = TempConfig::new(
+        &a.prefix,
+        "second",
+        &format!(
+            "instance = \"{second}\"\nuplink = \"{}\"\n\n[bridge]\nname = \"{}b0\"\naddress = \"172.31.0.1/24\"\n",
+            lab::UPLINK,
+            a.prefix
+        ),
+    );
+    let out = a.netfast(&["up", "--config", config.path()]);
+    refused(
+        &out,
+        "up of a second instance on the same uplink",
+        &[
+            &format!("uplink \"{}\" (uplink)", lab::UPLINK),
+            &format!("instance \"{}\"", a.prefix),
+            &format!("netfast down --instance {}", a.prefix),
+        ],
+    );
+    assert_eq!(
+        snapshot(&a.prefix, &[&a.prefix], &nss),
+        before,
+        "the refused up changed something"
+    );
+    assert!(!netfast::bpf::pins::pin_dir(&second).exists());
+}

@@ -1,6 +1,8 @@
-//! `netfast run --metrics ADDR`: a Prometheus scrape over real HTTP, inside the
-//! sandbox's host namespace, shows the packets a real connection made, the flow in
-//! `CONNTRACK` and the GC's passes; a port in use is refused before anything is made.
+//! What `netfast run` gives out: a Prometheus scrape (`--metrics ADDR`) over real HTTP,
+//! inside the sandbox's host namespace, shows the packets a real connection made, the
+//! flow in `CONNTRACK` and the GC's passes; a port in use is refused before anything
+//! is made; and a stdout that closes (`netfast run | head -1`) stops the daemon as a
+//! signal does, instance taken down, no panic.
 
 #[allow(
     dead_code,
@@ -128,5 +130,29 @@ fn a_metrics_port_in_use_is_refused_before_up() {
     assert!(
         !netfast::bpf::pins::pin_dir(&sb.prefix).exists(),
         "no instance pinned"
+    );
+}
+
+#[test]
+fn a_closed_stdout_stops_the_daemon_like_a_signal() {
+    let sb = Sandbox::up("mz", IngressMode::Tc, "");
+    let netfast = support::netfast_bin();
+    // bash's PIPESTATUS gives netfast's own exit status, not head's.
+    let script = format!(
+        "{} --netns {} run --config {} --interval 1 | head -1; exit ${{PIPESTATUS[0]}}",
+        netfast.display(),
+        sb.host(),
+        sb.config_str()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "bash", "-c", &script])
+        .output()
+        .expect("run bash");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "exit {}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !netfast::bpf::pins::pin_dir(&sb.prefix).exists(),
+        "the daemon took the instance down"
     );
 }

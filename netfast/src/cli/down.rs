@@ -39,17 +39,20 @@ pub fn run(target: &Target) -> anyhow::Result<ExitCode> {
             format!("while taking down instance {name:?}")
         })
     })?;
+    // Printed once the instance is down: a closed stdout (`netfast run | head`) ends
+    // the output, not the work.
     if report.removed.is_empty() && report.already_gone.is_empty() {
-        println!("netfast: instance {name} had nothing to remove");
+        super::emit_line(&format!("netfast: instance {name} had nothing to remove"))?;
     } else {
-        println!("netfast: instance {name} is down");
+        let mut text = format!("netfast: instance {name} is down\n");
         for c in &report.removed {
-            println!("  removed {c}");
+            text += &format!("  removed {c}\n");
         }
         // Recorded by `up` but removed by someone else (or with the host namespace).
         for c in &report.already_gone {
-            println!("  already gone: {c}");
+            text += &format!("  already gone: {c}\n");
         }
+        super::emit(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -55,7 +55,8 @@ pub enum Commands {
     /// datapath's log and print a counter summary until Ctrl-C or SIGTERM, then `down`.
     /// A kill -9 leaves the datapath pinned and forwarding. With --instance instead of
     /// --config: the same for an instance that is up already (a CNI network's), with
-    /// nf_conntrack's default timeouts, and no `up` or `down`.
+    /// the timeouts of the file that brought it up (else nf_conntrack's defaults), and
+    /// no `up` or `down`.
     Run {
         /// The instance's TOML config.
         #[arg(

@@ -1,7 +1,8 @@
 //! `netfast run --config FILE [--keep] [--metrics ADDR]`: the foreground daemon.
 //! `netfast run --instance NAME [--metrics ADDR]` watches an instance that is up
-//! already (one a CNI network brought up has no config file): the same loop, with
-//! nf_conntrack's default timeouts, and no `up` or `down`.
+//! already (one a CNI network brought up has no config file): the same loop, with the
+//! timeouts of the file that brought it up if there is one (else nf_conntrack's
+//! defaults), and no `up` or `down`.
 //!
 //! It runs `up` (the same code path as `netfast up`), then, until SIGINT or SIGTERM:
 //! garbage-collects conntrack every `[conntrack] gc_interval`, drains the datapath's
@@ -96,10 +97,39 @@ pub fn run_instance(
         .with_context(|| format!("while creating {}", state.display()))?;
     let _one_daemon = netfast::lock::daemon(name, &state)?;
     let metrics_listener = metrics_addr.map(bind_metrics).transpose()?;
+    // An instance `up` made from a file GCs with that file's [conntrack]; a CNI
+    // network's has none, and gets nf_conntrack's defaults.
+    let file = netfast::instance::load_manifest(name)
+        .ok()
+        .flatten()
+        .and_then(|m| m.owner)
+        .and_then(|o| o.config);
+    let (gc_interval, timeouts, whence) = match file.as_deref().map(|f| (f, Config::from_file(f))) {
+        Some((f, Ok(cfg))) => (
+            cfg.conntrack.gc_interval,
+            cfg.conntrack.timeouts,
+            format!("the [conntrack] of {}", f.display()),
+        ),
+        Some((f, Err(e))) => (
+            DEFAULT_GC_INTERVAL,
+            Timeouts::default(),
+            format!(
+                "nf_conntrack's defaults: {}, which brought the instance up, cannot be read \
+                 ({e})",
+                f.display()
+            ),
+        ),
+        None => (
+            DEFAULT_GC_INTERVAL,
+            Timeouts::default(),
+            "nf_conntrack's defaults".to_owned(),
+        ),
+    };
+    let _ = super::emit_line(&format!("netfast: conntrack timeouts: {whence}"));
     let watched = Watched {
         instance: name.to_owned(),
-        gc_interval: DEFAULT_GC_INTERVAL,
-        timeouts: Timeouts::default(),
+        gc_interval,
+        timeouts,
         capacity,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -107,9 +137,9 @@ pub fn run_instance(
         .build()
         .context("while starting the daemon's runtime")?;
     let reason = rt.block_on(serve(&watched, interval, Ending::Watch, metrics_listener))?;
-    println!(
+    let _ = super::emit_line(&format!(
         "netfast: {reason}; instance {name} stays up (`netfast down --instance {name}` takes it down)"
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -138,7 +168,13 @@ pub fn run(
         }
     };
     // The same code path, and the same report, as `netfast up`.
-    if let Err(e) = super::up::run(config) {
+    let report = super::up::bring_up(config);
+    if let Ok(text) = &report {
+        // A closed stdout stops the daemon at its first line, which then takes the
+        // instance down: nothing is lost by not printing here.
+        let _ = super::emit(text);
+    }
+    if let Err(e) = report {
         // A refused or rolled-back `up` leaves no state directory behind; remove_dir
         // only removes it empty.
         if created {
@@ -166,15 +202,28 @@ pub fn run(
         }
     };
     if keep {
-        println!(
+        let _ = super::emit_line(&format!(
             "netfast: {reason}; --keep: instance {} stays up, pins in {}",
             cfg.instance,
             bpf::pins::pin_dir(&cfg.instance).display()
-        );
+        ));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("netfast: {reason}; taking instance {} down", cfg.instance);
+    // The reason may be a closed stdout: what cannot be printed is not said.
+    let _ = super::emit_line(&format!(
+        "netfast: {reason}; taking instance {} down",
+        cfg.instance
+    ));
     super::down::run_config(config)
+}
+
+/// The reason the daemon stops when its output can no longer be written (`netfast run
+/// | head`): as on a signal, it stops and (without `--keep`) takes the instance down.
+const STDOUT_CLOSED: &str = "stdout closed";
+
+/// Prints a line of the daemon's running output; false when stdout is gone.
+fn say(text: &str) -> bool {
+    super::emit_line(text).is_ok()
 }
 
 /// Binds the `--metrics` address; the error names it and the fix.
@@ -260,7 +309,9 @@ async fn serve(
         let addr = listener
             .local_addr()
             .context("while reading the metrics socket's address")?;
-        println!("netfast: metrics on http://{addr}/metrics");
+        if !say(&format!("netfast: metrics on http://{addr}/metrics")) {
+            return Ok(STDOUT_CLOSED);
+        }
     }
     let instance: Arc<str> = Arc::from(cfg.instance.as_str());
     let gc_totals = Arc::new(Mutex::new(GcTotals::default()));
@@ -269,7 +320,7 @@ async fn serve(
     let mut sigterm =
         signal(SignalKind::terminate()).context("while installing a SIGTERM handler")?;
     let gc_every = cfg.gc_interval;
-    println!(
+    let running = format!(
         "netfast: running instance {}: conntrack GC every {} s, summary every {} s; Ctrl-C {}",
         cfg.instance,
         gc_every.as_secs(),
@@ -280,6 +331,9 @@ async fn serve(
             Ending::Watch => "stops the daemon; the instance stays up",
         }
     );
+    if !say(&running) {
+        return Ok(STDOUT_CLOSED);
+    }
     let mut log = DatapathLog::default();
     log.refresh(&cfg.instance);
 
@@ -323,8 +377,8 @@ async fn serve(
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .add(&report);
-                if report.expired > 0 {
-                    println!("netfast: gc: {report}");
+                if report.expired > 0 && !say(&format!("netfast: gc: {report}")) {
+                    return Ok(STDOUT_CLOSED);
                 }
                 last_gc = Some(report);
             }
@@ -340,7 +394,9 @@ async fn serve(
                     cfg.capacity,
                     width,
                 );
-                println!("{}", lines.join("\n"));
+                if !say(&lines.join("\n")) {
+                    return Ok(STDOUT_CLOSED);
+                }
                 previous = Some(counters);
             }
         }

@@ -10,40 +10,51 @@ use netfast::{
 use netfast_common::proto;
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    super::emit(&bring_up(config)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Brings the instance of `config` up and returns the report to print: `netfast up`
+/// prints it, and so does `netfast run`, which goes on if stdout is closed (and then
+/// stops at its first line, as on a signal).
+pub fn bring_up(config: &Path) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
     let cfg = Config::from_file(config)?;
+    let mut out = String::new();
     let report = instance::up(&cfg).map_err(|e| {
         super::in_context(e, InstanceError::is_invalid_input, || {
             format!("while bringing up instance {:?}", cfg.instance)
         })
     })?;
-    println!(
+    let _ = writeln!(
+        out,
         "netfast: instance {} is up (uplink {} {})",
         report.instance, cfg.uplink, report.uplink_addr
     );
     for c in &report.created {
-        println!("  created {c}");
+        let _ = writeln!(out, "  created {c}");
     }
     for k in &report.kept {
-        println!("  kept    {k}");
+        let _ = writeln!(out, "  kept    {k}");
     }
     // What the kernel offers, and what netfast does instead where something is off.
-    println!("  features: {}", report.features.summary());
+    let _ = writeln!(out, "  features: {}", report.features.summary());
     for note in &report.feature_notes {
-        println!("  {note}");
+        let _ = writeln!(out, "  {note}");
     }
     for a in &report.attach.attachments {
-        println!("  attached {a}");
+        let _ = writeln!(out, "  attached {a}");
     }
     for q in &report.attach.qdisc_notes {
-        println!("  {q}");
+        let _ = writeln!(out, "  {q}");
     }
     // What the last `up` attached and this one took away: the host-local links of a
     // dropped or moved [host_local], the XDP or tc link of another ingress mode.
     if let Some(change) = &report.host_local_change {
-        println!("  {change}");
+        let _ = writeln!(out, "  {change}");
     }
     for d in &report.detached {
-        println!("  detached {d}");
+        let _ = writeln!(out, "  detached {d}");
     }
     // Publishes this run moved or dropped, where UDP flows were pinned to the old
     // backend; TCP flows through them are kept until they close.
@@ -53,7 +64,8 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 0 => String::new(),
                 a => format!("{}:", addr(a)),
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "  removed {} to the old backend {}:{} ({host}{}/udp){}",
                 super::publish::udp_flows(u.flows),
                 addr(u.old.addr),
@@ -67,16 +79,18 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     // but it does not contradict them either.
     if !report.kept_live.is_empty() {
         let n = report.kept_live.len();
-        println!(
+        let _ = writeln!(
+            out,
             "  kept {n} live {} not in the config: {}",
             if n == 1 { "publish" } else { "publishes" },
             report.kept_live.join(", ")
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "  pins in {}, manifest {}",
         report.attach.pin_dir.display(),
         report.manifest.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(out)
 }
