@@ -132,13 +132,14 @@ fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
             Ok(None)
         }
         Command::Check => {
-            if conf.prev_result.is_none() {
+            let Some(prev) = &conf.prev_result else {
                 return Err(CniError::new(
                     Code::InvalidConfig,
                     "prevResult (prevResult) is missing: CHECK needs the result of the ADD",
                 ));
-            }
-            cni_instance::check(&net.instance, &env.container_id, &env.ifname)?;
+            };
+            let record = cni_instance::check(&net.instance, &env.container_id, &env.ifname)?;
+            check_against_config(&record, prev, &env.ifname, &conf.port_mappings)?;
             Ok(None)
         }
         Command::Gc => {
@@ -166,6 +167,55 @@ fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
             Some(why) => Err(CniError::new(Code::NotAvailable, why)),
         },
     }
+}
+
+/// CHECK's second half, as portmap's: what the runtime asks for now (the address in
+/// prevResult, `runtimeConfig.portMappings`) must be what the container has. The first
+/// half (`cni_instance::check`) compared the record with the maps and links.
+fn check_against_config(
+    record: &cni_instance::ContainerRecord,
+    prev: &serde_json::Value,
+    ifname: &str,
+    mappings: &[cni_instance::PortMapping],
+) -> Result<(), CniError> {
+    let container = conf::prev_container(prev, ifname)?;
+    if container.address.addr() != record.address {
+        return Err(CniError::new(
+            Code::CheckFailed,
+            format!(
+                "prevResult gives container {} address {}, but netfast-cni added it with {}; \
+                 ADD it again",
+                record.container_id,
+                container.address.addr(),
+                record.address
+            ),
+        ));
+    }
+    let wanted: std::collections::BTreeSet<String> = mappings
+        .iter()
+        .map(|m| m.spec(record.address).to_string())
+        .collect();
+    let has: std::collections::BTreeSet<String> = record.mappings.iter().cloned().collect();
+    if wanted != has {
+        let list = |set: &std::collections::BTreeSet<String>| {
+            if set.is_empty() {
+                "none".to_owned()
+            } else {
+                set.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        };
+        return Err(CniError::new(
+            Code::CheckFailed,
+            format!(
+                "runtimeConfig.portMappings asks for {} but container {} has {}; ADD it again \
+                 with the mappings it should have",
+                list(&wanted),
+                record.container_id,
+                list(&has)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// DEL with a config ADD would refuse (`refused`): the instance it names, if any, loses

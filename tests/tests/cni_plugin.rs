@@ -114,6 +114,7 @@ impl Answer {
 }
 
 /// One imitated container: its namespace, host-side veth, address and MAC.
+#[derive(Clone)]
 struct Container {
     id: String,
     netns: String,
@@ -326,8 +327,12 @@ impl Net {
         self.cni("DEL", Some(c), &conf)
     }
 
-    fn check(&self, c: &Container) -> Answer {
-        let conf = self.conf(json!({"prevResult": self.prev_result(c)}));
+    /// CHECK as libcni sends it: the runtimeConfig of the ADD (`mappings`) and its result.
+    fn check(&self, c: &Container, mappings: Value) -> Answer {
+        let conf = self.conf(json!({
+            "runtimeConfig": {"portMappings": mappings},
+            "prevResult": self.prev_result(c),
+        }));
         self.cni("CHECK", Some(c), &conf)
     }
 
@@ -466,7 +471,16 @@ fn add_publishes_masquerades_check_and_del() {
         "status names the container veth"
     );
 
-    net.check(&c).expect_ok("CHECK");
+    net.check(&c, one_mapping(8088)).expect_ok("CHECK");
+    // What the runtime asks for now must be what the container has, as portmap checks.
+    let (code, msg) = net.check(&c, one_mapping(7777)).error();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("7777") && msg.contains("8088"), "{msg}");
+    let mut moved = c.clone();
+    moved.address = "10.88.0.99".parse().expect("addr");
+    let (code, msg) = net.check(&moved, one_mapping(8088)).error();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("10.88.0.99"), "{msg}");
     // Remove the mapping behind the plugin's back: CHECK now fails, naming it.
     succeeded(
         &net.netfast(&[
@@ -478,13 +492,14 @@ fn add_publishes_masquerades_check_and_del() {
         ]),
         "publish del",
     );
-    let (code, msg) = net.check(&c).error();
+    let (code, msg) = net.check(&c, one_mapping(8088)).error();
     assert_eq!(code, 102, "{msg}");
     assert!(msg.contains("8088") && msg.contains(&c.id), "{msg}");
 
     // ADD again puts it back; DEL removes it: the client is refused.
     net.add(&c, one_mapping(8088)).expect_ok("ADD again");
-    net.check(&c).expect_ok("CHECK after ADD again");
+    net.check(&c, one_mapping(8088))
+        .expect_ok("CHECK after ADD again");
     // A connection through the mapping again: its flow stays in conntrack (no GC
     // runs for a CNI instance) until DEL removes it with the container.
     let server = Background::spawn(ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
@@ -519,7 +534,7 @@ fn add_publishes_masquerades_check_and_del() {
             .join(format!("link_container_{}", c.veth))
             .exists()
     );
-    let (code, _) = net.check(&c).error();
+    let (code, _) = net.check(&c, one_mapping(8088)).error();
     assert_eq!(code, 102);
 
     // DEL is idempotent: again, and for an instance that does not exist.
@@ -555,7 +570,7 @@ fn a_taken_host_port_names_its_owner() {
             .join(format!("link_container_{}", c2.veth))
             .exists()
     );
-    assert!(net.check(&c2).error().0 == 102);
+    assert!(net.check(&c2, one_mapping(8088)).error().0 == 102);
     let rows = net.publishes();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["backend_addr"], c1.address.to_string());
@@ -668,8 +683,9 @@ fn gc_removes_stale_attachments() {
         "cni.dev/valid-attachments": [{"containerID": c1.id, "ifname": "eth0"}],
     }));
     net.cni("GC", None, &conf).expect_ok("GC");
-    net.check(&c1).expect_ok("CHECK c1 after GC");
-    assert_eq!(net.check(&c2).error().0, 102);
+    net.check(&c1, one_mapping(8088))
+        .expect_ok("CHECK c1 after GC");
+    assert_eq!(net.check(&c2, one_mapping(8089)).error().0, 102);
     let rows = net.publishes();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["host_port"], 8088);
@@ -964,7 +980,11 @@ fn real_bridge_and_host_local_chain() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["backend_addr"], address.to_string());
     assert_eq!(rows[0]["owner"]["container_id"], c.id.as_str());
-    let check = net.conf(json!({"prevResult": prev.clone()}));
+    // libcni sends CHECK and DEL the runtimeConfig of the ADD.
+    let check = net.conf(json!({
+        "runtimeConfig": {"portMappings": one_mapping(8088)},
+        "prevResult": prev.clone(),
+    }));
     net.cni("CHECK", Some(&c), &check)
         .expect_ok("netfast-cni CHECK");
 
