@@ -543,19 +543,19 @@ pub fn remove(c: &Created) -> Result<bool> {
             topology::set_ip_forward(*previous)?;
             Ok(true)
         }
-        Created::Datapath { instance } => {
-            // Netlink TC filters keep their programs without any pin: their record
-            // alone is something to remove.
-            if !bpf::pins::pin_dir(instance).exists()
-                && !bpf::tc_netlink::record_path(instance).exists()
-            {
-                return Ok(false);
-            }
-            bpf::loader::detach(instance)?;
-            Ok(true)
-        }
+        Created::Datapath { instance } => Ok(remove_datapath(instance)?.is_some()),
         Created::HostLocal { instance, .. } => Ok(bpf::loader::detach_host_local(instance)?),
     }
+}
+
+/// Removes the instance's datapath: its pins and its netlink TC filters, whose record
+/// alone is something to remove (they keep their programs without any pin). None when
+/// there was nothing; else the lines [`bpf::loader::detach`] returns.
+fn remove_datapath(instance: &str) -> Result<Option<Vec<String>>> {
+    if !bpf::pins::pin_dir(instance).exists() && !bpf::tc_netlink::record_path(instance).exists() {
+        return Ok(None);
+    }
+    Ok(Some(bpf::loader::detach(instance)?))
 }
 
 /// Whether `c` lives in the host namespace (and died with it), rather than in a named
@@ -732,6 +732,8 @@ fn detached_cgroup(recorded: Option<&str>, cgroup_id: u64) -> OldCgroup {
 pub struct DownReport {
     /// What this run removed.
     pub removed: Vec<Created>,
+    /// Netlink TC filters removed, and clsact qdiscs removed or kept, with the datapath.
+    pub tc_notes: Vec<String>,
     /// What the manifest recorded but was gone already (deleted by hand, or with the
     /// host namespace).
     pub already_gone: Vec<Created>,
@@ -1603,7 +1605,13 @@ pub fn down_instance(instance: &str) -> Result<DownReport> {
             report.already_gone.push(c);
             continue;
         }
-        match remove(&c) {
+        // The datapath's netlink TC filters and qdiscs are named in the report.
+        let removed = match &c {
+            Created::Datapath { instance } => remove_datapath(instance)
+                .map(|notes| notes.map(|notes| report.tc_notes.extend(notes)).is_some()),
+            c => remove(c),
+        };
+        match removed {
             Ok(true) => report.removed.push(c),
             Ok(false) => report.already_gone.push(c),
             Err(e) => {

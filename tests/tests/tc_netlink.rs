@@ -295,7 +295,12 @@ fn netlink_mode_translates_persists_shows_and_goes_with_down() {
     // down: the filters, the qdisc netfast added and the record go.
     let record = netfast::bpf::tc_netlink::record_path(&sb.prefix);
     assert!(record.exists(), "{} records the filters", record.display());
-    succeeded(&sb.netfast(&["down", "--config", sb.config_str()]), "down");
+    let down = succeeded(&sb.netfast(&["down", "--config", sb.config_str()]), "down");
+    assert!(
+        down.contains("  removed netlink TC filter link_uplink_ingress")
+            && down.contains("  removed the clsact qdisc on "),
+        "down names the filters and qdiscs it removed: {down}"
+    );
     assert_eq!(tc_filters(&host, UPLINK, "ingress"), vec![]);
     assert_eq!(tc_filters(&host, UPLINK, "egress"), vec![]);
     assert!(

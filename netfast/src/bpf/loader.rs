@@ -695,12 +695,15 @@ fn attach_xdp_with_fallback(
 }
 
 /// Removes the instance's pins, which detaches its programs and frees its maps once
-/// nothing else holds them. Missing pins are fine.
-pub fn detach(instance: &str) -> Result<(), DatapathError> {
+/// nothing else holds them, and its netlink TC filters. Missing pins are fine. Returns
+/// a line per netlink filter removed and per clsact qdisc removed or kept (one
+/// another filter sits on), for `down` to print.
+pub fn detach(instance: &str) -> Result<Vec<String>, DatapathError> {
     let dir = pin_dir(instance);
     // Netlink filters first: they keep their programs loaded without any pin.
     let mut filters = TcFilters::load(instance).map_err(tc_io("reading the netlink TC record"))?;
     let pins: Vec<String> = filters.filters.iter().map(|f| f.pin.clone()).collect();
+    let mut notes = Vec::new();
     for pin in pins {
         filters
             .remove(&pin)
@@ -708,10 +711,13 @@ pub fn detach(instance: &str) -> Result<(), DatapathError> {
         filters
             .store(instance)
             .map_err(tc_io("writing the netlink TC record"))?;
+        notes.push(format!("removed netlink TC filter {pin}"));
     }
-    filters
-        .remove_unused_clsact()
-        .map_err(tc_io("removing clsact qdiscs"))?;
+    notes.extend(
+        filters
+            .remove_unused_clsact()
+            .map_err(tc_io("removing clsact qdiscs"))?,
+    );
     filters
         .store(instance)
         .map_err(tc_io("writing the netlink TC record"))?;
@@ -729,7 +735,7 @@ pub fn detach(instance: &str) -> Result<(), DatapathError> {
             action: format!("removing {}", dir.display()),
             source,
         }),
-        _ => Ok(()),
+        _ => Ok(notes),
     }
 }
 

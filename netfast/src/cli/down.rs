@@ -48,6 +48,9 @@ pub fn run(target: &Target) -> anyhow::Result<ExitCode> {
         for c in &report.removed {
             text += &format!("  removed {c}\n");
         }
+        for note in &report.tc_notes {
+            text += &format!("  {note}\n");
+        }
         // Recorded by `up` but removed by someone else (or with the host namespace).
         for c in &report.already_gone {
             text += &format!("  already gone: {c}\n");
