@@ -29,7 +29,8 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{
-    Background, exec, exec_ok, netfast, netfast_bin, require_root, succeeded, text, wait_listening,
+    Background, exec, exec_ok, netfast, netfast_cni_bin, require_root, succeeded, text,
+    wait_listening,
 };
 
 const UPLINK_HOST: &str = "10.77.0.1";
@@ -43,17 +44,6 @@ s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.bind((sys.argv[1],int(sys.argv[2]))); s.listen(); s.settimeout(15)
 c,a=s.accept(); d=c.recv(100); c.sendall(b'echo:'+d); c.close()
 print(a[0],a[1],flush=True)";
-
-/// The `netfast-cni` binary beside `netfast` (`target/<profile>/netfast-cni`).
-fn cni_bin() -> PathBuf {
-    let bin = netfast_bin().with_file_name("netfast-cni");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p netfast-cni` (`cargo build` builds it)",
-        bin.display()
-    );
-    bin
-}
 
 /// This run's own prefix: "nc", the pid and a counter (at most 9 characters, so
 /// every interface name built on it fits in 15).
@@ -281,7 +271,7 @@ impl Net {
 
     /// Runs the plugin inside the host namespace, as libcni does: env + stdin.
     fn cni(&self, command: &str, c: Option<&Container>, conf: &Value) -> Answer {
-        self.plugin(&cni_bin(), command, c, conf)
+        self.plugin(&netfast_cni_bin(), command, c, conf)
     }
 
     /// Runs plugin `bin` as libcni does (see [`Net::cni`]).

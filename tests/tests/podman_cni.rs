@@ -30,7 +30,7 @@ use std::{
 
 use netfast::lab::{self, HOST_ADDR, LAN_ADDR};
 use support::{
-    Background, exec, exec_ok, netfast, netfast_bin, require_root, text, unique_prefix,
+    Background, exec, exec_ok, netfast, netfast_cni_bin, require_root, text, unique_prefix,
     wait_listening,
 };
 
@@ -49,16 +49,6 @@ const CLIENT: &str = "import socket,sys
 try:
     s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5); print(s.recv(100).decode())
 except OSError as e: print('error', type(e).__name__)";
-
-fn cni_bin() -> PathBuf {
-    let bin = netfast_bin().with_file_name("netfast-cni");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p netfast-cni` (`cargo xtask test` does)",
-        bin.display()
-    );
-    bin
-}
 
 /// podman with this test's own storage, run directory, configuration and network
 /// directory, in the sandbox's host namespace; removes its container, its IPAM leases
@@ -84,7 +74,7 @@ impl Podman {
             .expect("copy /bin/busybox (package busybox-static) into the rootfs");
         std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin/httpd")).expect("link httpd");
         std::fs::write(dir.join("rootfs/www/index.html"), PAGE).expect("write the page");
-        let plugin_dir = cni_bin()
+        let plugin_dir = netfast_cni_bin()
             .parent()
             .expect("the plugin's directory")
             .display()

@@ -28,6 +28,18 @@ pub fn netfast_bin() -> PathBuf {
     bin
 }
 
+/// The `netfast-cni` plugin beside `netfast` (`target/<profile>/netfast-cni`), which
+/// `cargo build` and `cargo xtask test` build.
+pub fn netfast_cni_bin() -> PathBuf {
+    let bin = netfast_bin().with_file_name("netfast-cni");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p netfast-cni` (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Fails loudly, never skips silently: these tests need root for namespaces and BPF.
 pub fn require_root() {
     assert!(
