@@ -127,6 +127,10 @@ pub struct ContainerRecord {
     pub address: Ipv4Addr,
     /// The port mappings as publish specs (`8088:10.88.0.2:80/tcp`).
     pub mappings: Vec<String>,
+    /// The container's MAC, when ADD gave it a static entry on the bridge port
+    /// `host_veth` (DEL removes it). Absent in records of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_fdb_mac: Option<[u8; 6]>,
 }
 
 impl ContainerRecord {
@@ -689,6 +693,7 @@ async fn add_locked(
         host_veth: att.host_veth.clone(),
         address: addr,
         mappings: Vec::new(),
+        static_fdb_mac: None,
     };
     // From here on every step is undone on failure.
     let mut done = record.clone();
@@ -733,11 +738,12 @@ async fn add_container(
                 .iter()
                 .map(|a| a.local.addr())
                 .find(|a| att.address.contains(a));
-            if let Err(e) = topology::add_static_fdb(host, veth.index, att.mac).await {
-                report.warnings.push(format!(
+            match topology::add_static_fdb(host, veth.index, att.mac).await {
+                Ok(()) => done.static_fdb_mac = Some(att.mac),
+                Err(e) => report.warnings.push(format!(
                     "{e}: the fast path works, but the bridge may flood the container's \
                      frames after its ageing time"
-                ));
+                )),
             }
             (bridge.and_then(|b| b.mac), att.gateway.or(in_subnet))
         }
@@ -877,6 +883,17 @@ fn remove_container(instance: &str, r: &ContainerRecord) -> Result<()> {
             ..FlowFilter::default()
         })?;
         bpf::loader::detach_container(instance, &r.host_veth, r.address)?;
+    }
+    // The bridge entry ADD made; the bridge plugin's DEL, which runs after this one,
+    // would take it with the veth, but a DEL of netfast-cni alone must not leave it.
+    if let Some(mac) = r.static_fdb_mac {
+        let veth = r.host_veth.clone();
+        netlink::netlink_blocking(None, move |h| async move {
+            match topology::link_index(&h, &veth).await? {
+                Some(port) => topology::delete_static_fdb(&h, port, mac).await,
+                None => Ok(false),
+            }
+        })??;
     }
     remove_record(instance, &r.container_id, &r.ifname)
 }
@@ -1028,6 +1045,7 @@ mod tests {
             host_veth: format!("veth{id}"),
             address: Ipv4Addr::new(10, 88, 0, 2),
             mappings: mappings.iter().map(|m| (*m).to_owned()).collect(),
+            static_fdb_mac: None,
         }
     }
 

@@ -812,7 +812,7 @@ fn counter(instance: &str, name: &str) -> u64 {
 /// What the container-side program brings on a CNI instance: hairpin (a container to
 /// another's published port through the uplink address; the backend sees the
 /// gateway, as with Docker), the fast path into the container, the bridge's static
-/// entry for the container's MAC, and `ct list` of the instance.
+/// entry for the container's MAC (and DEL removing it), and `ct list` of the instance.
 #[test]
 fn hairpin_fast_path_and_ct_list() {
     let mut net = Net::new();
@@ -862,6 +862,16 @@ fn hairpin_fast_path_and_ct_list() {
         "ct list",
     );
     assert!(ct.contains(&format!("{}:80", c1.address)), "{ct}");
+
+    // DEL of netfast-cni alone (its veth stays) removes the static entry ADD made.
+    net.del(&c1).expect_ok("DEL c1");
+    let fdb = exec_ok(&net.host, &["bridge", "fdb", "show", "br", &net.bridge]);
+    assert!(
+        !fdb.lines()
+            .any(|l| l.starts_with(&c1.mac) && l.contains("static")),
+        "DEL left the static bridge entry for {}: {fdb}",
+        c1.mac
+    );
 }
 
 /// Debian's bridge and host-local plugins (package containernetworking-plugins, which

@@ -20,7 +20,7 @@ use rtnetlink::{
         AddressFamily,
         address::{AddressAttribute, AddressHeaderFlags, AddressMessage},
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
-        neighbour::{NeighbourFlags, NeighbourState},
+        neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
         route::RouteAttribute,
     },
 };
@@ -209,6 +209,25 @@ pub async fn add_static_fdb(h: &Handle, port: u32, mac: [u8; 6]) -> Result<()> {
         .map_err(nl(format!(
             "add a static bridge entry for interface #{port}"
         )))
+}
+
+/// Deletes the static forwarding entry [`add_static_fdb`] made for `mac` on bridge port
+/// `port` (`bridge fdb del MAC dev PORT master`); false when there was none (ENOENT),
+/// or the port is gone (ENODEV: the entry went with it).
+pub async fn delete_static_fdb(h: &Handle, port: u32, mac: [u8; 6]) -> Result<bool> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = port;
+    msg.header.flags = NeighbourFlags::Controller;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    match h.neighbours().del(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(errno(&e), Some(libc::ENOENT | libc::ENODEV)) => Ok(false),
+        Err(e) => Err(nl(format!(
+            "delete the static bridge entry on interface #{port}"
+        ))(e)),
+    }
 }
 
 /// Creates a veth pair `name` ↔ `peer`, with `peer` created directly inside the
