@@ -639,6 +639,8 @@ pub struct UpReport {
     /// Set when the config asks for the fast path and the kernel cannot give it:
     /// CONFIG has it off, for this reason.
     pub fast_path_off: Option<String>,
+    /// A re-`up` that switched the fast path: (before, now).
+    pub fast_path_switched: Option<(bool, bool)>,
     /// Publishes this run removed or pointed at another backend, with the UDP flows
     /// to the old backend it removed.
     pub unpinned_udp: Vec<UnpinnedUdp>,
@@ -1178,6 +1180,14 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
     };
     let owner = load_manifest(&cfg.instance)?.and_then(|m| m.owner);
     let live = live_publishes(cfg, owner.as_ref(), &here)?;
+    // The fast path the running datapath has, to report a re-`up` that turns it on or
+    // off: it changes where every translated packet goes.
+    let fast_path_before = pins
+        .exists()
+        .then(|| PinnedInstance::open(&cfg.instance).and_then(|p| p.config()))
+        .and_then(|config| config.ok())
+        .filter(|config| config.enabled != 0)
+        .map(|config| config.fast_path != 0);
 
     let mut undo = UndoLog::default();
     let mut kept = Vec::new();
@@ -1302,6 +1312,9 @@ pub async fn up_async(cfg: &Config) -> Result<UpReport> {
         feature_notes,
         tc_attach: plan.tc_attach,
         fast_path_off: plan.fast_path.1.clone(),
+        fast_path_switched: fast_path_before
+            .filter(|&before| before != plan.fast_path.0)
+            .map(|before| (before, plan.fast_path.0)),
         attach,
         unpinned_udp,
         kept_live: live.iter().map(|(k, b)| entry_spec(k, b)).collect(),

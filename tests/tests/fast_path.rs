@@ -276,6 +276,25 @@ fn with_fast_path_false_the_same_traffic_takes_the_normal_path() {
         sb.counter("dnat_established") > dnat_before,
         "the uplink still translated the flows"
     );
+
+    // A re-`up` that turns it on says so, and the next flows take it; one that
+    // changes nothing about it says nothing.
+    let config = std::fs::read_to_string(&sb.config).expect("read config");
+    std::fs::write(
+        &sb.config,
+        config.replace("fast_path = false", "fast_path = true"),
+    )
+    .expect("write config");
+    let on = support::succeeded(&sb.netfast(&["up", "--config", sb.config_str()]), "re-up");
+    assert!(on.contains("  fast path switched on: "), "{on}");
+    let before = snapshot(&sb);
+    published_tcp(&sb);
+    assert!(
+        moved(&sb, &before).values().any(|&v| v > 0),
+        "the fast path is on after the re-up"
+    );
+    let again = support::succeeded(&sb.netfast(&["up", "--config", sb.config_str()]), "re-up");
+    assert!(!again.contains("fast path switched"), "{again}");
 }
 
 /// A datagram from the LAN with TTL 1 to a published port: its TTL would expire on the

@@ -42,6 +42,18 @@ pub fn bring_up(config: &Path) -> anyhow::Result<String> {
     for note in &report.feature_notes {
         let _ = writeln!(out, "  {note}");
     }
+    // A re-`up` that moves every translated packet onto another path says so.
+    if let Some((_, now)) = report.fast_path_switched {
+        let _ = writeln!(
+            out,
+            "  {}",
+            if now {
+                "fast path switched on: translated packets now go straight between the uplink and the containers' veths"
+            } else {
+                "fast path switched off: translated packets now cross the bridge and the host's routing"
+            }
+        );
+    }
     for a in &report.attach.attachments {
         let _ = writeln!(out, "  attached {a}");
     }
