@@ -381,6 +381,37 @@ fn far_client(net: &Net, port: u16, payload: &str) -> Output {
     )
 }
 
+/// A published exchange: a one-shot echo server on port 80 of container namespace
+/// `ns`, the far side's client through the uplink at `host_port` with `tag`; asserts
+/// the echo and returns the address and port the server saw.
+fn published_exchange(net: &Net, ns: &str, host_port: u16, tag: &str) -> (Ipv4Addr, u16) {
+    let server = Background::spawn(ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
+    wait_listening(ns, "tcp", 80);
+    let reply = far_client(net, host_port, tag);
+    assert_eq!(
+        text(&reply.stdout),
+        format!("echo:{tag}"),
+        "{}",
+        text(&reply.stderr)
+    );
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    peer_seen(&seen)
+}
+
+/// A masqueraded exchange: container namespace `ns` to the far side's one-shot echo
+/// server on port 9000; asserts the echo and returns the source the far side saw.
+fn masqueraded_exchange(net: &Net, ns: &str) -> (Ipv4Addr, u16) {
+    let server = Background::spawn(&net.far, &["python3", "-c", TCP_ECHO_ONCE, FAR, "9000"]);
+    wait_listening(&net.far, "tcp", 9000);
+    let reply = exec_ok(
+        ns,
+        &["sh", "-c", &format!("printf out | nc -N -w 3 {FAR} 9000")],
+    );
+    assert_eq!(reply, "echo:out");
+    let (seen, _) = server.wait(Duration::from_secs(10));
+    peer_seen(&seen)
+}
+
 fn one_mapping(host_port: u16) -> Value {
     json!([{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}])
 }
@@ -408,28 +439,11 @@ fn add_publishes_masquerades_check_and_del() {
 
     // Published: far side -> uplink:8088 -> container:80; the server sees the far side.
     let ns = &net.containers[0];
-    let server = Background::spawn(ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
-    wait_listening(ns, "tcp", 80);
-    let reply = far_client(&net, 8088, "via-cni");
-    assert_eq!(
-        text(&reply.stdout),
-        "echo:via-cni",
-        "{}",
-        text(&reply.stderr)
-    );
-    let (seen, _) = server.wait(Duration::from_secs(10));
-    assert_eq!(peer_seen(&seen).0, FAR.parse::<Ipv4Addr>().expect("addr"));
+    let seen = published_exchange(&net, ns, 8088, "via-cni");
+    assert_eq!(seen.0, FAR.parse::<Ipv4Addr>().expect("addr"));
 
     // Masquerade: the far side sees the uplink address and a SNAT port.
-    let server = Background::spawn(&net.far, &["python3", "-c", TCP_ECHO_ONCE, FAR, "9000"]);
-    wait_listening(&net.far, "tcp", 9000);
-    let reply = exec_ok(
-        ns,
-        &["sh", "-c", &format!("printf out | nc -N -w 3 {FAR} 9000")],
-    );
-    assert_eq!(reply, "echo:out");
-    let (seen, _) = server.wait(Duration::from_secs(10));
-    let (addr, port) = peer_seen(&seen);
+    let (addr, port) = masqueraded_exchange(&net, ns);
     assert_eq!(
         addr,
         UPLINK_HOST.parse::<Ipv4Addr>().expect("addr"),
@@ -947,28 +961,10 @@ fn real_bridge_and_host_local_chain() {
         "netfast-cni passes the bridge's result on unchanged"
     );
 
-    let server = Background::spawn(&ns, &["python3", "-c", TCP_ECHO_ONCE, "0.0.0.0", "80"]);
-    wait_listening(&ns, "tcp", 80);
-    let reply = far_client(&net, 8088, "real-bridge");
+    let seen = published_exchange(&net, &ns, 8088, "real-bridge");
+    assert_eq!(seen.0, FAR.parse::<Ipv4Addr>().expect("addr"));
     assert_eq!(
-        text(&reply.stdout),
-        "echo:real-bridge",
-        "{}",
-        text(&reply.stderr)
-    );
-    let (seen, _) = server.wait(Duration::from_secs(10));
-    assert_eq!(peer_seen(&seen).0, FAR.parse::<Ipv4Addr>().expect("addr"));
-
-    let server = Background::spawn(&net.far, &["python3", "-c", TCP_ECHO_ONCE, FAR, "9000"]);
-    wait_listening(&net.far, "tcp", 9000);
-    let reply = exec_ok(
-        &ns,
-        &["sh", "-c", &format!("printf out | nc -N -w 3 {FAR} 9000")],
-    );
-    assert_eq!(reply, "echo:out");
-    let (seen, _) = server.wait(Duration::from_secs(10));
-    assert_eq!(
-        peer_seen(&seen).0,
+        masqueraded_exchange(&net, &ns).0,
         UPLINK_HOST.parse::<Ipv4Addr>().expect("addr")
     );
     let ruleset = exec_ok(&net.host, &["nft", "list", "ruleset"]);
@@ -1024,12 +1020,6 @@ fn run_watches_a_cni_instance() {
     let mut net = Net::new();
     let c = net.container(1);
     net.add(&c, one_mapping(8088)).expect_ok("ADD");
-    let _server = Background::spawn(
-        &c.netns.replace("/run/netns/", ""),
-        &["python3", "-c", TCP_ECHO_ONCE, &c.address.to_string(), "80"],
-    );
-    wait_listening(&c.netns.replace("/run/netns/", ""), "tcp", 80);
-
     let mut run = Daemon::spawn(
         &net.host,
         &[
@@ -1043,13 +1033,7 @@ fn run_watches_a_cni_instance() {
     );
     run.wait_for("netfast: running instance", Duration::from_secs(30));
     let at = metrics_addr(&run);
-    let client = far_client(&net, 8088, "through-cni");
-    assert_eq!(
-        text(&client.stdout),
-        "echo:through-cni",
-        "{}",
-        text(&client.stderr)
-    );
+    published_exchange(&net, &net.containers[0], 8088, "through-cni");
 
     let labels = format!("netfast_instance=\"{}\"", net.instance);
     let (status, _, body) = http_get(&net.host, at, "/metrics");
@@ -1118,22 +1102,5 @@ fn a_second_instance_on_the_same_uplink_is_refused() {
     assert!(!Path::new("/sys/fs/bpf/netfast").join(&other).exists());
     assert!(!Path::new("/run/netfast").join(&other).exists());
     // The first network still works.
-    let _server = Background::spawn(
-        &c1.netns.replace("/run/netns/", ""),
-        &[
-            "python3",
-            "-c",
-            TCP_ECHO_ONCE,
-            &c1.address.to_string(),
-            "80",
-        ],
-    );
-    wait_listening(&c1.netns.replace("/run/netns/", ""), "tcp", 80);
-    let client = far_client(&net, 8088, "first");
-    assert_eq!(
-        text(&client.stdout),
-        "echo:first",
-        "{}",
-        text(&client.stderr)
-    );
+    published_exchange(&net, &net.containers[0], 8088, "first");
 }
