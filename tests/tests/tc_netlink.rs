@@ -413,30 +413,35 @@ fn xdp_mode_has_its_tc_fallback_as_a_netlink_filter() {
 fn a_clsact_qdisc_with_someone_elses_filter_stays() {
     let sb = Sandbox::up("kfqd", IngressMode::Tc, "");
     let host = sb.host();
-    // The operator's: a u32 filter ahead of netfast's that matches nothing of the
+    // Someone else's: a u32 filter ahead of netfast's that matches nothing of the
     // test's traffic (TEST-NET-1), so classification goes on to netfast's filter
     // (a classid, not an action: this kernel has no act_gact).
-    let theirs = [
-        "tc",
-        "filter",
-        "add",
-        "dev",
-        UPLINK,
-        "ingress",
-        "pref",
-        "1",
-        "protocol",
-        "ip",
-        "u32",
-        "match",
-        "ip",
-        "dst",
-        "192.0.2.1/32",
-        "flowid",
-        "1:1",
-    ];
+    let add_theirs = |dev: &str, hook: &str| {
+        exec_ok(
+            &host,
+            &[
+                "tc",
+                "filter",
+                "add",
+                "dev",
+                dev,
+                hook,
+                "pref",
+                "1",
+                "protocol",
+                "ip",
+                "u32",
+                "match",
+                "ip",
+                "dst",
+                "192.0.2.1/32",
+                "flowid",
+                "1:1",
+            ],
+        )
+    };
     exec_ok(&host, &["tc", "qdisc", "add", "dev", UPLINK, "clsact"]);
-    exec_ok(&host, &theirs);
+    add_theirs(UPLINK, "ingress");
     let u32_on = |dev: &str, hook: &str| {
         exec_ok(&host, &["tc", "filter", "show", "dev", dev, hook]).contains(" u32 ")
     };
@@ -448,28 +453,7 @@ fn a_clsact_qdisc_with_someone_elses_filter_stays() {
     // netfast added the clsact of each container veth; put a filter of someone else
     // on one of them.
     let veth = &veths[1];
-    exec_ok(
-        &host,
-        &[
-            "tc",
-            "filter",
-            "add",
-            "dev",
-            veth,
-            "egress",
-            "pref",
-            "1",
-            "protocol",
-            "ip",
-            "u32",
-            "match",
-            "ip",
-            "dst",
-            "192.0.2.1/32",
-            "flowid",
-            "1:1",
-        ],
-    );
+    add_theirs(veth, "egress");
 
     let out = re_up(&sb, IngressMode::Tc, "tc_attach = \"tcx\"");
     one_program_per_hook(&sb, &veths, false);
