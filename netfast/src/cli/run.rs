@@ -85,13 +85,11 @@ pub fn run_instance(
         }
         .into());
     }
-    let pinned = PinnedInstance::open(name)?;
-    let capacity = pinned
-        .map_fill()
-        .context("while reading the conntrack map's capacity")?
-        .iter()
-        .find(|fill| fill.name == netfast_common::names::MAP_CONNTRACK)
-        .map_or(0, |fill| fill.capacity);
+    // The capacity only: `map_fill` would walk every map's keys for it.
+    let capacity = PinnedInstance::open(name)?
+        .conntrack(netfast::conntrack::Table::Assured)
+        .context("while opening the conntrack map")?
+        .capacity();
     let state = netfast::instance::state_dir(name);
     std::fs::create_dir_all(&state)
         .with_context(|| format!("while creating {}", state.display()))?;
