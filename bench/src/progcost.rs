@@ -29,7 +29,7 @@ use netfast_common::{
 };
 use serde::Serialize;
 
-use netfast::bpf::maps::conntrack_map_entries;
+use netfast::bpf::{maps::conntrack_map_entries, prog_load::load_retrying};
 
 use crate::{BenchError, stats::Summary};
 
@@ -438,14 +438,14 @@ pub fn measure_classes_routed(
             .ok_or_else(|| missing(name))?
             .try_into()
             .map_err(|e| bpf(name, e))?;
-        p.load().map_err(|e| bpf(name, e))?;
+        load_retrying(|| p.load()).map_err(|e| bpf(name, e))?;
     }
     let p: &mut Xdp = ebpf
         .program_mut(PROG_UPLINK_INGRESS_XDP)
         .ok_or_else(|| missing(PROG_UPLINK_INGRESS_XDP))?
         .try_into()
         .map_err(|e| bpf(PROG_UPLINK_INGRESS_XDP, e))?;
-    p.load().map_err(|e| bpf(PROG_UPLINK_INGRESS_XDP, e))?;
+    load_retrying(|| p.load()).map_err(|e| bpf(PROG_UPLINK_INGRESS_XDP, e))?;
     configure(&mut ebpf)?;
 
     let fd_of = |ebpf: &Ebpf, name: &'static str| -> Result<RawFd, BenchError> {

@@ -13,6 +13,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, ProgramArray},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
+use netfast::bpf::prog_load::load_retrying;
 use netfast_common::{
     Backend, Counter, CtEntry, CtTuple, DatapathConfig, Endpoint, PublishKey,
     names::{
@@ -305,8 +306,7 @@ impl Datapath {
                 .unwrap_or_else(|| panic!("the object has no program {name}"))
                 .try_into()
                 .unwrap_or_else(|err| panic!("{name} is not a SchedClassifier: {err}"));
-            program
-                .load()
+            load_retrying(|| program.load())
                 .unwrap_or_else(|err| panic!("the verifier rejected {name}: {err:?}"));
         }
         // `container_ingress_tc` tail-calls hairpin, as `netfast up` sets it up.
@@ -332,8 +332,7 @@ impl Datapath {
             .unwrap_or_else(|| panic!("the object has no program {name}"))
             .try_into()
             .unwrap_or_else(|err| panic!("{name} is not an Xdp program: {err}"));
-        program
-            .load()
+        load_retrying(|| program.load())
             .unwrap_or_else(|err| panic!("the verifier rejected {name}: {err:?}"));
         Self { ebpf }
     }

@@ -4,6 +4,8 @@
 //! failure on a kernel whose verifier prunes less. Cilium keeps complexity tests for
 //! the same reason.
 
+use netfast::bpf::prog_load::load_retrying;
+use netfast_common::names::PROG_CONTAINER_HAIRPIN_TC;
 use netfast_tests::harness::{Datapath, Prog};
 
 /// Half the kernel's limit: room for other kernels' verifiers, which prune
@@ -53,8 +55,7 @@ fn the_host_local_programs_verify_small() {
             .unwrap_or_else(|| panic!("the object has no program {name}"))
             .try_into()
             .unwrap_or_else(|err| panic!("{name} is not a CgroupSockAddr: {err}"));
-        program
-            .load()
+        load_retrying(|| program.load())
             .unwrap_or_else(|err| panic!("the verifier rejected {name}: {err:?}"));
         let verified = program
             .info()
@@ -71,4 +72,87 @@ fn the_host_local_programs_verify_small() {
         );
     }
     eprintln!("verified instructions: {}", report.join(", "));
+}
+
+/// A signal for the loading thread stops the verifier with `EAGAIN` (kernel
+/// `do_check`), mid-program; the load is tried again, as libbpf does, so a signal
+/// never fails `up`. This is how CI once failed: a SIGCHLD from another test's child,
+/// queued for the process while the forking thread blocked signals, woke the thread
+/// that was verifying `container_hairpin_tc` (seconds of verification with a log).
+///
+/// Signals arrive every 20 ms for as long as the first load runs, so it fails whatever
+/// the kernel's speed (aya's own retry with a verifier log is interrupted too); then
+/// they stop, and the next attempt must load the program.
+#[test]
+fn a_signal_during_verification_does_not_fail_the_load() {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        thread,
+        time::Duration,
+    };
+
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+    extern "C" fn do_nothing(_: libc::c_int) {}
+    netfast_tests::harness::require_root();
+    // A handler, so that the signal is delivered rather than discarded when sent.
+    let action = SigAction::new(
+        SigHandler::Handler(do_nothing),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(Signal::SIGUSR1, &action) }.expect("installing a SIGUSR1 handler");
+
+    let object = netfast::bpf::object::object()
+        .expect("netfast was built without its eBPF object; rebuild without AYA_BUILD_SKIP");
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(object)
+        .unwrap_or_else(|err| panic!("loading the datapath object failed: {err}"));
+    let name = PROG_CONTAINER_HAIRPIN_TC;
+    let program: &mut aya::programs::SchedClassifier = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("the object has no program {name}"))
+        .try_into()
+        .unwrap_or_else(|err| panic!("{name} is not a SchedClassifier: {err}"));
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    // SAFETY: pthread_self has no preconditions. The thread it names outlives the
+    // sender, which is joined before this function returns.
+    let loading_thread = unsafe { libc::pthread_self() };
+    let sender = thread::spawn({
+        let attempts = Arc::clone(&attempts);
+        move || {
+            let mut sent = 0;
+            while attempts.load(Ordering::SeqCst) <= 1 {
+                if attempts.load(Ordering::SeqCst) == 1 {
+                    // SAFETY: the loading thread is alive (see above).
+                    let rc = unsafe { libc::pthread_kill(loading_thread, libc::SIGUSR1) };
+                    assert_eq!(rc, 0, "pthread_kill");
+                    sent += 1;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            sent
+        }
+    });
+    let loaded = load_retrying(|| {
+        attempts.fetch_add(1, Ordering::SeqCst);
+        program.load()
+    });
+    attempts.fetch_add(1, Ordering::SeqCst);
+    let sent = sender.join().expect("the signal sender");
+    loaded.unwrap_or_else(|err| {
+        panic!("{name} did not load with {sent} signals during the first attempt: {err:?}")
+    });
+    // The last count is the one after the load.
+    let attempts = attempts.load(Ordering::SeqCst) - 1;
+    assert!(
+        attempts >= 2 && sent > 0,
+        "{sent} signals during the first load of {name} should have failed it; \
+         it took {attempts} attempt(s)"
+    );
 }

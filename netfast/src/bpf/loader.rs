@@ -47,6 +47,7 @@ use super::{
         HOST_LOCAL_LINK_NAMES, LEGACY_MAP_NAMES, LINK_NAMES, MAP_NAMES, container_link_name,
         container_links, ensure_bpffs, pin_dir, remove_pin,
     },
+    prog_load::load_retrying,
     tc_netlink::{Clsact, TcFilter, TcFilters, direction},
 };
 use crate::host::cgroup::cgroup_id;
@@ -815,7 +816,7 @@ fn set_container_calls(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     let name = PROG_CONTAINER_HAIRPIN_TC;
     let program_error = |source| DatapathError::Program { name, source };
     let program: &mut SchedClassifier = program_mut(ebpf, name)?;
-    program.load().map_err(program_error)?;
+    load_retrying(|| program.load()).map_err(program_error)?;
     let fd = program
         .fd()
         .map_err(program_error)?
@@ -886,7 +887,7 @@ fn attach_host_local(
         let link_path = dir.join(link_name);
         let program_error = |source| DatapathError::Program { name, source };
         let program: &mut CgroupSockAddr = program_mut(ebpf, name)?;
-        program.load().map_err(program_error)?;
+        load_retrying(|| program.load()).map_err(program_error)?;
         let pinned = match link_info(&link_path) {
             Ok(info) => Some(info),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -1085,7 +1086,7 @@ fn attach_tc(
     let program: &mut SchedClassifier = program_mut(ebpf, name)?;
     // One program, many links: `container_ingress_tc` goes on every container veth.
     if program.fd().is_err() {
-        program.load().map_err(program_error)?;
+        load_retrying(|| program.load()).map_err(program_error)?;
     }
     let direction = direction(attach_type);
     let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
@@ -1221,7 +1222,7 @@ fn attach_xdp(
     let name = PROG_UPLINK_INGRESS_XDP;
     let program_error = |source| DatapathError::Program { name, source };
     let program: &mut Xdp = program_mut(ebpf, name)?;
-    program.load().map_err(program_error)?;
+    load_retrying(|| program.load()).map_err(program_error)?;
     let mut native = None;
     let (link_id, attached, mode) = match pinned_link::<XdpLink>(link_path)? {
         PinnedAs::Same(old) => (

@@ -3,6 +3,7 @@
 //! - [`object`]: the datapath object embedded in this binary and the map shapes it defines;
 //! - [`pins`]: where an instance's maps and links live on bpffs;
 //! - [`layout`]: the check that refuses maps another build wrote;
+//! - [`prog_load`]: `BPF_PROG_LOAD`, tried again when a signal interrupted the verifier;
 //! - [`loader`]: load, attach and pin; fill CONFIG and PUBLISHED_PORTS;
 //! - [`maps`]: the one way to open a pinned map, and a typed handle per map;
 //! - [`pinned`]: a running instance's maps and links, for the operator commands;
@@ -24,6 +25,7 @@ pub mod maps;
 pub mod object;
 pub mod pinned;
 pub mod pins;
+pub mod prog_load;
 pub mod tc_netlink;
 
 pub use error::DatapathError;
