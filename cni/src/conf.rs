@@ -11,7 +11,10 @@ use std::{net::Ipv4Addr, ops::RangeInclusive};
 use ipnet::Ipv4Net;
 use netfast::{
     cni_instance::{CniNetwork, PortMapping},
-    config::{CONNTRACK_CAPACITY_MAX, CONNTRACK_CAPACITY_MIN, DEFAULT_SNAT_PORTS},
+    config::{
+        CONNTRACK_CAPACITY_MAX, CONNTRACK_CAPACITY_MIN, CgroupSetting, DEFAULT_SNAT_PORTS,
+        parse_cgroup,
+    },
     publish::Protocol,
 };
 use netfast_common::names::CONNTRACK_CAPACITY;
@@ -20,13 +23,14 @@ use serde_json::{Map, Value};
 use crate::spec::{CniError, Code, SUPPORTED_VERSIONS};
 
 /// The keys this plugin reads (beside prevResult and the spec's own).
-pub const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 7] = [
     "instance",
     "uplink",
     "masquerade",
     "snatPorts",
     "conntrack",
     "fastPath",
+    "hostLocal",
 ];
 /// The spec's keys of a plugin config, which libcni fills in.
 const SPEC_KEYS: [&str; 8] = [
@@ -203,6 +207,42 @@ fn conntrack_capacity(obj: &Map<String, Value>) -> Result<u32, CniError> {
         Some(other) => Err(invalid(format!(
             "conntrack capacity (conntrack.capacity) is {}: {other}, not a number; write a whole \
              number from {min} to {max}, like {CONNTRACK_CAPACITY}",
+            kind(other)
+        ))),
+    }
+}
+
+/// `hostLocal`: an object with `cgroup`, `"auto"` (the cgroup2 mount's root: every
+/// process of the host) or the absolute path of a cgroup2 directory, as
+/// `[host_local] cgroup` of a config file. Whether the path is a cgroup2 directory
+/// ADD checks, on the machine.
+fn host_local(obj: &Map<String, Value>) -> Result<Option<CgroupSetting>, CniError> {
+    const FIX: &str = "write {\"cgroup\": \"auto\"} (every process of the host), or a cgroup2 \
+                       directory's path for \"cgroup\"";
+    let table = match obj.get("hostLocal") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(t)) => t,
+        Some(other) => {
+            return Err(invalid(format!(
+                "hostLocal (hostLocal) is {}: {other}, not an object; {FIX}",
+                kind(other)
+            )));
+        }
+    };
+    if let Some(k) = table.keys().find(|k| *k != "cgroup") {
+        return Err(invalid(format!(
+            "hostLocal.{k} (hostLocal.{k}) is not a key of hostLocal; {FIX}"
+        )));
+    }
+    match table.get("cgroup") {
+        Some(Value::String(text)) => parse_cgroup(text, "hostLocal.cgroup")
+            .map(Some)
+            .map_err(invalid),
+        None | Some(Value::Null) => Err(invalid(format!(
+            "hostLocal.cgroup (hostLocal.cgroup) is missing; {FIX}"
+        ))),
+        Some(other) => Err(invalid(format!(
+            "hostLocal.cgroup (hostLocal.cgroup) is {}: {other}, not a string; {FIX}",
             kind(other)
         ))),
     }
@@ -424,6 +464,7 @@ pub fn parse(obj: &Map<String, Value>) -> Result<PluginConf, CniError> {
         None => DEFAULT_SNAT_PORTS,
     };
     let conntrack_capacity = conntrack_capacity(obj)?;
+    let host_local = host_local(obj)?;
     let (port_mappings, skipped) = port_mappings(obj)?;
     let prev_result = match obj.get("prevResult") {
         None | Some(Value::Null) => None,
@@ -450,6 +491,7 @@ pub fn parse(obj: &Map<String, Value>) -> Result<PluginConf, CniError> {
             snat_ports,
             conntrack_capacity,
             fast_path,
+            host_local,
         },
         port_mappings,
         skipped,
@@ -568,6 +610,21 @@ mod tests {
         assert_eq!(c.network.snat_ports, DEFAULT_SNAT_PORTS);
         assert_eq!(c.network.conntrack_capacity, CONNTRACK_CAPACITY);
         assert!(c.port_mappings.is_empty() && c.prev_result.is_none());
+        assert_eq!(c.network.host_local, None);
+    }
+
+    #[test]
+    fn host_local_takes_auto_or_a_path() {
+        let cgroup = |extra: &str| conf(extra).expect(extra).network.host_local;
+        assert_eq!(
+            cgroup(r#","hostLocal":{"cgroup":"auto"}"#),
+            Some(CgroupSetting::Auto)
+        );
+        assert_eq!(
+            cgroup(r#","hostLocal":{"cgroup":"/sys/fs/cgroup/netfast"}"#),
+            Some(CgroupSetting::Path("/sys/fs/cgroup/netfast".into()))
+        );
+        assert_eq!(cgroup(r#","hostLocal":null"#), None);
     }
 
     /// Each bad value is code 7 (1 for the version, 2 for an unsupported conntrack
@@ -587,6 +644,11 @@ mod tests {
             (r#","conntrack":{"capacity":5}"#, 7, &["(conntrack.capacity)", "1024"]),
             (r#","conntrack":{"capacity":"big"}"#, 7, &["(conntrack.capacity)", "not a number"]),
             (r#","conntrack":{"udp":30}"#, 2, &["(conntrack.udp)"]),
+            (r#","hostLocal":true"#, 7, &["(hostLocal)", "not an object", r#"{"cgroup": "auto"}"#]),
+            (r#","hostLocal":{}"#, 7, &["(hostLocal.cgroup)", "missing"]),
+            (r#","hostLocal":{"cgroup":5}"#, 7, &["(hostLocal.cgroup)", "not a string"]),
+            (r#","hostLocal":{"cgroup":"netfast"}"#, 7, &["\"netfast\" (hostLocal.cgroup)", "not an absolute path", "\"auto\""]),
+            (r#","hostLocal":{"cgroups":"auto"}"#, 7, &["(hostLocal.cgroups)", "not a key of hostLocal"]),
             (r#","runtimeConfig":{"portMappings":[{"hostPort":"80","containerPort":80}]}"#, 7, &["portMappings[0].hostPort", "not a number"]),
             (r#","runtimeConfig":{"portMappings":[{"hostPort":70000,"containerPort":80}]}"#, 7, &["portMappings[0].hostPort", "1 to 65535"]),
             (r#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"sctp"}]}"#, 7, &["portMappings[0].protocol", "sctp"]),

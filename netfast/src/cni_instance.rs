@@ -33,12 +33,14 @@ use serde::{Deserialize, Serialize};
 use crate::{
     bpf::{
         self, DatapathError, DatapathSpec, EndpointSpec, IngressMode, PinnedError, PinnedInstance,
+        loader::HostLocalSpec,
         maps::EndpointsMap,
         pins::{INSTANCE_NAME_FIX, container_link_name, instance_name_problem, pin_dir},
     },
+    config::CgroupSetting,
     conntrack::FlowFilter,
     host::{
-        netlink,
+        cgroup, netlink,
         netns::{self, NetnsError},
         topology::{self, TopologyError},
     },
@@ -69,6 +71,9 @@ pub struct CniNetwork {
     pub conntrack_capacity: u32,
     /// `fastPath`.
     pub fast_path: bool,
+    /// `hostLocal.cgroup`: host-local access for the processes in that cgroup2
+    /// directory (`[host_local]` of a config file); None: off.
+    pub host_local: Option<CgroupSetting>,
 }
 
 /// One `runtimeConfig.portMappings` entry.
@@ -402,16 +407,81 @@ fn cni_topology(net: &CniNetwork, uplink: &str, subnet: Option<Ipv4Net>) -> Vec<
             "masquerade.subnet".to_owned(),
             subnet.map_or_else(|| "none".to_owned(), |s| s.to_string()),
         ),
+        (
+            HOST_LOCAL_KEY.to_owned(),
+            net.host_local
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), ToString::to_string),
+        ),
     ]
 }
+
+/// The topology key of `hostLocal.cgroup` as the first ADD set it ("none": off).
+const HOST_LOCAL_KEY: &str = "hostLocal.cgroup";
 
 fn topology_value<'a>(t: &'a [(String, String)], key: &str) -> Option<&'a str> {
     t.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// `hostLocal.cgroup` as the first ADD applies it: the cgroup2 directory and the
+/// addresses that count as the host (HOST_ADDRS: every IPv4 address of the host
+/// namespace now, the bridge's included, as the bridge plugin made it before this
+/// plugin runs), with the host namespace's cookie for CONFIG. Err names the key and
+/// the fix: a kernel without the cgroup sock_addr hooks, a path that is no cgroup2
+/// directory.
+async fn host_local_spec(
+    setting: &CgroupSetting,
+    features: &bpf::features::Features,
+    host: &rtnetlink::Handle,
+) -> Result<(HostLocalSpec, u64)> {
+    const KEY: &str = "hostLocal.cgroup";
+    if !features.sock_addr.on {
+        return Err(CniError::Invalid(format!(
+            "host-local cgroup \"{setting}\" ({KEY}): host-local access needs the cgroup \
+             sock_addr hooks, and {}; remove hostLocal from the network config, or run a \
+             kernel that has them (Linux 5.14 or later)",
+            features
+                .sock_addr
+                .why
+                .as_deref()
+                .unwrap_or("they are missing")
+        )));
+    }
+    let cgroup = instance::resolve_cgroup(setting, KEY).map_err(CniError::Invalid)?;
+    let cookie = cgroup::netns_cookie().map_err(|e| {
+        CniError::Invalid(format!(
+            "host-local cgroup \"{setting}\" ({KEY}): {e}; remove hostLocal from the network \
+             config"
+        ))
+    })?;
+    let mut addrs: Vec<(Ipv4Addr, u32)> = Vec::new();
+    for a in topology::host_ipv4_addresses(host).await? {
+        let addr = a.local.addr();
+        // Loopback the programs know themselves.
+        if !addr.is_loopback() && !addrs.iter().any(|(known, _)| *known == addr) {
+            addrs.push((addr, a.index));
+        }
+    }
+    Ok((HostLocalSpec { cgroup, addrs }, cookie))
+}
+
+/// `hostLocal.cgroup` as a topology value says it, for messages.
+fn host_local_words(value: &str) -> String {
+    match value {
+        "none" => "off".to_owned(),
+        cgroup => format!("on cgroup {cgroup}"),
+    }
+}
+
 /// True when the manifest's owner marks a CNI instance.
 pub fn is_cni_owner(owner: &Owner) -> bool {
-    topology_value(&owner.topology, TOPOLOGY_KEY).is_some()
+    cni_network(owner).is_some()
+}
+
+/// The CNI network of an instance a netfast-cni ADD brought up (the manifest's
+/// owner); None for any other instance.
+pub fn cni_network(owner: &Owner) -> Option<String> {
+    topology_value(&owner.topology, TOPOLOGY_KEY).map(str::to_owned)
 }
 
 /// Whether `a` and `b` claim the same host port: same protocol and port, and the
@@ -555,32 +625,39 @@ async fn add_locked(
     let wanted_subnet = net.masquerade.then_some(subnet);
     let topology = cni_topology(net, &uplink.name, wanted_subnet);
     if let Some(owner) = &owner {
-        for key in ["uplink", "masquerade.subnet"] {
+        for key in ["uplink", "masquerade.subnet", HOST_LOCAL_KEY] {
+            // A manifest from before a key existed had that setting off.
             let (theirs, mine) = (
-                topology_value(&owner.topology, key),
-                topology_value(&topology, key),
+                topology_value(&owner.topology, key).unwrap_or("none"),
+                topology_value(&topology, key).unwrap_or("none"),
             );
-            if theirs != mine {
-                let theirs = theirs.unwrap_or("none");
-                let mine = mine.unwrap_or("none");
-                let what = if key == "uplink" {
-                    format!(
-                        "uplink (uplink): instance \"{}\" is attached to {theirs}, this ADD \
-                         asks for {mine}; set \"uplink\" to {theirs}, or take the instance down \
-                         first (`netfast down --instance {}`) once no container uses it",
-                        net.instance, net.instance
-                    )
-                } else {
-                    format!(
-                        "masquerade (masquerade): instance \"{}\" masquerades {theirs} (its \
-                         first ADD decided), but container {} has address {} ({mine}); one \
-                         instance serves one container subnet: give this network its own \
-                         \"instance\"",
-                        net.instance, att.container_id, att.address
-                    )
-                };
-                return Err(CniError::Invalid(what));
+            if theirs == mine {
+                continue;
             }
+            let instance = &net.instance;
+            let what = match key {
+                "uplink" => format!(
+                    "uplink (uplink): instance \"{instance}\" is attached to {theirs}, this ADD \
+                     asks for {mine}; set \"uplink\" to {theirs}, or take the instance down \
+                     first (`netfast down --instance {instance}`) once no container uses it"
+                ),
+                HOST_LOCAL_KEY => format!(
+                    "hostLocal.cgroup (hostLocal.cgroup): instance \"{instance}\" has host-local \
+                     access {} (its first ADD decided), this ADD asks for {}; write the same \
+                     hostLocal in the network config, or take the instance down (`netfast down \
+                     --instance {instance}`) once no container uses it",
+                    host_local_words(theirs),
+                    host_local_words(mine)
+                ),
+                _ => format!(
+                    "masquerade (masquerade): instance \"{instance}\" masquerades {theirs} (its \
+                     first ADD decided), but container {} has address {} ({mine}); one \
+                     instance serves one container subnet: give this network its own \
+                     \"instance\"",
+                    att.container_id, att.address
+                ),
+            };
+            return Err(CniError::Invalid(what));
         }
     }
 
@@ -611,6 +688,13 @@ async fn add_locked(
             .unwrap_or(bpf::TcAttach::Netlink);
         let mut config = datapath_config(net, uplink_addr, wanted_subnet, &ephemeral);
         config.fast_path = u8::from(features.fast_path(config.fast_path != 0).0);
+        let host_local = match &net.host_local {
+            Some(setting) => Some(host_local_spec(setting, &features, host).await?),
+            None => None,
+        };
+        if let Some((_, cookie)) = &host_local {
+            config.host_netns_cookie = *cookie;
+        }
         let spec = DatapathSpec {
             instance: net.instance.clone(),
             uplink: uplink.name.clone(),
@@ -621,7 +705,7 @@ async fn add_locked(
             endpoints: Vec::new(),
             conntrack_capacity: net.conntrack_capacity,
             config_path: None,
-            host_local: None,
+            host_local: host_local.as_ref().map(|(spec, _)| spec.clone()),
         };
         let pins_existed = pins.exists();
         match bpf::attach(&spec) {
@@ -640,6 +724,12 @@ async fn add_locked(
         m.merge(&[Created::Datapath {
             instance: net.instance.clone(),
         }]);
+        if let Some((spec, _)) = &host_local {
+            m.merge(&[Created::HostLocal {
+                instance: net.instance.clone(),
+                cgroup: spec.cgroup.display().to_string(),
+            }]);
+        }
         m.owner = Some(Owner {
             netns: here,
             config: None,

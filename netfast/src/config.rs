@@ -423,7 +423,10 @@ impl Config {
 
         let host_local = raw
             .host_local
-            .map(|h| parse_cgroup(&h.cgroup).map(|cgroup| HostLocalConfig { cgroup }))
+            .map(|h| {
+                parse_cgroup(&h.cgroup, "host_local.cgroup")
+                    .map(|cgroup| HostLocalConfig { cgroup })
+            })
             .transpose()
             .map_err(in_file)?;
 
@@ -1208,16 +1211,17 @@ fn parse_conntrack(raw: &RawConntrack) -> Result<ConntrackConfig, String> {
     })
 }
 
-/// `[host_local] cgroup`: `"auto"` or an absolute path. Whether the path is a
-/// cgroup2 directory is `up`'s to check, on the machine.
-fn parse_cgroup(text: &str) -> Result<CgroupSetting, String> {
+/// `[host_local] cgroup` (or netfast-cni's `hostLocal.cgroup`, named by `key`):
+/// `"auto"` or an absolute path. Whether the path is a cgroup2 directory is `up`'s
+/// to check, on the machine. Err is one sentence naming the value, `key` and the fix.
+pub fn parse_cgroup(text: &str, key: &str) -> Result<CgroupSetting, String> {
     if text == "auto" {
         return Ok(CgroupSetting::Auto);
     }
     let path = Path::new(text);
     if !path.is_absolute() {
         return Err(format!(
-            "host-local cgroup \"{text}\" (host_local.cgroup): not an absolute path; give {}, \
+            "host-local cgroup \"{text}\" ({key}): not an absolute path; give {}, \
              or \"auto\" for the root of the cgroup2 mount",
             cgroup_path_hint(cgroup_example().as_deref())
         ));

@@ -769,16 +769,15 @@ pub struct HostLocalPlan {
     pub addrs: Vec<(Ipv4Addr, u32)>,
 }
 
-/// Resolves and checks `[host_local] cgroup`: "auto" is the cgroup2 mount's root; a
-/// path must be a cgroup2 directory. Err is one sentence naming the value and the fix.
-pub fn resolve_cgroup(setting: &CgroupSetting) -> std::result::Result<PathBuf, String> {
+/// Resolves and checks `[host_local] cgroup` (or the setting `key` names): "auto" is
+/// the cgroup2 mount's root; a path must be a cgroup2 directory. Err is one sentence
+/// naming the value, `key` and the fix.
+pub fn resolve_cgroup(setting: &CgroupSetting, key: &str) -> std::result::Result<PathBuf, String> {
     let mount = cgroup::cgroup2_mount();
     let path = match (setting, &mount) {
         (CgroupSetting::Auto, Ok(m)) => return Ok(m.clone()),
         (CgroupSetting::Auto, Err(e)) => {
-            return Err(format!(
-                "host-local cgroup \"auto\" (host_local.cgroup): {e}"
-            ));
+            return Err(format!("host-local cgroup \"auto\" ({key}): {e}"));
         }
         (CgroupSetting::Path(p), _) => p,
     };
@@ -795,7 +794,7 @@ pub fn resolve_cgroup(setting: &CgroupSetting) -> std::result::Result<PathBuf, S
         Err(e) => e.to_string(),
     };
     Err(format!(
-        "host-local cgroup \"{}\" (host_local.cgroup) {why}, so the host-local programs \
+        "host-local cgroup \"{}\" ({key}) {why}, so the host-local programs \
          cannot attach there; {fix}",
         path.display()
     ))
@@ -961,7 +960,7 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
         None => None,
         Some(h) => {
             let cookie = cgroup::netns_cookie().map_err(|e| e.to_string());
-            match (resolve_cgroup(&h.cgroup), cookie) {
+            match (resolve_cgroup(&h.cgroup, "host_local.cgroup"), cookie) {
                 (Ok(cgroup), Ok(netns_cookie)) => Some(HostLocalPlan {
                     cgroup,
                     netns_cookie,

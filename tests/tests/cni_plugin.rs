@@ -1104,3 +1104,140 @@ fn a_second_instance_on_the_same_uplink_is_refused() {
     // The first network still works.
     published_exchange(&net, &net.containers[0], 8088, "first");
 }
+
+/// A TCP server that answers every connection with `TAG:<data>`, until killed.
+const TCP_TAGGED_ECHO: &str = "import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind((sys.argv[1],int(sys.argv[2]))); s.listen()
+while True:
+    c,a=s.accept(); d=c.recv(100); c.sendall(sys.argv[3].encode()+b':'+d); c.close()";
+
+/// A cgroup2 directory of this run's own (`<cgroup2 mount>/netfast-<prefix>`), never
+/// the machine's root cgroup; removed on drop, also when the test fails.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new(prefix: &str) -> TestCgroup {
+        let path = netfast::lab::lab_cgroup(prefix)
+            .expect("no cgroup2 is mounted: host-local tests need one");
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TestCgroup(path)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The clients that joined it have exited; their cgroup may lag a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `printf hi | nc ADDR 8088` from the host namespace, in `cgroup` (None: this
+/// process's own): the reply.
+fn host_client(net: &Net, cgroup: Option<&Path>, addr: &str) -> String {
+    let script = format!("printf hi | nc -N -w 3 {addr} 8088");
+    text(&support::exec_in_cgroup(&net.host, cgroup, &["sh", "-c", &script]).stdout)
+}
+
+/// `hostLocal`: a host process in the network's cgroup reaches a container's mapping
+/// at 127.0.0.1, the uplink's address and the bridge's, as portmap's OUTPUT rule lets
+/// it, even while the host listens on that port itself (podman's conmon holds every
+/// published port that way); a process outside the cgroup meets that listener. A
+/// hostLocal that is no cgroup2 directory is refused by name with nothing left up; a
+/// later ADD asking for other host-local settings is refused by name; `down
+/// --instance` takes the programs off the cgroup.
+#[test]
+fn host_local_reaches_the_container_from_the_host() {
+    let mut net = Net::new();
+    let cgroup = TestCgroup::new(&net.p);
+    let c = net.container(1);
+    let add = |host_local: Value, c: &Container| {
+        let conf = net.conf(json!({
+            "hostLocal": host_local,
+            "runtimeConfig": {"portMappings": one_mapping(8088)},
+            "prevResult": net.prev_result(c),
+        }));
+        net.cni("ADD", Some(c), &conf)
+    };
+
+    let (code, msg) = add(json!({"cgroup": "/tmp"}), &c).error();
+    assert_eq!(code, 7, "{msg}");
+    for needle in ["\"/tmp\" (hostLocal.cgroup)", "cgroup2"] {
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+    assert!(!net.pins().exists(), "a refused ADD left the datapath up");
+
+    let cgroup_path = cgroup.0.display().to_string();
+    add(json!({"cgroup": cgroup_path}), &c).expect_ok("ADD with hostLocal");
+    let _container = Background::spawn(
+        &net.containers[0],
+        &[
+            "python3",
+            "-c",
+            TCP_TAGGED_ECHO,
+            "0.0.0.0",
+            "80",
+            "container",
+        ],
+    );
+    let _holder = Background::spawn(
+        &net.host,
+        &["python3", "-c", TCP_TAGGED_ECHO, "0.0.0.0", "8088", "host"],
+    );
+    let status = succeeded(
+        &net.netfast(&["status", "--instance", &net.instance]),
+        "status",
+    );
+    for needle in [
+        format!("cni network: {}net", net.p),
+        format!("host-local:  on for the processes in cgroup {cgroup_path}"),
+    ] {
+        assert!(status.contains(&needle), "{status} lacks {needle:?}");
+    }
+    wait_listening(&net.containers[0], "tcp", 80);
+    wait_listening(&net.host, "tcp", 8088);
+    for addr in ["127.0.0.1", UPLINK_HOST, GATEWAY] {
+        assert_eq!(
+            host_client(&net, Some(&cgroup.0), addr),
+            "container:hi",
+            "{addr}:8088 from the cgroup"
+        );
+    }
+    assert_eq!(
+        host_client(&net, None, "127.0.0.1"),
+        "host:hi",
+        "outside the cgroup, the host's own listener answers"
+    );
+
+    let c2 = net.container(2);
+    let other = net.conf(json!({"prevResult": net.prev_result(&c2)}));
+    let (code, msg) = net.cni("ADD", Some(&c2), &other).error();
+    assert_eq!(code, 7, "{msg}");
+    for needle in [
+        "(hostLocal.cgroup)",
+        &format!("on cgroup {cgroup_path}"),
+        "asks for off",
+    ] {
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+
+    net.del(&c).expect_ok("DEL");
+    let down = succeeded(
+        &net.netfast(&["down", "--instance", &net.instance]),
+        "down --instance",
+    );
+    assert!(
+        down.contains(&format!("host-local links on cgroup {cgroup_path}")),
+        "{down}"
+    );
+    assert_eq!(
+        host_client(&net, Some(&cgroup.0), "127.0.0.1"),
+        "host:hi",
+        "after down, the cgroup's processes meet the host's listener again"
+    );
+}

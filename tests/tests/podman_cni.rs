@@ -4,7 +4,10 @@
 //! publishes through eBPF: a client in the LAN namespace fetches the container's page
 //! at the uplink address, the container reaches the LAN masqueraded (the far side sees
 //! the uplink address), the namespace's iptables and nftables hold no NAT rule and
-//! nf_conntrack no entry; `podman rm` calls DEL, which removes the mapping.
+//! nf_conntrack no entry; `podman rm` calls DEL, which removes the mapping. With
+//! `hostLocal` on the lab's cgroup, a host process in it fetches the page at
+//! 127.0.0.1:8088 and at the uplink address, past the listener podman's conmon keeps
+//! on the host port (a process outside the cgroup meets that listener and hangs).
 //!
 //! Facts this relies on (checked on the CI machine, Debian 12):
 //! - `nsenter --net`, not `ip netns exec` (which remounts /sys, so runc finds no
@@ -30,8 +33,8 @@ use std::{
 
 use netfast::lab::{self, HOST_ADDR, LAN_ADDR};
 use support::{
-    Background, exec, exec_ok, netfast, netfast_cni_bin, require_root, text, unique_prefix,
-    wait_listening,
+    Background, exec, exec_in_cgroup, exec_ok, netfast, netfast_cni_bin, require_root, text,
+    unique_prefix, wait_listening,
 };
 
 /// The container's page, served by busybox httpd.
@@ -173,13 +176,20 @@ fn podman_run_publishes_and_masquerades_through_netfast_cni() {
     let lab = lab::Lab::create(&prefix).expect("create the sandbox namespaces");
     let (host, lan) = (lab.host_ns(), lab.lan_ns());
     let bridge = format!("{prefix}b");
+    // The lab's own cgroup for hostLocal, never the machine's root cgroup.
+    let cgroup = lab
+        .cgroup()
+        .expect("no cgroup2 is mounted: hostLocal needs one")
+        .to_path_buf();
     let conflist = format!(
         r#"{{"cniVersion":"1.0.0","name":"{prefix}","plugins":[
   {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.89.7.0/24"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}},
-  {{"type":"netfast-cni","instance":"{prefix}","uplink":"{}","capabilities":{{"portMappings":true}}}}
+  {{"type":"netfast-cni","instance":"{prefix}","uplink":"{}","capabilities":{{"portMappings":true}},
+   "hostLocal":{{"cgroup":"{}"}}}}
 ]}}"#,
-        lab::UPLINK
+        lab::UPLINK,
+        cgroup.display()
     );
     let _instance = Instance(prefix.clone(), host.clone());
     let podman = Podman::new(&prefix, &host, &conflist);
@@ -225,6 +235,38 @@ fn podman_run_publishes_and_masquerades_through_netfast_cni() {
     assert!(
         listed.contains("8088") && listed.contains(id.trim()),
         "the mapping and its owner, the container:\n{listed}"
+    );
+
+    // From the host itself, in the network's cgroup: podman holds the host port with
+    // a listener of its own (conmon), and hostLocal sends the connection past it.
+    let held = exec_ok(&host, &["ss", "-Htlnp", "sport", "= :8088"]);
+    assert!(
+        held.contains("conmon"),
+        "podman's holder of port 8088: {held:?}"
+    );
+    for addr in ["127.0.0.1".to_owned(), HOST_ADDR.to_string()] {
+        let page = exec_in_cgroup(
+            &host,
+            Some(&cgroup),
+            &["curl", "-sS", "-m", "5", &format!("http://{addr}:8088/")],
+        );
+        assert_eq!(
+            text(&page.stdout).trim(),
+            PAGE,
+            "from the host to {addr}:8088: {}",
+            text(&page.stderr)
+        );
+    }
+    // Outside that cgroup, conmon's listener takes the connection and never answers:
+    // what a host process meets without hostLocal.
+    let outside = exec_in_cgroup(
+        &host,
+        None,
+        &["curl", "-sS", "-m", "2", "http://127.0.0.1:8088/"],
+    );
+    assert!(
+        text(&outside.stdout).is_empty() && text(&outside.stderr).contains("timed out"),
+        "outside the cgroup: {outside:?}"
     );
 
     // Masqueraded: the far side sees the uplink address.

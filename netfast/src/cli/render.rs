@@ -707,6 +707,10 @@ pub struct StatusView {
     pub netns: Option<String>,
     /// Set when status ran in another namespace: whether it entered the instance's.
     pub netns_note: Option<String>,
+    /// The CNI network whose netfast-cni brought the instance up; None for an
+    /// instance of `netfast up --config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni_network: Option<String>,
     pub pin_dir: String,
     pub programs: Vec<ProgramView>,
     pub config: ConfigView,
@@ -753,6 +757,12 @@ pub struct HostLocalView {
 /// How `status` tells an operator to turn host-local access on.
 pub const HOST_LOCAL_HINT: &str = "add [host_local] cgroup = \"auto\" to the config and run \
      `netfast up` again, so processes of this host reach published ports";
+
+/// [`HOST_LOCAL_HINT`] for a CNI network's instance, whose settings its first ADD
+/// decided.
+pub const CNI_HOST_LOCAL_HINT: &str = "add \"hostLocal\": {\"cgroup\": \"auto\"} to the \
+     netfast-cni entry of the network config; it applies when the instance next comes up, \
+     at the first ADD after `netfast down --instance NAME`";
 
 pub fn host_local_view(links: &[LinkStatus], host_addrs: &[(Ipv4Addr, u32)]) -> HostLocalView {
     let first = links.iter().find(|l| l.cgroup_id.is_some());
@@ -898,6 +908,9 @@ impl fmt::Display for StatusView {
                 None => writeln!(f, "netns:       {ns}")?,
             }
         }
+        if let Some(network) = &self.cni_network {
+            writeln!(f, "cni network: {network} (brought up by netfast-cni)")?;
+        }
         writeln!(f, "pins:        {}", self.pin_dir)?;
         let c = &self.config;
         writeln!(
@@ -1024,7 +1037,12 @@ impl fmt::Display for StatusView {
                 self.features.sock_addr.why.as_deref().unwrap_or("")
             )?;
         } else {
-            writeln!(f, "host-local:  off ({HOST_LOCAL_HINT})")?;
+            let hint = if self.cni_network.is_some() {
+                CNI_HOST_LOCAL_HINT
+            } else {
+                HOST_LOCAL_HINT
+            };
+            writeln!(f, "host-local:  off ({hint})")?;
         }
         writeln!(
             f,
@@ -1459,6 +1477,7 @@ icmp   61000-65535     0   4536  0.0%
         ];
         let view = StatusView {
             instance: "demo".into(),
+            cni_network: None,
             netns: Some("lab-host".into()),
             netns_note: Some("entered it: this command ran in the root network namespace".into()),
             pin_dir: "/sys/fs/bpf/netfast/demo".into(),
@@ -1549,6 +1568,21 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
             off.to_string()
                 .contains(&format!("host-local:  off ({HOST_LOCAL_HINT})")),
             "{off}"
+        );
+        // A CNI network's instance is turned on in the network config, not a file.
+        let cni = StatusView {
+            cni_network: Some("mynet".into()),
+            ..off.clone()
+        };
+        let text = cni.to_string();
+        assert!(
+            text.contains("cni network: mynet (brought up by netfast-cni)")
+                && text.contains(&format!("host-local:  off ({CNI_HOST_LOCAL_HINT})")),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::to_value(&cni).expect("json")["cni_network"],
+            "mynet"
         );
 
         // The cgroup removed under the links: status says so, and how to fix it;
@@ -1679,6 +1713,7 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
         };
         let view = StatusView {
             instance: "demo".into(),
+            cni_network: None,
             netns: None,
             netns_note: None,
             pin_dir: "/sys/fs/bpf/netfast/demo".into(),

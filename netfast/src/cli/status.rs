@@ -60,6 +60,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         instance: inst.name().to_owned(),
         netns,
         netns_note,
+        cni_network: cni_network(inst.name())?,
         pin_dir: inst.dir().display().to_string(),
         tc_attach: render::tc_attach_of(&programs),
         // Native XDP is asked of the uplink's driver: the egress program's interface.
@@ -76,6 +77,15 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     };
     super::print(&view, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CNI network that brought `instance` up, from its manifest's owner.
+fn cni_network(instance: &str) -> anyhow::Result<Option<String>> {
+    let manifest = netfast::instance::load_manifest(instance)
+        .with_context(|| format!("while reading instance {instance}'s manifest"))?;
+    Ok(manifest
+        .and_then(|m| m.owner)
+        .and_then(|owner| netfast::cni_instance::cni_network(&owner)))
 }
 
 /// Every IPv4 address of this (the host) namespace, asked of the kernel over rtnetlink.
