@@ -29,7 +29,10 @@ use netfast_common::{
 };
 use serde::Serialize;
 
-use netfast::bpf::{maps::conntrack_map_entries, prog_load::load_retrying};
+use netfast::bpf::{
+    maps::conntrack_map_entries,
+    prog_load::{load_retrying, syscall_retrying},
+};
 
 use crate::{BenchError, stats::Summary};
 
@@ -184,21 +187,26 @@ fn load_raw(prog_type: u32, insns: &[[u8; 8]], name: &str) -> Result<OwnedFd, Be
         expected_attach_type: 0,
         _rest: [0; 16],
     };
-    // SAFETY: attr and the buffers it points to live across the call; size is exact.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(BenchError::Bpf {
-            what: format!("loading the raw program {name}"),
-            detail: std::io::Error::last_os_error().to_string(),
-        });
-    }
+    let fd = syscall_retrying(|| {
+        // SAFETY: attr and the buffers it points to live across the call; size is exact.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                std::mem::size_of::<ProgLoadAttr>(),
+            )
+        };
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(fd)
+        }
+    })
+    .map_err(|e| BenchError::Bpf {
+        what: format!("loading the raw program {name}"),
+        detail: e.to_string(),
+    })?;
     // SAFETY: the kernel just handed us this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

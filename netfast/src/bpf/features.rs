@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::{
     link_info::bpf,
     loader::{IngressMode, TcAttach, TcAttachMode},
+    prog_load::syscall_retrying,
 };
 
 /// One probed feature.
@@ -441,7 +442,7 @@ fn load_trivial(
     if let Some(t) = expected_attach_type {
         load.expected_attach_type = t as u32;
     }
-    let fd = bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)?;
+    let fd = syscall_retrying(|| bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr))?;
     let fd = i32::try_from(fd).map_err(io::Error::other)?;
     // SAFETY: BPF_PROG_LOAD returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -10,6 +10,8 @@
 //! same reason (`PROG_LOAD_ATTEMPTS`, 5); aya 0.14 does not, so every load goes
 //! through [`load_retrying`].
 
+use std::io;
+
 use aya::programs::ProgramError;
 
 /// How many times [`load_retrying`] calls `BPF_PROG_LOAD` before it returns the
@@ -21,9 +23,23 @@ pub const PROG_LOAD_ATTEMPTS: usize = 5;
 ///
 /// # Errors
 /// The last attempt's error, unchanged.
-pub fn load_retrying(
-    mut load: impl FnMut() -> Result<(), ProgramError>,
-) -> Result<(), ProgramError> {
+pub fn load_retrying(load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+    retry(load, interrupted)
+}
+
+/// [`load_retrying`] for a raw `BPF_PROG_LOAD` (`load` returns the syscall's result),
+/// such as the feature probes' two-instruction programs.
+///
+/// # Errors
+/// The last attempt's error, unchanged.
+pub fn syscall_retrying<T>(load: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    retry(load, |err| err.raw_os_error() == Some(libc::EAGAIN))
+}
+
+fn retry<T, E>(
+    mut load: impl FnMut() -> Result<T, E>,
+    interrupted: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let mut attempt = 1;
     loop {
         match load() {
@@ -41,10 +57,6 @@ fn interrupted(err: &ProgramError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-
-    use aya::programs::ProgramError;
-
     use super::*;
 
     fn load_error(errno: i32) -> ProgramError {
@@ -78,6 +90,26 @@ mod tests {
         });
         assert!(matches!(result, Err(ref err) if !interrupted(err)));
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_raw_load_is_tried_again_only_when_interrupted() {
+        let mut calls = 0;
+        let fd = syscall_retrying(|| {
+            calls += 1;
+            if calls == 1 {
+                Err(io::Error::from_raw_os_error(libc::EAGAIN))
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!((fd.ok(), calls), (Some(7), 2));
+        let mut calls = 0;
+        let refused = syscall_retrying(|| -> io::Result<i64> {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert_eq!((refused.is_err(), calls), (true, 1));
     }
 
     #[test]
