@@ -224,25 +224,23 @@ fn host_local(obj: &Map<String, Value>) -> Result<Option<CgroupSetting>, CniErro
         Some(Value::Object(t)) => t,
         Some(other) => {
             return Err(invalid(format!(
-                "hostLocal (hostLocal) is {}: {other}, not an object; {FIX}",
+                "hostLocal is {}: {other}, not an object; {FIX}",
                 kind(other)
             )));
         }
     };
     if let Some(k) = table.keys().find(|k| *k != "cgroup") {
         return Err(invalid(format!(
-            "hostLocal.{k} (hostLocal.{k}) is not a key of hostLocal; {FIX}"
+            "hostLocal.{k} is not a key of hostLocal; {FIX}"
         )));
     }
     match table.get("cgroup") {
         Some(Value::String(text)) => parse_cgroup(text, "hostLocal.cgroup")
             .map(Some)
             .map_err(invalid),
-        None | Some(Value::Null) => Err(invalid(format!(
-            "hostLocal.cgroup (hostLocal.cgroup) is missing; {FIX}"
-        ))),
+        None | Some(Value::Null) => Err(invalid(format!("hostLocal.cgroup is missing; {FIX}"))),
         Some(other) => Err(invalid(format!(
-            "hostLocal.cgroup (hostLocal.cgroup) is {}: {other}, not a string; {FIX}",
+            "hostLocal.cgroup is {}: {other}, not a string; {FIX}",
             kind(other)
         ))),
     }
@@ -644,11 +642,11 @@ mod tests {
             (r#","conntrack":{"capacity":5}"#, 7, &["(conntrack.capacity)", "1024"]),
             (r#","conntrack":{"capacity":"big"}"#, 7, &["(conntrack.capacity)", "not a number"]),
             (r#","conntrack":{"udp":30}"#, 2, &["(conntrack.udp)"]),
-            (r#","hostLocal":true"#, 7, &["(hostLocal)", "not an object", r#"{"cgroup": "auto"}"#]),
-            (r#","hostLocal":{}"#, 7, &["(hostLocal.cgroup)", "missing"]),
-            (r#","hostLocal":{"cgroup":5}"#, 7, &["(hostLocal.cgroup)", "not a string"]),
+            (r#","hostLocal":true"#, 7, &["hostLocal is a boolean: true, not an object", r#"{"cgroup": "auto"}"#]),
+            (r#","hostLocal":{}"#, 7, &["hostLocal.cgroup is missing"]),
+            (r#","hostLocal":{"cgroup":5}"#, 7, &["hostLocal.cgroup is a number: 5, not a string"]),
             (r#","hostLocal":{"cgroup":"netfast"}"#, 7, &["\"netfast\" (hostLocal.cgroup)", "not an absolute path", "\"auto\""]),
-            (r#","hostLocal":{"cgroups":"auto"}"#, 7, &["(hostLocal.cgroups)", "not a key of hostLocal"]),
+            (r#","hostLocal":{"cgroups":"auto"}"#, 7, &["hostLocal.cgroups is not a key of hostLocal"]),
             (r#","runtimeConfig":{"portMappings":[{"hostPort":"80","containerPort":80}]}"#, 7, &["portMappings[0].hostPort", "not a number"]),
             (r#","runtimeConfig":{"portMappings":[{"hostPort":70000,"containerPort":80}]}"#, 7, &["portMappings[0].hostPort", "1 to 65535"]),
             (r#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"sctp"}]}"#, 7, &["portMappings[0].protocol", "sctp"]),

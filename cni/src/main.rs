@@ -138,7 +138,12 @@ fn run(env: &Env, conf: &conf::PluginConf) -> Result<Option<String>, CniError> {
                     "prevResult (prevResult) is missing: CHECK needs the result of the ADD",
                 ));
             };
-            let record = cni_instance::check(&net.instance, &env.container_id, &env.ifname)?;
+            let record = cni_instance::check(
+                &net.instance,
+                &env.container_id,
+                &env.ifname,
+                net.host_local.as_ref(),
+            )?;
             check_against_config(&record, prev, &env.ifname, &conf.port_mappings)?;
             Ok(None)
         }

@@ -399,7 +399,12 @@ async fn default_route_interface(h: &rtnetlink::Handle) -> Result<Option<u32>> {
 
 /// The manifest topology of a CNI instance: the network, the uplink and the
 /// masquerade subnet the first ADD decided.
-fn cni_topology(net: &CniNetwork, uplink: &str, subnet: Option<Ipv4Net>) -> Vec<(String, String)> {
+fn cni_topology(
+    net: &CniNetwork,
+    uplink: &str,
+    subnet: Option<Ipv4Net>,
+    host_local: Option<&Path>,
+) -> Vec<(String, String)> {
     vec![
         (TOPOLOGY_KEY.to_owned(), net.network.clone()),
         ("uplink".to_owned(), uplink.to_owned()),
@@ -409,9 +414,7 @@ fn cni_topology(net: &CniNetwork, uplink: &str, subnet: Option<Ipv4Net>) -> Vec<
         ),
         (
             HOST_LOCAL_KEY.to_owned(),
-            net.host_local
-                .as_ref()
-                .map_or_else(|| "none".to_owned(), ToString::to_string),
+            host_local.map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
         ),
     ]
 }
@@ -431,10 +434,11 @@ fn topology_value<'a>(t: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// directory.
 async fn host_local_spec(
     setting: &CgroupSetting,
+    cgroup: &Path,
     features: &bpf::features::Features,
     host: &rtnetlink::Handle,
 ) -> Result<(HostLocalSpec, u64)> {
-    const KEY: &str = "hostLocal.cgroup";
+    const KEY: &str = HOST_LOCAL_KEY;
     if !features.sock_addr.on {
         return Err(CniError::Invalid(format!(
             "host-local cgroup \"{setting}\" ({KEY}): host-local access needs the cgroup \
@@ -447,7 +451,6 @@ async fn host_local_spec(
                 .unwrap_or("they are missing")
         )));
     }
-    let cgroup = instance::resolve_cgroup(setting, KEY).map_err(CniError::Invalid)?;
     let cookie = cgroup::netns_cookie().map_err(|e| {
         CniError::Invalid(format!(
             "host-local cgroup \"{setting}\" ({KEY}): {e}; remove hostLocal from the network \
@@ -462,14 +465,56 @@ async fn host_local_spec(
             addrs.push((addr, a.index));
         }
     }
+    let cgroup = cgroup.to_path_buf();
     Ok((HostLocalSpec { cgroup, addrs }, cookie))
+}
+
+/// `hostLocal.cgroup` as a directory: "auto" the cgroup2 mount's root, a path checked
+/// to be a cgroup2 directory and made canonical, so that `/a/b/`, `/a/./b` and a
+/// symlink to it are the same setting. Err names the key, the value and the fix.
+fn resolve_host_local(setting: &CgroupSetting) -> Result<PathBuf> {
+    let cgroup = instance::resolve_cgroup(setting, HOST_LOCAL_KEY).map_err(CniError::Invalid)?;
+    std::fs::canonicalize(&cgroup).map_err(|e| {
+        CniError::Invalid(format!(
+            "host-local cgroup \"{setting}\" ({HOST_LOCAL_KEY}): {e}; give the path of an \
+             existing cgroup2 directory"
+        ))
+    })
+}
+
+/// Whether `instance`'s host-local programs run for `cgroup` now: their pinned links
+/// are on the cgroup that has `cgroup`'s id. The kernel detaches cgroup links when
+/// their cgroup is removed, and a directory made again at the same path is another
+/// cgroup (another id), so the path alone does not tell. Err (code 7) names the
+/// cgroup, what happened and the fix.
+fn host_local_in_force(instance: &str, cgroup: &Path) -> Result<()> {
+    let links = PinnedInstance::open(instance)?.links()?;
+    let on = links.iter().find_map(|l| l.cgroup_id);
+    let here = cgroup::cgroup_id(cgroup).ok();
+    if on.is_some() && on == here {
+        return Ok(());
+    }
+    let why = match on {
+        None => "has no host-local links any more".to_owned(),
+        Some(_) => format!(
+            "has its host-local programs on a cgroup that is gone (removed since its first \
+             ADD; {} is another cgroup now, or none), so they run for no process",
+            cgroup.display()
+        ),
+    };
+    Err(CniError::Invalid(format!(
+        "hostLocal.cgroup ({HOST_LOCAL_KEY}): instance \"{instance}\" {why}; take the \
+         instance down (`netfast down --instance {instance}`) once no container uses it, and \
+         ADD again to attach them to {}",
+        cgroup.display()
+    )))
 }
 
 /// `hostLocal.cgroup` as a topology value says it, for messages.
 fn host_local_words(value: &str) -> String {
     match value {
-        "none" => "off".to_owned(),
-        cgroup => format!("on cgroup {cgroup}"),
+        "none" => "no host-local access".to_owned(),
+        cgroup => format!("host-local access on cgroup {cgroup}"),
     }
 }
 
@@ -524,10 +569,19 @@ pub fn port_owner_clash(spec: &PublishSpec, others: &[ContainerRecord]) -> Optio
 pub fn add(net: &CniNetwork, att: &Attachment) -> Result<AddReport> {
     check_instance_name(&net.instance, "instance")?;
     let _turn = take_turn(&net.instance)?;
+    let was_up =
+        pin_dir(&net.instance).exists() || instance::load_manifest(&net.instance)?.is_some();
     let rt = runtime()?;
     let host = netlink::netlink_here(rt.handle())?;
     let added = rt.block_on(add_locked(net, att, &host));
     if added.is_err() {
+        if !was_up {
+            // This ADD brought the instance up (a refused mapping comes after that):
+            // a refusal leaves no datapath and no host-local links either. The ADD's
+            // own error is what the runtime must see; what this could not remove,
+            // `netfast down --instance` names.
+            let _ = instance::down_instance(&net.instance);
+        }
         remove_if_unused(&net.instance);
     }
     added
@@ -623,7 +677,12 @@ async fn add_locked(
         )));
     }
     let wanted_subnet = net.masquerade.then_some(subnet);
-    let topology = cni_topology(net, &uplink.name, wanted_subnet);
+    let host_local = net
+        .host_local
+        .as_ref()
+        .map(resolve_host_local)
+        .transpose()?;
+    let topology = cni_topology(net, &uplink.name, wanted_subnet, host_local.as_deref());
     if let Some(owner) = &owner {
         for key in ["uplink", "masquerade.subnet", HOST_LOCAL_KEY] {
             // A manifest from before a key existed had that setting off.
@@ -642,10 +701,10 @@ async fn add_locked(
                      first (`netfast down --instance {instance}`) once no container uses it"
                 ),
                 HOST_LOCAL_KEY => format!(
-                    "hostLocal.cgroup (hostLocal.cgroup): instance \"{instance}\" has host-local \
-                     access {} (its first ADD decided), this ADD asks for {}; write the same \
-                     hostLocal in the network config, or take the instance down (`netfast down \
-                     --instance {instance}`) once no container uses it",
+                    "hostLocal.cgroup: instance \"{instance}\" has {} (its first ADD decided), \
+                     this ADD asks for {}; write the same hostLocal in the network config, or \
+                     take the instance down (`netfast down --instance {instance}`) once no \
+                     container uses it",
                     host_local_words(theirs),
                     host_local_words(mine)
                 ),
@@ -659,6 +718,11 @@ async fn add_locked(
             };
             return Err(CniError::Invalid(what));
         }
+    }
+    if let Some(cgroup) = &host_local
+        && pin_dir(&net.instance).exists()
+    {
+        host_local_in_force(&net.instance, cgroup)?;
     }
 
     let mut report = AddReport {
@@ -688,9 +752,11 @@ async fn add_locked(
             .unwrap_or(bpf::TcAttach::Netlink);
         let mut config = datapath_config(net, uplink_addr, wanted_subnet, &ephemeral);
         config.fast_path = u8::from(features.fast_path(config.fast_path != 0).0);
-        let host_local = match &net.host_local {
-            Some(setting) => Some(host_local_spec(setting, &features, host).await?),
-            None => None,
+        let host_local = match (&net.host_local, &host_local) {
+            (Some(setting), Some(cgroup)) => {
+                Some(host_local_spec(setting, cgroup, &features, host).await?)
+            }
+            _ => None,
         };
         if let Some((_, cookie)) = &host_local {
             config.host_netns_cookie = *cookie;
@@ -919,7 +985,8 @@ pub fn pick_host_veth(candidates: &[String]) -> Result<String> {
         .cloned()
         .ok_or_else(|| {
             CniError::Invalid(format!(
-                "prevResult: none of the host-side interfaces ({}) is a veth in this network                  namespace; chain netfast-cni after the bridge or ptp plugin, which create one",
+                "prevResult: none of the host-side interfaces ({}) is a veth in this network \
+                 namespace; chain netfast-cni after the bridge or ptp plugin, which create one",
                 if wanted.is_empty() {
                     "none listed".to_owned()
                 } else {
@@ -1012,9 +1079,15 @@ pub fn del(instance: &str, container_id: &str, ifname: &str) -> Result<DelReport
 }
 
 /// CHECK: the container's record exists, its mappings are in PUBLISHED_PORTS with
-/// it as backend, its endpoint is in ENDPOINTS and its link is pinned. Err names
-/// what is missing.
-pub fn check(instance: &str, container_id: &str, ifname: &str) -> Result<ContainerRecord> {
+/// it as backend, its endpoint is in ENDPOINTS and its link is pinned; `host_local`
+/// (the config's `hostLocal.cgroup`) is the instance's and in force. Err names what
+/// is missing or different.
+pub fn check(
+    instance: &str,
+    container_id: &str,
+    ifname: &str,
+    host_local: Option<&CgroupSetting>,
+) -> Result<ContainerRecord> {
     check_instance_name(instance, "instance")?;
     // Without state there is nothing to check, and nothing to create for it.
     if !records_dir(instance).exists() {
@@ -1060,14 +1133,47 @@ pub fn check(instance: &str, container_id: &str, ifname: &str) -> Result<Contain
             link.display()
         ));
     }
-    if missing.is_empty() {
-        Ok(r)
-    } else {
-        Err(CniError::Missing(format!(
+    if !missing.is_empty() {
+        return Err(CniError::Missing(format!(
             "container {container_id} interface {ifname} in instance \"{instance}\": {}; DEL and \
              ADD it again",
             missing.join(", ")
-        )))
+        )));
+    }
+    check_host_local(instance, host_local)?;
+    Ok(r)
+}
+
+/// CHECK of `hostLocal`: the config's setting against the instance's (its first
+/// ADD's), and, when on, its programs still on that cgroup. Err is code 102 naming
+/// what differs and the fix.
+fn check_host_local(instance: &str, wanted: Option<&CgroupSetting>) -> Result<()> {
+    let owner = instance::load_manifest(instance)?.and_then(|m| m.owner);
+    let theirs = owner
+        .as_ref()
+        .and_then(|o| topology_value(&o.topology, HOST_LOCAL_KEY))
+        .unwrap_or("none");
+    let missing = |e: CniError| CniError::Missing(e.to_string());
+    let cgroup = wanted
+        .map(resolve_host_local)
+        .transpose()
+        .map_err(missing)?;
+    let mine = cgroup
+        .as_deref()
+        .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+    if theirs != mine {
+        return Err(CniError::Missing(format!(
+            "hostLocal.cgroup: instance \"{instance}\" has {} (its first ADD decided), the \
+             config CHECK was given asks for {}; write the same hostLocal in the network \
+             config, or take the instance down (`netfast down --instance {instance}`) once no \
+             container uses it",
+            host_local_words(theirs),
+            host_local_words(&mine)
+        )));
+    }
+    match cgroup {
+        Some(cgroup) => host_local_in_force(instance, &cgroup).map_err(missing),
+        None => Ok(()),
     }
 }
 

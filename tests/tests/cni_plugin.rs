@@ -1147,33 +1147,56 @@ fn host_client(net: &Net, cgroup: Option<&Path>, addr: &str) -> String {
 /// `hostLocal`: a host process in the network's cgroup reaches a container's mapping
 /// at 127.0.0.1, the uplink's address and the bridge's, as portmap's OUTPUT rule lets
 /// it, even while the host listens on that port itself (podman's conmon holds every
-/// published port that way); a process outside the cgroup meets that listener. A
-/// hostLocal that is no cgroup2 directory is refused by name with nothing left up; a
-/// later ADD asking for other host-local settings is refused by name; `down
-/// --instance` takes the programs off the cgroup.
+/// published port that way); a process outside the cgroup meets that listener.
+///
+/// Refusals leave nothing up: a hostLocal that is no cgroup2 directory, and a first
+/// ADD refused after it brought the instance up (a hostIP that is not the host's). A
+/// later ADD or a CHECK asking for other host-local settings is refused by name; the
+/// same cgroup written another way is the same setting. A cgroup removed and made
+/// again under the instance is named by ADD, CHECK and `status`; `down --instance`
+/// takes the programs off the cgroup.
 #[test]
 fn host_local_reaches_the_container_from_the_host() {
     let mut net = Net::new();
     let cgroup = TestCgroup::new(&net.p);
-    let c = net.container(1);
-    let add = |host_local: Value, c: &Container| {
+    let cgroup_path = cgroup.0.display().to_string();
+    let (c, c2, c3) = (net.container(1), net.container(2), net.container(3));
+    let conf = |command: &str, host_local: Value, c: &Container, mappings: Value| {
         let conf = net.conf(json!({
             "hostLocal": host_local,
-            "runtimeConfig": {"portMappings": one_mapping(8088)},
+            "runtimeConfig": {"portMappings": mappings},
             "prevResult": net.prev_result(c),
         }));
-        net.cni("ADD", Some(c), &conf)
+        net.cni(command, Some(c), &conf)
+    };
+    let on = || json!({"cgroup": cgroup_path});
+    let refused = |answer: Answer, want: u64, needles: &[&str]| {
+        let (code, msg) = answer.error();
+        assert_eq!(code, want, "{msg}");
+        for needle in needles {
+            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+        }
+    };
+    let nothing_left = |what: &str| {
+        assert!(!net.pins().exists(), "{what} left the datapath up");
+        assert!(
+            !Path::new("/run/netfast").join(&net.instance).exists(),
+            "{what} left the instance's state"
+        );
     };
 
-    let (code, msg) = add(json!({"cgroup": "/tmp"}), &c).error();
-    assert_eq!(code, 7, "{msg}");
-    for needle in ["\"/tmp\" (hostLocal.cgroup)", "cgroup2"] {
-        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
-    }
-    assert!(!net.pins().exists(), "a refused ADD left the datapath up");
+    refused(
+        conf("ADD", json!({"cgroup": "/tmp"}), &c, one_mapping(8088)),
+        7,
+        &["\"/tmp\" (hostLocal.cgroup)", "cgroup2"],
+    );
+    nothing_left("a refused hostLocal");
+    // Refused after the datapath and the host-local links were up: both go again.
+    let elsewhere = json!([{"hostPort": 8088, "containerPort": 80, "hostIP": "10.9.9.9"}]);
+    refused(conf("ADD", on(), &c, elsewhere), 7, &["10.9.9.9"]);
+    nothing_left("a first ADD refused after bringing the instance up");
 
-    let cgroup_path = cgroup.0.display().to_string();
-    add(json!({"cgroup": cgroup_path}), &c).expect_ok("ADD with hostLocal");
+    conf("ADD", on(), &c, one_mapping(8088)).expect_ok("ADD with hostLocal");
     let _container = Background::spawn(
         &net.containers[0],
         &[
@@ -1189,15 +1212,13 @@ fn host_local_reaches_the_container_from_the_host() {
         &net.host,
         &["python3", "-c", TCP_TAGGED_ECHO, "0.0.0.0", "8088", "host"],
     );
-    let status = succeeded(
-        &net.netfast(&["status", "--instance", &net.instance]),
-        "status",
-    );
+    let status = |netfast_args: &[&str]| succeeded(&net.netfast(netfast_args), "status");
+    let shown = status(&["status", "--instance", &net.instance]);
     for needle in [
         format!("cni network: {}net", net.p),
         format!("host-local:  on for the processes in cgroup {cgroup_path}"),
     ] {
-        assert!(status.contains(&needle), "{status} lacks {needle:?}");
+        assert!(shown.contains(&needle), "{shown} lacks {needle:?}");
     }
     wait_listening(&net.containers[0], "tcp", 80);
     wait_listening(&net.host, "tcp", 8088);
@@ -1214,19 +1235,42 @@ fn host_local_reaches_the_container_from_the_host() {
         "outside the cgroup, the host's own listener answers"
     );
 
-    let c2 = net.container(2);
-    let other = net.conf(json!({"prevResult": net.prev_result(&c2)}));
-    let (code, msg) = net.cni("ADD", Some(&c2), &other).error();
-    assert_eq!(code, 7, "{msg}");
-    for needle in [
-        "(hostLocal.cgroup)",
-        &format!("on cgroup {cgroup_path}"),
-        "asks for off",
-    ] {
-        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
-    }
+    // The instance's setting is the first ADD's; the same cgroup spelled with a
+    // trailing slash is that setting.
+    refused(
+        conf("ADD", Value::Null, &c2, one_mapping(8089)),
+        7,
+        &[
+            "hostLocal.cgroup:",
+            &format!("has host-local access on cgroup {cgroup_path}"),
+            "asks for no host-local access",
+        ],
+    );
+    let slash = json!({"cgroup": format!("{cgroup_path}/")});
+    conf("ADD", slash, &c2, one_mapping(8089)).expect_ok("ADD with the cgroup as PATH/");
+    conf("CHECK", on(), &c, one_mapping(8088)).expect_ok("CHECK with hostLocal");
+    refused(
+        conf("CHECK", Value::Null, &c, one_mapping(8088)),
+        102,
+        &["hostLocal.cgroup:", "asks for no host-local access"],
+    );
+
+    // The cgroup removed and made again: another cgroup, which the links are not on.
+    std::fs::remove_dir(&cgroup.0).expect("rmdir the test's cgroup");
+    std::fs::create_dir(&cgroup.0).expect("mkdir it again");
+    let gone = ["is gone", "netfast down --instance"];
+    refused(conf("ADD", on(), &c3, one_mapping(8090)), 7, &gone);
+    refused(conf("CHECK", on(), &c, one_mapping(8088)), 102, &gone);
+    let shown = status(&["status", "--instance", &net.instance]);
+    assert!(
+        shown.contains("host-local:  on, but its cgroup is gone")
+            && shown
+                .contains("the next ADD attaches them to the network config's hostLocal.cgroup"),
+        "{shown}"
+    );
 
     net.del(&c).expect_ok("DEL");
+    net.del(&c2).expect_ok("DEL");
     let down = succeeded(
         &net.netfast(&["down", "--instance", &net.instance]),
         "down --instance",
@@ -1238,6 +1282,6 @@ fn host_local_reaches_the_container_from_the_host() {
     assert_eq!(
         host_client(&net, Some(&cgroup.0), "127.0.0.1"),
         "host:hi",
-        "after down, the cgroup's processes meet the host's listener again"
+        "after down, the cgroup's processes meet the host's listener"
     );
 }

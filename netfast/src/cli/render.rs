@@ -1010,12 +1010,22 @@ impl fmt::Display for StatusView {
         writeln!(f, "published:   {}", c.published_ports)?;
         let h = &self.host_local;
         if h.cgroup_gone {
+            let fix = if self.cni_network.is_some() {
+                format!(
+                    "take the instance down (`netfast down --instance {}`) once no container \
+                     uses it; the next ADD attaches them to the network config's \
+                     hostLocal.cgroup",
+                    self.instance
+                )
+            } else {
+                "point [host_local] cgroup at an existing cgroup2 directory, or \"auto\", and \
+                 run `netfast up` again, or remove [host_local] from the config"
+                    .to_owned()
+            };
             writeln!(
                 f,
                 "host-local:  on, but its cgroup is gone ({}), so no process can be in it \
-                 and the programs never run; point [host_local] cgroup at an existing \
-                 cgroup2 directory, or \"auto\", and run `netfast up` again, or remove \
-                 [host_local] from the config",
+                 and the programs never run; {fix}",
                 match h.cgroup_id {
                     Some(id) if id != 0 => format!("cgroup id {id}: no directory has it"),
                     _ => "removed: the kernel detached the links from it".to_owned(),
@@ -1618,6 +1628,19 @@ host_connect4      /sys/fs/cgroup/unified/lab  cgroup connect4                 -
                 "{text}"
             );
             assert!(!text.contains("cgroup cgroup"), "{text}");
+            let cni = StatusView {
+                cni_network: Some("mynet".into()),
+                ..gone.clone()
+            }
+            .to_string();
+            assert!(
+                cni.contains(
+                    "the programs never run; take the instance down (`netfast down --instance \
+                     demo`) once no container uses it; the next ADD attaches them to the network \
+                     config's hostLocal.cgroup\n"
+                ),
+                "{cni}"
+            );
             let row = text
                 .lines()
                 .find(|l| l.starts_with("host_connect4"))
