@@ -503,7 +503,7 @@ fn host_local_in_force(instance: &str, cgroup: &Path) -> Result<()> {
         ),
     };
     Err(CniError::Invalid(format!(
-        "hostLocal.cgroup ({HOST_LOCAL_KEY}): instance \"{instance}\" {why}; take the \
+        "{HOST_LOCAL_KEY}: instance \"{instance}\" {why}; take the \
          instance down (`netfast down --instance {instance}`) once no container uses it, and \
          ADD again to attach them to {}",
         cgroup.display()
