@@ -963,6 +963,11 @@ async fn add_container(
                     "runtimeConfig.portMappings: {why}"
                 )));
             }
+            Err(PinnedError::HostPortTaken(why)) => {
+                return Err(CniError::PortTaken(format!(
+                    "runtimeConfig.portMappings: {why}"
+                )));
+            }
             Err(e) => return Err(e.into()),
         }
     }

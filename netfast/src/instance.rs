@@ -974,6 +974,18 @@ pub async fn validate(cfg: &Config, host: &rtnetlink::Handle) -> Result<Plan> {
             }
         }
     };
+    // Another instance's host-local programs on the same processes must not publish
+    // a port this config does: the first program to run would take the connection.
+    if let Some(h) = &host_local
+        && let Some(clash) = bpf::pinned::host_local_port_holder(
+            &cfg.instance,
+            h.netns_cookie,
+            &h.cgroup,
+            cfg.publish_entries().map(|(k, _)| k),
+        )
+    {
+        problems.push(format!("[host_local] with [[publish]]: {clash}"));
+    }
     problems.extend(address_problems(
         cfg,
         &links,

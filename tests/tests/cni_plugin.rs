@@ -112,6 +112,9 @@ struct Container {
     veth: String,
     address: Ipv4Addr,
     mac: String,
+    /// The bridge its host side is on, and that bridge's (gateway) address.
+    bridge: String,
+    gateway: Ipv4Addr,
 }
 
 /// The sandbox: host namespace (uplink, bridge), far side, containers. Drop takes the
@@ -190,6 +193,33 @@ impl Net {
     /// A container `n` the way bridge + host-local leave it: a namespace with eth0 at
     /// 10.88.0.(10+n)/24, default route via the bridge, the host side on the bridge.
     fn container(&mut self, n: u8) -> Container {
+        let bridge = self.bridge.clone();
+        self.container_on(n, &bridge, GATEWAY.parse().expect("addr"))
+    }
+
+    /// A second network in the host namespace, for a second instance: an uplink
+    /// (`<prefix>u2`, 10.78.0.1/24, its peer in the far namespace) and a bridge
+    /// (`<prefix>br2`, 10.89.0.1/24). Returns (uplink, bridge, gateway).
+    fn second_network(&self) -> (String, String, Ipv4Addr) {
+        let (h, f) = (self.host.as_str(), self.far.as_str());
+        let (uplink, bridge) = (format!("{}u2", self.p), format!("{}br2", self.p));
+        sh(&[
+            "ip", "link", "add", &uplink, "netns", h, "type", "veth", "peer", "name", "eth1",
+            "netns", f,
+        ]);
+        sh(&["ip", "-n", h, "addr", "add", "10.78.0.1/24", "dev", &uplink]);
+        sh(&["ip", "-n", h, "link", "set", &uplink, "up"]);
+        sh(&["ip", "-n", f, "addr", "add", "10.78.0.2/24", "dev", "eth1"]);
+        sh(&["ip", "-n", f, "link", "set", "eth1", "up"]);
+        sh(&["ip", "-n", h, "link", "add", &bridge, "type", "bridge"]);
+        sh(&["ip", "-n", h, "addr", "add", "10.89.0.1/24", "dev", &bridge]);
+        sh(&["ip", "-n", h, "link", "set", &bridge, "up"]);
+        (uplink, bridge, Ipv4Addr::new(10, 89, 0, 1))
+    }
+
+    /// A container `n` on `bridge`, whose address is `gateway`: eth0 at the gateway's
+    /// /24 with host part 10+n, default route via the gateway.
+    fn container_on(&mut self, n: u8, bridge: &str, gateway: Ipv4Addr) -> Container {
         let ns = format!("{}c{n}", self.p);
         let veth = format!("{}v{n}", self.p);
         sh(&["ip", "netns", "add", &ns]);
@@ -199,20 +229,9 @@ impl Net {
             "ip", "-n", h, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
             &ns,
         ]);
-        sh(&[
-            "ip",
-            "-n",
-            h,
-            "link",
-            "set",
-            &veth,
-            "master",
-            &self.bridge,
-            "up",
-        ]);
-        let address: Ipv4Addr = format!("10.88.0.{}", 10 + u32::from(n))
-            .parse()
-            .expect("addr");
+        sh(&["ip", "-n", h, "link", "set", &veth, "master", bridge, "up"]);
+        let [a, b, c, _] = gateway.octets();
+        let address = Ipv4Addr::new(a, b, c, 10 + n);
         sh(&[
             "ip",
             "-n",
@@ -225,7 +244,16 @@ impl Net {
         ]);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", &ns, "route", "add", "default", "via", GATEWAY]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway.to_string(),
+        ]);
         let mac = link_mac(&ns, "eth0");
         Container {
             id: format!("{}id{n}", self.p),
@@ -234,6 +262,8 @@ impl Net {
             veth,
             address,
             mac,
+            bridge: bridge.to_owned(),
+            gateway,
         }
     }
 
@@ -242,11 +272,11 @@ impl Net {
         json!({
             "cniVersion": "1.0.0",
             "interfaces": [
-                {"name": self.bridge, "mac": link_mac(&self.host, &self.bridge)},
+                {"name": c.bridge, "mac": link_mac(&self.host, &c.bridge)},
                 {"name": c.veth, "mac": link_mac(&self.host, &c.veth)},
                 {"name": c.ifname, "mac": c.mac, "sandbox": c.netns}
             ],
-            "ips": [{"address": format!("{}/24", c.address), "gateway": GATEWAY, "interface": 2}],
+            "ips": [{"address": format!("{}/24", c.address), "gateway": c.gateway, "interface": 2}],
             "routes": [{"dst": "0.0.0.0/0"}],
             "dns": {}
         })
@@ -756,6 +786,8 @@ fn fifty_parallel_add_del() {
             ifname,
             veth,
             address: Ipv4Addr::new(10, 88, 0, 100 + i as u8),
+            bridge: net.bridge.clone(),
+            gateway: GATEWAY.parse().expect("addr"),
         });
     }
     let answers: Vec<Answer> = std::thread::scope(|s| {
@@ -940,6 +972,8 @@ fn real_bridge_and_host_local_chain() {
         veth: String::new(),
         address: Ipv4Addr::UNSPECIFIED,
         mac: String::new(),
+        bridge: bridge_name.clone(),
+        gateway: Ipv4Addr::UNSPECIFIED,
     };
     let added = net.plugin(&bridge_bin, "ADD", Some(&c), &bridge_conf);
     let prev: Value =
@@ -1284,4 +1318,95 @@ fn host_local_reaches_the_container_from_the_host() {
         "host:hi",
         "after down, the cgroup's processes meet the host's listener"
     );
+}
+
+/// Takes an instance down (from inside `host`) on drop, also when the test fails.
+struct DownOnDrop {
+    host: String,
+    instance: String,
+}
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = netfast(Some(&self.host), &["down", "--instance", &self.instance]);
+    }
+}
+
+/// Two networks (two instances on two uplinks) with host-local access on one cgroup.
+/// Each instance's programs take every host address for the host, so a host port both
+/// published would go to whichever program ran first: the second network's mapping
+/// of a port the first publishes is refused (code 101, naming the first instance and
+/// the cgroup) and leaves nothing up; another port is fine, and from the host each
+/// port reaches its own network's container.
+#[test]
+fn two_networks_with_host_local_on_one_cgroup_do_not_share_a_host_port() {
+    let mut net = Net::new();
+    let cgroup = TestCgroup::new(&net.p);
+    let cgroup_path = cgroup.0.display().to_string();
+    let (uplink2, bridge2, gateway2) = net.second_network();
+    let first = net.container(1);
+    let second = net.container_on(2, &bridge2, gateway2);
+    let _down = DownOnDrop {
+        host: net.host.clone(),
+        instance: format!("{}b", net.p),
+    };
+    let add = |c: &Container, extra: Value, host_port: u16| {
+        let mut conf = net.conf(json!({
+            "hostLocal": {"cgroup": cgroup_path},
+            "runtimeConfig": {"portMappings": one_mapping(host_port)},
+            "prevResult": net.prev_result(c),
+        }));
+        if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
+            conf.extend(extra.clone());
+        }
+        net.cni("ADD", Some(c), &conf)
+    };
+    let on_second = json!({"instance": format!("{}b", net.p), "uplink": uplink2});
+
+    add(&first, json!({}), 8088).expect_ok("ADD on the first network");
+    let (code, msg) = add(&second, on_second.clone(), 8088).error();
+    assert_eq!(code, 101, "{msg}");
+    for needle in [
+        format!(
+            "host port 8088/tcp is published by instance \"{}\" too",
+            net.instance
+        ),
+        format!("(cgroup {cgroup_path})"),
+        "pick another host port".to_owned(),
+    ] {
+        assert!(msg.contains(&needle), "{msg:?} lacks {needle:?}");
+    }
+    assert!(
+        !Path::new("/sys/fs/bpf/netfast")
+            .join(format!("{}b", net.p))
+            .exists(),
+        "the refused first ADD of the second network left its datapath up"
+    );
+    add(&second, on_second, 8089).expect_ok("ADD on the second network, another port");
+
+    let _servers: Vec<Background> = [
+        (&net.containers[0], "first"),
+        (&net.containers[1], "second"),
+    ]
+    .into_iter()
+    .map(|(ns, tag)| {
+        Background::spawn(
+            ns,
+            &["python3", "-c", TCP_TAGGED_ECHO, "0.0.0.0", "80", tag],
+        )
+    })
+    .collect();
+    for ns in &net.containers {
+        wait_listening(ns, "tcp", 80);
+    }
+    for (port, tag) in [(8088, "first"), (8089, "second")] {
+        let script = format!("printf hi | nc -N -w 3 127.0.0.1 {port}");
+        let reply =
+            support::exec_in_cgroup(&net.host, Some(&cgroup.0), &["sh", "-c", &script]).stdout;
+        assert_eq!(
+            text(&reply),
+            format!("{tag}:hi"),
+            "127.0.0.1:{port} from the cgroup"
+        );
+    }
 }

@@ -72,6 +72,10 @@ pub enum PinnedError {
     /// Input that was refused before any map changed; the text names value and fix.
     #[error("{0}")]
     Refused(String),
+    /// A host port another instance's host-local programs take for the same
+    /// processes; refused before any map changed. The text names both and the fix.
+    #[error("{0}")]
+    HostPortTaken(String),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     /// The pins were written by a build with another map layout (or the check failed).
@@ -88,6 +92,7 @@ impl PinnedError {
                 | PinnedError::UnknownInstance { .. }
                 | PinnedError::MissingPin { .. }
                 | PinnedError::Refused(_)
+                | PinnedError::HostPortTaken(_)
                 | PinnedError::Datapath(DatapathError::LayoutMismatch { .. })
         )
     }
@@ -487,6 +492,20 @@ impl PinnedInstance {
         };
         publish::check_add(spec, host, backends, &PortMappings::new(existing))
             .map_err(PinnedError::Refused)?;
+        // Only an instance with host-local access can clash with another's.
+        if config.host_netns_cookie != 0
+            && let Some(cgroup) = self.host_local_cgroup()?
+            && let Some(clash) = host_local_port_holder(
+                &self.name,
+                config.host_netns_cookie,
+                Path::new(&cgroup),
+                spec.entries().map(|(k, _)| k),
+            )
+        {
+            return Err(PinnedError::HostPortTaken(format!(
+                "publish spec \"{spec}\": {clash}"
+            )));
+        }
         let mut inserted: Vec<PublishKey> = Vec::new();
         for (key, backend) in spec.entries() {
             let outcome = map.insert_new(key, backend);
@@ -569,6 +588,12 @@ impl PinnedInstance {
     /// The pinned links: what is attached where, the uplink's in the order a received
     /// frame meets them (in XDP mode: XDP, the tc fallback behind it, then egress),
     /// then one per container veth, by name.
+    /// The cgroup2 directory this instance's host-local programs are attached to;
+    /// None when host-local access is off, or its cgroup is gone.
+    pub fn host_local_cgroup(&self) -> Result<Option<String>> {
+        Ok(self.links()?.into_iter().find_map(|l| l.cgroup))
+    }
+
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
         let record_error = |source| PinnedError::Link {
@@ -721,9 +746,90 @@ fn full_program_name(kernel: &str, kind: &str) -> String {
         .map_or_else(|| kernel.to_owned(), |n| (*n).to_owned())
 }
 
+/// Another instance whose host-local programs act on the sockets `instance`'s would
+/// (the same host namespace, by `CONFIG.host_netns_cookie`, and the same cgroup2
+/// directory, an ancestor or a descendant: the kernel runs a cgroup's and its
+/// ancestors' programs) and that publishes one of `keys`' host ports on an address
+/// both take for the host (either on every address, or both on the same one). A host
+/// connection to that port would reach whichever instance's programs ran first, so
+/// the second mapping is refused. The sentence naming the other instance, the port
+/// and the fix; None when there is no such instance. Instances whose pins cannot be
+/// read are skipped: this check cannot name them.
+pub fn host_local_port_holder(
+    instance: &str,
+    netns_cookie: u64,
+    cgroup: &Path,
+    keys: impl Iterator<Item = PublishKey>,
+) -> Option<String> {
+    if netns_cookie == 0 {
+        return None;
+    }
+    let keys: Vec<PublishKey> = keys.collect();
+    let mine = std::fs::canonicalize(cgroup).ok()?;
+    let entries = std::fs::read_dir(PIN_ROOT).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        if name == instance {
+            return None;
+        }
+        let other = PinnedInstance::open(&name).ok()?;
+        if other.config().ok()?.host_netns_cookie != netns_cookie {
+            return None;
+        }
+        let theirs = std::fs::canonicalize(other.host_local_cgroup().ok()??).ok()?;
+        if !(mine.starts_with(&theirs) || theirs.starts_with(&mine)) {
+            return None;
+        }
+        let published = other.publishes().ok()?;
+        let (key, _) = published
+            .iter()
+            .find(|(k, _)| keys.iter().any(|key| same_host_port(k, key)))?;
+        Some(format!(
+            "host port {}/{} is published by instance \"{name}\" too, whose host-local \
+             programs act on the same processes (cgroup {}), so a connection from the host \
+             would reach whichever instance's programs ran first; pick another host port, or \
+             give one instance host-local access on another cgroup",
+            u16::from_be(key.host_port),
+            if key.proto == proto::TCP {
+                "tcp"
+            } else {
+                "udp"
+            },
+            theirs.display()
+        ))
+    })
+}
+
+/// Whether two PUBLISHED_PORTS keys claim the same host port for host-local access:
+/// the same protocol and port, and the same address or either on every address (0).
+fn same_host_port(a: &PublishKey, b: &PublishKey) -> bool {
+    a.proto == b.proto
+        && a.host_port == b.host_port
+        && (a.host_addr == 0 || b.host_addr == 0 || a.host_addr == b.host_addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Any" (0) meets every address; two addresses meet only when equal; protocol
+    /// and port must match.
+    #[test]
+    fn host_ports_clash_on_a_shared_address() {
+        let key = |addr: [u8; 4], port: u16, proto: u8| PublishKey {
+            host_addr: u32::from_ne_bytes(addr),
+            host_port: port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let any = key([0; 4], 8088, proto::TCP);
+        let lo = key([127, 0, 0, 1], 8088, proto::TCP);
+        let uplink = key([10, 0, 1, 48], 8088, proto::TCP);
+        assert!(same_host_port(&any, &lo) && same_host_port(&uplink, &any));
+        assert!(same_host_port(&lo, &lo) && !same_host_port(&lo, &uplink));
+        assert!(!same_host_port(&any, &key([0; 4], 8089, proto::TCP)));
+        assert!(!same_host_port(&any, &key([0; 4], 8088, proto::UDP)));
+    }
 
     #[test]
     fn program_names_come_back_in_full() {
