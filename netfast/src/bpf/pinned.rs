@@ -585,15 +585,15 @@ impl PinnedInstance {
         Ok(report)
     }
 
-    /// The pinned links: what is attached where, the uplink's in the order a received
-    /// frame meets them (in XDP mode: XDP, the tc fallback behind it, then egress),
-    /// then one per container veth, by name.
     /// The cgroup2 directory this instance's host-local programs are attached to;
     /// None when host-local access is off, or its cgroup is gone.
     pub fn host_local_cgroup(&self) -> Result<Option<String>> {
         Ok(self.links()?.into_iter().find_map(|l| l.cgroup))
     }
 
+    /// The pinned links: what is attached where, the uplink's in the order a received
+    /// frame meets them (in XDP mode: XDP, the tc fallback behind it, then egress),
+    /// then one per container veth, by name.
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
         let mut out = Vec::new();
         let record_error = |source| PinnedError::Link {
