@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::{
     link_info::bpf,
     loader::{IngressMode, TcAttach, TcAttachMode},
-    prog_load::syscall_retrying,
+    prog_load::{load_retrying, syscall_retrying},
 };
 
 /// One probed feature.
@@ -120,7 +120,8 @@ impl Features {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".to_owned());
-        let tc_helper = |helper| is_helper_supported(ProgramType::SchedClassifier, helper);
+        let tc_helper =
+            |helper| load_retrying(|| is_helper_supported(ProgramType::SchedClassifier, helper));
         Features {
             tcx: Feature::from_probe(
                 "tcx",
@@ -513,10 +514,12 @@ fn probe_sock_addr() -> Feature {
             format!("the kernel has no cgroup hook {}", missing.join(", ")),
         );
     }
-    match is_helper_supported(
-        ProgramType::CgroupSockAddr,
-        BpfHelper::BPF_FUNC_get_netns_cookie,
-    ) {
+    match load_retrying(|| {
+        is_helper_supported(
+            ProgramType::CgroupSockAddr,
+            BpfHelper::BPF_FUNC_get_netns_cookie,
+        )
+    }) {
         Ok(true) => {}
         Ok(false) => {
             return Feature::off(

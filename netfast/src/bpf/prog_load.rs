@@ -18,12 +18,13 @@ use aya::programs::ProgramError;
 /// `EAGAIN`: libbpf's `PROG_LOAD_ATTEMPTS`.
 pub const PROG_LOAD_ATTEMPTS: usize = 5;
 
-/// Runs `load` (a program's `load()`) until it succeeds, fails with anything but the
-/// verifier's `EAGAIN`, or has been tried [`PROG_LOAD_ATTEMPTS`] times.
+/// Runs `load` (a program's `load()`, or aya's `is_helper_supported` probe) until it
+/// succeeds, fails with anything but the verifier's `EAGAIN`, or has been tried
+/// [`PROG_LOAD_ATTEMPTS`] times.
 ///
 /// # Errors
 /// The last attempt's error, unchanged.
-pub fn load_retrying(load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+pub fn load_retrying<T>(load: impl FnMut() -> Result<T, ProgramError>) -> Result<T, ProgramError> {
     retry(load, interrupted)
 }
 
@@ -49,10 +50,16 @@ fn retry<T, E>(
     }
 }
 
-/// Whether the verifier stopped because a signal was pending, not because of the program.
+/// Whether the verifier stopped because a signal was pending, not because of the
+/// program: `EAGAIN` from a program's load, or from a helper probe's (which aya
+/// reports as the syscall's error when the verifier wrote no log).
 fn interrupted(err: &ProgramError) -> bool {
-    matches!(err, ProgramError::LoadError { io_error, .. }
-        if io_error.raw_os_error() == Some(libc::EAGAIN))
+    let io_error = match err {
+        ProgramError::LoadError { io_error, .. } => io_error,
+        ProgramError::SyscallError(e) => &e.io_error,
+        _ => return false,
+    };
+    io_error.raw_os_error() == Some(libc::EAGAIN)
 }
 
 #[cfg(test)]
@@ -82,9 +89,26 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_helper_probe_is_tried_again() {
+        let mut calls = 0;
+        let supported = load_retrying(|| {
+            calls += 1;
+            if calls == 1 {
+                Err(ProgramError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_prog_load",
+                    io_error: io::Error::from_raw_os_error(libc::EAGAIN),
+                }))
+            } else {
+                Ok(true)
+            }
+        });
+        assert_eq!((supported.ok(), calls), (Some(true), 2));
+    }
+
+    #[test]
     fn a_rejected_program_is_not_tried_again() {
         let mut calls = 0;
-        let result = load_retrying(|| {
+        let result = load_retrying(|| -> Result<(), _> {
             calls += 1;
             Err(load_error(libc::EACCES))
         });
@@ -115,7 +139,7 @@ mod tests {
     #[test]
     fn an_always_interrupted_load_gives_up_after_libbpfs_attempts() {
         let mut calls = 0;
-        let result = load_retrying(|| {
+        let result = load_retrying(|| -> Result<(), _> {
             calls += 1;
             Err(load_error(libc::EAGAIN))
         });
