@@ -368,7 +368,7 @@ fn raw_to_addr(raw: u32) -> Ipv4Addr {
     Ipv4Addr::from(raw.to_ne_bytes())
 }
 
-fn protocol_name(p: u8) -> &'static str {
+pub(crate) fn protocol_name(p: u8) -> &'static str {
     match p {
         proto::TCP => "tcp",
         proto::UDP => "udp",
@@ -380,7 +380,7 @@ fn protocol_name(p: u8) -> &'static str {
 /// host address, or either one on every address (0). "Every address" claims the port
 /// on each address, so it clashes with a specific one too; otherwise the datapath
 /// would have to guess which wins.
-fn claims_same_port(a: &PublishKey, b: &PublishKey) -> bool {
+pub(crate) fn claims_same_port(a: &PublishKey, b: &PublishKey) -> bool {
     a.proto == b.proto
         && a.host_port == b.host_port
         && (a.host_addr == b.host_addr || a.host_addr == 0 || b.host_addr == 0)
@@ -625,6 +625,25 @@ impl PortMappings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Any" (0) meets every address; two addresses meet only when equal; protocol
+    /// and port must match.
+    #[test]
+    fn host_ports_clash_on_a_shared_address() {
+        let key = |addr: [u8; 4], port: u16, proto: u8| PublishKey {
+            host_addr: u32::from_ne_bytes(addr),
+            host_port: port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let any = key([0; 4], 8088, proto::TCP);
+        let lo = key([127, 0, 0, 1], 8088, proto::TCP);
+        let uplink = key([10, 0, 1, 48], 8088, proto::TCP);
+        assert!(claims_same_port(&any, &lo) && claims_same_port(&uplink, &any));
+        assert!(claims_same_port(&lo, &lo) && !claims_same_port(&lo, &uplink));
+        assert!(!claims_same_port(&any, &key([0; 4], 8089, proto::TCP)));
+        assert!(!claims_same_port(&any, &key([0; 4], 8088, proto::UDP)));
+    }
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

@@ -783,53 +783,22 @@ pub fn host_local_port_holder(
         let published = other.publishes().ok()?;
         let (key, _) = published
             .iter()
-            .find(|(k, _)| keys.iter().any(|key| same_host_port(k, key)))?;
+            .find(|(k, _)| keys.iter().any(|key| publish::claims_same_port(k, key)))?;
         Some(format!(
             "host port {}/{} is published by instance \"{name}\" too, whose host-local \
              programs act on the same processes (cgroup {}), so a connection from the host \
              would reach whichever instance's programs ran first; pick another host port, or \
              give one instance host-local access on another cgroup",
             u16::from_be(key.host_port),
-            if key.proto == proto::TCP {
-                "tcp"
-            } else {
-                "udp"
-            },
+            publish::protocol_name(key.proto),
             theirs.display()
         ))
     })
 }
 
-/// Whether two PUBLISHED_PORTS keys claim the same host port for host-local access:
-/// the same protocol and port, and the same address or either on every address (0).
-fn same_host_port(a: &PublishKey, b: &PublishKey) -> bool {
-    a.proto == b.proto
-        && a.host_port == b.host_port
-        && (a.host_addr == 0 || b.host_addr == 0 || a.host_addr == b.host_addr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// "Any" (0) meets every address; two addresses meet only when equal; protocol
-    /// and port must match.
-    #[test]
-    fn host_ports_clash_on_a_shared_address() {
-        let key = |addr: [u8; 4], port: u16, proto: u8| PublishKey {
-            host_addr: u32::from_ne_bytes(addr),
-            host_port: port.to_be(),
-            proto,
-            _pad: 0,
-        };
-        let any = key([0; 4], 8088, proto::TCP);
-        let lo = key([127, 0, 0, 1], 8088, proto::TCP);
-        let uplink = key([10, 0, 1, 48], 8088, proto::TCP);
-        assert!(same_host_port(&any, &lo) && same_host_port(&uplink, &any));
-        assert!(same_host_port(&lo, &lo) && !same_host_port(&lo, &uplink));
-        assert!(!same_host_port(&any, &key([0; 4], 8089, proto::TCP)));
-        assert!(!same_host_port(&any, &key([0; 4], 8088, proto::UDP)));
-    }
 
     #[test]
     fn program_names_come_back_in_full() {
