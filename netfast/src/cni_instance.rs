@@ -457,14 +457,8 @@ async fn host_local_spec(
              config"
         ))
     })?;
-    let mut addrs: Vec<(Ipv4Addr, u32)> = Vec::new();
-    for a in topology::host_ipv4_addresses(host).await? {
-        let addr = a.local.addr();
-        // Loopback the programs know themselves.
-        if !addr.is_loopback() && !addrs.iter().any(|(known, _)| *known == addr) {
-            addrs.push((addr, a.index));
-        }
-    }
+    let host_addrs = topology::host_ipv4_addresses(host).await?;
+    let addrs = instance::host_addrs(host_addrs.iter().map(|a| (a.local.addr(), a.index)));
     let cgroup = cgroup.to_path_buf();
     Ok((HostLocalSpec { cgroup, addrs }, cookie))
 }

@@ -805,19 +805,19 @@ pub fn resolve_cgroup(setting: &CgroupSetting, key: &str) -> std::result::Result
 /// the ones `up` adds (the bridge's, point-to-point host addresses), with ifindex 0
 /// until they exist. Loopback (127.0.0.0/8) the programs know themselves.
 pub fn host_local_addrs(cfg: &Config, host: &[topology::HostAddress]) -> Vec<(Ipv4Addr, u32)> {
+    let to_add = std::iter::once(cfg.bridge.address.addr())
+        .chain(cfg.containers.iter().filter_map(|c| c.host_address))
+        .map(|addr| (addr, 0));
+    host_addrs(host.iter().map(|a| (a.local.addr(), a.index)).chain(to_add))
+}
+
+/// `HOST_ADDRS` from (address, ifindex) pairs: each address once (its first pair),
+/// loopback left out.
+pub fn host_addrs(pairs: impl Iterator<Item = (Ipv4Addr, u32)>) -> Vec<(Ipv4Addr, u32)> {
     let mut out: Vec<(Ipv4Addr, u32)> = Vec::new();
-    let mut add = |addr: Ipv4Addr, index: u32| {
+    for (addr, index) in pairs {
         if !addr.is_loopback() && !out.iter().any(|(a, _)| *a == addr) {
             out.push((addr, index));
-        }
-    };
-    for a in host {
-        add(a.local.addr(), a.index);
-    }
-    add(cfg.bridge.address.addr(), 0);
-    for c in &cfg.containers {
-        if let Some(h) = c.host_address {
-            add(h, 0);
         }
     }
     out
